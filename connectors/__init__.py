@@ -1,0 +1,46 @@
+"""Vector stores behind one small interface (see ``connectors.base.Store``)."""
+from __future__ import annotations
+
+import os
+
+from connectors.base import (
+    CollectionInfo,
+    CollectionSpec,
+    PointRecord,
+    ScoredPoint,
+    SearchRequest,
+    Store,
+    StoredPoint,
+)
+
+DEFAULT_DATA_DIR = "mmindex_data"
+
+
+def open_store(
+    collection: str,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
+) -> Store:
+    """Open ``collection`` on a Qdrant server when ``url`` is given, else on embedded Qdrant Edge."""
+    if url:
+        from connectors.qdrant_server import QdrantServerStore
+
+        return QdrantServerStore(collection, url=url, api_key=api_key)
+    from connectors.qdrant_edge import QdrantEdgeStore
+
+    return QdrantEdgeStore(collection, data_dir=data_dir)
+
+
+__all__ = [
+    "CollectionInfo",
+    "CollectionSpec",
+    "PointRecord",
+    "ScoredPoint",
+    "SearchRequest",
+    "Store",
+    "StoredPoint",
+    "open_store",
+    "DEFAULT_DATA_DIR",
+]

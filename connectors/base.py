@@ -1,0 +1,165 @@
+"""The one interface every vector store speaks, and the values that cross it.
+
+A store is bound to one collection. Filters cross this boundary as Qdrant filter JSON
+(the same dict a user passes with ``--filter-json``); each connector turns it into its
+engine's own objects.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from pipeline.errors import CollectionMismatchError
+
+VECTOR_NAMES = ("image", "text")
+# Payload index kinds, named as Qdrant names its payload schema types.
+INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
+# Qdrant rejects requests over 32 MiB; stay well under it whatever the vector size.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a collection must be: the model that fills it and its vector size."""
+
+    model: str
+    dim: int
+    payload_types: dict[str, str] = field(default_factory=dict)
+
+    def check_matches(self, existing: "CollectionSpec", collection: str) -> None:
+        """Refuse, before any write, to mix vectors of two models in one collection."""
+        if existing.model != self.model or existing.dim != self.dim:
+            raise CollectionMismatchError(
+                f"collection {collection!r} holds vectors of model {existing.model!r} "
+                f"(size {existing.dim}); this run uses model {self.model!r} (size {self.dim}). "
+                "Use the same --model, or another --collection."
+            )
+
+
+@dataclass
+class PointRecord:
+    """One point to write: a deterministic id, its vectors by name, and its payload."""
+
+    id: str
+    vectors: dict[str, np.ndarray]
+    payload: dict[str, Any]
+
+
+@dataclass
+class StoredPoint:
+    """A point read back by id."""
+
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] | None = None
+
+
+@dataclass
+class SearchRequest:
+    """A nearest-neighbour search on one named vector, with an optional Qdrant filter."""
+
+    vector: Sequence[float]
+    using: str = "image"
+    filter: dict[str, Any] | None = None
+    limit: int = 10
+    offset: int = 0
+    score_threshold: float | None = None
+    with_vectors: bool = False
+
+
+@dataclass
+class ScoredPoint:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] | None = None
+
+
+@dataclass
+class CollectionInfo:
+    """What ``mmindex info`` shows about a collection."""
+
+    name: str
+    store: str
+    location: str
+    points: int
+    model: str
+    dim: int
+    distance: str = "cosine"
+    payload_types: dict[str, str] = field(default_factory=dict)
+    indexed_fields: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "store": self.store,
+            "location": self.location,
+            "points": self.points,
+            "model": self.model,
+            "dim": self.dim,
+            "distance": self.distance,
+            "vectors": list(VECTOR_NAMES),
+            "payload_types": dict(sorted(self.payload_types.items())),
+            "indexed_fields": dict(sorted(self.indexed_fields.items())),
+        }
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A vector store bound to one collection."""
+
+    collection: str
+
+    def exists(self) -> bool: ...
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection for ``spec``, or check that the existing one matches it."""
+
+    def spec(self) -> CollectionSpec | None:
+        """The model and size the collection was created for, or None if it does not exist."""
+
+    def create_payload_index(self, field_name: str, kind: str) -> None: ...
+
+    def upsert(self, points: Sequence[PointRecord]) -> None: ...
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]: ...
+
+    def search(self, request: SearchRequest) -> list[ScoredPoint]: ...
+
+    def count(self, filter: dict[str, Any] | None = None) -> int: ...
+
+    def info(self) -> CollectionInfo: ...
+
+    def finish(self, optimize: bool = True) -> None:
+        """End a load: make every write durable and, if asked, build the vector index."""
+
+    def close(self) -> None: ...
+
+
+def record_size(point: PointRecord) -> int:
+    """Bytes a point takes in a JSON request, estimated from its parts."""
+    floats = sum(int(np.size(v)) for v in point.vectors.values())
+    # A float32 printed as JSON is about 12 characters with its separator.
+    return 12 * floats + len(json.dumps(point.payload, default=str)) + 64
+
+
+def chunk_by_bytes(
+    points: Iterable[PointRecord], max_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_count: int = 256
+) -> Iterator[list[PointRecord]]:
+    """Split a write into requests bounded by size in bytes as well as by count."""
+    chunk: list[PointRecord] = []
+    size = 0
+    for point in points:
+        point_size = record_size(point)
+        if chunk and (size + point_size > max_bytes or len(chunk) >= max_count):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(point)
+        size += point_size
+    if chunk:
+        yield chunk

@@ -1,0 +1,295 @@
+"""Qdrant Edge: the embedded default store, the Qdrant engine in-process.
+
+Each collection is a folder under the data directory holding one Edge shard (``shard/``)
+and ``collection.json``, which records the model, vector size and payload types.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from connectors.base import (
+    VECTOR_NAMES,
+    CollectionInfo,
+    CollectionSpec,
+    PointRecord,
+    ScoredPoint,
+    SearchRequest,
+    StoredPoint,
+    chunk_by_bytes,
+)
+from pipeline.errors import FilterError, StoreError
+
+METADATA_FILE = "collection.json"
+SHARD_DIR = "shard"
+
+
+def _edge():
+    # Imported lazily so that `import pipeline` stays light.
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+class QdrantEdgeStore:
+    """A collection stored as a Qdrant Edge shard on local disk."""
+
+    kind = "qdrant-edge"
+
+    def __init__(self, collection: str, data_dir: str | os.PathLike = "mmindex_data"):
+        if not collection or "/" in collection or collection.startswith("."):
+            raise StoreError(f"invalid collection name {collection!r}")
+        self.collection = collection
+        self.folder = Path(data_dir) / collection
+        self._shard = None
+        self._indexed: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.folder / METADATA_FILE).is_file()
+
+    def spec(self) -> CollectionSpec | None:
+        meta = self._read_metadata()
+        if meta is None:
+            return None
+        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}))
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        existing = self.spec()
+        if existing is not None:
+            spec.check_matches(existing, self.collection)
+            merged = {**existing.payload_types, **spec.payload_types}
+            if merged != existing.payload_types:
+                self._write_metadata(spec.model, spec.dim, merged)
+            self._open()
+            return
+        qe = _edge()
+        params = qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)
+        config = qe.EdgeConfig(vectors={name: params for name in VECTOR_NAMES})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._shard = qe.EdgeShard.create(str(self.folder / SHARD_DIR), config)
+        except Exception as error:  # the engine raises plain Exception
+            raise StoreError(f"cannot create collection at {self.folder}: {error}") from error
+        self._write_metadata(spec.model, spec.dim, dict(spec.payload_types))
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+    def flush(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+
+    def finish(self, optimize: bool = True) -> None:
+        """End a load: build the HNSW index once (unless told not to) and flush to disk."""
+        shard = self._open()
+        if optimize:
+            shard.optimize()
+        shard.flush()
+
+    # -- writes ----------------------------------------------------------------------
+    def create_payload_index(self, field_name: str, kind: str) -> None:
+        qe = _edge()
+        schema = getattr(qe.PayloadSchemaType, kind.capitalize())
+        self._update(qe.UpdateOperation.create_field_index(field_name, schema))
+        meta = self._read_metadata() or {}
+        indexed = {**meta.get("indexed_fields", {}), field_name: kind}
+        self._write_metadata(meta["model"], meta["dim"], meta.get("payload_types", {}), indexed)
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        qe = _edge()
+        for chunk in chunk_by_bytes(points):
+            edge_points = [
+                qe.Point(
+                    id=point.id,
+                    vector={name: vector.tolist() for name, vector in point.vectors.items()},
+                    payload=point.payload,
+                )
+                for point in chunk
+            ]
+            self._update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def _update(self, operation) -> None:
+        try:
+            self._open().update(operation)
+        except StoreError:
+            raise
+        except Exception as error:
+            raise StoreError(f"write to {self.folder} failed: {error}") from error
+
+    # -- reads -----------------------------------------------------------------------
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        if not ids:
+            return []
+        records = self._open().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        return [
+            StoredPoint(str(r.id), dict(r.payload or {}), dict(r.vector) if with_vectors else None)
+            for r in records
+        ]
+
+    def search(self, request: SearchRequest) -> list[ScoredPoint]:
+        qe = _edge()
+        query = qe.QueryRequest(
+            limit=request.limit,
+            offset=request.offset or None,
+            query=qe.Query.Nearest([float(x) for x in request.vector], using=request.using),
+            filter=edge_filter(request.filter),
+            score_threshold=request.score_threshold,
+            with_payload=True,
+            with_vector=request.with_vectors,
+        )
+        try:
+            results = self._open().query(query)
+        except Exception as error:
+            raise StoreError(f"search in {self.collection!r} failed: {error}") from error
+        return [
+            ScoredPoint(
+                str(r.id), float(r.score), dict(r.payload or {}),
+                dict(r.vector) if request.with_vectors and r.vector else None,
+            )
+            for r in results
+        ]
+
+    def count(self, filter: dict[str, Any] | None = None) -> int:
+        qe = _edge()
+        return self._open().count(qe.CountRequest(exact=True, filter=edge_filter(filter)))
+
+    def info(self) -> CollectionInfo:
+        meta = self._read_metadata()
+        if meta is None:
+            raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
+        shard_info = self._open().info()
+        indexed = {name: str(info.data_type).split(".")[-1].lower() for name, info in shard_info.payload_schema.items()}
+        return CollectionInfo(
+            name=self.collection,
+            store=self.kind,
+            location=str(self.folder),
+            points=shard_info.points_count,
+            model=meta["model"],
+            dim=int(meta["dim"]),
+            payload_types=meta.get("payload_types", {}),
+            indexed_fields=indexed,
+        )
+
+    # -- internals -------------------------------------------------------------------
+    def _open(self):
+        if self._shard is not None:
+            return self._shard
+        if not self.exists():
+            raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
+        qe = _edge()
+        try:
+            self._shard = qe.EdgeShard.load(str(self.folder / SHARD_DIR))
+        except Exception as error:
+            if "WouldBlock" in str(error) or "lock" in str(error).lower():
+                raise StoreError(
+                    f"collection {self.collection!r} at {self.folder} is open in another process; "
+                    "an embedded store has one writer at a time (stop the other mmindex process, "
+                    "or use a Qdrant server with --url)"
+                ) from error
+            raise StoreError(f"cannot open collection at {self.folder}: {error}") from error
+        return self._shard
+
+    def _read_metadata(self) -> dict[str, Any] | None:
+        path = self.folder / METADATA_FILE
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def _write_metadata(self, model: str, dim: int, payload_types: dict[str, str], indexed: dict | None = None) -> None:
+        old = self._read_metadata() or {}
+        meta = {
+            "format": 1,
+            "model": model,
+            "dim": int(dim),
+            "distance": "cosine",
+            "vectors": list(VECTOR_NAMES),
+            "payload_types": payload_types,
+            "indexed_fields": indexed if indexed is not None else old.get("indexed_fields", {}),
+        }
+        tmp = self.folder / (METADATA_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, self.folder / METADATA_FILE)
+
+
+# -- Qdrant filter JSON → Edge objects ------------------------------------------------
+def edge_filter(spec: dict[str, Any] | None):
+    """Translate a Qdrant filter (REST JSON form) into qdrant_edge objects."""
+    if not spec:
+        return None
+    if not isinstance(spec, dict):
+        raise FilterError(f"a filter must be a JSON object, got {type(spec).__name__}")
+    qe = _edge()
+    unknown = set(spec) - {"must", "should", "must_not", "min_should"}
+    if unknown:
+        raise FilterError(f"unknown filter clause(s): {', '.join(sorted(unknown))}")
+    parts = {}
+    for clause in ("must", "should", "must_not"):
+        conditions = spec.get(clause)
+        if conditions is None:
+            continue
+        if isinstance(conditions, dict):
+            conditions = [conditions]
+        parts[clause] = [_edge_condition(c) for c in conditions]
+    if "min_should" in spec:
+        ms = spec["min_should"]
+        parts["min_should"] = qe.MinShould([_edge_condition(c) for c in ms["conditions"]], int(ms["min_count"]))
+    return qe.Filter(**parts)
+
+
+def _edge_condition(cond: dict[str, Any]):
+    qe = _edge()
+    if not isinstance(cond, dict):
+        raise FilterError(f"a filter condition must be a JSON object, got {cond!r}")
+    if {"must", "should", "must_not"} & set(cond):
+        return edge_filter(cond)
+    if "has_id" in cond:
+        return qe.HasIdCondition({_point_id(i) for i in cond["has_id"]})
+    if "is_empty" in cond:
+        return qe.IsEmptyCondition(cond["is_empty"]["key"])
+    if "is_null" in cond:
+        return qe.IsNullCondition(cond["is_null"]["key"])
+    if "nested" in cond:
+        return qe.NestedCondition(cond["nested"]["key"], edge_filter(cond["nested"]["filter"]))
+    if "key" not in cond:
+        raise FilterError(f"unsupported filter condition: {json.dumps(cond)}")
+    key = cond["key"]
+    if "match" in cond:
+        return qe.FieldCondition(key=key, match=_edge_match(cond["match"], key))
+    if "range" in cond:
+        bounds = {k: v for k, v in cond["range"].items() if v is not None}
+        if not bounds or set(bounds) - {"gt", "gte", "lt", "lte"}:
+            raise FilterError(f"range on {key!r} needs gt/gte/lt/lte bounds, got {cond['range']!r}")
+        if any(isinstance(v, str) for v in bounds.values()):
+            return qe.FieldCondition(key=key, range=qe.RangeDateTime(**{k: str(v) for k, v in bounds.items()}))
+        return qe.FieldCondition(key=key, range=qe.RangeFloat(**{k: float(v) for k, v in bounds.items()}))
+    if "values_count" in cond:
+        return qe.FieldCondition(key=key, values_count=qe.ValuesCount(**cond["values_count"]))
+    raise FilterError(f"unsupported condition on {key!r}: {json.dumps(cond)}")
+
+
+def _edge_match(match: dict[str, Any], key: str):
+    qe = _edge()
+    if "value" in match:
+        return qe.MatchValue(match["value"])
+    if "any" in match:
+        return qe.MatchAny(list(match["any"]))
+    if "except" in match:
+        return qe.MatchExcept(list(match["except"]))
+    if "text" in match:
+        return qe.MatchText(match["text"])
+    if "phrase" in match:
+        return qe.MatchPhrase(match["phrase"])
+    raise FilterError(f"unsupported match on {key!r}: {json.dumps(match)}")
+
+
+def _point_id(value: Any):
+    if isinstance(value, int):
+        return value
+    return uuid.UUID(str(value))

@@ -1,0 +1,205 @@
+"""A Qdrant server or cluster through qdrant-client (also ``:memory:`` and local paths).
+
+The collection's model, vector size and payload types are kept in Qdrant's collection
+metadata under the key ``mmindex``, so any client can see what filled it.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+from connectors.base import (
+    VECTOR_NAMES,
+    CollectionInfo,
+    CollectionSpec,
+    PointRecord,
+    ScoredPoint,
+    SearchRequest,
+    StoredPoint,
+    chunk_by_bytes,
+)
+from pipeline.errors import FilterError, StoreError
+
+METADATA_KEY = "mmindex"
+
+
+class QdrantServerStore:
+    """A collection on a Qdrant server, reached with qdrant-client."""
+
+    kind = "qdrant-server"
+
+    def __init__(
+        self,
+        collection: str,
+        url: str = "http://localhost:6333",
+        api_key: str | None = None,
+        timeout: int = 60,
+        client: Any = None,
+    ):
+        from qdrant_client import QdrantClient
+
+        self.collection = collection
+        self.url = url
+        if client is not None:
+            self.client = client
+        elif url == ":memory:":
+            self.client = QdrantClient(":memory:")
+        else:
+            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+
+    def exists(self) -> bool:
+        return self._call("check collection", self.client.collection_exists, self.collection)
+
+    def spec(self) -> CollectionSpec | None:
+        meta = self._metadata()
+        if meta is None:
+            return None
+        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}))
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        from qdrant_client import models
+
+        if self.exists():
+            existing = self.spec()
+            if existing is None:
+                raise StoreError(
+                    f"collection {self.collection!r} exists on {self.url} but was not made by mmindex "
+                    "(no 'mmindex' metadata); choose another --collection"
+                )
+            spec.check_matches(existing, self.collection)
+            merged = {**existing.payload_types, **spec.payload_types}
+            if merged != existing.payload_types:
+                meta = {**(self._metadata() or {}), "payload_types": merged}
+                self._call("update metadata", self.client.update_collection, self.collection,
+                           metadata={METADATA_KEY: meta})
+            return
+        params = models.VectorParams(size=spec.dim, distance=models.Distance.COSINE)
+        self._call(
+            "create collection",
+            self.client.create_collection,
+            self.collection,
+            vectors_config={name: params for name in VECTOR_NAMES},
+            metadata={METADATA_KEY: self._meta_dict(spec.model, spec.dim, dict(spec.payload_types))},
+        )
+
+    def create_payload_index(self, field_name: str, kind: str) -> None:
+        from qdrant_client import models
+
+        schema = models.PayloadSchemaType(kind)
+        with warnings.catch_warnings():
+            # Local mode warns that indexes have no effect there; a server builds them.
+            warnings.simplefilter("ignore", UserWarning)
+            self._call("create payload index", self.client.create_payload_index,
+                       self.collection, field_name, schema, wait=True)
+        # Recorded too, because local mode reports no payload schema.
+        meta = dict(self._metadata() or {})
+        meta["indexed_fields"] = {**meta.get("indexed_fields", {}), field_name: kind}
+        self._call("update metadata", self.client.update_collection, self.collection,
+                   metadata={METADATA_KEY: meta})
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        from qdrant_client import models
+
+        for chunk in chunk_by_bytes(points):
+            structs = [
+                models.PointStruct(
+                    id=point.id,
+                    vector={name: vector.tolist() for name, vector in point.vectors.items()},
+                    payload=point.payload,
+                )
+                for point in chunk
+            ]
+            self._call("upsert", self.client.upsert, self.collection, structs, wait=True)
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        if not ids:
+            return []
+        records = self._call("retrieve", self.client.retrieve, self.collection, list(ids),
+                             with_payload=True, with_vectors=with_vectors)
+        return [StoredPoint(str(r.id), dict(r.payload or {}), dict(r.vector) if with_vectors else None)
+                for r in records]
+
+    def search(self, request: SearchRequest) -> list[ScoredPoint]:
+        response = self._call(
+            "search",
+            self.client.query_points,
+            self.collection,
+            query=[float(x) for x in request.vector],
+            using=request.using,
+            query_filter=server_filter(request.filter),
+            limit=request.limit,
+            offset=request.offset or None,
+            score_threshold=request.score_threshold,
+            with_payload=True,
+            with_vectors=request.with_vectors,
+        )
+        return [
+            ScoredPoint(str(p.id), float(p.score), dict(p.payload or {}),
+                        dict(p.vector) if request.with_vectors and p.vector else None)
+            for p in response.points
+        ]
+
+    def count(self, filter: dict[str, Any] | None = None) -> int:
+        result = self._call("count", self.client.count, self.collection,
+                            count_filter=server_filter(filter), exact=True)
+        return result.count
+
+    def info(self) -> CollectionInfo:
+        if not self.exists():
+            raise StoreError(f"collection {self.collection!r} does not exist on {self.url}")
+        description = self._call("describe collection", self.client.get_collection, self.collection)
+        meta = (description.config.metadata or {}).get(METADATA_KEY, {})
+        indexed = {
+            name: str(getattr(schema.data_type, "value", schema.data_type))
+            for name, schema in (description.payload_schema or {}).items()
+        }
+        if not indexed:
+            indexed = dict(meta.get("indexed_fields", {}))
+        return CollectionInfo(
+            name=self.collection,
+            store=self.kind,
+            location=self.url,
+            points=self.count(),
+            model=meta.get("model", "?"),
+            dim=int(meta.get("dim", 0)),
+            payload_types=meta.get("payload_types", {}),
+            indexed_fields=indexed,
+        )
+
+    def finish(self, optimize: bool = True) -> None:
+        """Every write already waited for the server (wait=True), so nothing is pending."""
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- internals -------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any] | None:
+        if not self.exists():
+            return None
+        description = self._call("describe collection", self.client.get_collection, self.collection)
+        return (description.config.metadata or {}).get(METADATA_KEY)
+
+    @staticmethod
+    def _meta_dict(model: str, dim: int, payload_types: dict[str, str]) -> dict[str, Any]:
+        return {"format": 1, "model": model, "dim": int(dim), "payload_types": payload_types}
+
+    def _call(self, what: str, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (StoreError, FilterError):
+            raise
+        except Exception as error:
+            raise StoreError(f"{what} on {self.url} (collection {self.collection!r}) failed: {error}") from error
+
+
+def server_filter(spec: dict[str, Any] | None):
+    """Validate a Qdrant filter (REST JSON form) into qdrant-client's model."""
+    if not spec:
+        return None
+    from pydantic import ValidationError
+    from qdrant_client import models
+
+    try:
+        return models.Filter.model_validate(spec)
+    except ValidationError as error:
+        raise FilterError(f"invalid Qdrant filter: {error.errors()[0]['msg']}") from error

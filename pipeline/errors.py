@@ -1,0 +1,45 @@
+"""The project's exception family.
+
+Every error a user can cause is an ``MmindexError`` carrying, where known, the file and
+row it is about; the CLI prints it as one line and exits non-zero.
+"""
+from __future__ import annotations
+
+
+class MmindexError(Exception):
+    """Base of every error mmindex raises on purpose."""
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None):
+        self.message = message
+        self.file = file
+        self.row = row
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}"
+            if self.row is not None:
+                where += f" row {self.row}"
+            where += ": "
+        return where + self.message
+
+
+class InputError(MmindexError):
+    """The input files or their columns cannot be used as asked."""
+
+
+class ModelError(MmindexError):
+    """The embedding model cannot be loaded or used."""
+
+
+class CollectionMismatchError(MmindexError):
+    """The collection was built with another model or vector size."""
+
+
+class StoreError(MmindexError):
+    """The vector store refused or failed an operation."""
+
+
+class FilterError(MmindexError):
+    """A ``--where`` expression or raw filter is malformed."""

@@ -1,0 +1,138 @@
+"""Rows become points: deterministic ids, content hashes, and Arrow values as JSON payload.
+
+Ids are UUIDv5, from the id column when there is one, else from the image bytes and
+caption, so running the same ingest twice writes the same points. Payload values map
+from Arrow to JSON that Qdrant can store and filter.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import math
+import uuid
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+# Fixed namespace: ids must be identical across machines and versions.
+ID_NAMESPACE = uuid.UUID("6b1f9a52-43a4-5d3e-9d3c-6d6d696e6465")
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+def point_id_from_key(key: Any) -> str:
+    """The point id for a row whose id column holds ``key``."""
+    if isinstance(key, bytes):
+        key = key.hex()
+    return str(uuid.uuid5(ID_NAMESPACE, f"id:{key}"))
+
+
+def point_id_from_content(image: bytes, caption: str | None) -> str:
+    """The point id for a row without an id column: a hash of what it holds."""
+    digest = hashlib.sha256(image).hexdigest() + ":" + hashlib.sha256((caption or "").encode()).hexdigest()
+    return str(uuid.uuid5(ID_NAMESPACE, f"content:{digest}"))
+
+
+def content_hash(image: bytes, caption: str | None, model: str) -> str:
+    """What a point was made from; equal hashes mean re-embedding would give the same point."""
+    h = hashlib.sha256()
+    for part in (image, (caption or "").encode(), model.encode()):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def rfc3339(value: dt.datetime | dt.date) -> str:
+    """A timestamp as RFC 3339, the form Qdrant's datetime filters and indexes accept."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        text = value.strftime("%Y-%m-%dT%H:%M:%S")
+        if value.microsecond:
+            text += f".{value.microsecond:06d}"
+        return text + "Z"
+    return f"{value.isoformat()}T00:00:00Z"
+
+
+def payload_columns(batch: pa.RecordBatch, columns: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings."""
+    rows: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
+    warnings: list[str] = []
+    for name in columns:
+        column = batch.column(batch.schema.get_field_index(name))
+        values = column.to_pylist()
+        for index, value in enumerate(values):
+            converted = to_json_value(value, column.type, warnings, name)
+            rows[index][name] = converted
+    return rows, warnings
+
+
+def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: list[str] | None = None,
+                  field: str = "") -> Any:
+    """One Arrow value (as Python) into JSON that Qdrant stores faithfully."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if value > INT64_MAX or value < INT64_MIN:
+            # Qdrant integers are 64-bit signed: keep the exact digits as a string.
+            if warnings is not None and len(warnings) < 100:
+                warnings.append(f"{field}: {value} does not fit a 64-bit signed integer; stored as a string")
+            return str(value)
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dt.datetime, dt.date)):
+        return rfc3339(value)
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v, None, warnings, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if arrow_type is not None and pa.types.is_map(arrow_type):
+            return {str(k): to_json_value(v, None, warnings, f"{field}.{k}") for k, v in value}
+        return [to_json_value(v, None, warnings, field) for v in value]
+    return str(value)
+
+
+def index_kind(arrow_type: pa.DataType) -> str | None:
+    """The Qdrant payload index type for an Arrow type, or None if it has none."""
+    t = arrow_type
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "keyword"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "datetime"
+    return None
+
+
+def payload_types(schema: pa.Schema, columns: Sequence[str]) -> dict[str, str]:
+    """The payload field types a collection records, from the Arrow schema."""
+    types = {}
+    for name in columns:
+        kind = index_kind(schema.field(name).type)
+        types[name] = kind or str(schema.field(name).type)
+    return types

@@ -1,0 +1,252 @@
+"""Find Parquet files, map their columns, and stream record batches.
+
+Inputs may be local files, directories (searched recursively, hidden and ``_`` entries
+skipped), globs or object-store URIs (anything ``pyarrow.fs.FileSystem.from_uri`` knows).
+Batches are read one at a time, so memory does not grow with the dataset; every batch
+knows its file and first row.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
+
+IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
+CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
+ID_NAMES = ("id", "key", "uid", "uuid")
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which columns hold the image, the caption, the id, and what goes into the payload."""
+
+    image: str
+    caption: str | None
+    id: str | None
+    payload: tuple[str, ...]
+    image_kind: str  # "bytes", "struct" (Hugging Face datasets {bytes, path}) or "path"
+    notes: tuple[str, ...] = ()
+
+    def columns(self) -> list[str]:
+        """Every column to read, in a stable order, without repeats."""
+        wanted = [self.image, self.caption, self.id, *self.payload]
+        return list(dict.fromkeys(c for c in wanted if c))
+
+
+@dataclass
+class SourceBatch:
+    """Rows ``first_row`` … of one file, as Arrow."""
+
+    file: str
+    first_row: int
+    batch: pa.RecordBatch
+
+
+@dataclass
+class Source:
+    """A set of Parquet files on one filesystem with a column mapping."""
+
+    filesystem: pafs.FileSystem
+    files: list[str]
+    schema: pa.Schema
+    mapping: ColumnMapping
+    display_names: dict[str, str] = field(default_factory=dict)
+
+    def count_rows(self) -> int:
+        return sum(self._parquet(path).metadata.num_rows for path in self.files)
+
+    def batches(self, batch_size: int = 256) -> Iterator[SourceBatch]:
+        columns = self.mapping.columns()
+        for path in self.files:
+            parquet = self._parquet(path)
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise InputError(
+                    f"missing column(s) {', '.join(missing)} (has: {', '.join(parquet.schema_arrow.names)})",
+                    file=self.display(path),
+                )
+            row = 0
+            try:
+                for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+                    yield SourceBatch(self.display(path), row, batch)
+                    row += batch.num_rows
+            except (OSError, pa.ArrowException) as error:
+                raise InputError(f"cannot read Parquet data: {error}", file=self.display(path), row=row) from error
+
+    def display(self, path: str) -> str:
+        return self.display_names.get(path, path)
+
+    def open_input(self, path: str):
+        return self.filesystem.open_input_file(path)
+
+    def _parquet(self, path: str) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(self.filesystem.open_input_file(path))
+        except (OSError, pa.ArrowException) as error:
+            raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+
+
+def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str]]:
+    """Expand files, directories, globs and URIs into Parquet file paths on one filesystem."""
+    if not inputs:
+        raise InputError("no input given: pass Parquet files, directories or globs")
+    filesystem: pafs.FileSystem | None = None
+    files: list[str] = []
+    display: dict[str, str] = {}
+    for item in inputs:
+        fs, paths, prefix = _expand(item)
+        if filesystem is None:
+            filesystem = fs
+        elif type(fs) is not type(filesystem):
+            raise InputError(f"all inputs must be on one filesystem; {item!r} is on another")
+        if not paths:
+            raise InputError(f"no Parquet files found for {item!r}")
+        for path in paths:
+            if path not in display:
+                files.append(path)
+                display[path] = prefix + path
+    return filesystem, files, display
+
+
+def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str]:
+    if "://" in item and not item.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(item)
+        except (pa.ArrowException, ValueError, OSError) as error:
+            raise InputError(f"cannot open {item!r}: {error}") from error
+        prefix = item.split("://", 1)[0] + "://"
+        return fs, _expand_on(fs, path), prefix
+    local = item[len("file://"):] if item.startswith("file://") else item
+    fs = pafs.LocalFileSystem()
+    if glob.has_magic(local):
+        matches = sorted(glob.glob(local, recursive=True))
+        paths: list[str] = []
+        for match in matches:
+            paths.extend(_expand_on(fs, os.path.abspath(match)))
+        return fs, paths, ""
+    if not os.path.exists(local):
+        raise InputError(f"input not found: {item}")
+    return fs, _expand_on(fs, os.path.abspath(local)), ""
+
+
+def _expand_on(fs: pafs.FileSystem, path: str) -> list[str]:
+    base, pattern = path, None
+    if glob.has_magic(path):
+        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        pattern = path
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.File:
+        return [base]
+    if info.type != pafs.FileType.Directory:
+        raise InputError(f"input not found: {path}")
+    found = []
+    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        relative = entry.path[len(base):].lstrip("/")
+        # Skip hidden and bookkeeping files (_SUCCESS, .crc, _delta_log/ …) as Spark and pyarrow do.
+        if entry.type != pafs.FileType.File or any(p.startswith(("_", ".")) for p in relative.split("/")):
+            continue
+        if entry.path.endswith(PARQUET_SUFFIXES):
+            found.append(entry.path)
+    if pattern:
+        found = [f for f in found if fnmatch.fnmatch(f, pattern)]
+    return sorted(found)
+
+
+def map_columns(
+    schema: pa.Schema,
+    image_col: str | None = None,
+    caption_col: str | None = None,
+    id_col: str | None = None,
+    payload_cols: Sequence[str] | None = None,
+) -> ColumnMapping:
+    """Choose the image, caption and id columns (given or detected) and the payload columns."""
+    names = schema.names
+    notes: list[str] = []
+
+    def pick(given: str | None, candidates: Sequence[str], role: str, required: bool) -> str | None:
+        if given:
+            if given not in names:
+                raise InputError(f"--{role}-col {given!r} is not a column (columns: {', '.join(names)})")
+            return given
+        lowered = {n.lower(): n for n in names}
+        for candidate in candidates:
+            if candidate in lowered:
+                notes.append(f"{role} column: {lowered[candidate]!r} (detected; set --{role}-col to change)")
+                return lowered[candidate]
+        if required:
+            raise InputError(
+                f"no {role} column found among {', '.join(names)}; name it with --{role}-col"
+            )
+        return None
+
+    image = pick(image_col, IMAGE_NAMES, "image", True)
+    caption = pick(caption_col, CAPTION_NAMES, "caption", False)
+    if caption is None:
+        notes.append("caption column: none found; only image vectors will be stored (set --caption-col)")
+    identifier = pick(id_col, ID_NAMES, "id", False)
+    if identifier is None:
+        notes.append("id column: none; point ids come from a hash of image bytes and caption")
+    image_kind = image_column_kind(schema.field(image).type, image)
+
+    if payload_cols is not None:
+        for column in payload_cols:
+            if column not in names:
+                raise InputError(f"--payload-cols {column!r} is not a column (columns: {', '.join(names)})")
+        payload = tuple(c for c in payload_cols if c not in (image, caption))
+    else:
+        payload_list = []
+        for f in schema:
+            if f.name in (image, caption):
+                continue
+            if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) or pa.types.is_fixed_size_binary(f.type):
+                notes.append(f"payload: binary column {f.name!r} left out (name it in --payload-cols to keep it as base64)")
+                continue
+            payload_list.append(f.name)
+        payload = tuple(payload_list)
+    if "caption" in payload and caption != "caption":
+        raise InputError("a payload column is named 'caption', which mmindex uses for the caption text; "
+                         "leave it out with --payload-cols or make it the --caption-col")
+    return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes))
+
+
+def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
+    """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart."""
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "bytes"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "path"
+    if pa.types.is_struct(arrow_type):
+        fields = {arrow_type.field(i).name for i in range(arrow_type.num_fields)}
+        if "bytes" in fields or "path" in fields:
+            return "struct"
+    raise InputError(
+        f"image column {name!r} has type {arrow_type}; expected binary (image bytes), "
+        "string (a path) or a struct with 'bytes'/'path' fields (Hugging Face datasets)"
+    )
+
+
+def open_source(
+    inputs: Sequence[str],
+    image_col: str | None = None,
+    caption_col: str | None = None,
+    id_col: str | None = None,
+    payload_cols: Sequence[str] | None = None,
+) -> Source:
+    """Find the files, read the first one's schema and map the columns."""
+    filesystem, files, display = find_files(inputs)
+    first = files[0]
+    try:
+        schema = pq.read_schema(filesystem.open_input_file(first))
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(f"not a readable Parquet file: {error}", file=display[first]) from error
+    mapping = map_columns(schema, image_col, caption_col, id_col, payload_cols)
+    return Source(filesystem, files, schema, mapping, display)

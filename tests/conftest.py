@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny real CLIP model and real sample Parquet, built once per session."""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from pipeline.sample import write_sample  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """60 rows over two files, images as raw bytes."""
+    folder = tmp_path_factory.mktemp("sample-bytes")
+    write_sample(folder, rows=60, seed=1, files=2, width=64, height=48)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, sample_dir):
+    """A tiny untrained CLIP (random weights) saved as a sentence-transformers folder."""
+    from pipeline.scratch import build_scratch_model
+    from pipeline.source import open_source
+
+    source = open_source([str(sample_dir)])
+    texts = [t for b in source.batches(1000) for t in b.batch.column(2).to_pylist()]
+    folder = tmp_path_factory.mktemp("models") / "tiny-clip"
+    return build_scratch_model(folder, size="tiny", texts=texts)
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_model):
+    from pipeline.encoder import Encoder
+
+    return Encoder(tiny_model, device="cpu", batch_size=16)

@@ -1,0 +1,189 @@
+"""One congruence suite over every store: Qdrant Edge, qdrant-client ':memory:', and a real
+Qdrant server when QDRANT_URL is set (skipped otherwise, visibly)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from connectors.base import CollectionSpec, PointRecord, SearchRequest, chunk_by_bytes
+from connectors.qdrant_edge import QdrantEdgeStore
+from connectors.qdrant_server import QdrantServerStore
+from pipeline.errors import CollectionMismatchError, FilterError, StoreError
+from pipeline.query import parse_where
+
+DIM = 8
+SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime"})
+
+
+@pytest.fixture(params=[
+    "edge",
+    "memory",
+    pytest.param("server", marks=[pytest.mark.server, pytest.mark.skipif(
+        not os.environ.get("QDRANT_URL"), reason="QDRANT_URL not set: no real Qdrant server to test against")]),
+])
+def make_store(request, tmp_path):
+    stores = []
+
+    def make(collection="things"):
+        if request.param == "edge":
+            store = QdrantEdgeStore(collection, data_dir=tmp_path / "edge")
+        elif request.param == "memory":
+            store = QdrantServerStore(collection, url=":memory:", client=getattr(make, "client", None))
+            make.client = store.client
+        else:
+            name = f"mmindex-test-{collection}-{uuid.uuid4().hex[:8]}"
+            store = QdrantServerStore(name, url=os.environ["QDRANT_URL"], api_key=os.environ.get("QDRANT_API_KEY"))
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        if request.param == "server" and store.exists():
+            store.client.delete_collection(store.collection)
+        store.close()
+
+
+def vector(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def points(n: int) -> list[PointRecord]:
+    colors = ["red", "green", "blue"]
+    return [
+        PointRecord(
+            str(uuid.uuid5(uuid.NAMESPACE_OID, str(i))),
+            {"image": vector(i), "text": vector(1000 + i)} if i % 4 else {"image": vector(i)},
+            {"year": 2015 + i % 10, "color": colors[i % 3], "created": f"20{10 + i % 10}-06-01T00:00:00Z",
+             "tags": [colors[i % 3], "x"], "caption": f"item {i}"},
+        )
+        for i in range(n)
+    ]
+
+
+def test_create_write_read_count_info(make_store):
+    store = make_store()
+    assert not store.exists() and store.spec() is None
+    store.ensure_collection(SPEC)
+    store.create_payload_index("year", "integer")
+    data = points(40)
+    store.upsert(data)
+    store.upsert(data[:10])  # same ids again: no duplicates
+    store.finish()
+    assert store.count() == 40
+    got = store.retrieve([data[3].id, data[5].id, str(uuid.uuid4())], with_vectors=True)
+    assert {p.id for p in got} == {data[3].id, data[5].id}
+    by_id = {p.id: p for p in got}
+    assert by_id[data[3].id].payload["caption"] == "item 3"
+    np.testing.assert_allclose(by_id[data[3].id].vectors["image"], data[3].vectors["image"], atol=1e-5)
+    info = store.info()
+    assert (info.points, info.model, info.dim) == (40, "test-model", DIM)
+    assert info.payload_types["year"] == "integer"
+    assert "year" in info.indexed_fields
+
+
+def test_nearest_neighbour_on_each_named_vector(make_store):
+    store = make_store()
+    store.ensure_collection(SPEC)
+    data = points(30)
+    store.upsert(data)
+    hits = store.search(SearchRequest(vector=data[7].vectors["image"], using="image", limit=3))
+    assert hits[0].id == data[7].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    hits = store.search(SearchRequest(vector=data[7].vectors["text"], using="text", limit=3))
+    assert hits[0].id == data[7].id
+    # Points without a caption have no text vector and never show up in text search.
+    text_hits = store.search(SearchRequest(vector=data[8].vectors["image"], using="text", limit=30))
+    assert data[8].id not in {h.id for h in text_hits} and len(text_hits) == 22
+    page = store.search(SearchRequest(vector=data[7].vectors["image"], using="image", limit=2, offset=1))
+    assert [h.id for h in page] == [h.id for h in store.search(
+        SearchRequest(vector=data[7].vectors["image"], using="image", limit=3))][1:]
+    above = store.search(SearchRequest(vector=data[7].vectors["image"], using="image", limit=30,
+                                       score_threshold=0.5))
+    assert above and all(h.score >= 0.5 for h in above)
+
+
+@pytest.mark.parametrize(
+    "where, keep",
+    [
+        ("year >= 2020", lambda p: p["year"] >= 2020),
+        ("year > 2020", lambda p: p["year"] > 2020),
+        ("year < 2018", lambda p: p["year"] < 2018),
+        ("year <= 2018", lambda p: p["year"] <= 2018),
+        ("year = 2019", lambda p: p["year"] == 2019),
+        ("color = 'red'", lambda p: p["color"] == "red"),
+        ("color != 'red'", lambda p: p["color"] != "red"),
+        ("color in ('red', 'blue')", lambda p: p["color"] in ("red", "blue")),
+        ("color not in ('red', 'blue')", lambda p: p["color"] not in ("red", "blue")),
+        ("year in (2015, 2016)", lambda p: p["year"] in (2015, 2016)),
+        ("tags = 'green'", lambda p: "green" in p["tags"]),
+        ("created >= '2015-01-01'", lambda p: p["created"] >= "2015"),
+        ("created < '2013-01-01T00:00:00Z'", lambda p: p["created"] < "2013"),
+        ("year >= 2017 and color != 'green' and year < 2023", lambda p: 2017 <= p["year"] < 2023 and p["color"] != "green"),
+        ("color = 'red' or year = 2016", lambda p: p["color"] == "red" or p["year"] == 2016),
+    ],
+)
+def test_every_where_operator_filters_correctly(make_store, where, keep):
+    store = make_store()
+    store.ensure_collection(SPEC)
+    data = points(40)
+    store.upsert(data)
+    expected = {p.id for p in data if keep(p.payload)}
+    assert expected and len(expected) < len(data)  # the case really filters
+    hits = store.search(SearchRequest(vector=vector(5), using="image", filter=parse_where(where, SPEC.payload_types),
+                                      limit=100))
+    assert {h.id for h in hits} == expected
+    assert store.count(parse_where(where, SPEC.payload_types)) == len(expected)
+
+
+def test_model_or_size_mismatch_is_refused(make_store):
+    store = make_store()
+    store.ensure_collection(SPEC)
+    with pytest.raises(CollectionMismatchError, match="test-model.*other-model"):
+        store.ensure_collection(CollectionSpec("other-model", DIM))
+    with pytest.raises(CollectionMismatchError, match="size 8.*size 16"):
+        store.ensure_collection(CollectionSpec("test-model", 16))
+
+
+def test_malformed_raw_filter_is_a_filter_error(make_store):
+    store = make_store()
+    store.ensure_collection(SPEC)
+    store.upsert(points(4))
+    with pytest.raises(FilterError):
+        store.search(SearchRequest(vector=vector(1), filter={"must": [{"key": "year", "range": {"between": 1}}]}))
+
+
+def test_write_batches_are_sized_by_bytes():
+    heavy = [PointRecord(str(i), {"image": np.zeros(512, np.float32)}, {"blob": "x" * 100_000}) for i in range(50)]
+    chunks = list(chunk_by_bytes(heavy, max_bytes=1_000_000, max_count=1000))
+    assert sum(len(c) for c in chunks) == 50
+    assert all(len(c) <= 9 for c in chunks) and len(chunks) >= 6
+
+
+def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    store = QdrantEdgeStore("locked", data_dir=tmp_path)
+    store.ensure_collection(SPEC)
+    store.upsert(points(2))
+    script = textwrap.dedent(f"""
+        from connectors.qdrant_edge import QdrantEdgeStore
+        from pipeline.errors import StoreError
+        try:
+            QdrantEdgeStore("locked", data_dir={str(tmp_path)!r}).count()
+        except StoreError as e:
+            print("ERR", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    store.close()
+    assert "open in another process" in out.stdout, out.stderr
+
+
+def test_missing_collection_reads_are_store_errors(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        QdrantEdgeStore("nothing", data_dir=tmp_path).info()
