@@ -56,6 +56,12 @@ class StoredPoint:
     payload: dict[str, Any]
     vectors: dict[str, list[float]] | None = None
 
+    @classmethod
+    def from_engine(cls, record: Any, with_vectors: bool = False) -> "StoredPoint":
+        """From a record of either Qdrant engine (both have id, payload and vector)."""
+        vectors = dict(record.vector) if with_vectors and record.vector else None
+        return cls(str(record.id), dict(record.payload or {}), vectors)
+
 
 @dataclass
 class SearchRequest:
@@ -78,6 +84,12 @@ class ScoredPoint:
     score: float
     payload: dict[str, Any]
     vectors: dict[str, list[float]] | None = None
+
+    @classmethod
+    def from_engine(cls, point: Any, with_vectors: bool = False) -> "ScoredPoint":
+        """From a scored point of either Qdrant engine."""
+        vectors = dict(point.vector) if with_vectors and point.vector else None
+        return cls(str(point.id), float(point.score), dict(point.payload or {}), vectors)
 
 
 @dataclass

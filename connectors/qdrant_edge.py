@@ -128,10 +128,7 @@ class QdrantEdgeStore:
         if not ids:
             return []
         records = self._open().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [
-            StoredPoint(str(r.id), dict(r.payload or {}), dict(r.vector) if with_vectors else None)
-            for r in records
-        ]
+        return [StoredPoint.from_engine(r, with_vectors) for r in records]
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         qe = _edge()
@@ -148,13 +145,7 @@ class QdrantEdgeStore:
             results = self._open().query(query)
         except Exception as error:
             raise StoreError(f"search in {self.collection!r} failed: {error}") from error
-        return [
-            ScoredPoint(
-                str(r.id), float(r.score), dict(r.payload or {}),
-                dict(r.vector) if request.with_vectors and r.vector else None,
-            )
-            for r in results
-        ]
+        return [ScoredPoint.from_engine(r, request.with_vectors) for r in results]
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         qe = _edge()

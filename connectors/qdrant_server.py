@@ -116,8 +116,7 @@ class QdrantServerStore:
             return []
         records = self._call("retrieve", self.client.retrieve, self.collection, list(ids),
                              with_payload=True, with_vectors=with_vectors)
-        return [StoredPoint(str(r.id), dict(r.payload or {}), dict(r.vector) if with_vectors else None)
-                for r in records]
+        return [StoredPoint.from_engine(r, with_vectors) for r in records]
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         response = self._call(
@@ -133,11 +132,7 @@ class QdrantServerStore:
             with_payload=True,
             with_vectors=request.with_vectors,
         )
-        return [
-            ScoredPoint(str(p.id), float(p.score), dict(p.payload or {}),
-                        dict(p.vector) if request.with_vectors and p.vector else None)
-            for p in response.points
-        ]
+        return [ScoredPoint.from_engine(p, request.with_vectors) for p in response.points]
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         result = self._call("count", self.client.count, self.collection,

@@ -248,7 +248,7 @@ def query(text, image_path, target, collection, data_dir, url, api_key, model, d
     for rank, hit in enumerate(hits, start=offset + 1):
         fields = ", ".join(f"{k}={_short(v)}" for k, v in list(hit.payload.items())[:6])
         click.echo(f"{rank:>3}. {hit.score:.4f}  {_short(hit.caption, 70)}")
-        click.echo(f"      id={hit.id}  {fields}")
+        click.echo(f"      point {hit.id}  {fields}")
 
 
 def _short(value: Any, width: int = 30) -> str:

@@ -25,7 +25,7 @@ from pipeline.records import (
     point_id_from_content,
     point_id_from_key,
 )
-from pipeline.source import Source, open_source
+from pipeline.source import Source, SourceBatch, open_source
 
 SOURCE_KEY = "_source"
 HASH_KEY = "_hash"
@@ -120,7 +120,7 @@ def ingest(
     seen: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         for source_batch in source.batches(options.batch_size):
-            rows = _read_rows(source, source_batch.file, source_batch.first_row, source_batch.batch, encoder.name, summary)
+            rows = _read_rows(source, source_batch, encoder.name, summary)
             for row in rows:
                 if row.id in seen:
                     summary.duplicate_ids += 1
@@ -154,9 +154,9 @@ def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
     return plan
 
 
-def _read_rows(source: Source, file: str, first_row: int, batch: pa.RecordBatch, model: str,
-               summary: IngestSummary) -> list[_Row]:
+def _read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary) -> list[_Row]:
     mapping = source.mapping
+    file, first_row, batch = source_batch.file, source_batch.first_row, source_batch.batch
     images = batch.column(batch.schema.get_field_index(mapping.image)).to_pylist()
     captions = (batch.column(batch.schema.get_field_index(mapping.caption)).to_pylist()
                 if mapping.caption else [None] * batch.num_rows)
@@ -164,7 +164,6 @@ def _read_rows(source: Source, file: str, first_row: int, batch: pa.RecordBatch,
             if mapping.id else [None] * batch.num_rows)
     payloads, warnings = payload_columns(batch, mapping.payload)
     summary.warnings.extend(f"{file}: {w}" for w in warnings)
-    raw_path = next((p for p in source.files if source.display(p) == file), file)
     rows = []
     for index in range(batch.num_rows):
         row_number = first_row + index
@@ -174,7 +173,7 @@ def _read_rows(source: Source, file: str, first_row: int, batch: pa.RecordBatch,
         if caption is not None and not isinstance(caption, str):
             caption = str(caption)
         try:
-            data = image_bytes(images[index], mapping.image_kind, raw_path, source.open_input)
+            data = image_bytes(images[index], mapping.image_kind, source_batch.path, source.open_input)
         except RejectedImage as error:
             _reject(summary, file, row_number, key, "read", error.message)
             continue

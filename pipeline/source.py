@@ -44,9 +44,10 @@ class ColumnMapping:
 
 @dataclass
 class SourceBatch:
-    """Rows ``first_row`` … of one file, as Arrow."""
+    """Rows ``first_row`` … of one file, as Arrow; ``file`` is for people, ``path`` for the filesystem."""
 
     file: str
+    path: str
     first_row: int
     batch: pa.RecordBatch
 
@@ -77,7 +78,7 @@ class Source:
             row = 0
             try:
                 for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-                    yield SourceBatch(self.display(path), row, batch)
+                    yield SourceBatch(self.display(path), path, row, batch)
                     row += batch.num_rows
             except (OSError, pa.ArrowException) as error:
                 raise InputError(f"cannot read Parquet data: {error}", file=self.display(path), row=row) from error
@@ -118,14 +119,14 @@ def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[
 
 
 def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str]:
-    if "://" in item and not item.startswith("file://"):
+    if "://" in item:
         try:
             fs, path = pafs.FileSystem.from_uri(item)
         except (pa.ArrowException, ValueError, OSError) as error:
             raise InputError(f"cannot open {item!r}: {error}") from error
         prefix = item.split("://", 1)[0] + "://"
         return fs, _expand_on(fs, path), prefix
-    local = item[len("file://"):] if item.startswith("file://") else item
+    local = item
     fs = pafs.LocalFileSystem()
     if glob.has_magic(local):
         matches = sorted(glob.glob(local, recursive=True))

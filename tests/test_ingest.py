@@ -141,3 +141,10 @@ def test_bad_images_are_rejected_and_counted(tmp_path, encoder, store):
 def test_unknown_index_field_is_an_input_error(sample_dir, encoder, store):
     with pytest.raises(InputError, match="--index-fields 'nope'"):
         ingest([str(sample_dir)], store, encoder, IngestOptions(index_fields=["nope"]))
+
+
+def test_relative_image_paths_resolve_through_the_uri_filesystem(tmp_path, encoder, store):
+    data = tmp_path / "uri"
+    write_sample(data, rows=4, seed=8, width=32, height=32, image_kind="path")
+    summary = ingest([f"file://{data}"], store, encoder)
+    assert (summary.upserted, summary.rejected) == (4, 0)

@@ -88,3 +88,12 @@ def test_corrupt_parquet_is_named(tmp_path):
     source = open_source([str(tmp_path)])
     with pytest.raises(InputError, match=r"b\.parquet: not a readable Parquet file"):
         list(source.batches())
+
+
+def test_uris_go_through_pyarrow_filesystems(tmp_path):
+    write(tmp_path / "u" / "a.parquet", image=[b"1"], caption=["a"])
+    source = open_source([f"file://{tmp_path}/u/"])
+    assert source.files == [f"{tmp_path}/u/a.parquet"]
+    batch = next(source.batches())
+    assert batch.file == f"file://{tmp_path}/u/a.parquet" and batch.path == f"{tmp_path}/u/a.parquet"
+    assert open_source([f"file://{tmp_path}/u/*.parquet"]).count_rows() == 1
