@@ -22,12 +22,16 @@ def open_store(
     url: str | None = None,
     api_key: str | None = None,
     data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
+    prefer_grpc: bool = False,
+    parallel_writes: int = 4,
+    bulk_load: bool = False,
 ) -> Store:
     """Open ``collection`` on a Qdrant server when ``url`` is given, else on embedded Qdrant Edge."""
     if url:
         from connectors.qdrant_server import QdrantServerStore
 
-        return QdrantServerStore(collection, url=url, api_key=api_key)
+        return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
+                                 parallel_writes=parallel_writes, bulk_load=bulk_load)
     from connectors.qdrant_edge import QdrantEdgeStore
 
     return QdrantEdgeStore(collection, data_dir=data_dir)

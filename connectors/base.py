@@ -147,6 +147,9 @@ class Store(Protocol):
 
     def info(self) -> CollectionInfo: ...
 
+    def begin_load(self) -> None:
+        """Start a bulk load (a store may defer index building until ``finish``)."""
+
     def finish(self, optimize: bool = True) -> None:
         """End a load: make every write durable and, if asked, build the vector index."""
 

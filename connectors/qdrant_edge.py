@@ -86,6 +86,9 @@ class QdrantEdgeStore:
         if self._shard is not None:
             self._shard.flush()
 
+    def begin_load(self) -> None:
+        """Nothing to do: Edge builds no HNSW index until ``finish`` optimizes, once."""
+
     def finish(self, optimize: bool = True) -> None:
         """End a load: build the HNSW index once (unless told not to) and flush to disk."""
         shard = self._open()

@@ -6,6 +6,7 @@ metadata under the key ``mmindex``, so any client can see what filled it.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from connectors.base import (
@@ -35,17 +36,23 @@ class QdrantServerStore:
         api_key: str | None = None,
         timeout: int = 60,
         client: Any = None,
+        prefer_grpc: bool = False,
+        parallel_writes: int = 4,
+        bulk_load: bool = False,
     ):
         from qdrant_client import QdrantClient
 
         self.collection = collection
         self.url = url
+        self.parallel_writes = max(1, parallel_writes)
+        self.bulk_load = bulk_load
         if client is not None:
             self.client = client
         elif url == ":memory:":
             self.client = QdrantClient(":memory:")
+            self.parallel_writes = 1  # local mode is not thread-safe
         else:
-            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc)
 
     def exists(self) -> bool:
         return self._call("check collection", self.client.collection_exists, self.collection)
@@ -98,9 +105,10 @@ class QdrantServerStore:
                    metadata={METADATA_KEY: meta})
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
+        """Write points in requests bounded by bytes, several in flight at once; each waits until stored."""
         from qdrant_client import models
 
-        for chunk in chunk_by_bytes(points):
+        def send(chunk: list[PointRecord]) -> None:
             structs = [
                 models.PointStruct(
                     id=point.id,
@@ -110,6 +118,15 @@ class QdrantServerStore:
                 for point in chunk
             ]
             self._call("upsert", self.client.upsert, self.collection, structs, wait=True)
+
+        chunks = list(chunk_by_bytes(points))
+        if self.parallel_writes == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                send(chunk)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.parallel_writes, len(chunks))) as pool:
+            # list() re-raises the first failed request's error after all have finished.
+            list(pool.map(send, chunks))
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         if not ids:
@@ -161,8 +178,34 @@ class QdrantServerStore:
             indexed_fields=indexed,
         )
 
+    def begin_load(self) -> None:
+        """With bulk_load: stop building the HNSW index while loading (Qdrant's bulk-upload recipe)."""
+        if not self.bulk_load:
+            return
+        from qdrant_client import models
+
+        description = self._call("describe collection", self.client.get_collection, self.collection)
+        current = description.config.optimizer_config.indexing_threshold
+        meta = dict(self._metadata() or {})
+        if current != 0 and "indexing_threshold_before_load" not in meta:
+            # Kept in the collection itself, so a later run restores it even if this one dies.
+            meta["indexing_threshold_before_load"] = current
+            self._call("update metadata", self.client.update_collection, self.collection,
+                       metadata={METADATA_KEY: meta})
+        self._call("defer indexing", self.client.update_collection, self.collection,
+                   optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
+
     def finish(self, optimize: bool = True) -> None:
-        """Every write already waited for the server (wait=True), so nothing is pending."""
+        """Every write already waited for the server; restore indexing if a bulk load deferred it."""
+        meta = dict(self._metadata() or {})
+        if "indexing_threshold_before_load" not in meta:
+            return
+        from qdrant_client import models
+
+        threshold = meta.pop("indexing_threshold_before_load")
+        self._call("restore indexing", self.client.update_collection, self.collection,
+                   optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold))
+        self._call("update metadata", self.client.update_collection, self.collection, metadata={METADATA_KEY: meta})
 
     def close(self) -> None:
         self.client.close()

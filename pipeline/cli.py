@@ -65,11 +65,12 @@ def main():
     """mmindex: index images and captions from Parquet into Qdrant, and search across them.
 
     \b
-    Quick start (offline, with a tiny untrained model):
-      mmindex sample data --rows 200
-      mmindex init-model models/tiny --size tiny --texts-from data
-      mmindex ingest data --collection shapes --model models/tiny
-      mmindex query "a red circle" --collection shapes --where "year >= 2020"
+    Quick start (offline, from a checkout, with the bundled demo model):
+      mmindex sample data --rows 500 --image-kind path
+      mmindex ingest data --collection shapes --model demo/shapes-clip
+      mmindex query "a blue triangle" --collection shapes --where "year >= 2020"
+      mmindex query --image data/images/shape-0000003.jpg -c shapes --target text
+      mmindex eval data --model demo/shapes-clip
 
     The embedded store (Qdrant Edge, no server) lives under --data-dir; pass --url (or set
     QDRANT_URL) to use a Qdrant server instead.
@@ -83,9 +84,19 @@ def main():
               help="sentence-transformers CLIP model: a Hub id or a local folder. Default: the model the "
                    "collection was built with, else clip-ViT-B-32.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, mps, cpu or auto.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per embedding batch.")
-@click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, type=click.IntRange(1),
-              help="Image decoding threads.")
+@click.option("--devices", default=None,
+              help="Several devices, one model replica each, fed by one decode pool: e.g. cuda:0,cuda:1.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+              help="Rows per forward pass (halved automatically after a CUDA out-of-memory error).")
+@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(1),
+              help="Threads that decode and preprocess images while the model runs.")
+@click.option("--no-pipeline", is_flag=True,
+              help="Run the stages one after another in one thread (the reference path; slower).")
+@click.option("--prefer-grpc", is_flag=True, help="Server: talk gRPC instead of REST.")
+@click.option("--parallel-writes", default=4, show_default=True, type=click.IntRange(1),
+              help="Server: upsert requests in flight at once.")
+@click.option("--bulk-load", is_flag=True,
+              help="Server: defer HNSW index building during this load and restore it at the end.")
 @click.option("--image-col", default=None, help="Image column (bytes, {bytes, path} struct, or path). Detected if unset.")
 @click.option("--caption-col", default=None, help="Caption column. Detected if unset (caption/text/txt…).")
 @click.option("--id-col", default=None, help="Id column; point ids are UUIDv5 of it. Detected if unset (id/key).")
@@ -100,8 +111,9 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
 @friendly_errors
-def ingest(inputs, collection, data_dir, url, api_key, model, device, batch_size, workers, image_col, caption_col,
-           id_col, payload_cols, index_fields, max_pixels, no_optimize, rejects, as_json, quiet):
+def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, batch_size, workers, no_pipeline,
+           prefer_grpc, parallel_writes, bulk_load, image_col, caption_col, id_col, payload_cols, index_fields,
+           max_pixels, no_optimize, rejects, as_json, quiet):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -122,7 +134,8 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, batch_size
     from pipeline.ingestion import ingest as run_ingest
     from pipeline.source import open_source
 
-    store = _open(collection, data_dir, url, api_key)
+    store = open_store(collection, url=url, api_key=api_key, data_dir=data_dir, prefer_grpc=prefer_grpc,
+                       parallel_writes=parallel_writes, bulk_load=bulk_load)
     try:
         existing = store.spec()
         model = model or (existing.model if existing else DEFAULT_MODEL)
@@ -139,18 +152,25 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, batch_size
             for note in source.mapping.notes:
                 click.echo(f"note: {note}", err=True)
             click.echo(f"loading model {model} …", err=True)
-        encoder = Encoder(model, device=device, batch_size=batch_size)
+        device_list = _split((devices,)) if devices else []
+        encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size)
         if not quiet:
             click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
                        f"{len(source.files)} file(s) → collection {collection!r} ({getattr(store, 'kind', '')})",
                        err=True)
         options = IngestOptions(
-            batch_size=batch_size, workers=workers, index_fields=_split(index_fields) or (), max_pixels=max_pixels,
-            optimize=not no_optimize, rejects_path=rejects,
+            batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline,
+            index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
+            rejects_path=rejects,
         )
         with tqdm(total=total, unit="rows", disable=quiet, file=sys.stderr, dynamic_ncols=True,
                   desc="ingest") as bar:
-            summary = run_ingest(source, store, encoder, options, on_progress=bar.update)
+            def stage(message: str) -> None:
+                bar.refresh()
+                if not quiet:
+                    bar.write(f"{message} …", file=sys.stderr)
+
+            summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
     finally:
         store.close()
     if as_json:
@@ -168,6 +188,7 @@ def _print_summary(summary) -> None:
         f"  embedded {summary.embedded:,}  upserted {summary.upserted:,}  unchanged (skipped) {summary.unchanged:,}  "
         f"rejected {summary.rejected:,}"
         + (f"  duplicate ids {summary.duplicate_ids:,}" if summary.duplicate_ids else "")
+        + (f"  (batch halved after {summary.oom_retries} CUDA out-of-memory errors)" if summary.oom_retries else "")
     )
     for rejection in summary.rejections[:10]:
         click.echo(f"  rejected {rejection.file} row {rejection.row} [{rejection.stage}]: {rejection.reason}")
@@ -283,6 +304,159 @@ def info(collection, data_dir, url, api_key, as_json):
     click.echo("indexed      " + (", ".join(f"{k} ({v})" for k, v in details["indexed_fields"].items()) or "-"))
 
 
+def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
+    click.echo(title)
+    click.echo(f"  {'direction':<12} {'queries':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'median rank':>11}")
+    for m in metrics:
+        median = "-" if m["median_rank"] is None else f"{m['median_rank']:g}"
+        click.echo(f"  {m['direction']:<12} {m['queries']:>7} {m['recall@1']:>6.3f} {m['recall@5']:>6.3f} "
+                   f"{m['recall@10']:>6.3f} {m['mrr']:>6.3f} {median:>11}")
+
+
+@main.command("eval")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", default=None, envvar="MMINDEX_MODEL",
+              help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32).")
+@click.option("--collection", "-c", default=None, envvar="MMINDEX_COLLECTION",
+              help="Also measure through this collection's own search (its ANN index), for comparison.")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, envvar="MMINDEX_DATA_DIR",
+              type=click.Path(file_okay=False))
+@click.option("--url", default=None, envvar="QDRANT_URL", help="Qdrant server URL (with --collection).")
+@click.option("--api-key", default=None, envvar="QDRANT_API_KEY")
+@click.option("--ingest/--no-ingest", "do_ingest", default=False, show_default=True,
+              help="With --collection: ingest INPUTS into it first (unchanged rows are skipped).")
+@click.option("--group-col", multiple=True,
+              help="Column(s) whose equal values mark rows as matching each other (e.g. an image id "
+                   "for several captions per image). Comma-separated for a combined key.")
+@click.option("--image-col", default=None)
+@click.option("--caption-col", default=None)
+@click.option("--id-col", default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly_errors
+def evaluate_command(inputs, model, collection, data_dir, url, api_key, do_ingest, group_col, image_col, caption_col,
+                     id_col, device, as_json):
+    """Measure retrieval quality on image–caption pairs in INPUTS.
+
+    Reports Recall@1/5/10, MRR and median rank for text→image and image→text, computed
+    exactly in memory and, with --collection, through the collection's own search, so you
+    can see whether indexing loses anything. Rows with identical image bytes (or equal
+    --group-col values) count as correct answers for each other.
+
+    \b
+    Examples:
+      mmindex eval heldout/ --model demo/shapes-clip
+      mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
+      mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
+    """
+    from pipeline.encoder import DEFAULT_MODEL, Encoder
+    from pipeline.evaluate import evaluate
+
+    groups = _split(group_col) or []
+    store = _open(collection, data_dir, url, api_key) if collection else None
+    try:
+        spec = store.spec() if store is not None else None
+        encoder = Encoder(model or (spec.model if spec else DEFAULT_MODEL), device=device)
+        if store is not None and do_ingest:
+            from pipeline.ingestion import IngestOptions
+            from pipeline.ingestion import ingest as run_ingest
+
+            run_ingest(list(inputs), store, encoder, IngestOptions(image_col=image_col, caption_col=caption_col,
+                                                                  id_col=id_col))
+        elif store is not None and spec is None:
+            raise click.ClickException(f"collection {collection!r} does not exist; add --ingest to create it")
+        report = evaluate(list(inputs), encoder, groups, store, image_col, caption_col, id_col)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"model {report['model']}: {report['images']:,} images, {report['captions']:,} captions, "
+               f"{report['groups']:,} groups" + (f", {report['rejected']} rejected" if report["rejected"] else ""))
+    _print_metrics("exact (in memory):", report["exact"])
+    if "store" in report:
+        _print_metrics(f"through collection {report['collection']!r}:", report["store"])
+        if report["rows_missing_from_collection"]:
+            click.echo(f"  note: {report['rows_missing_from_collection']} rows are not in the collection "
+                       "(add --ingest)")
+
+
+@main.command("train")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for the best model (a sentence-transformers folder that --model accepts).")
+@click.option("--model", "-m", default=None, help="Pretrained sentence-transformers CLIP to start from.")
+@click.option("--from-scratch", type=click.Choice(["tiny", "small", "base"]), default=None,
+              help="Start from a fresh CLIP of this size instead (no download).")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(2),
+              help="Pairs per step; the other pairs in a batch are the negatives.")
+@click.option("--lr", "learning_rate", default=5e-4, show_default=True, type=float,
+              help="Peak learning rate (use ~1e-5 when fine-tuning a pretrained model).")
+@click.option("--weight-decay", default=0.1, show_default=True, type=float)
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5))
+@click.option("--group-col", multiple=True, help="Columns marking rows that match each other, for validation.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loading processes.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--save-half", is_flag=True, help="Save weights in fp16 (half the size on disk).")
+@click.option("--image-col", default=None)
+@click.option("--caption-col", default=None)
+@click.option("--id-col", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@friendly_errors
+def train_command(inputs, output, model, from_scratch, epochs, batch_size, learning_rate, weight_decay, val_fraction,
+                  group_col, seed, workers, device, save_half, image_col, caption_col, id_col, as_json):
+    """Fine-tune a CLIP contrastively on image–caption pairs in INPUTS.
+
+    Symmetric InfoNCE (the CLIP loss) over in-batch negatives. A fixed share of rows
+    (--val-fraction, chosen by id) is held out and evaluated after every epoch with the
+    metrics of `mmindex eval`; the best epoch is saved to --output with its metrics.
+
+    \b
+    Examples:
+      mmindex train data/ --model clip-ViT-B-32 --lr 1e-5 --epochs 3 -o models/my-clip
+      mmindex sample train --rows 6000 --caption-style mixed && \\
+        mmindex train train --from-scratch small --epochs 30 -o models/shapes
+    """
+    from tqdm import tqdm
+
+    from pipeline.train import TrainOptions, train
+
+    if bool(model) == bool(from_scratch):
+        raise click.UsageError("give exactly one of --model or --from-scratch")
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+        val_fraction=val_fraction, seed=seed, workers=workers, device=device, group_cols=_split(group_col) or (),
+        from_scratch=from_scratch, save_half=save_half, image_col=image_col, caption_col=caption_col, id_col=id_col,
+    )
+    bar = tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step(step, loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    def on_epoch(epoch):
+        t2i, i2t = epoch.validation
+        bar.write(f"epoch {epoch.epoch}: loss {epoch.train_loss:.4f}  val R@1 text→image {t2i['recall@1']:.3f} "
+                  f"image→text {i2t['recall@1']:.3f}  ({epoch.seconds:.0f}s)", file=sys.stderr)
+
+    command = "mmindex train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "mmindex train"
+    report = train(list(inputs), output, model, options, on_step, on_epoch, command=command)
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), default=str))
+        return
+    _print_metrics("validation before training:", report.baseline)
+    best = next((e for e in report.epochs if e.epoch == report.best_epoch), None)
+    if best:
+        _print_metrics(f"validation at the best epoch ({best.epoch}):", best.validation)
+        click.echo(f"saved to {output}")
+    else:
+        click.echo("no epoch beat the starting model; saved the starting model to " + str(output))
+
+
 @main.command()
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--rows", default=200, show_default=True, type=click.IntRange(1))
@@ -293,11 +467,16 @@ def info(collection, data_dir, url, api_key, as_json):
 @click.option("--image-kind", type=click.Choice(["bytes", "struct", "path"]), default="bytes", show_default=True,
               help="How the image column holds images: raw bytes, a {bytes, path} struct, or relative paths.")
 @click.option("--format", "image_format", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True)
-def sample(output, rows, seed, files, width, height, image_kind, image_format):
+@click.option("--caption-style", type=click.Choice(["full", "mixed"]), default="full", show_default=True,
+              help="full: every caption names the whole scene; mixed: some name only part of it (for training).")
+@click.option("--start-index", default=0, show_default=True, type=click.IntRange(0),
+              help="First row number, so that several samples have distinct ids.")
+def sample(output, rows, seed, files, width, height, image_kind, image_format, caption_style, start_index):
     """Write synthetic image–caption Parquet (coloured shapes) to OUTPUT.
 
-    Columns: id, image, caption, color, shape, size, position, background, second_object,
-    year, score, created (timestamp), tags (list). Same seed, same data.
+    Columns: id, image, caption, short_caption ("a red circle"), color, shape, size,
+    position, background, second_object, year, score, created (timestamp), tags (list).
+    Same seed, same data.
 
     \b
     Example:
@@ -306,7 +485,8 @@ def sample(output, rows, seed, files, width, height, image_kind, image_format):
     from pipeline.sample import write_sample
 
     paths = write_sample(output, rows=rows, seed=seed, files=files, width=width, height=height,
-                         image_kind=image_kind, image_format=image_format)
+                         image_kind=image_kind, image_format=image_format, caption_style=caption_style,
+                         start_index=start_index)
     click.echo(f"wrote {rows:,} rows to {len(paths)} file(s) under {output}")
 
 

@@ -7,7 +7,7 @@ CPU); on CUDA the model runs in fp16.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,11 +42,13 @@ def model_identity(name: str) -> str:
 class Encoder:
     """A CLIP-style sentence-transformers model that embeds images and texts."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
+                 half: bool | None = None):
         self.name = model_identity(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
-        self.model = load_model(model, self.device)
+        # fp16 on CUDA by default; training asks for full precision.
+        self.model = load_model(model, self.device, self.device.startswith("cuda") if half is None else half)
         modalities = set(getattr(self.model, "modalities", []) or [])
         if modalities and not {"image", "text"} <= modalities:
             raise ModelError(
@@ -54,6 +56,8 @@ class Encoder:
                 "encodes both images and text (a CLIP-style model such as clip-ViT-B-32)"
             )
         self.dim = int(self.model.get_embedding_dimension())
+        self.max_forward: int | None = None  # lowered after a CUDA out-of-memory error
+        self.oom_retries = 0
 
     @property
     def image_size(self) -> int | None:
@@ -73,6 +77,65 @@ class Encoder:
     def encode_images(self, images: Sequence) -> np.ndarray:
         return self._encode(list(images))
 
+    # -- the pipelined path: preprocessing in workers, forward passes on ready tensors ----------
+    def preprocess(self, items: Sequence) -> dict[str, Any]:
+        """Model inputs for images or texts (CPU tensors), ready for ``forward``; thread-safe.
+
+        Runs in the decode workers so that the model's thread only does forward passes. On
+        CUDA the tensors are pinned so the host-to-device copy can overlap compute.
+        """
+        features = self.model.preprocess(list(items))
+        if self.device.startswith("cuda"):
+            for key, value in features.items():
+                if hasattr(value, "pin_memory"):
+                    features[key] = value.pin_memory()
+        return features
+
+    def forward(self, features: dict[str, Any]) -> np.ndarray:
+        """Normalised embeddings for preprocessed inputs; a CUDA out-of-memory error halves the batch."""
+        import torch
+
+        size = _batch_size(features)
+        if size == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.max_forward and size > self.max_forward:
+            return self._forward_in_parts(features, size, self.max_forward)
+        try:
+            with torch.inference_mode():
+                return self._forward(features)
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            self.max_forward = max(1, size // 2)
+            self.oom_retries += 1
+            return self._forward_in_parts(features, size, self.max_forward)
+
+    def _forward_in_parts(self, features: dict[str, Any], size: int, part: int) -> np.ndarray:
+        return np.concatenate([self.forward(_slice(features, start, start + part)) for start in range(0, size, part)])
+
+    def _forward(self, features: dict[str, Any]) -> np.ndarray:
+        import torch
+
+        on_device = {
+            key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in features.items()
+        }
+        embeddings = self.model(on_device)["sentence_embedding"]
+        embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
+        return embeddings.cpu().numpy()
+
+    def replica(self, device: str) -> "Encoder":
+        """The same model on another device, for one-replica-per-GPU encoding."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.device = pick_device(device)
+        twin.model = copy.deepcopy(self.model).to(twin.device)
+        twin.max_forward, twin.oom_retries = None, 0
+        return twin
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(list(texts))
 
@@ -89,17 +152,23 @@ class Encoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def load_model(model: str, device: str):
+def load_model(model: str, device: str, half: bool = False):
     """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     quiet_transformers()
     try:
-        loaded = SentenceTransformer(model, device=device)
+        # Load straight into the compute precision: fp16 on request (CUDA), else fp32, even for
+        # models saved in fp16 such as the bundled demo.
+        dtype = torch.float16 if half else torch.float32
+        loaded = SentenceTransformer(model, device=device, model_kwargs={"dtype": dtype})
     except Exception as error:
         hint = ""
         if not os.path.isdir(model):
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            from huggingface_hub import constants
+
+            offline = bool(constants.HF_HUB_OFFLINE)
             hint = (
                 " It is not a local folder, so it must come from the Hugging Face Hub"
                 + (" — but HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
@@ -107,9 +176,7 @@ def load_model(model: str, device: str):
                 + " Pass --model PATH to a local sentence-transformers CLIP model folder to work offline."
             )
         raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {error}.{hint}") from error
-    if device.startswith("cuda"):
-        # fp16 halves memory traffic; CLIP embeddings are unaffected within cosine tolerance.
-        loaded = loaded.half()
+    loaded = loaded.half() if half else loaded.float()
     loaded.eval()
     return loaded
 
@@ -120,3 +187,17 @@ def quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def _batch_size(features: dict[str, Any]) -> int:
+    for value in features.values():
+        if hasattr(value, "shape") and len(value.shape) > 0:
+            return int(value.shape[0])
+    return 0
+
+
+def _slice(features: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    return {
+        key: value[start:stop] if hasattr(value, "shape") and len(value.shape) > 0 else value
+        for key, value in features.items()
+    }

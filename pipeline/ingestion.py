@@ -5,18 +5,18 @@ unchanged, or rejected with a stage and a reason), so the numbers always add up.
 """
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.base import CollectionSpec, PointRecord, Store
+from connectors.base import CollectionSpec, Store
 from pipeline.encoder import Encoder, model_identity
 from pipeline.errors import InputError, MmindexError
-from pipeline.images import DEFAULT_MAX_PIXELS, ImageBytes, RejectedImage, Rejection, decode_image, image_bytes
+from pipeline.images import DEFAULT_MAX_PIXELS, ImageBytes, RejectedImage, Rejection, image_bytes
 from pipeline.records import (
     content_hash,
     index_kind,
@@ -26,9 +26,9 @@ from pipeline.records import (
     point_id_from_key,
 )
 from pipeline.source import Source, SourceBatch, open_source
+from pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
 
 SOURCE_KEY = "_source"
-HASH_KEY = "_hash"
 CAPTION_KEY = "caption"
 
 
@@ -43,6 +43,8 @@ class IngestOptions:
     index_fields: Sequence[str] = ()
     batch_size: int = 64
     workers: int = 4
+    devices: Sequence[str] = ()  # one model replica per device; empty: the encoder's own device
+    pipelined: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     optimize: bool = True
     rejects_path: str | None = None
@@ -60,6 +62,7 @@ class IngestSummary:
     unchanged: int = 0
     rejected: int = 0
     duplicate_ids: int = 0
+    oom_retries: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -80,7 +83,9 @@ class IngestSummary:
 
 
 @dataclass
-class _Row:
+class SourceRow:
+    """One readable row: where it came from, its point id, image bytes, caption, payload and hash."""
+
     file: str
     row: int
     id: str
@@ -97,17 +102,20 @@ def ingest(
     encoder: Encoder,
     options: IngestOptions | None = None,
     on_progress: Callable[[int], None] | None = None,
-    on_notes: Callable[[list[str]], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> IngestSummary:
-    """Read ``inputs``, embed every row with ``encoder`` and upsert one point per row into ``store``."""
+    """Read ``inputs``, embed every row with ``encoder`` and upsert one point per row into ``store``.
+
+    Reading, decoding, the model's forward passes and store writes run concurrently
+    (``options.workers`` decode threads, one model thread per replica in ``options.devices``);
+    ``options.pipelined=False`` runs the single-threaded reference path instead.
+    """
     options = options or IngestOptions()
     started = time.perf_counter()
     source = inputs if isinstance(inputs, Source) else open_source(
         list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols
     )
     summary = IngestSummary(collection=store.collection, files=len(source.files), notes=list(source.mapping.notes))
-    if on_notes:
-        on_notes(summary.notes)
     indexes = _index_plan(source, options.index_fields)
     spec = CollectionSpec(encoder.name, encoder.dim, payload_types(source.schema, source.mapping.payload))
     existing = store.spec()
@@ -116,24 +124,84 @@ def ingest(
     store.ensure_collection(spec)
     for name, kind in indexes.items():
         store.create_payload_index(name, kind)
+    store.begin_load()
 
-    seen: set[str] = set()
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        for source_batch in source.batches(options.batch_size):
-            rows = _read_rows(source, source_batch, encoder.name, summary)
-            for row in rows:
-                if row.id in seen:
-                    summary.duplicate_ids += 1
-                    summary.warnings.append(f"{row.file} row {row.row}: id {row.key!r} seen before in this run; last wins")
-                seen.add(row.id)
-            _write_rows(rows, store, encoder, pool, options, summary)
-            if on_progress:
-                on_progress(source_batch.batch.num_rows)
+    run = _Run(store, summary, on_progress)
+    if options.pipelined:
+        encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
+        pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels)
+        try:
+            for job in run.jobs(source, encoder.name, options.batch_size):
+                pipeline.submit(job)
+        except PipelineStopped:
+            pass
+        except BaseException as error:
+            pipeline.abort(error)
+        pipeline.close()
+        summary.oom_retries = sum(e.oom_retries for e in encoders)
+    else:
+        for job in run.jobs(source, encoder.name, options.batch_size):
+            run.write(embed_reference(job, encoder, options.max_pixels))
+    if on_stage and options.optimize:
+        on_stage("building the vector index")
     store.finish(optimize=options.optimize)
     summary.seconds = time.perf_counter() - started
     if options.rejects_path and summary.rejections:
         write_rejects(summary.rejections, options.rejects_path)
     return summary
+
+
+class _Run:
+    """The reading side (source → jobs) and the writing side (vectors → store) of one run."""
+
+    def __init__(self, store: Store, summary: IngestSummary, on_progress: Callable[[int], None] | None):
+        self.store = store
+        self.summary = summary
+        self.on_progress = on_progress
+        self.lock = threading.Lock()  # the summary and the store are shared by reader and writer
+        self.seen: set[str] = set()
+
+    def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
+        for seq, source_batch in enumerate(source.batches(batch_size)):
+            with self.lock:
+                rows = read_rows(source, source_batch, model, self.summary)
+                self._count_duplicates(rows)
+                todo = self._changed(rows)
+            yield Job(seq, todo, source_batch.batch.num_rows)
+
+    def write(self, embedded: Embedded) -> None:
+        points = embedded.points()
+        with self.lock:
+            for row, reason in embedded.rejected:
+                _reject(self.summary, row.file, row.row, row.key, "decode", reason)
+            if points:
+                self.store.upsert(points)
+            self.summary.embedded += len(points)
+            self.summary.upserted += len(points)
+        if self.on_progress:
+            self.on_progress(embedded.source_rows)
+
+    def _count_duplicates(self, rows: list[SourceRow]) -> None:
+        for row in rows:
+            if row.id in self.seen:
+                self.summary.duplicate_ids += 1
+                self.summary.warnings.append(f"{row.file} row {row.row}: id {row.key!r} seen before in this run; "
+                                             "last wins")
+            self.seen.add(row.id)
+
+    def _changed(self, rows: list[SourceRow]) -> list[SourceRow]:
+        """The rows whose image, caption, model or payload differ from what the store holds."""
+        if not rows:
+            return []
+        stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
+        todo = []
+        for row in rows:
+            previous = stored.get(row.id)
+            if previous is not None and previous.get(HASH_KEY) == row.hash and _same_payload(previous, row.payload):
+                self.summary.unchanged += 1
+            else:
+                todo.append(row)
+        return todo
 
 
 def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
@@ -154,7 +222,8 @@ def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
     return plan
 
 
-def _read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary) -> list[_Row]:
+def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary) -> list[SourceRow]:
+    """The rows of a batch whose image bytes could be read; the others are counted as rejected."""
     mapping = source.mapping
     file, first_row, batch = source_batch.file, source_batch.first_row, source_batch.batch
     images = batch.column(batch.schema.get_field_index(mapping.image)).to_pylist()
@@ -185,55 +254,9 @@ def _read_rows(source: Source, source_batch: SourceBatch, model: str, summary: I
         if caption is not None:
             payload[CAPTION_KEY] = caption
         payload[SOURCE_KEY] = {"file": file, "row": row_number, "path": data.path}
-        rows.append(_Row(file, row_number, point_id, key, data, caption, payload,
+        rows.append(SourceRow(file, row_number, point_id, key, data, caption, payload,
                          content_hash(data.data, caption, model)))
     return rows
-
-
-def _write_rows(rows: list[_Row], store: Store, encoder: Encoder, pool: ThreadPoolExecutor,
-                options: IngestOptions, summary: IngestSummary) -> None:
-    if not rows:
-        return
-    stored = {p.id: p.payload for p in store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
-    todo = []
-    for row in rows:
-        previous = stored.get(row.id)
-        if previous is not None and previous.get(HASH_KEY) == row.hash and _same_payload(previous, row.payload):
-            summary.unchanged += 1
-        else:
-            todo.append(row)
-    if not todo:
-        return
-    target = encoder.image_size
-    decoded = list(pool.map(lambda r: _decode(r, target, options.max_pixels), todo))
-    ready = []
-    for row, image in zip(todo, decoded):
-        if isinstance(image, str):
-            _reject(summary, row.file, row.row, row.key, "decode", image)
-        else:
-            ready.append((row, image))
-    if not ready:
-        return
-    image_vectors = encoder.encode_images([image for _, image in ready])
-    captioned = [i for i, (row, _) in enumerate(ready) if row.caption]
-    text_vectors = encoder.encode_texts([ready[i][0].caption for i in captioned])
-    text_by_row = dict(zip(captioned, text_vectors))
-    points = []
-    for i, (row, _) in enumerate(ready):
-        vectors = {"image": image_vectors[i]}
-        if i in text_by_row:
-            vectors["text"] = text_by_row[i]
-        points.append(PointRecord(row.id, vectors, {**row.payload, HASH_KEY: row.hash}))
-    summary.embedded += len(points)
-    store.upsert(points)
-    summary.upserted += len(points)
-
-
-def _decode(row: _Row, target: int | None, max_pixels: int):
-    try:
-        return decode_image(row.image.data, target, max_pixels)
-    except RejectedImage as error:
-        return error.message
 
 
 def _same_payload(previous: dict[str, Any], payload: dict[str, Any]) -> bool:

@@ -31,10 +31,14 @@ BACKGROUNDS = {
 }
 
 
+CAPTION_STYLES = ("full", "mixed")
+
+
 @dataclass
 class SampleRow:
     id: str
     caption: str
+    short_caption: str
     color: str
     shape: str
     size: str
@@ -44,8 +48,12 @@ class SampleRow:
     image: Image.Image
 
 
-def make_row(rng: random.Random, index: int, width: int, height: int) -> SampleRow:
-    """One random scene and its caption."""
+def make_row(rng: random.Random, index: int, width: int, height: int, caption_style: str = "full") -> SampleRow:
+    """One random scene and its caption.
+
+    ``full`` captions name everything in the scene; ``mixed`` ones sometimes name only some
+    of it (colour and shape at least), as people write queries — better for training.
+    """
     color = rng.choice(list(COLORS))
     shape = rng.choice(SHAPES)
     size = rng.choice(list(SIZES))
@@ -67,7 +75,13 @@ def make_row(rng: random.Random, index: int, width: int, height: int) -> SampleR
     caption = f"a {size} {color} {shape} {where} on a {background} background"
     if second:
         caption += f", with a small {second} in the corner"
-    return SampleRow(f"shape-{index:07d}", caption, color, shape, size, position, background, second, image)
+    short = f"a {color} {shape}"
+    if caption_style == "mixed":
+        caption = rng.choice([
+            caption, caption, short, f"a {size} {color} {shape}", f"a {color} {shape} {where}",
+            f"a {color} {shape} on a {background} background",
+        ])
+    return SampleRow(f"shape-{index:07d}", caption, short, color, shape, size, position, background, second, image)
 
 
 def _background(rng: random.Random, name: str, width: int, height: int) -> Image.Image:
@@ -129,10 +143,13 @@ def write_sample(
     image_kind: str = "bytes",
     image_format: str = "jpeg",
     start_index: int = 0,
+    caption_style: str = "full",
 ) -> list[Path]:
     """Write ``rows`` synthetic rows into ``files`` Parquet files under ``output``; returns their paths."""
     if image_kind not in ("bytes", "struct", "path"):
         raise ValueError("image_kind must be bytes, struct or path")
+    if caption_style not in CAPTION_STYLES:
+        raise ValueError(f"caption_style must be one of {', '.join(CAPTION_STYLES)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -146,10 +163,10 @@ def write_sample(
         if count <= 0:
             break
         columns: dict[str, list] = {k: [] for k in (
-            "id", "image", "caption", "color", "shape", "size", "position", "background",
+            "id", "image", "caption", "short_caption", "color", "shape", "size", "position", "background",
             "second_object", "year", "score", "created", "tags")}
         for i in range(first, first + count):
-            row = make_row(rng, start_index + i, width, height)
+            row = make_row(rng, start_index + i, width, height, caption_style)
             data = _encode(row.image, image_format)
             if image_kind == "bytes":
                 columns["image"].append(data)
@@ -162,6 +179,7 @@ def write_sample(
                 columns["image"].append(relative)
             columns["id"].append(row.id)
             columns["caption"].append(row.caption)
+            columns["short_caption"].append(row.short_caption)
             columns["color"].append(row.color)
             columns["shape"].append(row.shape)
             columns["size"].append(row.size)
@@ -175,7 +193,8 @@ def write_sample(
         image_type = {"bytes": pa.binary(), "path": pa.string(),
                       "struct": pa.struct([("bytes", pa.binary()), ("path", pa.string())])}[image_kind]
         schema = pa.schema([
-            ("id", pa.string()), ("image", image_type), ("caption", pa.string()), ("color", pa.string()),
+            ("id", pa.string()), ("image", image_type), ("caption", pa.string()), ("short_caption", pa.string()),
+            ("color", pa.string()),
             ("shape", pa.string()), ("size", pa.string()), ("position", pa.string()), ("background", pa.string()),
             ("second_object", pa.string()), ("year", pa.int32()), ("score", pa.float64()),
             ("created", pa.timestamp("us", tz="UTC")), ("tags", pa.list_(pa.string())),

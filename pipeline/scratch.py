@@ -36,7 +36,7 @@ class ScratchSize:
 
 SIZES = {
     "tiny": ScratchSize(hidden=32, layers=2, heads=2, image_size=32, patch=8, projection=32, vocab=512, max_tokens=32),
-    "small": ScratchSize(hidden=128, layers=4, heads=4, image_size=64, patch=8, projection=128, vocab=2048, max_tokens=48),
+    "small": ScratchSize(hidden=128, layers=4, heads=4, image_size=96, patch=8, projection=128, vocab=2048, max_tokens=48),
     # The shape of CLIP ViT-B/32, for timing benchmarks with random weights.
     "base": ScratchSize(hidden=768, layers=12, heads=12, image_size=224, patch=32, projection=512, vocab=49408,
                         max_tokens=77),

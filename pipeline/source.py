@@ -214,8 +214,12 @@ def map_columns(
             payload_list.append(f.name)
         payload = tuple(payload_list)
     if "caption" in payload and caption != "caption":
-        raise InputError("a payload column is named 'caption', which mmindex uses for the caption text; "
-                         "leave it out with --payload-cols or make it the --caption-col")
+        # The payload key 'caption' holds the caption text, whichever column it comes from.
+        if payload_cols is not None:
+            raise InputError("--payload-cols names 'caption', but the payload key 'caption' holds the text of "
+                             f"--caption-col {caption!r}; leave 'caption' out or make it the --caption-col")
+        payload = tuple(c for c in payload if c != "caption")
+        notes.append(f"payload: column 'caption' left out (the payload key 'caption' holds {caption!r})")
     return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes))
 
 

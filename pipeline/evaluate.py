@@ -1,0 +1,206 @@
+"""Retrieval quality of a model on image–caption pairs: Recall@K, MRR and median rank.
+
+Computed exactly (all vectors in memory) and, when a collection is given, through the
+store's own search, so the two can be compared. Rows that share an image (the same bytes)
+or a group (``--group-col``) count as correct answers for each other.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from connectors.base import SearchRequest, Store
+from pipeline.encoder import Encoder
+from pipeline.errors import InputError
+from pipeline.images import RejectedImage, decode_image
+from pipeline.ingestion import IngestSummary, SourceRow, read_rows
+from pipeline.source import Source, open_source
+
+KS = (1, 5, 10)
+
+
+@dataclass
+class RetrievalMetrics:
+    """How well one direction (text→image or image→text) ranks the right answers."""
+
+    direction: str
+    queries: int
+    recall: dict[int, float]
+    mrr: float
+    median_rank: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "queries": self.queries,
+            **{f"recall@{k}": round(v, 4) for k, v in self.recall.items()},
+            "mrr": round(self.mrr, 4),
+            "median_rank": self.median_rank if math.isfinite(self.median_rank) else None,
+        }
+
+
+def metrics_from_ranks(direction: str, ranks: Sequence[float], ks: Sequence[int] = KS) -> RetrievalMetrics:
+    """Metrics from the 1-based rank of the first correct answer of each query (inf: not found)."""
+    if not ranks:
+        return RetrievalMetrics(direction, 0, {k: 0.0 for k in ks}, 0.0, math.inf)
+    count = len(ranks)
+    recall = {k: sum(1 for r in ranks if r <= k) / count for k in ks}
+    mrr = sum(1.0 / r for r in ranks) / count
+    return RetrievalMetrics(direction, count, recall, mrr, float(statistics.median(ranks)))
+
+
+def exact_ranks(queries: np.ndarray, documents: np.ndarray, query_groups: np.ndarray,
+                document_groups: np.ndarray, chunk: int = 1024) -> list[float]:
+    """Rank of the best-scoring correct document for each query, over all documents.
+
+    Ties with wrong documents are counted against the query (pessimistic), so a model
+    that maps everything to one point does not score well.
+    """
+    ranks: list[float] = []
+    for start in range(0, len(queries), chunk):
+        scores = queries[start:start + chunk] @ documents.T
+        correct = query_groups[start:start + chunk, None] == document_groups[None, :]
+        best = np.where(correct, scores, -np.inf).max(axis=1)
+        wrong_at_least = ((scores >= best[:, None]) & ~correct).sum(axis=1)
+        for has_answer, above in zip(np.isfinite(best), wrong_at_least):
+            ranks.append(float(above + 1) if has_answer else math.inf)
+    return ranks
+
+
+@dataclass
+class EvalPairs:
+    """Embedded evaluation data: unique images, every caption, and who matches whom."""
+
+    image_vectors: np.ndarray
+    image_groups: np.ndarray
+    image_rows: list[SourceRow]
+    text_vectors: np.ndarray
+    text_groups: np.ndarray
+    text_rows: list[SourceRow]
+    summary: IngestSummary
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def collect_rows(source: Source, model: str, summary: IngestSummary,
+                 on_progress: Callable[[int], None] | None = None) -> list[SourceRow]:
+    """Every readable row of ``source``, in order (unreadable ones are counted in ``summary``)."""
+    rows: list[SourceRow] = []
+    for batch in source.batches(256):
+        rows.extend(read_rows(source, batch, model, summary))
+        if on_progress:
+            on_progress(batch.batch.num_rows)
+    return rows
+
+
+def embed_pairs(source: Source, encoder: Encoder, group_cols: Sequence[str] = (),
+                on_progress: Callable[[int], None] | None = None) -> EvalPairs:
+    """Read, decode and embed every row of ``source``."""
+    if not source.mapping.caption:
+        raise InputError("evaluation needs a caption column; name it with --caption-col")
+    missing = [c for c in group_cols if c not in source.mapping.payload]
+    if missing:
+        raise InputError(f"--group-col {', '.join(missing)} is not a payload column")
+    summary = IngestSummary(collection="(eval)", files=len(source.files))
+    return embed_rows(collect_rows(source, encoder.name, summary, on_progress), encoder, group_cols, summary)
+
+
+def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence[str] = (),
+               summary: IngestSummary | None = None) -> EvalPairs:
+    """Embed rows for evaluation; identical images are embedded once."""
+    summary = summary or IngestSummary(collection="(eval)")
+    group_ids: dict[Any, int] = {}
+    image_index: dict[str, int] = {}
+    images, image_groups, image_rows = [], [], []
+    texts, text_groups, text_rows = [], [], []
+    skipped = {"no caption": 0}
+    for row in rows:
+        digest = hashlib.sha256(row.image.data).hexdigest()
+        key = tuple(row.payload.get(c) for c in group_cols) if group_cols else ("image", digest)
+        if digest not in image_index:
+            try:
+                image = decode_image(row.image.data, encoder.image_size)
+            except RejectedImage as error:
+                summary.rejected += 1
+                summary.warnings.append(f"{row.file} row {row.row}: {error.message}")
+                continue
+            image_index[digest] = len(images)
+            images.append(image)
+            image_groups.append(group_ids.setdefault(key, len(group_ids)))
+            image_rows.append(row)
+        if not row.caption:
+            skipped["no caption"] += 1
+            continue
+        texts.append(row.caption)
+        text_groups.append(group_ids.setdefault(key, len(group_ids)))
+        text_rows.append(row)
+    if not images or not texts:
+        raise InputError("no usable image–caption pairs to evaluate")
+    return EvalPairs(
+        encoder.encode_images(images), np.asarray(image_groups), image_rows,
+        encoder.encode_texts(texts), np.asarray(text_groups), text_rows, summary, skipped,
+    )
+
+
+def exact_metrics(pairs: EvalPairs, ks: Sequence[int] = KS) -> list[RetrievalMetrics]:
+    """text→image and image→text metrics, all vectors compared in memory."""
+    t2i = exact_ranks(pairs.text_vectors, pairs.image_vectors, pairs.text_groups, pairs.image_groups)
+    i2t = exact_ranks(pairs.image_vectors, pairs.text_vectors, pairs.image_groups, pairs.text_groups)
+    return [metrics_from_ranks("text→image", t2i, ks), metrics_from_ranks("image→text", i2t, ks)]
+
+
+def store_metrics(pairs: EvalPairs, store: Store, limit: int = 1000, ks: Sequence[int] = KS,
+                  where: dict | None = None) -> tuple[list[RetrievalMetrics], int]:
+    """The same metrics through the store's search; returns them and how many rows it lacked."""
+    group_of_point = {row.id: int(g) for row, g in zip(pairs.text_rows, pairs.text_groups)}
+    for row, group in zip(pairs.image_rows, pairs.image_groups):
+        group_of_point.setdefault(row.id, int(group))
+    image_of_point = {row.id: hashlib.sha256(row.image.data).hexdigest()
+                      for row in [*pairs.image_rows, *pairs.text_rows]}
+    present = {p.id for i in range(0, len(group_of_point), 256)
+               for p in store.retrieve(list(group_of_point)[i:i + 256])}
+    missing = len(set(group_of_point) - present)
+    limit = max(1, min(limit, store.count()))
+
+    def rank(vector, using, group, collapse_images):
+        hits = store.search(SearchRequest(vector=vector, using=using, filter=where, limit=limit))
+        seen, position = set(), 0
+        for hit in hits:
+            key = image_of_point.get(hit.id, hit.id) if collapse_images else hit.id
+            if key in seen:
+                continue  # the same image stored under several caption rows counts once
+            seen.add(key)
+            position += 1
+            if group_of_point.get(hit.id) == group:
+                return float(position)
+        return math.inf
+
+    t2i = [rank(v, "image", int(g), True) for v, g in zip(pairs.text_vectors, pairs.text_groups)]
+    i2t = [rank(v, "text", int(g), False) for v, g in zip(pairs.image_vectors, pairs.image_groups)]
+    return [metrics_from_ranks("text→image", t2i, ks), metrics_from_ranks("image→text", i2t, ks)], missing
+
+
+def evaluate(inputs: Sequence[str] | Source, encoder: Encoder, group_cols: Sequence[str] = (),
+             store: Store | None = None, image_col: str | None = None, caption_col: str | None = None,
+             id_col: str | None = None) -> dict[str, Any]:
+    """Evaluate ``encoder`` on image–caption pairs; through ``store`` too when given."""
+    source = inputs if isinstance(inputs, Source) else open_source(list(inputs), image_col, caption_col, id_col)
+    pairs = embed_pairs(source, encoder, group_cols)
+    report: dict[str, Any] = {
+        "model": encoder.name,
+        "images": len(pairs.image_rows),
+        "captions": len(pairs.text_rows),
+        "groups": int(len(set(pairs.image_groups.tolist()) | set(pairs.text_groups.tolist()))),
+        "rejected": pairs.summary.rejected,
+        "exact": [m.to_dict() for m in exact_metrics(pairs)],
+    }
+    if store is not None:
+        through_store, missing = store_metrics(pairs, store)
+        report["collection"] = store.collection
+        report["store"] = [m.to_dict() for m in through_store]
+        report["rows_missing_from_collection"] = missing
+    return report

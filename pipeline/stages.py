@@ -1,0 +1,243 @@
+"""The ingest stages, and the threads that run them at the same time.
+
+prepare (decode + preprocess into model-ready tensors, in a pool of workers) → embed (one
+thread per model replica, forward passes only) → write (one thread, in input order).
+Bounded queues between the stages give back-pressure, so memory stays bounded however
+large the input, and a failure in any stage stops the others and is raised to the caller.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from connectors.base import PointRecord
+from pipeline.encoder import Encoder
+from pipeline.images import RejectedImage, decode_image
+
+HASH_KEY = "_hash"
+_DONE = object()
+
+
+@dataclass
+class Job:
+    """Rows of one source batch that need embedding, numbered in input order."""
+
+    seq: int
+    rows: list  # of ingestion.SourceRow
+    source_rows: int = 0  # rows of the source batch, for progress
+
+
+@dataclass
+class Prepared:
+    """A job decoded and preprocessed: tensors ready for the model, and the rejected rows."""
+
+    seq: int
+    rows: list
+    images: dict[str, Any] | None
+    texts: dict[str, Any] | None
+    captioned: list[int]
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    source_rows: int = 0
+
+
+@dataclass
+class Embedded:
+    """A job with its vectors, ready to write."""
+
+    seq: int
+    rows: list
+    image_vectors: np.ndarray
+    text_vectors: np.ndarray
+    captioned: list[int]
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    source_rows: int = 0
+
+    def points(self) -> list[PointRecord]:
+        """One point per embedded row; rows without a caption get an image vector only."""
+        text_by_row = dict(zip(self.captioned, self.text_vectors))
+        points = []
+        for index, row in enumerate(self.rows):
+            vectors = {"image": self.image_vectors[index]}
+            if index in text_by_row:
+                vectors["text"] = text_by_row[index]
+            points.append(PointRecord(row.id, vectors, {**row.payload, HASH_KEY: row.hash}))
+        return points
+
+
+def decode_rows(job: Job, target_size: int | None, max_pixels: int):
+    """Decode every row of a job; returns the good rows, their images and the rejections."""
+    rows, images, rejected = [], [], []
+    for row in job.rows:
+        try:
+            images.append(decode_image(row.image.data, target_size, max_pixels))
+            rows.append(row)
+        except RejectedImage as error:
+            rejected.append((row, error.message))
+    return rows, images, rejected
+
+
+def prepare(job: Job, encoder: Encoder, max_pixels: int) -> Prepared:
+    """Worker stage: decode images and turn images and captions into model inputs."""
+    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
+    captioned = [i for i, row in enumerate(rows) if row.caption]
+    return Prepared(
+        job.seq, rows,
+        encoder.preprocess(images) if images else None,
+        encoder.preprocess([rows[i].caption for i in captioned]) if captioned else None,
+        captioned, rejected, job.source_rows,
+    )
+
+
+def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
+    """Model stage: forward passes on ready tensors."""
+    empty = np.zeros((0, encoder.dim), dtype=np.float32)
+    images = encoder.forward(prepared.images) if prepared.images is not None else empty
+    texts = encoder.forward(prepared.texts) if prepared.texts is not None else empty
+    return Embedded(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
+                    prepared.source_rows)
+
+
+def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
+    """The single-threaded reference: decode, then sentence-transformers' own ``encode``."""
+    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
+    captioned = [i for i, row in enumerate(rows) if row.caption]
+    return Embedded(
+        job.seq, rows,
+        encoder.encode_images(images) if images else np.zeros((0, encoder.dim), np.float32),
+        encoder.encode_texts([rows[i].caption for i in captioned]),
+        captioned, rejected, job.source_rows,
+    )
+
+
+class PipelineStopped(Exception):
+    """Raised in the submitting thread when another stage has failed."""
+
+
+class Pipeline:
+    """Runs prepare → embed → write concurrently; ``submit`` blocks while the stages are full."""
+
+    def __init__(self, encoders: Sequence[Encoder], workers: int, write: Callable[[Embedded], None],
+                 max_pixels: int, depth: int | None = None):
+        self.encoders = list(encoders)
+        self.write = write
+        self.max_pixels = max_pixels
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mmindex-prepare")
+        # Enough prepared batches in flight to keep every worker busy, and no more.
+        self.depth = depth or max(1, workers) + len(self.encoders)
+        self.embed_queue: queue.Queue = queue.Queue(maxsize=self.depth)
+        self.write_queue: queue.Queue = queue.Queue(maxsize=2 * len(self.encoders))
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.high_water = {"embed": 0, "write": 0, "pending_writes": 0}
+        self.threads = [
+            threading.Thread(target=self._embed_loop, args=(encoder,), name=f"mmindex-embed-{i}", daemon=True)
+            for i, encoder in enumerate(self.encoders)
+        ]
+        self.threads.append(threading.Thread(target=self._write_loop, name="mmindex-write", daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, job: Job) -> None:
+        future = self.pool.submit(prepare, job, self.encoders[0], self.max_pixels)
+        self._put(self.embed_queue, (job.seq, future), "embed")
+
+    def close(self) -> None:
+        """Wait for every submitted job to be written; raise the first error of any stage."""
+        try:
+            for _ in self.encoders:
+                self._put(self.embed_queue, _DONE, "embed")
+        except PipelineStopped:
+            pass
+        for thread in self.threads:
+            thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.errors:
+            raise self.errors[0]
+
+    def abort(self, error: BaseException) -> None:
+        self._fail(error)
+        self.close()
+
+    # -- stage loops ---------------------------------------------------------------------
+    def _embed_loop(self, encoder: Encoder) -> None:
+        try:
+            while True:
+                item = self._get(self.embed_queue)
+                if item is _DONE or item is None:
+                    break
+                _, future = item
+                prepared = _result(future, self.stop)
+                if prepared is None:
+                    break
+                self._put(self.write_queue, embed(prepared, encoder), "write")
+        except PipelineStopped:
+            pass
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            self._fail(error)
+        finally:
+            try:
+                self._put(self.write_queue, _DONE, "write")
+            except PipelineStopped:
+                pass
+
+    def _write_loop(self) -> None:
+        pending: dict[int, Embedded] = {}
+        next_seq, finished = 0, 0
+        try:
+            while finished < len(self.encoders):
+                item = self._get(self.write_queue)
+                if item is None:
+                    return
+                if item is _DONE:
+                    finished += 1
+                    continue
+                pending[item.seq] = item
+                self.high_water["pending_writes"] = max(self.high_water["pending_writes"], len(pending))
+                # Replicas finish out of order; write in input order so "last wins" holds.
+                while next_seq in pending:
+                    self.write(pending.pop(next_seq))
+                    next_seq += 1
+        except BaseException as error:  # noqa: BLE001
+            self._fail(error)
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _put(self, target: queue.Queue, item: Any, name: str) -> None:
+        while True:
+            if self.stop.is_set():
+                raise PipelineStopped()
+            try:
+                target.put(item, timeout=0.05)
+                self.high_water[name] = max(self.high_water[name], target.qsize())
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, source: queue.Queue):
+        while True:
+            if self.stop.is_set():
+                return None
+            try:
+                return source.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.errors:
+            self.errors.append(error)
+        self.stop.set()
+
+
+def _result(future: Future, stop: threading.Event):
+    while True:
+        if stop.is_set():
+            return None
+        try:
+            return future.result(timeout=0.05)
+        except FutureTimeout:
+            continue

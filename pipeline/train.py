@@ -1,0 +1,287 @@
+"""Contrastive fine-tuning of a sentence-transformers CLIP on image–caption Parquet.
+
+The CLIP loss: symmetric InfoNCE over in-batch negatives with a learned temperature.
+A deterministic validation split is evaluated after every epoch with the same metrics as
+``mmindex eval``; the best epoch is saved. Training can start from a pretrained model or
+from a fresh small CLIP (``from_scratch``), which needs no download.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pipeline.encoder import Encoder
+from pipeline.errors import InputError, ModelError
+from pipeline.evaluate import collect_rows, embed_rows, exact_metrics
+from pipeline.images import RejectedImage, decode_image
+from pipeline.ingestion import IngestSummary, SourceRow
+from pipeline.source import open_source
+
+
+@dataclass
+class TrainOptions:
+    """How to train; the defaults suit a small model on a few thousand pairs."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.1
+    val_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 0
+    device: str | None = None
+    group_cols: Sequence[str] = ()
+    from_scratch: str | None = None
+    save_half: bool = False
+    image_col: str | None = None
+    caption_col: str | None = None
+    id_col: str | None = None
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    train_loss: float
+    seconds: float
+    validation: list[dict[str, Any]]
+    score: float
+
+
+@dataclass
+class TrainReport:
+    output: str
+    start_model: str
+    train_rows: int
+    validation_rows: int
+    rejected: int
+    baseline: list[dict[str, Any]]
+    baseline_score: float
+    epochs: list[EpochReport] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_rows(rows: Sequence[SourceRow], val_fraction: float) -> tuple[list[SourceRow], list[SourceRow]]:
+    """A deterministic split by point id: the same row always lands on the same side."""
+    train, val = [], []
+    for row in rows:
+        bucket = uuid.UUID(row.id).int % 10_000
+        (val if bucket < val_fraction * 10_000 else train).append(row)
+    return train, val
+
+
+def score_of(metrics) -> float:
+    """The number training maximises: mean Recall@1 of both directions."""
+    return sum(m.recall[1] for m in metrics) / len(metrics)
+
+
+def train(
+    inputs: Sequence[str],
+    output: str | Path,
+    model: str | None = None,
+    options: TrainOptions | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    command: str = "",
+) -> TrainReport:
+    """Train on ``inputs``; the best epoch's model is written to ``output``."""
+    import torch
+
+    options = options or TrainOptions()
+    if not model and not options.from_scratch:
+        raise ModelError("give a model to start from (--model) or --from-scratch SIZE")
+    random.seed(options.seed)
+    torch.manual_seed(options.seed)
+    source = open_source(list(inputs), options.image_col, options.caption_col, options.id_col)
+    if not source.mapping.caption:
+        raise InputError("training needs a caption column; name it with --caption-col")
+    summary = IngestSummary(collection="(train)", files=len(source.files))
+    rows = [r for r in collect_rows(source, "train", summary) if r.caption]
+    train_rows, val_rows = split_rows(rows, options.val_fraction)
+    if len(train_rows) < 2 or not val_rows:
+        raise InputError(f"too few pairs to train: {len(train_rows)} for training, {len(val_rows)} for validation")
+
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        start = model
+        if options.from_scratch:
+            from pipeline.scratch import build_scratch_model
+
+            start = build_scratch_model(Path(scratch_dir) / "start", size=options.from_scratch,
+                                        texts=[r.caption for r in train_rows], seed=options.seed)
+        encoder = Encoder(start, device=options.device, batch_size=256, half=False)
+        clip = encoder.model[0].auto_model
+        for needed in ("get_image_features", "get_text_features", "logit_scale"):
+            if not hasattr(clip, needed):
+                raise ModelError(f"model {start!r} is not a CLIP-style dual encoder (no {needed}); cannot train it")
+        baseline = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
+        report = TrainReport(str(output), f"scratch:{options.from_scratch}" if options.from_scratch else str(model),
+                             len(train_rows), len(val_rows), summary.rejected,
+                             [m.to_dict() for m in baseline], score_of(baseline))
+        report.best_score = report.baseline_score
+        _fit(encoder, clip, train_rows, val_rows, options, report, Path(output), on_step, on_epoch, command)
+    return report
+
+
+def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_step, on_epoch, command):
+    import torch
+
+    device = torch.device(encoder.device)
+    loader = _loader(encoder, train_rows, options)
+    steps = max(1, len(loader) * options.epochs)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    warmup = max(1, int(options.warmup_fraction * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+    )
+    autocast_dtype = None
+    if device.type == "cuda":
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    step = 0
+    for epoch in range(1, options.epochs + 1):
+        clip.train()
+        started, total, batches = time.perf_counter(), 0.0, 0
+        for pixels, input_ids, attention in loader:
+            pixels = pixels.to(device, non_blocking=True)
+            input_ids, attention = input_ids.to(device, non_blocking=True), attention.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = clip_loss(clip, pixels, input_ids, attention)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            with torch.no_grad():
+                clip.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            total += loss.item()
+            batches += 1
+            if on_step:
+                on_step(step, total / batches)
+        clip.eval()
+        metrics = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
+        epoch_report = EpochReport(epoch, total / max(1, batches), time.perf_counter() - started,
+                                   [m.to_dict() for m in metrics], score_of(metrics))
+        report.epochs.append(epoch_report)
+        if epoch_report.score > report.best_score or report.best_epoch == 0:
+            report.best_epoch, report.best_score = epoch, epoch_report.score
+            _save(encoder, output, report, options, command)
+        if on_epoch:
+            on_epoch(epoch_report)
+
+
+def clip_loss(clip, pixels, input_ids, attention):
+    """Symmetric InfoNCE: each image's caption is its positive, the batch's others negatives."""
+    import torch
+    import torch.nn.functional as F
+
+    image = _features(clip.get_image_features(pixel_values=pixels))
+    text = _features(clip.get_text_features(input_ids=input_ids, attention_mask=attention))
+    image = F.normalize(image.float(), dim=-1)
+    text = F.normalize(text.float(), dim=-1)
+    logits = clip.logit_scale.exp() * text @ image.T
+    targets = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def _features(output):
+    return output if hasattr(output, "shape") else output.pooler_output
+
+
+class PairDataset:
+    """Decodes and preprocesses one pair at a time (in DataLoader workers when asked)."""
+
+    def __init__(self, rows: Sequence[SourceRow], image_processor, target_size: int | None):
+        self.rows = rows
+        self.image_processor = image_processor
+        self.target_size = target_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = self.rows[index]
+        try:
+            image = decode_image(row.image.data, self.target_size)
+        except RejectedImage:
+            return None
+        pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return pixels, row.caption
+
+
+def _loader(encoder, rows, options):
+    import torch
+
+    module = encoder.model[0]
+    tokenizer = module.processor.tokenizer
+    max_length = encoder.max_text_tokens or tokenizer.model_max_length
+
+    def collate(items):
+        items = [item for item in items if item is not None]
+        tokens = tokenizer([caption for _, caption in items], padding=True, truncation=True,
+                           max_length=max_length, return_tensors="pt")
+        return torch.stack([pixels for pixels, _ in items]), tokens["input_ids"], tokens["attention_mask"]
+
+    dataset = PairDataset(rows, module.processor.image_processor, encoder.image_size)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=min(options.batch_size, len(rows)), shuffle=True, drop_last=len(rows) > options.batch_size,
+        num_workers=options.workers, collate_fn=collate, pin_memory=encoder.device.startswith("cuda"),
+        generator=torch.Generator().manual_seed(options.seed), persistent_workers=options.workers > 0,
+    )
+
+
+def _save(encoder, output: Path, report: TrainReport, options: TrainOptions, command: str) -> None:
+    import copy
+
+    model = encoder.model
+    if options.save_half:
+        model = copy.deepcopy(model).half()
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(str(output))
+    (output / "mmindex_training.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    (output / "README.md").write_text(model_card(report, command))
+
+
+def model_card(report: TrainReport, command: str = "") -> str:
+    """A short model card: where the model came from and what it measured on validation."""
+    best = next((e for e in report.epochs if e.epoch == report.best_epoch), None)
+    rows = best.validation if best else report.baseline
+    table = "\n".join(
+        f"| {m['direction']} | {m['queries']} | {m['recall@1']:.3f} | {m['recall@5']:.3f} | {m['recall@10']:.3f} "
+        f"| {m['mrr']:.3f} | {m['median_rank']} |"
+        for m in rows
+    )
+    return f"""# {Path(report.output).name}
+
+A CLIP-style dual encoder for mmindex (sentence-transformers format), trained with
+`mmindex train` (symmetric InfoNCE over in-batch negatives).
+
+- started from: `{report.start_model}`
+- pairs: {report.train_rows} for training, {report.validation_rows} held out for validation
+- best epoch: {report.best_epoch} (of {len(report.epochs)} so far)
+
+## Validation metrics at the best epoch (measured by `mmindex train`)
+
+| direction | queries | R@1 | R@5 | R@10 | MRR | median rank |
+|---|---|---|---|---|---|---|
+{table}
+
+## How it was made
+
+```
+{command or "mmindex train ..."}
+```
+"""

@@ -1,0 +1,40 @@
+"""The bundled demo model does what the README says, on data it never saw."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.qdrant_edge import QdrantEdgeStore
+from pipeline import Encoder, ingest, search
+from pipeline.evaluate import embed_pairs, exact_metrics
+from pipeline.sample import write_sample
+from pipeline.source import open_source
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "shapes-clip"
+
+
+@pytest.fixture(scope="module")
+def demo_encoder():
+    return Encoder(str(DEMO), device="cpu")
+
+
+def test_meets_the_recall_bar_on_a_held_out_set(tmp_path, demo_encoder):
+    # The README's command: another seed and other ids than the training data.
+    write_sample(tmp_path / "heldout", rows=1000, seed=1234, start_index=500_000)
+    source = open_source([str(tmp_path / "heldout")], caption_col="short_caption")
+    text_to_image, _ = exact_metrics(embed_pairs(source, demo_encoder, ["color", "shape"]))
+    assert text_to_image.queries == 1000
+    assert text_to_image.recall[1] >= 0.90, text_to_image.to_dict()
+
+
+def test_readme_queries_find_what_they_name(tmp_path, demo_encoder):
+    write_sample(tmp_path / "data", rows=500, seed=7, image_kind="path")
+    store = QdrantEdgeStore("shapes", data_dir=tmp_path / "store")
+    ingest([str(tmp_path / "data")], store, demo_encoder)
+    hits = search(store, demo_encoder.encode_texts(["a blue triangle"])[0], limit=5)
+    assert [(h.payload["color"], h.payload["shape"]) for h in hits] == [("blue", "triangle")] * 5
+    hits = search(store, demo_encoder.encode_texts(["a yellow star"])[0], limit=3, where="year >= 2020")
+    assert all(h.payload["color"] == "yellow" and h.payload["shape"] == "star" for h in hits)
+    assert all(h.payload["year"] >= 2020 for h in hits)
+    store.close()
