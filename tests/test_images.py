@@ -71,7 +71,7 @@ def test_animated_gif_uses_first_frame():
 def test_large_jpeg_is_decoded_small_for_the_model():
     big = Image.new("RGB", (2400, 1600), (10, 120, 200))
     image = decode_image(encoded(big, "JPEG"), target_size=64)
-    assert min(image.size) <= 2 * 64 * 2  # draft() scale, then shrink
+    assert 64 <= min(image.size) <= 2 * 64  # draft() scale, then shrink; never below the model's size
     assert image.size[0] / image.size[1] == pytest.approx(1.5, rel=0.02)
 
 
@@ -120,3 +120,8 @@ def test_image_bytes_reads_cells_of_each_kind(tmp_path):
         image_bytes(None, "bytes", parquet, open_file)
     with pytest.raises(RejectedImage, match="URL"):
         image_bytes("https://example.com/a.png", "path", parquet, open_file)
+
+
+def test_the_encoder_knows_its_image_size(encoder):
+    # Decoding shrinks large images to what the model needs; it must know the size.
+    assert encoder.image_size == 32

@@ -1,0 +1,78 @@
+"""Shared helpers for the benchmarks: generated data, a ViT-B/32-shaped model, timing."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+CACHE = Path(os.environ.get("MMINDEX_BENCH_CACHE", Path(__file__).resolve().parent / ".cache"))
+
+
+def sample_data(rows: int, width: int = 640, height: int = 480, files: int = 1, seed: int = 0) -> Path:
+    """Synthetic JPEG rows of realistic size, generated once and cached."""
+    from pipeline.sample import write_sample
+
+    folder = CACHE / f"sample-{rows}-{width}x{height}-{files}-{seed}"
+    if not (folder / "done").exists():
+        write_sample(folder, rows=rows, seed=seed, files=files, width=width, height=height)
+        (folder / "done").write_text("ok")
+    return folder
+
+
+def model(size: str = "base") -> Path:
+    """A randomly initialised CLIP (``base`` has the shape of ViT-B/32), built once and cached."""
+    from pipeline.scratch import build_scratch_model
+
+    folder = CACHE / f"model-{size}"
+    if not (folder / "modules.json").exists():
+        build_scratch_model(folder, size=size)
+    return folder
+
+
+class NullEncoder:
+    """A zero-cost stand-in for the model: real decoding and preprocessing, no forward pass.
+
+    It shows how fast the pipeline alone can feed an accelerator.
+    """
+
+    def __init__(self, real):
+        self.name, self.dim, self.image_size = real.name, real.dim, real.image_size
+        self.model = real.model
+        self.device = "cpu"
+        self.oom_retries = 0
+        self._real = real
+
+    def preprocess(self, items):
+        return self._real.preprocess(items)
+
+    def forward(self, features):
+        size = next(v.shape[0] for v in features.values() if hasattr(v, "shape"))
+        vectors = np.zeros((size, self.dim), dtype=np.float32)
+        vectors[:, 0] = 1.0
+        return vectors
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"torch threads {torch.get_num_threads()}, cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
