@@ -158,24 +158,32 @@ class _Run:
         self.store = store
         self.summary = summary
         self.on_progress = on_progress
-        self.lock = threading.Lock()  # the summary and the store are shared by reader and writer
+        # Reader and writer share the summary and the store; each lock is held only briefly,
+        # so reading the next batch never waits for a write to finish.
+        self.summary_lock = threading.Lock()
+        self.store_lock = threading.Lock()
         self.seen: set[str] = set()
 
     def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
         for seq, source_batch in enumerate(source.batches(batch_size)):
-            with self.lock:
-                rows = read_rows(source, source_batch, model, self.summary)
+            tally = IngestSummary(collection=self.summary.collection)
+            rows = read_rows(source, source_batch, model, tally)
+            with self.summary_lock:
+                self.summary.read += tally.read
+                self.summary.rejected += tally.rejected
+                self.summary.rejections.extend(tally.rejections)
+                self.summary.warnings.extend(tally.warnings)
                 self._count_duplicates(rows)
-                todo = self._changed(rows)
-            yield Job(seq, todo, source_batch.batch.num_rows)
+            yield Job(seq, self._changed(rows), source_batch.batch.num_rows)
 
     def write(self, embedded: Embedded) -> None:
         points = embedded.points()
-        with self.lock:
+        if points:
+            with self.store_lock:
+                self.store.upsert(points)
+        with self.summary_lock:
             for row, reason in embedded.rejected:
                 _reject(self.summary, row.file, row.row, row.key, "decode", reason)
-            if points:
-                self.store.upsert(points)
             self.summary.embedded += len(points)
             self.summary.upserted += len(points)
         if self.on_progress:
@@ -193,14 +201,18 @@ class _Run:
         """The rows whose image, caption, model or payload differ from what the store holds."""
         if not rows:
             return []
-        stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
+        with self.store_lock:
+            stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
         todo = []
+        unchanged = 0
         for row in rows:
             previous = stored.get(row.id)
             if previous is not None and previous.get(HASH_KEY) == row.hash and _same_payload(previous, row.payload):
-                self.summary.unchanged += 1
+                unchanged += 1
             else:
                 todo.append(row)
+        with self.summary_lock:
+            self.summary.unchanged += unchanged
         return todo
 
 

