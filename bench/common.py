@@ -76,3 +76,33 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"torch threads {torch.get_num_threads()}, cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+
+
+class NullStore:
+    """A store that keeps nothing: separates the pipeline's own memory from the store's."""
+
+    collection = "null"
+
+    def spec(self):
+        return None
+
+    def ensure_collection(self, spec):
+        pass
+
+    def create_payload_index(self, name, kind):
+        pass
+
+    def begin_load(self):
+        pass
+
+    def upsert(self, points):
+        pass
+
+    def retrieve(self, ids, with_vectors=False):
+        return []
+
+    def finish(self, optimize=True):
+        pass
+
+    def close(self):
+        pass

@@ -187,3 +187,61 @@ def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
 def test_missing_collection_reads_are_store_errors(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         QdrantEdgeStore("nothing", data_dir=tmp_path).info()
+
+
+def test_bulk_load_defers_indexing_and_restores_it():
+    store = QdrantServerStore("bulk", url=":memory:", bulk_load=True)
+    store.ensure_collection(SPEC)
+    before = store.client.get_collection("bulk").config.optimizer_config.indexing_threshold
+    store.begin_load()
+    assert store._metadata()["indexing_threshold_before_load"] == before
+    store.upsert(points(10))
+    store.finish()
+    assert "indexing_threshold_before_load" not in store._metadata()
+    assert store.client.get_collection("bulk").config.optimizer_config.indexing_threshold == before
+    assert store.count() == 10
+    store.close()
+
+
+def test_parallel_writes_land_every_point(tmp_path):
+    from qdrant_client import QdrantClient
+
+    # A local on-disk client is not thread-safe, so the store sends one request at a time there;
+    # with a server (client given), requests go out in parallel.
+    store = QdrantServerStore("par", url=":memory:", parallel_writes=4)
+    assert store.parallel_writes == 1
+    class Serialized:
+        """A real local client behind a lock (local mode itself is not thread-safe)."""
+
+        def __init__(self, client):
+            self.client, self.lock, self.in_flight, self.most = client, __import__("threading").Lock(), 0, 0
+
+        def __getattr__(self, name):
+            method = getattr(self.client, name)
+
+            def call(*args, **kwargs):
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+                try:
+                    with self.lock:
+                        return method(*args, **kwargs)
+                finally:
+                    self.in_flight -= 1
+
+            return call
+
+    served = QdrantServerStore("par", client=Serialized(QdrantClient(":memory:")), parallel_writes=4)
+    assert served.parallel_writes == 4
+    served.ensure_collection(SPEC)
+    many = points(40)
+    import connectors.qdrant_server as server_module
+
+    original = server_module.chunk_by_bytes
+    server_module.chunk_by_bytes = lambda pts: original(pts, max_count=5)  # 8 requests
+    try:
+        served.upsert(many)
+    finally:
+        server_module.chunk_by_bytes = original
+    assert served.count() == 40
+    assert served.client.most > 1  # requests really were in flight together
+    store.close(), served.close()
