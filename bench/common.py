@@ -59,6 +59,26 @@ class NullEncoder:
         return vectors
 
 
+def ingest_rate(encoder, folder, batch_size: int, workers: int) -> float:
+    """End-to-end `ingest` rows/s from Parquet into a fresh embedded store (no index build)."""
+    import shutil
+    import tempfile
+
+    from connectors.qdrant_edge import QdrantEdgeStore
+    from pipeline.ingestion import IngestOptions, ingest
+
+    data_dir = tempfile.mkdtemp()
+    try:
+        store = QdrantEdgeStore("bench", data_dir=data_dir)
+        summary, seconds = timed(ingest, [str(folder)], store, encoder,
+                                 IngestOptions(batch_size=batch_size, workers=workers, optimize=False))
+        store.close()
+        assert summary.upserted == summary.read, summary
+        return summary.read / seconds
+    finally:
+        shutil.rmtree(data_dir)
+
+
 def timed(function, *args, **kwargs):
     started = time.perf_counter()
     result = function(*args, **kwargs)

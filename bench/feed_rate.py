@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import common  # noqa: F401
-from common import NullEncoder, machine, model, sample_data, timed
+from common import ingest_rate, NullEncoder, machine, model, sample_data, timed
 
-from connectors.qdrant_edge import QdrantEdgeStore
 from pipeline.encoder import Encoder
 from pipeline.evaluate import collect_rows
 from pipeline.images import decode_image
-from pipeline.ingestion import IngestOptions, IngestSummary, ingest
+from pipeline.ingestion import IngestSummary
 from pipeline.source import open_source
 
 
@@ -43,18 +40,6 @@ def tight_loop(encoder, rows, batch_size, workers):
     return len(rows) / seconds
 
 
-def pipeline_rate(encoder, folder, batch_size, workers):
-    data_dir = tempfile.mkdtemp()
-    try:
-        store = QdrantEdgeStore("feed", data_dir=data_dir)
-        summary, seconds = timed(ingest, [str(folder)], store, encoder,
-                                 IngestOptions(batch_size=batch_size, workers=workers, optimize=False))
-        store.close()
-        return summary.read / seconds
-    finally:
-        shutil.rmtree(data_dir)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1024)
@@ -69,7 +54,7 @@ def main():
           f"batch {args.batch_size}; {workers} workers")
     single = tight_loop(null, rows, args.batch_size, 1)
     raw = tight_loop(null, rows, args.batch_size, workers)
-    piped = pipeline_rate(null, folder, args.batch_size, workers)
+    piped = ingest_rate(null, folder, args.batch_size, workers)
     print(f"decode+preprocess, 1 thread        {single:8.1f} rows/s  (= rows/s per core)")
     print(f"decode+preprocess, {workers} threads       {raw:8.1f} rows/s")
     print(f"pipeline, zero-cost encoder        {piped:8.1f} rows/s  ({piped / workers:.1f} rows/s per core)")

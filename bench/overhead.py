@@ -14,13 +14,13 @@ import shutil
 import tempfile
 
 import common  # noqa: F401  (sets up the path)
-from common import machine, model, sample_data, timed
+from common import ingest_rate, machine, model, sample_data, timed
 
 from connectors.base import PointRecord
 from connectors.qdrant_edge import QdrantEdgeStore
 from pipeline.encoder import Encoder
 from pipeline.images import decode_image
-from pipeline.ingestion import IngestOptions, ingest
+
 from pipeline.source import open_source
 
 
@@ -38,19 +38,6 @@ def encoder_only(encoder, rows, batch_size):
 
     _, seconds = timed(run)
     return len(rows) / seconds
-
-
-def end_to_end(encoder, folder, batch_size, workers):
-    data_dir = tempfile.mkdtemp()
-    try:
-        store = QdrantEdgeStore("bench", data_dir=data_dir)
-        summary, seconds = timed(ingest, [str(folder)], store, encoder,
-                                 IngestOptions(batch_size=batch_size, workers=workers, optimize=False))
-        store.close()
-        assert summary.upserted == summary.read, summary
-        return summary.read / seconds
-    finally:
-        shutil.rmtree(data_dir)
 
 
 def naive_loop(encoder, folder, limit):
@@ -100,7 +87,7 @@ def main():
     print(f"machine: {machine()}; model {args.model_size} ({encoder.dim}-d, {encoder.image_size}px) on "
           f"{encoder.device}; {args.rows} rows of 640x480 JPEG; batch {args.batch_size}; {workers} decode workers")
     only = encoder_only(encoder, _rows(folder, encoder), args.batch_size)
-    e2e = end_to_end(encoder, folder, args.batch_size, workers)
+    e2e = ingest_rate(encoder, folder, args.batch_size, workers)
     naive = naive_loop(encoder, folder, args.naive_rows)
     print(f"encoder only      {only:8.1f} rows/s")
     print(f"end to end        {e2e:8.1f} rows/s")
