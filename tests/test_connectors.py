@@ -3,6 +3,8 @@ Qdrant server when QDRANT_URL is set (skipped otherwise, visibly)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -214,19 +216,23 @@ def test_parallel_writes_land_every_point(tmp_path):
         """A real local client behind a lock (local mode itself is not thread-safe)."""
 
         def __init__(self, client):
-            self.client, self.lock, self.in_flight, self.most = client, __import__("threading").Lock(), 0, 0
+            self.client, self.in_flight, self.most = client, 0, 0
+            self.lock, self.count_lock = threading.Lock(), threading.Lock()
 
         def __getattr__(self, name):
             method = getattr(self.client, name)
 
             def call(*args, **kwargs):
-                self.in_flight += 1
-                self.most = max(self.most, self.in_flight)
+                with self.count_lock:
+                    self.in_flight += 1
+                    self.most = max(self.most, self.in_flight)
                 try:
+                    time.sleep(0.05)  # a request's network time, during which others can start
                     with self.lock:
                         return method(*args, **kwargs)
                 finally:
-                    self.in_flight -= 1
+                    with self.count_lock:
+                        self.in_flight -= 1
 
             return call
 
