@@ -66,10 +66,7 @@ class Encoder:
         processor = getattr(self.model[0], "processor", None)
         image_processor = getattr(processor, "image_processor", None)
         for size in (getattr(image_processor, "crop_size", None), getattr(image_processor, "size", None)):
-            # A dict in older transformers, a SizeDict object in newer ones.
-            get = size.get if isinstance(size, dict) else lambda key, s=size: getattr(s, key, None)
-            values = [get(key) for key in ("height", "width", "shortest_edge")]
-            values = [int(v) for v in values if v]
+            values = [int(v) for v in (_size_value(size, k) for k in ("height", "width", "shortest_edge")) if v]
             if values:
                 return max(values)
         return None
@@ -259,7 +256,8 @@ def fast_clip_preprocessor(model):
     probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 91), (300, 240), (64, 64))]
     try:
         expected = model.preprocess(probes)["pixel_values"].float()
-        if expected.shape == preprocess(probes).shape and float((expected - preprocess(probes)).abs().max()) < 1e-4:
+        got = preprocess(probes)
+        if expected.shape == got.shape and float((expected - got).abs().max()) < 1e-4:
             return preprocess
     except Exception:  # any surprise: keep the model's own processor
         return None
@@ -267,4 +265,5 @@ def fast_clip_preprocessor(model):
 
 
 def _size_value(size, key):
-    return size.get(key) if isinstance(size, dict) else getattr(size, key)
+    """A field of an image processor's size: a dict in older transformers, a SizeDict in newer ones."""
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)

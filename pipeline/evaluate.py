@@ -84,6 +84,7 @@ class EvalPairs:
     text_rows: list[SourceRow]
     summary: IngestSummary
     skipped: dict[str, int] = field(default_factory=dict)
+    image_of_point: dict[str, str] = field(default_factory=dict)  # point id → digest of its image bytes
 
 
 def collect_rows(source: Source, model: str, summary: IngestSummary,
@@ -118,8 +119,10 @@ def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence
     images, image_groups, image_rows = [], [], []
     texts, text_groups, text_rows = [], [], []
     skipped = {"no caption": 0}
+    image_of_point: dict[str, str] = {}
     for row in rows:
         digest = hashlib.sha256(row.image.data).hexdigest()
+        image_of_point[row.id] = digest
         key = tuple(row.payload.get(c) for c in group_cols) if group_cols else ("image", digest)
         if digest not in image_index:
             try:
@@ -142,7 +145,7 @@ def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence
         raise InputError("no usable image–caption pairs to evaluate")
     return EvalPairs(
         encoder.encode_images(images), np.asarray(image_groups), image_rows,
-        encoder.encode_texts(texts), np.asarray(text_groups), text_rows, summary, skipped,
+        encoder.encode_texts(texts), np.asarray(text_groups), text_rows, summary, skipped, image_of_point,
     )
 
 
@@ -159,8 +162,7 @@ def store_metrics(pairs: EvalPairs, store: Store, limit: int = 1000, ks: Sequenc
     group_of_point = {row.id: int(g) for row, g in zip(pairs.text_rows, pairs.text_groups)}
     for row, group in zip(pairs.image_rows, pairs.image_groups):
         group_of_point.setdefault(row.id, int(group))
-    image_of_point = {row.id: hashlib.sha256(row.image.data).hexdigest()
-                      for row in [*pairs.image_rows, *pairs.text_rows]}
+    image_of_point = pairs.image_of_point
     present = {p.id for i in range(0, len(group_of_point), 256)
                for p in store.retrieve(list(group_of_point)[i:i + 256])}
     missing = len(set(group_of_point) - present)

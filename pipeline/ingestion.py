@@ -135,7 +135,7 @@ def ingest(
             for job in run.jobs(source, encoder.name, options.batch_size):
                 pipeline.submit(job)
         except PipelineStopped:
-            pass
+            pass  # a stage failed; close() raises its error
         except BaseException as error:
             pipeline.abort(error)
         pipeline.close()

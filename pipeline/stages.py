@@ -161,8 +161,8 @@ class Pipeline:
             raise self.errors[0]
 
     def abort(self, error: BaseException) -> None:
+        """Stop every stage because the submitting side failed; ``close`` then raises ``error``."""
         self._fail(error)
-        self.close()
 
     # -- stage loops ---------------------------------------------------------------------
     def _embed_loop(self, encoder: Encoder) -> None:
