@@ -25,13 +25,21 @@ def open_store(
     prefer_grpc: bool = False,
     parallel_writes: int = 4,
     bulk_load: bool = False,
+    retries: int = 5,
+    retry_wait: float = 0.5,
+    timeout: int = 60,
 ) -> Store:
-    """Open ``collection`` on a Qdrant server when ``url`` is given, else on embedded Qdrant Edge."""
+    """Open ``collection`` on a Qdrant server when ``url`` is given, else on embedded Qdrant Edge.
+
+    Server calls that fail transiently are retried ``retries`` times with exponential backoff
+    starting at ``retry_wait`` seconds (with jitter); each request times out after ``timeout`` s.
+    """
     if url:
-        from connectors.qdrant_server import QdrantServerStore
+        from connectors.qdrant_server import QdrantServerStore, RetryPolicy
 
         return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
-                                 parallel_writes=parallel_writes, bulk_load=bulk_load)
+                                 parallel_writes=parallel_writes, bulk_load=bulk_load, timeout=timeout,
+                                 retry=RetryPolicy(retries=retries, wait=retry_wait))
     from connectors.qdrant_edge import QdrantEdgeStore
 
     return QdrantEdgeStore(collection, data_dir=data_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,6 +71,10 @@ class QdrantEdgeStore:
         params = qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)
         config = qe.EdgeConfig(vectors={name: params for name in VECTOR_NAMES})
         self.folder.mkdir(parents=True, exist_ok=True)
+        if (self.folder / SHARD_DIR).exists():
+            # A create that was killed before it recorded collection.json: no point was ever
+            # written to it (writes start after the metadata exists), so start it again.
+            shutil.rmtree(self.folder / SHARD_DIR)
         try:
             self._shard = qe.EdgeShard.create(str(self.folder / SHARD_DIR), config)
         except Exception as error:  # the engine raises plain Exception
@@ -78,13 +83,15 @@ class QdrantEdgeStore:
 
     def close(self) -> None:
         if self._shard is not None:
-            self._shard.flush()
-            self._shard.close()
-            self._shard = None
+            shard, self._shard = self._shard, None
+            try:
+                self._engine("flush", shard.flush)
+            finally:
+                shard.close()
 
     def flush(self) -> None:
         if self._shard is not None:
-            self._shard.flush()
+            self._engine("flush", self._shard.flush)
 
     def begin_load(self) -> None:
         """Nothing to do: Edge builds no HNSW index until ``finish`` optimizes, once."""
@@ -93,8 +100,8 @@ class QdrantEdgeStore:
         """End a load: build the HNSW index once (unless told not to) and flush to disk."""
         shard = self._open()
         if optimize:
-            shard.optimize()
-        shard.flush()
+            self._engine("build the index", shard.optimize)
+        self._engine("flush", shard.flush)
 
     # -- writes ----------------------------------------------------------------------
     def create_payload_index(self, field_name: str, kind: str) -> None:
@@ -119,18 +126,31 @@ class QdrantEdgeStore:
             self._update(qe.UpdateOperation.upsert_points(edge_points))
 
     def _update(self, operation) -> None:
+        self._engine("write", self._open().update, operation)
+
+    def _engine(self, what: str, function, *args, **kwargs):
+        """Call the engine; its errors (plain Exception, or a Rust panic) become one clear StoreError."""
         try:
-            self._open().update(operation)
-        except StoreError:
+            return function(*args, **kwargs)
+        except (StoreError, FilterError):
             raise
-        except Exception as error:
-            raise StoreError(f"write to {self.folder} failed: {error}") from error
+        except BaseException as error:  # pyo3 panics derive from BaseException
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            text = str(error)
+            if any(marker in text for marker in ("No space left", "os error 28", "File too large", "os error 27",
+                                                 "Disk quota")):
+                raise StoreError(
+                    f"{what} in {self.folder} failed: the disk is full ({text}); free space and run again "
+                    "(what was written before is kept; the next run skips it)"
+                ) from error
+            raise StoreError(f"{what} in {self.folder} failed: {text}") from error
 
     # -- reads -----------------------------------------------------------------------
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         if not ids:
             return []
-        records = self._open().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        records = self._engine("read", self._open().retrieve, list(ids), with_payload=True, with_vector=with_vectors)
         return [StoredPoint.from_engine(r, with_vectors) for r in records]
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
@@ -144,15 +164,12 @@ class QdrantEdgeStore:
             with_payload=True,
             with_vector=request.with_vectors,
         )
-        try:
-            results = self._open().query(query)
-        except Exception as error:
-            raise StoreError(f"search in {self.collection!r} failed: {error}") from error
+        results = self._engine("search", self._open().query, query)
         return [ScoredPoint.from_engine(r, request.with_vectors) for r in results]
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         qe = _edge()
-        return self._open().count(qe.CountRequest(exact=True, filter=edge_filter(filter)))
+        return self._engine("count", self._open().count, qe.CountRequest(exact=True, filter=edge_filter(filter)))
 
     def info(self) -> CollectionInfo:
         meta = self._read_metadata()

@@ -2,12 +2,20 @@
 
 The collection's model, vector size and payload types are kept in Qdrant's collection
 metadata under the key ``mmindex``, so any client can see what filled it.
+
+Every call is retried on transient faults (connection refused or reset, timeouts, HTTP 429
+and 5xx, gRPC UNAVAILABLE …) with exponential backoff and full jitter, a bounded number of
+times; a rejected API key fails at once. Upserts are idempotent (ids are deterministic),
+so a retried write never duplicates a point.
 """
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from connectors.base import (
     VECTOR_NAMES,
@@ -22,6 +30,71 @@ from connectors.base import (
 from pipeline.errors import FilterError, StoreError
 
 METADATA_KEY = "mmindex"
+TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+AUTH_HTTP = {401, 403}
+AUTH_GRPC = {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to retry a call that failed transiently."""
+
+    retries: int = 5  # retries after the first attempt
+    wait: float = 0.5  # first backoff, in seconds; doubles each retry
+    max_wait: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, retry: int, hint: float | None = None) -> float:
+        """Full jitter (uniform in [0, backoff]); a server's Retry-After is honoured up to max_wait."""
+        backoff = min(self.max_wait, self.wait * 2 ** retry)
+        delay = random.uniform(0, backoff)
+        return min(self.max_wait, max(delay, hint or 0.0))
+
+
+def classify(error: BaseException) -> tuple[str, str, float | None]:
+    """('transient' | 'auth' | 'fatal', a short description, a Retry-After hint) for a client error."""
+    try:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+    except ImportError:  # pragma: no cover
+        return "fatal", str(error), None
+    import httpx
+
+    if isinstance(error, UnexpectedResponse):
+        status = error.status_code
+        hint = None
+        retry_after = (error.headers or {}).get("retry-after") if error.headers is not None else None
+        if retry_after:
+            try:
+                hint = float(retry_after)
+            except ValueError:
+                hint = None
+        detail = f"HTTP {status} {error.reason_phrase}".strip()
+        body = error.content.decode("utf-8", "replace")[:200] if error.content else ""
+        if body:
+            detail += f": {body}"
+        if status in AUTH_HTTP:
+            return "auth", detail, None
+        return ("transient" if status in TRANSIENT_HTTP else "fatal"), detail, hint
+    if isinstance(error, ResponseHandlingException):
+        source = getattr(error, "source", None)
+        if isinstance(source, (httpx.TransportError, TimeoutError, ConnectionError)):
+            return "transient", f"{type(source).__name__}: {source}", None
+        return "fatal", str(error), None
+    if isinstance(error, (httpx.TransportError, TimeoutError, ConnectionError)):
+        return "transient", f"{type(error).__name__}: {error}", None
+    code = getattr(error, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            name = getattr(code(), "name", str(code()))
+        except Exception:  # noqa: BLE001
+            name = ""
+        details = error.details() if callable(getattr(error, "details", None)) else str(error)
+        if name in AUTH_GRPC:
+            return "auth", f"gRPC {name}: {details}", None
+        if name in TRANSIENT_GRPC:
+            return "transient", f"gRPC {name}: {details}", None
+    return "fatal", str(error), None
 
 
 class QdrantServerStore:
@@ -39,11 +112,13 @@ class QdrantServerStore:
         prefer_grpc: bool = False,
         parallel_writes: int = 4,
         bulk_load: bool = False,
+        retry: RetryPolicy | None = None,
     ):
         from qdrant_client import QdrantClient
 
         self.collection = collection
         self.url = url
+        self.retry = retry or RetryPolicy()
         self.parallel_writes = max(1, parallel_writes)
         self.bulk_load = bulk_load
         if client is not None:
@@ -222,12 +297,30 @@ class QdrantServerStore:
         return {"format": 1, "model": model, "dim": int(dim), "payload_types": payload_types}
 
     def _call(self, what: str, function, *args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (StoreError, FilterError):
-            raise
-        except Exception as error:
-            raise StoreError(f"{what} on {self.url} (collection {self.collection!r}) failed: {error}") from error
+        """Call the client; retry transient faults with backoff; turn failures into one clear StoreError."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except (StoreError, FilterError):
+                raise
+            except Exception as error:
+                kind, detail, hint = classify(error)
+                where = f"{what} on {self.url} (collection {self.collection!r})"
+                if kind == "auth":
+                    raise StoreError(
+                        f"{where}: the server refused the credentials ({detail}); check --api-key / QDRANT_API_KEY"
+                    ) from error
+                if kind == "fatal":
+                    raise StoreError(f"{where} failed: {detail}") from error
+                if attempt >= self.retry.retries:
+                    raise StoreError(
+                        f"{where} failed after {attempt + 1} attempts over {time.monotonic() - started:.1f}s: "
+                        f"{detail} (server unreachable or overloaded; --retries and --retry-wait set the patience)"
+                    ) from error
+                self.retry.sleep(self.retry.delay(attempt, hint))
+                attempt += 1
 
 
 def server_filter(spec: dict[str, Any] | None):

@@ -75,6 +75,18 @@ class Encoder:
     def max_text_tokens(self) -> int | None:
         return getattr(self.model, "max_seq_length", None)
 
+    def caption_too_long(self, text: str) -> bool:
+        """Whether the model will cut ``text`` at its token limit (so the vector ignores the rest)."""
+        limit = self.max_text_tokens
+        # Byte-level BPE: a token covers at least one UTF-8 byte, plus start and end tokens.
+        if not limit or len(text.encode("utf-8")) + 2 <= limit:
+            return False
+        tokenizer = getattr(getattr(self.model[0], "processor", None), "tokenizer", None)
+        tokenizer = tokenizer or getattr(self.model[0], "tokenizer", None)
+        if tokenizer is None:
+            return len(text.split()) + 2 > limit
+        return len(tokenizer(text, truncation=False)["input_ids"]) > limit
+
     def encode_images(self, images: Sequence) -> np.ndarray:
         return self._encode(list(images))
 

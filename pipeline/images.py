@@ -1,8 +1,9 @@
 """Turn an image cell into an RGB Pillow image, or a rejection with a reason.
 
-Cells hold raw bytes, a Hugging Face ``{bytes, path}`` struct, or a path (relative paths
-resolve against the Parquet file's folder, on the same filesystem). Decoding never raises
-anything but ``RejectedImage``.
+Cells hold raw bytes, a Hugging Face ``{bytes, path}`` struct, or a path. Relative paths
+resolve against ``image_root`` when one is given, else against the Parquet file's folder, on
+the same filesystem; with an ``image_root`` no path may lead outside it. Reading and decoding
+never raise anything but ``RejectedImage``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ from PIL import Image, ImageFile, ImageOps
 from pipeline.errors import MmindexError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+# Raster formats read from data files. Others Pillow knows (EPS runs Ghostscript, PSD, …) are refused.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "MPO", "AVIF", "ICO", "PPM", "TGA", "JPEG2000",
+           "PCX", "QOI")
+# Beyond this aspect ratio the model's centre crop sees only the middle; cut the rest before resizing.
+MAX_ASPECT = 4
+_SIGNATURES = (
+    (b"<svg", "an SVG drawing (vector graphics are not supported)"),
+    (b"<?xml", "XML text (SVG drawings are not supported)"),
+    (b"<!doctype html", "an HTML page"),
+    (b"<html", "an HTML page"),
+    (b"%pdf", "a PDF document"),
+    (b"{", "JSON text"),
+)
 
 
 @dataclass
@@ -42,7 +56,8 @@ class ImageBytes:
     path: str | None = None
 
 
-def image_bytes(cell: Any, kind: str, parquet_file: str, open_file: Callable[[str], Any]) -> ImageBytes:
+def image_bytes(cell: Any, kind: str, parquet_file: str, open_file: Callable[[str], Any],
+                image_root: str | None = None) -> ImageBytes:
     """Get the encoded image bytes out of a cell of the image column."""
     if cell is None:
         raise RejectedImage("image cell is null")
@@ -53,19 +68,44 @@ def image_bytes(cell: Any, kind: str, parquet_file: str, open_file: Callable[[st
         if data:
             return ImageBytes(bytes(data), path)
         if path:
-            return _read_path(path, parquet_file, open_file)
+            return _read_path(path, parquet_file, open_file, image_root)
         raise RejectedImage("image struct has neither bytes nor path")
-    return _read_path(str(cell), parquet_file, open_file)
+    return _read_path(str(cell), parquet_file, open_file, image_root)
 
 
-def _read_path(path: str, parquet_file: str, open_file: Callable[[str], Any]) -> ImageBytes:
+def resolve_image_path(path: str, parquet_file: str, image_root: str | None = None) -> str:
+    """Where an image path points; with ``image_root`` it must stay inside that folder."""
     if not path.strip():
         raise RejectedImage("image path is empty")
+    if "\x00" in path:
+        raise RejectedImage("image path contains a NUL character")
     if "://" in path:
         raise RejectedImage(f"image path {path!r} is a URL; mmindex reads files, it does not download")
-    resolved = path if posixpath.isabs(path) else posixpath.normpath(
-        posixpath.join(posixpath.dirname(parquet_file), path)
-    )
+    base = image_root if image_root is not None else posixpath.dirname(parquet_file)
+    resolved = posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base, path))
+    if image_root is not None:
+        root = posixpath.normpath(image_root)
+        if not _inside(resolved, root):
+            raise RejectedImage(f"image path {path!r} leads outside --image-root {image_root}")
+        real, real_root = _real_local_path(resolved), _real_local_path(root)
+        if real is not None and real_root is not None and not _inside(real, real_root):
+            raise RejectedImage(f"image path {path!r} is a link that leads outside --image-root {image_root}")
+    return resolved
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _real_local_path(path: str) -> str | None:
+    """The symlink-free form of an absolute local path; None for other filesystems' paths."""
+    import os
+
+    return os.path.realpath(path) if path.startswith("/") and os.path.exists(path) else None
+
+
+def _read_path(path: str, parquet_file: str, open_file: Callable[[str], Any], image_root: str | None) -> ImageBytes:
+    resolved = resolve_image_path(path, parquet_file, image_root)
     try:
         with open_file(resolved) as handle:
             return ImageBytes(handle.read(), path)
@@ -82,7 +122,7 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=_known_formats())
             width, height = image.size
             if width * height > max_pixels:
                 raise RejectedImage(
@@ -102,12 +142,57 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     except Image.DecompressionBombError as error:
         raise RejectedImage(f"image rejected as a decompression bomb: {error}") from None
     except Image.UnidentifiedImageError:
-        raise RejectedImage(f"not an image Pillow can read (starts with {data[:12]!r})") from None
+        raise RejectedImage(f"not a supported image: {sniff(data)}") from None
     except Exception as error:  # Pillow raises many kinds on corrupt data
         raise RejectedImage(f"image cannot be decoded: {type(error).__name__}: {error}") from None
-    if target_size and min(image.size) > 2 * target_size:
-        image = image.resize(_shrunk(image.size, 2 * target_size), Image.BICUBIC)
+    if target_size:
+        image = _crop_extreme_aspect(image)
+        if min(image.size) > 2 * target_size:
+            image = image.resize(_shrunk(image.size, 2 * target_size), Image.BICUBIC)
     return image
+
+
+def _known_formats() -> list[str]:
+    """The accepted formats this Pillow build can open (plugins load on first use)."""
+    global _KNOWN
+    if _KNOWN is None:
+        Image.init()
+        _KNOWN = [name for name in FORMATS if name in Image.OPEN]
+    return _KNOWN
+
+
+_KNOWN: list[str] | None = None
+
+
+def sniff(data: bytes) -> str:
+    """Say what non-image bytes look like, for a rejection reason."""
+    head = data[:512].lstrip().lower()
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature) or (signature == b"<svg" and b"<svg" in head):
+            return f"the data is {name}"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12].decode("ascii", "replace")
+        return f"an ISO media file (brand {brand!r}: HEIC/AVIF/MP4); this Pillow cannot read it"
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            return f"{other.format} images are not accepted (accepted: {', '.join(FORMATS)})"
+    except Exception:  # noqa: BLE001 - unknown to Pillow altogether
+        pass
+    return f"unknown format (starts with {data[:12]!r})"
+
+
+def _crop_extreme_aspect(image: Image.Image) -> Image.Image:
+    """Keep the centre of very long or very tall images (the model's centre crop is inside it)."""
+    width, height = image.size
+    if max(width, height) <= MAX_ASPECT * min(width, height):
+        return image
+    if width > height:
+        keep = MAX_ASPECT * height
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    keep = MAX_ASPECT * width
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
 
 
 def _shrunk(size: tuple[int, int], shortest: int) -> tuple[int, int]:

@@ -5,6 +5,8 @@ unchanged, or rejected with a stage and a reason), so the numbers always add up.
 """
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 import uuid
@@ -19,7 +21,10 @@ from pipeline.encoder import Encoder, model_identity
 from pipeline.errors import InputError, MmindexError
 from pipeline.images import DEFAULT_MAX_PIXELS, ImageBytes, RejectedImage, Rejection, image_bytes
 from pipeline.records import (
+    clean_caption,
+    column_values,
     content_hash,
+    id_problem,
     index_kind,
     payload_columns,
     payload_types,
@@ -31,6 +36,9 @@ from pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, 
 
 SOURCE_KEY = "_source"
 CAPTION_KEY = "caption"
+TRUNCATED_KEY = "_caption_truncated"
+MISSING_CAPTION_POLICIES = ("image-only", "reject")
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -49,22 +57,38 @@ class IngestOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     optimize: bool = True
     rejects_path: str | None = None
+    image_root: str | None = None  # image paths must stay inside this folder
+    missing_caption: str = "image-only"  # or "reject": what to do with null/empty captions
+    skip_bad_files: bool = False  # report unreadable Parquet files and go on, instead of stopping
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    stop: threading.Event | None = None  # set it (e.g. on SIGTERM) to finish the batches in flight and stop
 
 
 @dataclass
 class IngestSummary:
-    """What a run did; ``read == upserted_new_or_changed + unchanged + rejected``."""
+    """What a run did: ``read == upserted + unchanged + rejected + not_processed``.
+
+    ``not_processed`` is non-zero only when a run stopped early (a signal or a failure):
+    those rows were read but neither written nor rejected, and the next run takes them up.
+    """
 
     collection: str
+    status: str = "ok"  # ok, interrupted or failed
     files: int = 0
     read: int = 0
     embedded: int = 0
     upserted: int = 0
     unchanged: int = 0
     rejected: int = 0
+    not_processed: int = 0
     duplicate_ids: int = 0
+    image_only: int = 0  # rows without a caption, stored with an image vector only
+    truncated_captions: int = 0
+    cleaned_captions: int = 0
     oom_retries: int = 0
     seconds: float = 0.0
+    error: str | None = None
+    skipped_files: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -73,13 +97,26 @@ class IngestSummary:
     def rows_per_second(self) -> float:
         return self.read / self.seconds if self.seconds else 0.0
 
-    def adds_up(self) -> bool:
-        return self.read == self.upserted + self.unchanged + self.rejected
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.read if self.read else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def adds_up(self) -> bool:
+        return self.read == self.upserted + self.unchanged + self.rejected + self.not_processed
+
+    def rejections_by_stage(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rejection in self.rejections:
+            counts[rejection.stage] = counts.get(rejection.stage, 0) + 1
+        return counts
+
+    def to_dict(self, max_rejections: int = 1000) -> dict[str, Any]:
         data = asdict(self)
         data["rows_per_second"] = round(self.rows_per_second, 2)
-        data["rejections"] = [asdict(r) for r in self.rejections[:1000]]
+        data["reject_rate"] = round(self.reject_rate, 6)
+        data["rejected_by_stage"] = self.rejections_by_stage()
+        data["rejections"] = [asdict(r) for r in self.rejections[:max_rejections]]
+        data["adds_up"] = self.adds_up()
         return data
 
 
@@ -110,13 +147,36 @@ def ingest(
     Reading, decoding, the model's forward passes and store writes run concurrently
     (``options.workers`` decode threads, one model thread per replica in ``options.devices``);
     ``options.pipelined=False`` runs the single-threaded reference path instead.
+
+    If the run fails, the exception raised carries the partial summary as ``error.summary``
+    (what was written before the failure); the rejects file is written either way.
     """
     options = options or IngestOptions()
+    if options.missing_caption not in MISSING_CAPTION_POLICIES:
+        raise InputError(f"missing_caption must be one of {', '.join(MISSING_CAPTION_POLICIES)}")
     started = time.perf_counter()
     source = inputs if isinstance(inputs, Source) else open_source(
-        list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols
+        list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols,
+        skip_bad_files=options.skip_bad_files,
     )
     summary = IngestSummary(collection=store.collection, files=len(source.files), notes=list(source.mapping.notes))
+    try:
+        _ingest(source, store, encoder, options, summary, on_progress, on_stage)
+    except BaseException as error:
+        summary.status = "failed"
+        summary.error = str(error) or type(error).__name__
+        summary.not_processed = max(0, summary.read - summary.upserted - summary.unchanged - summary.rejected)
+        summary.seconds = time.perf_counter() - started
+        _write_rejects_of(summary, options)
+        error.summary = summary  # type: ignore[attr-defined]
+        raise
+    summary.seconds = time.perf_counter() - started
+    _write_rejects_of(summary, options)
+    return summary
+
+
+def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
+            on_progress: Callable[[int], None] | None, on_stage: Callable[[str], None] | None) -> None:
     indexes = _index_plan(source, options.index_fields)
     spec = CollectionSpec(encoder.name, encoder.dim, payload_types(source.schema, source.mapping.payload))
     existing = store.spec()
@@ -127,10 +187,11 @@ def ingest(
         store.create_payload_index(name, kind)
     store.begin_load()
 
-    run = _Run(store, summary, on_progress)
+    run = _Run(store, summary, options, encoder.caption_too_long, on_progress)
     if options.pipelined:
         encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
-        pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels)
+        pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels, skip=run.skip)
+        watcher = _StopWatcher(options.stop, pipeline.cancel)
         try:
             for job in run.jobs(source, encoder.name, options.batch_size):
                 pipeline.submit(job)
@@ -138,26 +199,57 @@ def ingest(
             pass  # a stage failed; close() raises its error
         except BaseException as error:
             pipeline.abort(error)
+        finally:
+            watcher.stop()
         pipeline.close()
         summary.oom_retries = sum(e.oom_retries for e in encoders)
     else:
         for job in run.jobs(source, encoder.name, options.batch_size):
             run.write(embed_reference(job, encoder, options.max_pixels))
-    if on_stage and options.optimize:
+    interrupted = options.stop is not None and options.stop.is_set()
+    if interrupted:
+        summary.status = "interrupted"
+    optimize = options.optimize and not interrupted  # stop within seconds; the next run builds the index
+    if on_stage and optimize:
         on_stage("building the vector index")
-    store.finish(optimize=options.optimize)
-    summary.seconds = time.perf_counter() - started
-    if options.rejects_path and summary.rejections:
-        write_rejects(summary.rejections, options.rejects_path)
-    return summary
+    store.finish(optimize=optimize)
+
+
+class _StopWatcher:
+    """Calls ``on_stop`` from a helper thread as soon as ``event`` is set (signal handlers only set events)."""
+
+    def __init__(self, event: threading.Event | None, on_stop: Callable[[], None]):
+        self.event, self.on_stop = event, on_stop
+        self.done = threading.Event()
+        self.thread = None
+        if event is not None:
+            self.thread = threading.Thread(target=self._watch, name="mmindex-stop", daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            if self.event.is_set():
+                self.on_stop()
+                return
+            self.done.wait(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.event is not None and self.event.is_set():
+            self.on_stop()
 
 
 class _Run:
     """The reading side (source → jobs) and the writing side (vectors → store) of one run."""
 
-    def __init__(self, store: Store, summary: IngestSummary, on_progress: Callable[[int], None] | None):
+    def __init__(self, store: Store, summary: IngestSummary, options: IngestOptions,
+                 too_long: Callable[[str], bool] | None, on_progress: Callable[[int], None] | None):
         self.store = store
         self.summary = summary
+        self.options = options
+        self.too_long = too_long
         self.on_progress = on_progress
         # Reader and writer share the summary and the store; each lock is held only briefly,
         # so reading the next batch never waits for a write to finish.
@@ -167,16 +259,19 @@ class _Run:
         self.seen: set[int] = set()
 
     def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
-        for seq, source_batch in enumerate(source.batches(batch_size)):
+        stop = self.options.stop
+        for seq, source_batch in enumerate(source.batches(batch_size, self.options.skip_bad_files)):
+            if stop is not None and stop.is_set():
+                return
             tally = IngestSummary(collection=self.summary.collection)
-            rows = read_rows(source, source_batch, model, tally)
+            if source_batch.batch is None:
+                rows = _lost_rows(source_batch, tally)
+            else:
+                rows = read_rows(source, source_batch, model, tally, self.options, self.too_long)
             with self.summary_lock:
-                self.summary.read += tally.read
-                self.summary.rejected += tally.rejected
-                self.summary.rejections.extend(tally.rejections)
-                self.summary.warnings.extend(tally.warnings)
-                self._count_duplicates(rows)
-            yield Job(seq, self._changed(rows), source_batch.batch.num_rows)
+                _add_tally(self.summary, tally)
+                repeated = self._count_duplicates(rows)
+            yield Job(seq, self._changed(rows, repeated), source_batch.batch.num_rows if source_batch.batch else 0)
 
     def write(self, embedded: Embedded) -> None:
         points = embedded.points()
@@ -191,17 +286,30 @@ class _Run:
         if self.on_progress:
             self.on_progress(embedded.source_rows)
 
-    def _count_duplicates(self, rows: list[SourceRow]) -> None:
+    def skip(self, job: Job) -> None:
+        """A job the pipeline handed back unprocessed (the run was told to stop)."""
+        with self.summary_lock:
+            self.summary.not_processed += len(job.rows)
+
+    def _count_duplicates(self, rows: list[SourceRow]) -> set[str]:
+        repeated = set()
         for row in rows:
             key = uuid.UUID(row.id).int >> 64
             if key in self.seen:
+                repeated.add(row.id)
                 self.summary.duplicate_ids += 1
-                self.summary.warnings.append(f"{row.file} row {row.row}: id {row.key!r} seen before in this run; "
-                                             "last wins")
+                if len(self.summary.warnings) < 1000:
+                    self.summary.warnings.append(f"{row.file} row {row.row}: id {row.key!r} seen before in this "
+                                                 "run; the last row with it wins")
             self.seen.add(key)
+        return repeated
 
-    def _changed(self, rows: list[SourceRow]) -> list[SourceRow]:
-        """The rows whose image, caption, model or payload differ from what the store holds."""
+    def _changed(self, rows: list[SourceRow], repeated: set[str]) -> list[SourceRow]:
+        """The rows whose image, caption, model or payload differ from what the store holds.
+
+        A repeated id is always written: an earlier row with it may have been written in
+        this run, and the last row must win.
+        """
         if not rows:
             return []
         with self.store_lock:
@@ -210,13 +318,39 @@ class _Run:
         unchanged = 0
         for row in rows:
             previous = stored.get(row.id)
-            if previous is not None and previous.get(HASH_KEY) == row.hash and _same_payload(previous, row.payload):
+            if (row.id not in repeated and previous is not None and previous.get(HASH_KEY) == row.hash
+                    and _same_payload(previous, row.payload)):
                 unchanged += 1
             else:
                 todo.append(row)
         with self.summary_lock:
             self.summary.unchanged += unchanged
         return todo
+
+
+def _add_tally(summary: IngestSummary, tally: IngestSummary) -> None:
+    summary.read += tally.read
+    summary.rejected += tally.rejected
+    summary.image_only += tally.image_only
+    summary.truncated_captions += tally.truncated_captions
+    summary.cleaned_captions += tally.cleaned_captions
+    summary.rejections.extend(tally.rejections)
+    summary.skipped_files.extend(tally.skipped_files)
+    room = max(0, 1000 - len(summary.warnings))
+    summary.warnings.extend(tally.warnings[:room])
+
+
+def _lost_rows(source_batch: SourceBatch, summary: IngestSummary) -> list[SourceRow]:
+    """Account for a file skipped with skip_bad_files: its unreadable rows are rejected, one by one."""
+    if source_batch.lost_rows is None:
+        summary.skipped_files.append({"file": source_batch.file, "reason": source_batch.error})
+        summary.warnings.append(f"{source_batch.file}: skipped, {source_batch.error}")
+        return []
+    for offset in range(source_batch.lost_rows):
+        summary.read += 1
+        _reject(summary, source_batch.file, source_batch.first_row + offset, None, "read",
+                f"file unreadable from row {source_batch.first_row}: {source_batch.error}")
+    return []
 
 
 def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
@@ -237,41 +371,81 @@ def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
     return plan
 
 
-def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary) -> list[SourceRow]:
-    """The rows of a batch whose image bytes could be read; the others are counted as rejected."""
+def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary,
+              options: IngestOptions | None = None, too_long: Callable[[str], bool] | None = None
+              ) -> list[SourceRow]:
+    """The rows of a batch that can become points; every other row is rejected into ``summary``."""
+    options = options or IngestOptions()
     mapping = source.mapping
     file, first_row, batch = source_batch.file, source_batch.first_row, source_batch.batch
-    images = batch.column(batch.schema.get_field_index(mapping.image)).to_pylist()
-    captions = (batch.column(batch.schema.get_field_index(mapping.caption)).to_pylist()
-                if mapping.caption else [None] * batch.num_rows)
-    keys = (batch.column(batch.schema.get_field_index(mapping.id)).to_pylist()
-            if mapping.id else [None] * batch.num_rows)
-    payloads, warnings = payload_columns(batch, mapping.payload)
+
+    def column(name: str | None) -> tuple[list[Any], dict[int, str]]:
+        if not name:
+            return [None] * batch.num_rows, {}
+        values, errors, warnings = column_values(batch.column(batch.schema.get_field_index(name)), name)
+        summary.warnings.extend(f"{file}: {w}" for w in warnings)
+        return values, errors
+
+    images, image_errors = column(mapping.image)
+    captions, caption_errors = column(mapping.caption)
+    keys, key_errors = column(mapping.id)
+    payloads, warnings, payload_errors = payload_columns(batch, mapping.payload)
     summary.warnings.extend(f"{file}: {w}" for w in warnings)
     rows = []
     for index in range(batch.num_rows):
         row_number = first_row + index
         summary.read += 1
         key = keys[index]
-        caption = captions[index]
-        if caption is not None and not isinstance(caption, str):
-            caption = str(caption)
+        problem = (image_errors.get(index) or caption_errors.get(index) or key_errors.get(index)
+                   or payload_errors.get(index))
+        if problem is None and mapping.id:
+            trouble = id_problem(key)
+            problem = f"id column {mapping.id!r} {trouble}" if trouble else None
+        if problem is not None:
+            _reject(summary, file, row_number, None if key_errors.get(index) else key, "read", problem)
+            continue
+        caption, cleaned = clean_caption(captions[index])
+        summary.cleaned_captions += cleaned
+        if mapping.caption and caption is None:
+            if options.missing_caption == "reject":
+                _reject(summary, file, row_number, key, "read",
+                        f"caption is {'null' if captions[index] is None else 'empty'} (--missing-caption reject)")
+                continue
+            summary.image_only += 1
         try:
-            data = image_bytes(images[index], mapping.image_kind, source_batch.path, source.open_input)
+            data = image_bytes(images[index], mapping.image_kind, source_batch.path, source.open_input,
+                               options.image_root)
         except RejectedImage as error:
             _reject(summary, file, row_number, key, "read", error.message)
-            continue
-        if mapping.id and key is None:
-            _reject(summary, file, row_number, None, "read", f"id column {mapping.id!r} is null")
             continue
         point_id = point_id_from_key(key) if mapping.id else point_id_from_content(data.data, caption)
         payload = payloads[index]
         if caption is not None:
             payload[CAPTION_KEY] = caption
+            if too_long is not None and too_long(caption):
+                payload[TRUNCATED_KEY] = True
+                summary.truncated_captions += 1
         payload[SOURCE_KEY] = {"file": file, "row": row_number, "path": data.path}
+        oversize = _payload_problem(payload, options.max_payload_bytes)
+        if oversize:
+            _reject(summary, file, row_number, key, "read", oversize)
+            continue
         rows.append(SourceRow(file, row_number, point_id, key, data, caption, payload,
-                         content_hash(data.data, caption, model)))
+                              content_hash(data.data, caption, model)))
     return rows
+
+
+def _payload_problem(payload: dict[str, Any], limit: int) -> str | None:
+    try:
+        size = len(json.dumps(payload, ensure_ascii=False, allow_nan=False).encode())
+    except (TypeError, ValueError) as error:
+        return f"payload cannot be stored as JSON: {error}"
+    if size <= limit:
+        return None
+    sizes = {name: len(json.dumps(value, ensure_ascii=False).encode()) for name, value in payload.items()}
+    biggest = max(sizes, key=sizes.get)
+    return (f"payload is {size:,} bytes, over the limit of {limit:,} (--max-payload-bytes); "
+            f"largest field {biggest!r} is {sizes[biggest]:,} bytes")
 
 
 def _same_payload(previous: dict[str, Any], payload: dict[str, Any]) -> bool:
@@ -285,12 +459,46 @@ def _reject(summary: IngestSummary, file: str, row: int, key: Any, stage: str, r
     summary.rejections.append(Rejection(file, row, None if key is None else str(key), stage, reason))
 
 
+REJECTS_SCHEMA = pa.schema([
+    ("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+])
+
+
 def write_rejects(rejections: Sequence[Rejection], path: str) -> None:
-    """Write the rejected rows to a Parquet file that can be fixed and fed back."""
-    table = pa.Table.from_pylist([asdict(r) for r in rejections], schema=pa.schema([
-        ("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
-    ]))
-    pq.write_table(table, path)
+    """Write the rejected rows (file, row, id, stage, reason) to Parquet, atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    table = pa.Table.from_pylist([asdict(r) for r in rejections], schema=REJECTS_SCHEMA)
+    partial = f"{path}.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, path)
 
 
-__all__ = ["IngestOptions", "IngestSummary", "ingest", "write_rejects", "MmindexError", "model_identity"]
+def _write_rejects_of(summary: IngestSummary, options: IngestOptions) -> None:
+    """This run's rejects replace the previous run's file; with none, an old file is removed."""
+    path = options.rejects_path
+    if not path:
+        return
+    try:
+        if summary.rejections:
+            write_rejects(summary.rejections, path)
+        elif os.path.exists(path):
+            os.remove(path)
+    except OSError as error:
+        summary.warnings.append(f"cannot write the rejects file {path}: {error}")
+        options.rejects_path = None
+
+
+def write_report(summary: IngestSummary, path: str, extra: dict[str, Any] | None = None) -> None:
+    """The run summary as JSON (for schedulers and dashboards), written atomically."""
+    data = {**summary.to_dict(), **(extra or {})}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+    os.replace(partial, path)
+
+
+__all__ = ["IngestOptions", "IngestSummary", "ingest", "write_rejects", "write_report", "MmindexError",
+           "model_identity"]

@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import hashlib
 import math
+import re
 import uuid
 from typing import Any, Sequence
 
@@ -27,6 +28,73 @@ def point_id_from_key(key: Any) -> str:
     if isinstance(key, bytes):
         key = key.hex()
     return str(uuid.uuid5(ID_NAMESPACE, f"id:{key}"))
+
+
+def id_problem(key: Any) -> str | None:
+    """Why a value of the id column cannot identify a point, or None if it can."""
+    if key is None:
+        return "is null"
+    if isinstance(key, float) and not math.isfinite(key):
+        return f"is {key}"
+    if isinstance(key, (list, tuple, dict)):
+        return f"must be a single value, not a {type(key).__name__}"
+    if isinstance(key, str) and not key.strip():
+        return "is an empty string"
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def clean_caption(value: Any) -> tuple[str | None, bool]:
+    """The caption text to embed and store, and whether it had to be cleaned.
+
+    Bytes are decoded as UTF-8 (bad sequences replaced), other values become strings,
+    control characters become spaces; an empty or blank caption is None.
+    """
+    if value is None:
+        return None, False
+    cleaned = False
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        text = bytes(value).decode("utf-8", "replace")
+        cleaned = "\ufffd" in text
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = str(value)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(" ", text)
+        cleaned = True
+    text = text.strip()
+    return (text or None), cleaned
+
+
+def column_values(column: pa.Array | pa.ChunkedArray, name: str) -> tuple[list[Any], dict[int, str], list[str]]:
+    """A column as Python values, with per-row errors for values Python cannot hold, and warnings.
+
+    Strings with invalid UTF-8 are decoded with replacement characters (a warning); values
+    such as timestamps beyond year 9999 are errors for their row only, never for the batch.
+    """
+    try:
+        return column.to_pylist(), {}, []
+    except (UnicodeDecodeError, OverflowError, ValueError, pa.ArrowException):
+        pass
+    values: list[Any] = []
+    errors: dict[int, str] = {}
+    repaired = 0
+    is_text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    raw = column.cast(pa.large_binary()) if is_text else None
+    for index in range(len(column)):
+        try:
+            values.append(column[index].as_py())
+        except UnicodeDecodeError:
+            values.append(raw[index].as_py().decode("utf-8", "replace"))
+            repaired += 1
+        except (OverflowError, ValueError, pa.ArrowException) as error:
+            values.append(None)
+            errors[index] = f"column {name!r}: value cannot be read ({error})"
+    warnings = [f"{name}: {repaired} value(s) with invalid UTF-8; bad bytes replaced with U+FFFD"] if repaired else []
+    return values, errors, warnings
 
 
 def point_id_from_content(image: bytes, caption: str | None) -> str:
@@ -57,17 +125,22 @@ def rfc3339(value: dt.datetime | dt.date) -> str:
     return f"{value.isoformat()}T00:00:00Z"
 
 
-def payload_columns(batch: pa.RecordBatch, columns: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings."""
+def payload_columns(batch: pa.RecordBatch, columns: Sequence[str]
+                    ) -> tuple[list[dict[str, Any]], list[str], dict[int, str]]:
+    """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings and row errors."""
     rows: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
     warnings: list[str] = []
+    errors: dict[int, str] = {}
     for name in columns:
         column = batch.column(batch.schema.get_field_index(name))
-        values = column.to_pylist()
+        values, column_errors, column_warnings = column_values(column, name)
+        warnings.extend(column_warnings)
+        for index, problem in column_errors.items():
+            errors.setdefault(index, problem)
         for index, value in enumerate(values):
             converted = to_json_value(value, column.type, warnings, name)
             rows[index][name] = converted
-    return rows, warnings
+    return rows, warnings, errors
 
 
 def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: list[str] | None = None,

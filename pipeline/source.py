@@ -23,6 +23,7 @@ IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path"
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
 ID_NAMES = ("id", "key", "uid", "uuid")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated")  # keys mmindex writes into every payload
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,19 @@ class ColumnMapping:
 
 @dataclass
 class SourceBatch:
-    """Rows ``first_row`` … of one file, as Arrow; ``file`` is for people, ``path`` for the filesystem."""
+    """Rows ``first_row`` … of one file, as Arrow; ``file`` is for people, ``path`` for the filesystem.
+
+    With ``skip_bad_files``, a file that cannot be read (further) comes as a batch with no
+    data and an ``error``: ``lost_rows`` rows from ``first_row`` on could not be read, or
+    ``lost_rows`` is None when even the row count is unknown (the footer is unreadable).
+    """
 
     file: str
     path: str
     first_row: int
-    batch: pa.RecordBatch
+    batch: pa.RecordBatch | None
+    error: str | None = None
+    lost_rows: int | None = None
 
 
 @dataclass
@@ -62,26 +70,59 @@ class Source:
     mapping: ColumnMapping
     display_names: dict[str, str] = field(default_factory=dict)
 
-    def count_rows(self) -> int:
-        return sum(self._parquet(path).metadata.num_rows for path in self.files)
-
-    def batches(self, batch_size: int = 256) -> Iterator[SourceBatch]:
-        columns = self.mapping.columns()
+    def count_rows(self, skip_bad_files: bool = False) -> int:
+        total = 0
         for path in self.files:
-            parquet = self._parquet(path)
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise InputError(
-                    f"missing column(s) {', '.join(missing)} (has: {', '.join(parquet.schema_arrow.names)})",
-                    file=self.display(path),
-                )
-            row = 0
             try:
-                for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-                    yield SourceBatch(self.display(path), path, row, batch)
-                    row += batch.num_rows
-            except (OSError, pa.ArrowException) as error:
-                raise InputError(f"cannot read Parquet data: {error}", file=self.display(path), row=row) from error
+                total += self._parquet(path).metadata.num_rows
+            except InputError:
+                if not skip_bad_files:
+                    raise
+        return total
+
+    def batches(self, batch_size: int = 256, skip_bad_files: bool = False) -> Iterator[SourceBatch]:
+        """Stream every file's rows; a bad file raises ``InputError``, or with ``skip_bad_files`` is reported."""
+        for path in self.files:
+            try:
+                yield from self._file_batches(path, batch_size)
+            except _BadFile as bad:
+                if not skip_bad_files:
+                    raise bad.error from bad.error.__cause__
+                yield SourceBatch(self.display(path), path, bad.row, None, bad.error.message, bad.lost_rows)
+
+    def _file_batches(self, path: str, batch_size: int) -> Iterator[SourceBatch]:
+        try:
+            parquet = self._parquet(path)
+        except InputError as error:
+            raise _BadFile(error, 0, None) from error
+        total = parquet.metadata.num_rows
+        self._check_schema(path, parquet.schema_arrow, total)
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=self.mapping.columns()):
+                yield SourceBatch(self.display(path), path, row, batch)
+                row += batch.num_rows
+        except (OSError, pa.ArrowException) as error:
+            failure = InputError(f"cannot read Parquet data: {error}", file=self.display(path), row=row)
+            failure.__cause__ = error
+            raise _BadFile(failure, row, total - row) from error
+
+    def _check_schema(self, path: str, schema: pa.Schema, rows: int) -> None:
+        missing = [c for c in self.mapping.columns() if c not in schema.names]
+        if missing:
+            raise _BadFile(InputError(
+                f"missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})", file=self.display(path),
+            ), 0, rows)
+        image_type = schema.field(self.mapping.image).type
+        try:
+            kind = image_column_kind(image_type, self.mapping.image)
+        except InputError as error:
+            kind = str(error)
+        if kind != self.mapping.image_kind:
+            raise _BadFile(InputError(
+                f"image column {self.mapping.image!r} is {image_type} here, but {self.mapping.image_kind} in the "
+                "first file; all files need the same image column type", file=self.display(path),
+            ), 0, rows)
 
     def display(self, path: str) -> str:
         return self.display_names.get(path, path)
@@ -94,6 +135,14 @@ class Source:
             return pq.ParquetFile(self.filesystem.open_input_file(path))
         except (OSError, pa.ArrowException) as error:
             raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+
+
+class _BadFile(Exception):
+    """A file that cannot be read from ``row`` on; ``lost_rows`` is None when its size is unknown."""
+
+    def __init__(self, error: InputError, row: int, lost_rows: int | None):
+        super().__init__(str(error))
+        self.error, self.row, self.lost_rows = error, row, lost_rows
 
 
 def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str]]:
@@ -213,6 +262,13 @@ def map_columns(
                 continue
             payload_list.append(f.name)
         payload = tuple(payload_list)
+    reserved = [c for c in payload if c in RESERVED_PAYLOAD]
+    if reserved:
+        if payload_cols is not None:
+            raise InputError(f"--payload-cols names {', '.join(reserved)}, a key mmindex writes itself "
+                             f"({', '.join(RESERVED_PAYLOAD)}); rename the column or leave it out")
+        payload = tuple(c for c in payload if c not in RESERVED_PAYLOAD)
+        notes.append(f"payload: column(s) {', '.join(reserved)} left out (mmindex writes these keys itself)")
     if "caption" in payload and caption != "caption":
         # The payload key 'caption' holds the caption text, whichever column it comes from.
         if payload_cols is not None:
@@ -245,13 +301,19 @@ def open_source(
     caption_col: str | None = None,
     id_col: str | None = None,
     payload_cols: Sequence[str] | None = None,
+    skip_bad_files: bool = False,
 ) -> Source:
-    """Find the files, read the first one's schema and map the columns."""
+    """Find the files, read the first (readable) one's schema and map the columns."""
     filesystem, files, display = find_files(inputs)
-    first = files[0]
-    try:
-        schema = pq.read_schema(filesystem.open_input_file(first))
-    except (OSError, pa.ArrowException) as error:
-        raise InputError(f"not a readable Parquet file: {error}", file=display[first]) from error
+    schema = None
+    for path in files:
+        try:
+            schema = pq.read_schema(filesystem.open_input_file(path))
+            break
+        except (OSError, pa.ArrowException) as error:
+            if not skip_bad_files:
+                raise InputError(f"not a readable Parquet file: {error}", file=display[path]) from error
+    if schema is None:
+        raise InputError(f"none of the {len(files)} input file(s) is a readable Parquet file")
     mapping = map_columns(schema, image_col, caption_col, id_col, payload_cols)
     return Source(filesystem, files, schema, mapping, display)

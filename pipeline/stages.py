@@ -4,6 +4,8 @@ prepare (decode + preprocess into model-ready tensors, in a pool of workers) →
 thread per model replica, forward passes only) → write (one thread, in input order).
 Bounded queues between the stages give back-pressure, so memory stays bounded however
 large the input, and a failure in any stage stops the others and is raised to the caller.
+``cancel`` (on SIGTERM/SIGINT) lets the forward passes under way finish and be written, and
+hands every job not yet embedded back through ``skip``, in order, so nothing is half-done.
 """
 from __future__ import annotations
 
@@ -115,6 +117,14 @@ def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
     )
 
 
+@dataclass
+class Skipped:
+    """A job handed back unprocessed because the pipeline was cancelled."""
+
+    seq: int
+    job: Job
+
+
 class PipelineStopped(Exception):
     """Raised in the submitting thread when another stage has failed."""
 
@@ -123,9 +133,11 @@ class Pipeline:
     """Runs prepare → embed → write concurrently; ``submit`` blocks while the stages are full."""
 
     def __init__(self, encoders: Sequence[Encoder], workers: int, write: Callable[[Embedded], None],
-                 max_pixels: int, depth: int | None = None):
+                 max_pixels: int, depth: int | None = None, skip: Callable[[Job], None] | None = None):
         self.encoders = list(encoders)
         self.write = write
+        self.skip = skip
+        self.cancelled = threading.Event()
         self.max_pixels = max_pixels
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mmindex-prepare")
         # Enough prepared batches in flight to keep every worker busy, and no more.
@@ -145,7 +157,11 @@ class Pipeline:
 
     def submit(self, job: Job) -> None:
         future = self.pool.submit(prepare, job, self.encoders[0], self.max_pixels)
-        self._put(self.embed_queue, (job.seq, future), "embed")
+        self._put(self.embed_queue, (job.seq, future, job), "embed")
+
+    def cancel(self) -> None:
+        """Finish the forward passes under way; hand the jobs not yet embedded to ``skip``."""
+        self.cancelled.set()
 
     def close(self) -> None:
         """Wait for every submitted job to be written; raise the first error of any stage."""
@@ -171,7 +187,11 @@ class Pipeline:
                 item = self._get(self.embed_queue)
                 if item is _DONE or item is None:
                     break
-                _, future = item
+                seq, future, job = item
+                if self.cancelled.is_set():
+                    future.cancel()
+                    self._put(self.write_queue, Skipped(seq, job), "write")
+                    continue
                 prepared = _result(future, self.stop)
                 if prepared is None:
                     break
@@ -201,7 +221,12 @@ class Pipeline:
                 self.high_water["pending_writes"] = max(self.high_water["pending_writes"], len(pending))
                 # Replicas finish out of order; write in input order so "last wins" holds.
                 while next_seq in pending:
-                    self.write(pending.pop(next_seq))
+                    done = pending.pop(next_seq)
+                    if isinstance(done, Skipped):
+                        if self.skip is not None:
+                            self.skip(done.job)
+                    else:
+                        self.write(done)
                     next_seq += 1
         except BaseException as error:  # noqa: BLE001
             self._fail(error)

@@ -79,8 +79,13 @@ def test_large_jpeg_is_decoded_small_for_the_model():
     "data, reason",
     [
         (b"", "0 bytes"),
-        (b"<html><body>not found</body></html>", "not an image"),
-        (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "not an image"),
+        (b"<html><body>not found</body></html>", "an HTML page"),
+        (b"\n  <!DOCTYPE html><html>", "an HTML page"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG drawing"),
+        (b'<?xml version="1.0"?><svg/>', "SVG"),
+        (b"%PDF-1.7\n", "PDF document"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
+        (b"\x01\x02\x03 random", "unknown format"),
     ],
 )
 def test_broken_data_is_rejected_with_a_reason(data, reason):

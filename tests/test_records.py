@@ -58,7 +58,8 @@ def test_arrow_batch_to_payload_faithfully():
             "flag": pa.array([True, None]),
         }
     )
-    rows, warnings = payload_columns(batch, batch.schema.names)
+    rows, warnings, errors = payload_columns(batch, batch.schema.names)
+    assert errors == {}
     first, second = rows
     assert first["ts"] == "2022-01-01T12:00:00Z" and second["ts"] is None
     assert first["day"] == "2020-05-06T00:00:00Z"
