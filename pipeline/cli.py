@@ -105,41 +105,103 @@ def main():
               help="Comma-separated payload fields to index for fast filtering, as NAME or NAME:TYPE.")
 @click.option("--max-pixels", default=89_478_485, show_default=True, type=click.IntRange(1),
               help="Reject images with more pixels than this (decompression bombs).")
+@click.option("--image-root", default=None,
+              help="Folder that image paths must stay inside; relative paths resolve against it. Paths "
+                   "leading outside it (.., absolute paths, links) are rejected. Default: paths resolve "
+                   "against each Parquet file's folder, unconfined.")
+@click.option("--missing-caption", type=click.Choice(["image-only", "reject"]), default="image-only",
+              show_default=True, help="Rows with a null or empty caption: store the image vector only, or reject.")
+@click.option("--max-payload-bytes", default=1024 * 1024, show_default=True, type=click.IntRange(1024),
+              help="Reject rows whose payload (other columns, caption) is larger than this as JSON.")
+@click.option("--skip-bad-files", is_flag=True,
+              help="Report unreadable or mismatched Parquet files (their rows as rejected) and go on, "
+                   "instead of stopping at the first.")
 @click.option("--no-optimize", is_flag=True, help="Skip building the vector index at the end (embedded store).")
 @click.option("--rejects", default=None, type=click.Path(dir_okay=False),
-              help="Write rejected rows (file, row, id, stage, reason) to this Parquet file.")
+              help="Parquet file for rejected rows (file, row, id, stage, reason). Default: rejects.parquet in "
+                   "the collection's folder (embedded store) or ./mmindex-rejects-COLLECTION.parquet (server).")
+@click.option("--no-rejects", is_flag=True, help="Do not write a rejects file.")
+@click.option("--report", default=None, type=click.Path(dir_okay=False),
+              help="Also write the run summary as JSON to this file (status, counts, rejections, timings).")
+@click.option("--max-reject-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Exit with code 3 if more than this fraction of the rows read was rejected.")
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(0),
+              help="Server: retries of a call that failed transiently (unreachable, timeout, 429, 5xx).")
+@click.option("--retry-wait", default=0.5, show_default=True, type=click.FloatRange(0),
+              help="Server: first backoff in seconds; doubles each retry, with jitter, up to 30 s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
 @friendly_errors
 def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, batch_size, workers, no_pipeline,
            prefer_grpc, parallel_writes, bulk_load, image_col, caption_col, id_col, payload_cols, index_fields,
-           max_pixels, no_optimize, rejects, as_json, quiet):
+           max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize, rejects,
+           no_rejects, report, max_reject_rate, retries, retry_wait, as_json, quiet):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
     Each row becomes a point with named vectors `image` and `text` and the other columns
     as payload. Point ids are deterministic, so re-running never duplicates, and rows
-    whose image, caption and model are unchanged are not embedded again.
+    whose image, caption and model are unchanged are not embedded again: a run that was
+    killed resumes by running the same command again.
+
+    Every row read is counted once: upserted, unchanged, or rejected with a stage (read,
+    decode) and a reason, kept in the rejects file. SIGTERM or Ctrl-C finishes the batches
+    in flight, writes them, prints the summary and exits; a second one stops at once.
+
+    \b
+    Exit codes: 0 done; 1 error (the summary says what was written before it);
+    2 usage error; 3 more rows rejected than --max-reject-rate; 130/143 interrupted.
 
     \b
     Examples:
       mmindex ingest data/*.parquet --collection photos
       mmindex ingest s3://bucket/laion/ --image-col jpg --caption-col txt --index-fields year,lang
+      mmindex ingest photos.parquet --image-root /srv/photos --report run.json --max-reject-rate 0.01
       QDRANT_URL=http://localhost:6333 mmindex ingest data/ -c photos --model ./my-clip
     """
+    import signal
+    import threading
+
     from tqdm import tqdm
 
     from pipeline.encoder import DEFAULT_MODEL, Encoder
-    from pipeline.ingestion import IngestOptions
+    from pipeline.ingestion import IngestOptions, write_report
     from pipeline.ingestion import ingest as run_ingest
     from pipeline.source import open_source
 
+    started_at = _now()
+    if no_rejects:
+        rejects = None
+    elif rejects is None:
+        rejects = (f"mmindex-rejects-{collection}.parquet" if url
+                   else os.path.join(data_dir, collection, "rejects.parquet"))
     store = open_store(collection, url=url, api_key=api_key, data_dir=data_dir, prefer_grpc=prefer_grpc,
-                       parallel_writes=parallel_writes, bulk_load=bulk_load)
+                       parallel_writes=parallel_writes, bulk_load=bulk_load, retries=retries, retry_wait=retry_wait)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            click.echo(f"\n{signal.Signals(signum).name} again: stopping now; rows in flight are taken up by "
+                       "the next run", err=True)
+            os._exit(128 + signum)
+        received.append(signum)
+        stop.set()
+        click.echo(f"\n{signal.Signals(signum).name}: finishing the batches in flight, then stopping "
+                   "(send it again to stop at once)", err=True)
+
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous_handlers[sig] = signal.signal(sig, on_signal)
+    summary = None
+    failure = None
+    model_name = None
     try:
         existing = store.spec()
         model = model or (existing.model if existing else DEFAULT_MODEL)
-        source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols))
+        source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
+                             skip_bad_files=skip_bad_files)
         if existing is not None:
             from pipeline.encoder import model_identity
 
@@ -147,13 +209,14 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
                 from connectors.base import CollectionSpec
 
                 CollectionSpec(model_identity(model), -1).check_matches(existing, collection)
-        total = source.count_rows()
+        total = source.count_rows(skip_bad_files)
         if not quiet:
             for note in source.mapping.notes:
                 click.echo(f"note: {note}", err=True)
             click.echo(f"loading model {model} …", err=True)
         device_list = _split((devices,)) if devices else []
         encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size)
+        model_name = encoder.name
         if not quiet:
             click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
                        f"{len(source.files)} file(s) → collection {collection!r} ({getattr(store, 'kind', '')})",
@@ -161,7 +224,8 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
         options = IngestOptions(
             batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline,
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
-            rejects_path=rejects,
+            rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
+            skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop,
         )
         with tqdm(total=total, unit="rows", disable=quiet, file=sys.stderr, dynamic_ncols=True,
                   desc="ingest") as bar:
@@ -170,32 +234,103 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
                 if not quiet:
                     bar.write(f"{message} …", file=sys.stderr)
 
-            summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
+            try:
+                summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
+            except Exception as error:
+                summary = getattr(error, "summary", None)
+                failure = error
+                if summary is None:
+                    raise
     finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps(summary.to_dict(), default=str))
-    else:
-        _print_summary(summary)
+        try:
+            store.close()
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+
+    exit_code = 0
+    problem = None
+    if failure is not None:
+        exit_code = 1
+        problem = (f"{failure}\n  {summary.upserted:,} rows were written before the failure and are kept; "
+                   "run the same command again to go on (stored rows are skipped, not embedded again)")
+    elif summary.status == "interrupted":
+        exit_code = 128 + (received[0] if received else signal.SIGINT)
+        problem = (f"interrupted: {summary.not_processed:,} rows read but not processed; run the same command "
+                   "again to go on")
+    elif summary.read and summary.reject_rate > max_reject_rate:
+        exit_code = 3
+        problem = (f"{summary.rejected:,} of {summary.read:,} rows rejected ({summary.reject_rate:.1%}), more than "
+                   f"--max-reject-rate {max_reject_rate:.1%}" + (f"; see {rejects}" if rejects else ""))
     if not summary.adds_up():
-        raise click.ClickException("internal error: the run summary does not add up")
+        exit_code, problem = 1, "internal error: the run summary does not add up"
+    if report:
+        write_report(summary, report, {
+            "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": _now(),
+            "inputs": list(inputs), "store": getattr(store, "kind", ""), "model": model_name, "rejects_file": rejects if summary.rejections else None,
+            "max_reject_rate": max_reject_rate,
+        })
+    if as_json:
+        data = summary.to_dict()
+        data.update({"exit_code": exit_code, "problem": problem,
+                     "rejects_file": rejects if summary.rejections else None})
+        click.echo(json.dumps(data, default=str))
+    else:
+        _print_summary(summary, rejects)
+    if problem:
+        click.echo(f"Error: {problem}", err=True)
+        sys.exit(exit_code)
 
 
-def _print_summary(summary) -> None:
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _image_root(root: str | None) -> str | None:
+    """--image-root as a path on the inputs' filesystem: local folders become absolute."""
+    if root is None:
+        return None
+    if "://" in root:
+        import pyarrow.fs as pafs
+
+        return pafs.FileSystem.from_uri(root)[1]
+    if not os.path.isdir(root):
+        raise click.BadParameter(f"{root} is not a folder", param_hint="--image-root")
+    return os.path.realpath(root)
+
+
+def _print_summary(summary, rejects: str | None = None) -> None:
+    status = "" if summary.status == "ok" else f" [{summary.status.upper()}]"
     click.echo(
-        f"collection {summary.collection}: read {summary.read:,} rows from {summary.files} file(s) in "
+        f"collection {summary.collection}{status}: read {summary.read:,} rows from {summary.files} file(s) in "
         f"{summary.seconds:.1f}s ({summary.rows_per_second:,.1f} rows/s)\n"
         f"  embedded {summary.embedded:,}  upserted {summary.upserted:,}  unchanged (skipped) {summary.unchanged:,}  "
         f"rejected {summary.rejected:,}"
+        + (f"  not processed {summary.not_processed:,}" if summary.not_processed else "")
         + (f"  duplicate ids {summary.duplicate_ids:,}" if summary.duplicate_ids else "")
         + (f"  (batch halved after {summary.oom_retries} CUDA out-of-memory errors)" if summary.oom_retries else "")
     )
+    extras = [f"{summary.image_only:,} without caption (image vector only)" if summary.image_only else "",
+              f"{summary.truncated_captions:,} captions longer than the model's limit (embedded truncated, "
+              "payload _caption_truncated=true)" if summary.truncated_captions else "",
+              f"{summary.cleaned_captions:,} captions cleaned of control characters or bad UTF-8"
+              if summary.cleaned_captions else ""]
+    for extra in filter(None, extras):
+        click.echo(f"  {extra}")
+    for skipped in summary.skipped_files:
+        click.echo(f"  skipped file {skipped['file']}: {skipped['reason']}")
     for rejection in summary.rejections[:10]:
         click.echo(f"  rejected {rejection.file} row {rejection.row} [{rejection.stage}]: {rejection.reason}")
     if summary.rejected > 10:
-        click.echo(f"  … and {summary.rejected - 10} more rejected rows (use --rejects FILE to keep them all)")
+        click.echo(f"  … and {summary.rejected - 10:,} more rejected rows")
+    if summary.rejections and rejects:
+        click.echo(f"  all rejected rows: {rejects}")
     for warning in summary.warnings[:5]:
         click.echo(f"  warning: {warning}")
+    if len(summary.warnings) > 5:
+        click.echo(f"  … and {len(summary.warnings) - 5:,} more warnings (--report FILE keeps them)")
 
 
 @main.command()

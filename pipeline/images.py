@@ -69,6 +69,8 @@ def image_bytes(cell: Any, kind: str, parquet_file: str, open_file: Callable[[st
             return ImageBytes(bytes(data), path)
         if path:
             return _read_path(path, parquet_file, open_file, image_root)
+        if data is not None:
+            return ImageBytes(b"")  # rejected when decoded, as "0 bytes"
         raise RejectedImage("image struct has neither bytes nor path")
     return _read_path(str(cell), parquet_file, open_file, image_root)
 

@@ -57,11 +57,12 @@ def clean_caption(value: Any) -> tuple[str | None, bool]:
     cleaned = False
     if isinstance(value, (bytes, bytearray, memoryview)):
         text = bytes(value).decode("utf-8", "replace")
-        cleaned = "\ufffd" in text
     elif isinstance(value, str):
         text = value
     else:
         text = str(value)
+    # U+FFFD marks bytes that were not UTF-8 (replaced here or when the column was read).
+    cleaned = "\ufffd" in text
     if _CONTROL.search(text):
         text = _CONTROL.sub(" ", text)
         cleaned = True
