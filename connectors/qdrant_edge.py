@@ -26,6 +26,9 @@ from pipeline.errors import FilterError, StoreError
 
 METADATA_FILE = "collection.json"
 SHARD_DIR = "shard"
+# The engine writes through memory maps: on a full disk the OS kills the process (SIGBUS) instead
+# of returning an error. So writes stop, with a clear error, while this much space is still free.
+DEFAULT_MIN_FREE_BYTES = 100 * 1024 * 1024
 
 
 def _edge():
@@ -40,11 +43,13 @@ class QdrantEdgeStore:
 
     kind = "qdrant-edge"
 
-    def __init__(self, collection: str, data_dir: str | os.PathLike = "mmindex_data"):
+    def __init__(self, collection: str, data_dir: str | os.PathLike = "mmindex_data",
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES):
         if not collection or "/" in collection or collection.startswith("."):
             raise StoreError(f"invalid collection name {collection!r}")
         self.collection = collection
         self.folder = Path(data_dir) / collection
+        self.min_free_bytes = min_free_bytes
         self._shard = None
         self._indexed: dict[str, str] = {}
 
@@ -75,10 +80,8 @@ class QdrantEdgeStore:
             # A create that was killed before it recorded collection.json: no point was ever
             # written to it (writes start after the metadata exists), so start it again.
             shutil.rmtree(self.folder / SHARD_DIR)
-        try:
-            self._shard = qe.EdgeShard.create(str(self.folder / SHARD_DIR), config)
-        except Exception as error:  # the engine raises plain Exception
-            raise StoreError(f"cannot create collection at {self.folder}: {error}") from error
+        self._check_space("create the collection")
+        self._shard = self._engine("create the collection", qe.EdgeShard.create, str(self.folder / SHARD_DIR), config)
         self._write_metadata(spec.model, spec.dim, dict(spec.payload_types))
 
     def close(self) -> None:
@@ -100,6 +103,8 @@ class QdrantEdgeStore:
         """End a load: build the HNSW index once (unless told not to) and flush to disk."""
         shard = self._open()
         if optimize:
+            # Building the index writes new segments about as large as the ones it replaces.
+            self._check_space("build the vector index", extra=_disk_usage(self.folder / SHARD_DIR))
             self._engine("build the index", shard.optimize)
         self._engine("flush", shard.flush)
 
@@ -126,7 +131,20 @@ class QdrantEdgeStore:
             self._update(qe.UpdateOperation.upsert_points(edge_points))
 
     def _update(self, operation) -> None:
+        self._check_space("write")
         self._engine("write", self._open().update, operation)
+
+    def _check_space(self, what: str, extra: int = 0) -> None:
+        folder = self.folder if self.folder.exists() else self.folder.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if free < self.min_free_bytes + extra:
+            raise StoreError(
+                f"cannot {what} in {self.folder}: the disk is nearly full ({free / 2**20:,.1f} MiB free; mmindex "
+                f"stops at {(self.min_free_bytes + extra) / 2**20:,.1f} MiB so the store stays loadable). "
+                "Free space and run again: what was written is kept and the next run skips it"
+            )
 
     def _engine(self, what: str, function, *args, **kwargs):
         """Call the engine; its errors (plain Exception, or a Rust panic) become one clear StoreError."""
@@ -227,6 +245,17 @@ class QdrantEdgeStore:
         tmp = self.folder / (METADATA_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, self.folder / METADATA_FILE)
+
+
+def _disk_usage(folder: Path) -> int:
+    """Bytes actually allocated under ``folder`` (sparse preallocated files count what they use)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_blocks * 512
+        except (OSError, AttributeError):
+            continue
+    return total
 
 
 # -- Qdrant filter JSON → Edge objects ------------------------------------------------

@@ -7,6 +7,7 @@ CPU); on CUDA the model runs in fp16.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -59,6 +60,9 @@ class Encoder:
         self.max_forward: int | None = None  # lowered after a CUDA out-of-memory error
         self.oom_retries = 0
         self._fast_images = fast_clip_preprocessor(self.model)
+        # A fast (Rust) tokenizer keeps its truncation/padding settings in shared mutable state:
+        # calls from several threads with different settings corrupt each other's batches.
+        self._text_lock = threading.Lock()
 
     @property
     def image_size(self) -> int | None:
@@ -85,7 +89,8 @@ class Encoder:
         tokenizer = tokenizer or getattr(self.model[0], "tokenizer", None)
         if tokenizer is None:
             return len(text.split()) + 2 > limit
-        return len(tokenizer(text, truncation=False)["input_ids"]) > limit
+        with self._text_lock:
+            return len(tokenizer(text, truncation=False)["input_ids"]) > limit
 
     def encode_images(self, images: Sequence) -> np.ndarray:
         return self._encode(list(images))
@@ -100,6 +105,9 @@ class Encoder:
         items = list(items)
         if items and not isinstance(items[0], str) and self._fast_images is not None:
             features = {"pixel_values": self._fast_images(items), "modality": "image"}
+        elif items and isinstance(items[0], str):
+            with self._text_lock:
+                features = self.model.preprocess(items)
         else:
             features = self.model.preprocess(items)
         if self.device.startswith("cuda"):
@@ -159,6 +167,12 @@ class Encoder:
     def _encode(self, items: list) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if isinstance(items[0], str):
+            with self._text_lock:
+                return self._st_encode(items)
+        return self._st_encode(items)
+
+    def _st_encode(self, items: list) -> np.ndarray:
         vectors = self.model.encode(
             items,
             batch_size=self.batch_size,

@@ -1,0 +1,229 @@
+"""Store faults: transient server errors are retried until every row lands; credentials and
+unreachable servers fail clearly; a full disk stops the embedded store cleanly."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from connectors.qdrant_server import QdrantServerStore, RetryPolicy
+from pipeline import ingest
+from pipeline.cli import main
+from pipeline.errors import StoreError
+
+
+def transient_errors():
+    """The errors qdrant-client raises for the faults a server or network produces."""
+    return [
+        UnexpectedResponse(503, "Service Unavailable", b'{"status":"overloaded"}', httpx.Headers()),
+        UnexpectedResponse(429, "Too Many Requests", b"", httpx.Headers({"Retry-After": "0.2"})),
+        ResponseHandlingException(httpx.ConnectError("[Errno 111] Connection refused")),
+        ResponseHandlingException(httpx.ReadTimeout("timed out")),
+        UnexpectedResponse(502, "Bad Gateway", b"", httpx.Headers()),
+    ]
+
+
+class Flaky:
+    """A real local client whose calls fail: the first ``fail_first`` of each method, or every upsert after
+    the ``die_after``-th."""
+
+    def __init__(self, client, fail_first=2, die_after=None, methods=("upsert", "retrieve", "collection_exists")):
+        self.client, self.fail_first, self.die_after, self.methods = client, fail_first, die_after, methods
+        self.calls: dict[str, int] = {}
+        self.failed = 0
+        self.errors = transient_errors()
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if name not in self.methods:
+            return method
+
+        def call(*args, **kwargs):
+            n = self.calls[name] = self.calls.get(name, 0) + 1
+            if n <= self.fail_first or (self.die_after is not None and name == "upsert" and n > self.die_after):
+                self.failed += 1
+                raise self.errors[self.failed % len(self.errors)]
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_transient_failures_are_retried_and_every_row_lands(sample_dir, encoder):
+    delays = []
+    flaky = Flaky(QdrantClient(":memory:"), fail_first=3)
+    store = QdrantServerStore("flaky", client=flaky, retry=RetryPolicy(retries=5, wait=0.01, sleep=delays.append))
+    summary = ingest([str(sample_dir)], store, encoder)
+    assert flaky.failed == 9  # three failures each for collection_exists, retrieve, upsert
+    assert (summary.upserted, summary.rejected, summary.status) == (60, 0, "ok")
+    assert store.count() == 60
+    assert len(delays) == 9 and all(0 <= d <= 30 for d in delays)
+    assert any(d >= 0.2 for d in delays)  # the 429's Retry-After was honoured
+
+
+def test_a_server_that_stays_down_fails_with_what_was_written(sample_dir, encoder):
+    from pipeline import IngestOptions
+
+    flaky = Flaky(QdrantClient(":memory:"), fail_first=0, die_after=3)
+    store = QdrantServerStore("dies", client=flaky, retry=RetryPolicy(retries=2, wait=0.01, sleep=lambda s: None))
+    with pytest.raises(StoreError, match=r"upsert on .* failed after 3 attempts") as caught:
+        ingest([str(sample_dir)], store, encoder, IngestOptions(batch_size=8))
+    summary = caught.value.summary
+    assert summary.status == "failed" and summary.adds_up()
+    assert summary.upserted == 3 * 8
+    assert store.count() == summary.upserted  # what the summary says was written is what is there
+
+
+def test_retry_delays_back_off_exponentially_with_jitter():
+    policy = RetryPolicy(retries=6, wait=0.5, max_wait=4)
+    for retry in range(6):
+        ceiling = min(4, 0.5 * 2**retry)
+        samples = [policy.delay(retry) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in samples)
+        assert max(samples) > ceiling * 0.7  # spread over the range, not fixed
+    assert policy.delay(0, hint=10) == 4  # Retry-After is capped too
+
+
+class Answer(http.server.BaseHTTPRequestHandler):
+    """A local HTTP server that answers every request with one status."""
+
+    status = 503
+    requests = 0
+
+    def _answer(self):
+        if self.path.startswith("/collections"):  # not qdrant-client's background version probe (GET /)
+            type(self).requests += 1
+        body = json.dumps({"status": {"error": "nope"}}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def answering():
+    servers = []
+
+    def start(status):
+        handler = type("Handler", (Answer,), {"status": status, "requests": 0})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", handler
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def quiet_store(url, handler, **options):
+    """A server store on ``url``, without qdrant-client's start-up warnings about the server version."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = QdrantServerStore("c", url=url, **options)
+    handler.requests = 0
+    return store
+
+
+def test_wrong_api_key_fails_at_once(answering):
+    url, handler = answering(401)
+    store = quiet_store(url, handler, api_key="wrong", retry=RetryPolicy(retries=5, wait=1))
+    with pytest.raises(StoreError, match=r"refused the credentials \(HTTP 401.*check --api-key / QDRANT_API_KEY"):
+        store.exists()
+    assert handler.requests == 1  # no retries on a wrong key
+
+
+def test_an_overloaded_server_is_retried_then_reported(answering):
+    url, handler = answering(503)
+    store = quiet_store(url, handler, retry=RetryPolicy(retries=3, wait=0.01))
+    with pytest.raises(StoreError, match=r"failed after 4 attempts .*HTTP 503"):
+        store.exists()
+    assert handler.requests == 4
+
+
+def test_a_client_error_is_not_retried(answering):
+    url, handler = answering(400)
+    store = quiet_store(url, handler, retry=RetryPolicy(retries=3, wait=0.01))
+    with pytest.raises(StoreError, match=r"HTTP 400"):
+        store.exists()
+    assert handler.requests == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_against_an_unreachable_server_is_one_clear_line(sample_dir, tiny_model):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["ingest", str(sample_dir), "--url", url, "--model", tiny_model, "--retries",
+                                       "2", "--retry-wait", "0", "-q"])
+    assert result.exit_code == 1
+    assert "failed after 3 attempts" in result.output and "ConnectError" in result.output
+    assert "Traceback" not in result.output
+
+
+def _can_mount() -> str | None:
+    if not shutil.which("unshare") or not shutil.which("mount"):
+        return "needs unshare and mount (util-linux)"
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt 2>&1"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"cannot mount a small tmpfs here: {probe.stdout.strip()[:80]}"
+
+
+def test_a_full_disk_stops_the_embedded_store_cleanly_and_it_stays_loadable(tmp_path, tiny_model):
+    reason = _can_mount()
+    if reason:
+        pytest.skip(reason)
+    from pipeline.sample import write_sample
+
+    data = tmp_path / "data"
+    write_sample(data, rows=2000, seed=5, files=2, width=32, height=32)
+    mount = tmp_path / "small"
+    mount.mkdir()
+    # Inside a private mount namespace: a 103 MiB tmpfs leaves 3 MiB above the 100 MiB the store keeps
+    # free, so it fills part-way. Everything the checks need is copied out before the namespace ends.
+    script = f"""
+set -u
+mount -t tmpfs -o size=103m tmpfs {mount}
+cd {os.getcwd()}
+{sys.executable} -m pipeline.cli ingest {data} -c full --data-dir {mount}/store --model {tiny_model} \
+    --device cpu --batch-size 4 --no-rejects --json -q > {tmp_path}/first.json 2> {tmp_path}/first.err
+echo $? > {tmp_path}/first.rc
+{sys.executable} -m pipeline.cli info -c full --data-dir {mount}/store --json > {tmp_path}/info.json 2>&1
+cp -r {mount}/store {tmp_path}/copied
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, env=env, timeout=300)
+    assert (tmp_path / "first.rc").read_text().strip() == "1", (tmp_path / "first.err").read_text()
+    error = (tmp_path / "first.err").read_text()
+    assert "the disk is nearly full" in error and "what was written is kept" in error
+    summary = json.loads((tmp_path / "first.json").read_text())
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert summary["status"] == "failed" and summary["adds_up"]
+    assert 0 < summary["upserted"] < 2000
+    assert info["points"] == summary["upserted"]
+    # With space again, the same command goes on from there.
+    result = CliRunner().invoke(main, ["ingest", str(data), "-c", "full", "--data-dir", str(tmp_path / "copied"),
+                                       "--model", tiny_model, "--device", "cpu", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["unchanged"] == summary["upserted"]
