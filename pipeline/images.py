@@ -122,23 +122,21 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     if not data:
         raise RejectedImage("image is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data), formats=_known_formats())
-            width, height = image.size
-            if width * height > max_pixels:
-                raise RejectedImage(
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-                )
-            if target_size and image.format == "JPEG":
-                # Let libjpeg decode at a reduced scale (1/2, 1/4, 1/8 — never below the model's
-                # input size): several times less work for large photos.
-                image.draft("RGB", (target_size, target_size))
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
+        image = Image.open(io.BytesIO(data), formats=_known_formats())
+        width, height = image.size
+        if width * height > max_pixels:
+            raise RejectedImage(
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+            )
+        if target_size and image.format == "JPEG":
+            # Let libjpeg decode at a reduced scale (1/2, 1/4, 1/8 — never below the model's
+            # input size): several times less work for large photos.
+            image.draft("RGB", (target_size, target_size))
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = to_rgb(image)
     except RejectedImage:
         raise
     except Image.DecompressionBombError as error:
@@ -239,3 +237,8 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow warns about corrupt metadata (EXIF, TIFF tags) it then ignores; a data file with
+# millions of images would flood the log. (warnings.catch_warnings is not thread-safe, and
+# decoding runs in worker threads, so the filter is set once, for Pillow's modules only.)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

@@ -148,3 +148,37 @@ def test_relative_image_paths_resolve_through_the_uri_filesystem(tmp_path, encod
     write_sample(data, rows=4, seed=8, width=32, height=32, image_kind="path")
     summary = ingest([f"file://{data}"], store, encoder)
     assert (summary.upserted, summary.rejected) == (4, 0)
+
+
+def test_rerun_embeds_nothing_and_a_changed_caption_embeds_exactly_its_row(tmp_path, encoder, monkeypatch):
+    import pyarrow as pa
+
+    data = tmp_path / "d"
+    write_sample(data, rows=20, seed=8, width=32, height=32)
+    store = QdrantEdgeStore("count", data_dir=tmp_path / "store")
+    embedded = []  # (modality, rows) per forward pass
+    real_forward = encoder.forward
+
+    def counting(features):
+        vectors = real_forward(features)
+        embedded.append((features.get("modality", "?"), len(vectors)))
+        return vectors
+
+    monkeypatch.setattr(encoder, "forward", counting)
+    rows = lambda: {m: sum(n for mod, n in embedded if mod == m) for m in ("image", "text")}  # noqa: E731
+    ingest([str(data)], store, encoder, IngestOptions(batch_size=8))
+    assert rows() == {"image": 20, "text": 20}
+
+    embedded.clear()
+    again = ingest([str(data)], store, encoder, IngestOptions(batch_size=8))
+    assert embedded == [] and (again.unchanged, again.embedded) == (20, 0)
+
+    path = data / "part-00000.parquet"
+    table = pq.read_table(path).to_pylist()
+    table[13]["caption"] = "a caption nobody has seen"
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(path)), path)
+    embedded.clear()
+    changed = ingest([str(data)], store, encoder, IngestOptions(batch_size=8))
+    assert rows() == {"image": 1, "text": 1}
+    assert (changed.embedded, changed.unchanged) == (1, 19)
+    store.close()

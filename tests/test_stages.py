@@ -165,3 +165,29 @@ def test_a_failing_store_stops_the_run_with_its_error(tmp_path, messy_dir, encod
         ingest([str(messy_dir)], store, encoder, IngestOptions(workers=2, batch_size=5))
     assert time.monotonic() - started < 30 and len(calls) == 2
     store.close()
+
+
+def test_text_preprocessing_is_safe_from_many_threads(encoder):
+    """A fast tokenizer's truncation/padding state is shared: concurrent calls must not mix batches."""
+    import threading
+
+    texts = [("word " * n).strip() for n in (1, 3, 40, 7, 90, 2, 15, 60)]
+    errors = []
+
+    def work():
+        try:
+            for i in range(60):
+                batch = texts[i % 4:] + texts[: i % 4]
+                features = encoder.preprocess(batch)
+                assert features["input_ids"].shape[0] == len(batch)
+                encoder.caption_too_long(texts[i % len(texts)])
+        except Exception as error:  # noqa: BLE001 - collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert encoder.caption_too_long("word " * 200) and not encoder.caption_too_long("a red circle")
