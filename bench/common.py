@@ -52,6 +52,9 @@ class NullEncoder:
     def preprocess(self, items):
         return self._real.preprocess(items)
 
+    def captions_too_long(self, texts):
+        return self._real.captions_too_long(texts)
+
     def forward(self, features):
         size = next(v.shape[0] for v in features.values() if hasattr(v, "shape"))
         vectors = np.zeros((size, self.dim), dtype=np.float32)

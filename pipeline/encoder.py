@@ -79,18 +79,25 @@ class Encoder:
     def max_text_tokens(self) -> int | None:
         return getattr(self.model, "max_seq_length", None)
 
-    def caption_too_long(self, text: str) -> bool:
-        """Whether the model will cut ``text`` at its token limit (so the vector ignores the rest)."""
+    def captions_too_long(self, texts: Sequence[str]) -> list[bool]:
+        """For each text, whether the model will cut it at its token limit (the vector ignores the rest)."""
         limit = self.max_text_tokens
-        # Byte-level BPE: a token covers at least one UTF-8 byte, plus start and end tokens.
-        if not limit or len(text.encode("utf-8")) + 2 <= limit:
-            return False
+        result = [False] * len(texts)
+        # Byte-level BPE: a token covers at least one UTF-8 byte, plus start and end tokens,
+        # so only texts longer than that in bytes need tokenizing (in one batched call).
+        maybe = [i for i, text in enumerate(texts) if limit and len(text.encode("utf-8")) + 2 > limit]
+        if not maybe:
+            return result
         tokenizer = getattr(getattr(self.model[0], "processor", None), "tokenizer", None)
         tokenizer = tokenizer or getattr(self.model[0], "tokenizer", None)
         if tokenizer is None:
-            return len(text.split()) + 2 > limit
-        with self._text_lock:
-            return len(tokenizer(text, truncation=False)["input_ids"]) > limit
+            lengths = [len(texts[i].split()) + 2 for i in maybe]
+        else:
+            with self._text_lock:
+                lengths = [len(ids) for ids in tokenizer([texts[i] for i in maybe], truncation=False)["input_ids"]]
+        for i, length in zip(maybe, lengths):
+            result[i] = length > limit
+        return result
 
     def encode_images(self, images: Sequence) -> np.ndarray:
         return self._encode(list(images))

@@ -187,7 +187,7 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
         store.create_payload_index(name, kind)
     store.begin_load()
 
-    run = _Run(store, summary, options, encoder.caption_too_long, on_progress)
+    run = _Run(store, summary, options, encoder.captions_too_long, on_progress)
     if options.pipelined:
         encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
         pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels, skip=run.skip)
@@ -245,7 +245,7 @@ class _Run:
     """The reading side (source → jobs) and the writing side (vectors → store) of one run."""
 
     def __init__(self, store: Store, summary: IngestSummary, options: IngestOptions,
-                 too_long: Callable[[str], bool] | None, on_progress: Callable[[int], None] | None):
+                 too_long: Callable[[list[str]], list[bool]] | None, on_progress: Callable[[int], None] | None):
         self.store = store
         self.summary = summary
         self.options = options
@@ -372,7 +372,7 @@ def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
 
 
 def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: IngestSummary,
-              options: IngestOptions | None = None, too_long: Callable[[str], bool] | None = None
+              options: IngestOptions | None = None, too_long: Callable[[list[str]], list[bool]] | None = None
               ) -> list[SourceRow]:
     """The rows of a batch that can become points; every other row is rejected into ``summary``."""
     options = options or IngestOptions()
@@ -422,9 +422,6 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
         payload = payloads[index]
         if caption is not None:
             payload[CAPTION_KEY] = caption
-            if too_long is not None and too_long(caption):
-                payload[TRUNCATED_KEY] = True
-                summary.truncated_captions += 1
         payload[SOURCE_KEY] = {"file": file, "row": row_number, "path": data.path}
         oversize = _payload_problem(payload, options.max_payload_bytes)
         if oversize:
@@ -432,7 +429,20 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
             continue
         rows.append(SourceRow(file, row_number, point_id, key, data, caption, payload,
                               content_hash(data.data, caption, model)))
+    _flag_truncated(rows, too_long, summary)
     return rows
+
+
+def _flag_truncated(rows: list[SourceRow], too_long: Callable[[list[str]], list[bool]] | None,
+                    summary: IngestSummary) -> None:
+    """Mark captions the model cuts at its token limit: ``_caption_truncated: true`` in the payload."""
+    captioned = [row for row in rows if row.caption is not None]
+    if too_long is None or not captioned:
+        return
+    for row, cut in zip(captioned, too_long([row.caption for row in captioned])):
+        if cut:
+            row.payload[TRUNCATED_KEY] = True
+            summary.truncated_captions += 1
 
 
 def _payload_problem(payload: dict[str, Any], limit: int) -> str | None:
