@@ -88,7 +88,11 @@ def column_values(column: pa.Array | pa.ChunkedArray, name: str) -> tuple[list[A
     for index in range(len(column)):
         try:
             values.append(column[index].as_py())
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            if raw is None:  # invalid UTF-8 nested in a struct or list: the row's value is unusable
+                values.append(None)
+                errors[index] = f"column {name!r}: text that is not valid UTF-8 ({error.reason})"
+                continue
             values.append(raw[index].as_py().decode("utf-8", "replace"))
             repaired += 1
         except (OverflowError, ValueError, pa.ArrowException) as error:

@@ -143,28 +143,20 @@ def quiet_store(url, handler, **options):
     return store
 
 
-def test_wrong_api_key_fails_at_once(answering):
-    url, handler = answering(401)
-    store = quiet_store(url, handler, api_key="wrong", retry=RetryPolicy(retries=5, wait=1))
-    with pytest.raises(StoreError, match=r"refused the credentials \(HTTP 401.*check --api-key / QDRANT_API_KEY"):
+@pytest.mark.parametrize("status, message, requests", [
+    (401, r"refused the credentials \(HTTP 401.*check --api-key / QDRANT_API_KEY", 1),  # a wrong key: at once
+    (403, r"refused the credentials \(HTTP 403", 1),
+    (503, r"failed after 4 attempts over .*HTTP 503", 4),  # overloaded: retried, then reported
+    (429, r"failed after 4 attempts over .*HTTP 429", 4),
+    (400, r"failed: HTTP 400", 1),  # a client error is not retried
+])
+def test_each_kind_of_server_answer(answering, status, message, requests):
+    url, handler = answering(status)
+    store = quiet_store(url, handler, api_key="k" if status in (401, 403) else None,
+                        retry=RetryPolicy(retries=3, wait=0.01))
+    with pytest.raises(StoreError, match=message):
         store.exists()
-    assert handler.requests == 1  # no retries on a wrong key
-
-
-def test_an_overloaded_server_is_retried_then_reported(answering):
-    url, handler = answering(503)
-    store = quiet_store(url, handler, retry=RetryPolicy(retries=3, wait=0.01))
-    with pytest.raises(StoreError, match=r"failed after 4 attempts .*HTTP 503"):
-        store.exists()
-    assert handler.requests == 4
-
-
-def test_a_client_error_is_not_retried(answering):
-    url, handler = answering(400)
-    store = quiet_store(url, handler, retry=RetryPolicy(retries=3, wait=0.01))
-    with pytest.raises(StoreError, match=r"HTTP 400"):
-        store.exists()
-    assert handler.requests == 1
+    assert handler.requests == requests
 
 
 def free_port() -> int:

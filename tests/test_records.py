@@ -83,3 +83,23 @@ def test_index_kind_from_arrow_types():
     assert index_kind(pa.timestamp("us")) == "datetime"
     assert index_kind(pa.bool_()) == "bool"
     assert index_kind(pa.struct([("a", pa.int8())])) is None
+
+
+def test_column_values_isolate_bad_values_to_their_rows():
+    import pyarrow as pa
+
+    from pipeline.records import column_values
+
+    raw = pa.array([b"fine", b"caf\xe9", None], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), 3, raw.buffers(), null_count=1)
+    values, errors, warnings = column_values(text, "caption")
+    assert values == ["fine", "caf\ufffd", None] and errors == {} and "invalid UTF-8" in warnings[0]
+
+    paths = pa.StructArray.from_arrays([raw, text], names=["bytes", "path"])
+    values, errors, _ = column_values(paths, "image")
+    assert values[0] == {"bytes": b"fine", "path": "fine"} and values[2] == {"bytes": None, "path": None}
+    assert values[1] is None and "not valid UTF-8" in errors[1]
+
+    stamps = pa.array([0, 253_402_300_800_000 * 10], pa.int64()).cast(pa.timestamp("ms"))
+    values, errors, _ = column_values(stamps, "taken")
+    assert values[0].year == 1970 and values[1] is None and "cannot be read" in errors[1]
