@@ -5,6 +5,7 @@ import os
 
 from connectors.base import (
     CollectionInfo,
+    CollectionOptions,
     CollectionSpec,
     PointRecord,
     ScoredPoint,
@@ -28,25 +29,31 @@ def open_store(
     retries: int = 5,
     retry_wait: float = 0.5,
     timeout: int = 60,
+    ca_cert: str | None = None,
+    options: CollectionOptions | None = None,
 ) -> Store:
     """Open ``collection`` on a Qdrant server when ``url`` is given, else on embedded Qdrant Edge.
 
     Server calls that fail transiently are retried ``retries`` times with exponential backoff
     starting at ``retry_wait`` seconds (with jitter); each request times out after ``timeout`` s.
+    ``options`` lay out a collection this store creates (both stores; shards and replicas only
+    on a server); ``ca_cert`` is a PEM file of a private CA for https:// and gRPC over TLS.
     """
     if url:
         from connectors.qdrant_server import QdrantServerStore, RetryPolicy
 
         return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
                                  parallel_writes=parallel_writes, bulk_load=bulk_load, timeout=timeout,
-                                 retry=RetryPolicy(retries=retries, wait=retry_wait))
+                                 retry=RetryPolicy(retries=retries, wait=retry_wait), options=options,
+                                 ca_cert=ca_cert)
     from connectors.qdrant_edge import QdrantEdgeStore
 
-    return QdrantEdgeStore(collection, data_dir=data_dir)
+    return QdrantEdgeStore(collection, data_dir=data_dir, options=options)
 
 
 __all__ = [
     "CollectionInfo",
+    "CollectionOptions",
     "CollectionSpec",
     "PointRecord",
     "ScoredPoint",

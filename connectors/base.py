@@ -39,6 +39,43 @@ class CollectionSpec:
             )
 
 
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """How a new collection is laid out; applied when it is created and recorded with it.
+
+    Vectors on disk, int8 scalar quantization and HNSW parameters apply to both stores;
+    shards, replicas and the write consistency factor only mean something on a cluster.
+    """
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk: bool = False  # vectors memory-mapped from disk instead of held in RAM
+    quantization: str | None = None  # "int8": scalar quantization (4x smaller), rescored at query time
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+
+    def __post_init__(self):
+        if self.quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} (or none)")
+        for name in ("shard_number", "replication_factor", "write_consistency_factor", "hnsw_m",
+                     "hnsw_ef_construct"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "hnsw_m" else 1):
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "CollectionOptions":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
 @dataclass
 class PointRecord:
     """One point to write: a deterministic id, its vectors by name, and its payload."""
@@ -74,6 +111,9 @@ class SearchRequest:
     offset: int = 0
     score_threshold: float | None = None
     with_vectors: bool = False
+    exact: bool = False  # brute force instead of HNSW (for checking recall)
+    hnsw_ef: int | None = None  # search-time beam width; larger is slower and more exact
+    oversampling: float = 2.0  # with quantization: candidates fetched per result, then rescored
 
 
 @dataclass
@@ -105,6 +145,7 @@ class CollectionInfo:
     distance: str = "cosine"
     payload_types: dict[str, str] = field(default_factory=dict)
     indexed_fields: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +159,7 @@ class CollectionInfo:
             "vectors": list(VECTOR_NAMES),
             "payload_types": dict(sorted(self.payload_types.items())),
             "indexed_fields": dict(sorted(self.indexed_fields.items())),
+            "options": dict(sorted(self.options.items())),
         }
 
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
+    CollectionOptions,
     CollectionSpec,
     PointRecord,
     ScoredPoint,
@@ -44,12 +45,13 @@ class QdrantEdgeStore:
     kind = "qdrant-edge"
 
     def __init__(self, collection: str, data_dir: str | os.PathLike = "mmindex_data",
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES):
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, options: CollectionOptions | None = None):
         if not collection or "/" in collection or collection.startswith("."):
             raise StoreError(f"invalid collection name {collection!r}")
         self.collection = collection
         self.folder = Path(data_dir) / collection
         self.min_free_bytes = min_free_bytes
+        self.options = options or CollectionOptions()
         self._shard = None
         self._indexed: dict[str, str] = {}
 
@@ -72,17 +74,16 @@ class QdrantEdgeStore:
                 self._write_metadata(spec.model, spec.dim, merged)
             self._open()
             return
-        qe = _edge()
-        params = qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)
-        config = qe.EdgeConfig(vectors={name: params for name in VECTOR_NAMES})
+        config = edge_config(spec.dim, self.options)
         self.folder.mkdir(parents=True, exist_ok=True)
         if (self.folder / SHARD_DIR).exists():
             # A create that was killed before it recorded collection.json: no point was ever
             # written to it (writes start after the metadata exists), so start it again.
             shutil.rmtree(self.folder / SHARD_DIR)
         self._check_space("create the collection")
-        self._shard = self._engine("create the collection", qe.EdgeShard.create, str(self.folder / SHARD_DIR), config)
-        self._write_metadata(spec.model, spec.dim, dict(spec.payload_types))
+        self._shard = self._engine("create the collection", _edge().EdgeShard.create, str(self.folder / SHARD_DIR),
+                                   config)
+        self._write_metadata(spec.model, spec.dim, dict(spec.payload_types), options=self.options.to_dict())
 
     def close(self) -> None:
         if self._shard is not None:
@@ -173,6 +174,7 @@ class QdrantEdgeStore:
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         qe = _edge()
+        quantized = bool((self._read_metadata() or {}).get("options", {}).get("quantization"))
         query = qe.QueryRequest(
             limit=request.limit,
             offset=request.offset or None,
@@ -181,6 +183,12 @@ class QdrantEdgeStore:
             score_threshold=request.score_threshold,
             with_payload=True,
             with_vector=request.with_vectors,
+            params=qe.SearchParams(
+                hnsw_ef=request.hnsw_ef, exact=request.exact,
+                # Quantized vectors find candidates; the full vectors rank them.
+                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=request.oversampling)
+                if quantized else None,
+            ),
         )
         results = self._engine("search", self._open().query, query)
         return [ScoredPoint.from_engine(r, request.with_vectors) for r in results]
@@ -204,6 +212,7 @@ class QdrantEdgeStore:
             dim=int(meta["dim"]),
             payload_types=meta.get("payload_types", {}),
             indexed_fields=indexed,
+            options=meta.get("options", {}),
         )
 
     # -- internals -------------------------------------------------------------------
@@ -231,7 +240,8 @@ class QdrantEdgeStore:
             return None
         return json.loads(path.read_text())
 
-    def _write_metadata(self, model: str, dim: int, payload_types: dict[str, str], indexed: dict | None = None) -> None:
+    def _write_metadata(self, model: str, dim: int, payload_types: dict[str, str], indexed: dict | None = None,
+                        options: dict | None = None) -> None:
         old = self._read_metadata() or {}
         meta = {
             "format": 1,
@@ -241,10 +251,26 @@ class QdrantEdgeStore:
             "vectors": list(VECTOR_NAMES),
             "payload_types": payload_types,
             "indexed_fields": indexed if indexed is not None else old.get("indexed_fields", {}),
+            "options": options if options is not None else old.get("options", {}),
         }
         tmp = self.folder / (METADATA_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, self.folder / METADATA_FILE)
+
+
+def edge_config(dim: int, options: CollectionOptions):
+    """The Edge shard configuration for vectors of size ``dim`` laid out as ``options`` say."""
+    qe = _edge()
+    hnsw = None
+    if options.hnsw_m is not None or options.hnsw_ef_construct is not None:
+        hnsw = qe.HnswIndexConfig(m=16 if options.hnsw_m is None else options.hnsw_m,
+                                  ef_construct=options.hnsw_ef_construct or 100, full_scan_threshold=10_000)
+    quantization = None
+    if options.quantization == "int8":
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+    params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=options.on_disk or None)
+    return qe.EdgeConfig(vectors={name: params for name in VECTOR_NAMES}, hnsw_config=hnsw,
+                         quantization_config=quantization)
 
 
 def _disk_usage(folder: Path) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
+    CollectionOptions,
     CollectionSpec,
     PointRecord,
     ScoredPoint,
@@ -113,21 +114,40 @@ class QdrantServerStore:
         parallel_writes: int = 4,
         bulk_load: bool = False,
         retry: RetryPolicy | None = None,
+        options: CollectionOptions | None = None,
+        ca_cert: str | None = None,
     ):
         from qdrant_client import QdrantClient
 
         self.collection = collection
         self.url = url
+        self.options = options or CollectionOptions()
         self.retry = retry or RetryPolicy()
         self.parallel_writes = max(1, parallel_writes)
         self.bulk_load = bulk_load
+        self.local = url == ":memory:"  # qdrant-client's local mode: exact search, no search params
         if client is not None:
             self.client = client
         elif url == ":memory:":
             self.client = QdrantClient(":memory:")
             self.parallel_writes = 1  # local mode is not thread-safe
         else:
-            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc)
+            warn_insecure_key(url, api_key)
+            extra: dict[str, Any] = {}
+            if ca_cert:
+                # A private CA: REST verifies with it, gRPC takes it as root certificates.
+                import ssl
+
+                try:
+                    extra["verify"] = ssl.create_default_context(cafile=ca_cert)
+                    with open(ca_cert, "rb") as handle:
+                        extra["grpc_options"] = {"root_certificates": handle.read()}
+                except (OSError, ssl.SSLError) as error:
+                    raise StoreError(f"cannot use --ca-cert {ca_cert}: {error}") from error
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc,
+                                           **extra)
 
     def exists(self) -> bool:
         return self._call("check collection", self.client.collection_exists, self.collection)
@@ -155,13 +175,28 @@ class QdrantServerStore:
                 self._call("update metadata", self.client.update_collection, self.collection,
                            metadata={METADATA_KEY: meta})
             return
-        params = models.VectorParams(size=spec.dim, distance=models.Distance.COSINE)
+        options = self.options
+        params = models.VectorParams(size=spec.dim, distance=models.Distance.COSINE, on_disk=options.on_disk or None)
+        hnsw = None
+        if options.hnsw_m is not None or options.hnsw_ef_construct is not None:
+            hnsw = models.HnswConfigDiff(m=options.hnsw_m, ef_construct=options.hnsw_ef_construct)
+        quantization = None
+        if options.quantization == "int8":
+            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+        meta = self._meta_dict(spec.model, spec.dim, dict(spec.payload_types))
+        meta["options"] = options.to_dict()
         self._call(
             "create collection",
             self.client.create_collection,
             self.collection,
             vectors_config={name: params for name in VECTOR_NAMES},
-            metadata={METADATA_KEY: self._meta_dict(spec.model, spec.dim, dict(spec.payload_types))},
+            shard_number=options.shard_number,
+            replication_factor=options.replication_factor,
+            write_consistency_factor=options.write_consistency_factor,
+            hnsw_config=hnsw,
+            quantization_config=quantization,
+            metadata={METADATA_KEY: meta},
         )
 
     def create_payload_index(self, field_name: str, kind: str) -> None:
@@ -211,6 +246,15 @@ class QdrantServerStore:
         return [StoredPoint.from_engine(r, with_vectors) for r in records]
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
+        from qdrant_client import models
+
+        quantized = bool((self._metadata() or {}).get("options", {}).get("quantization"))
+        params = models.SearchParams(
+            hnsw_ef=request.hnsw_ef, exact=request.exact,
+            # Quantized vectors find candidates; the original vectors rank them.
+            quantization=models.QuantizationSearchParams(rescore=True, oversampling=request.oversampling)
+            if quantized else None,
+        )
         response = self._call(
             "search",
             self.client.query_points,
@@ -221,6 +265,7 @@ class QdrantServerStore:
             limit=request.limit,
             offset=request.offset or None,
             score_threshold=request.score_threshold,
+            search_params=None if self.local else params,
             with_payload=True,
             with_vectors=request.with_vectors,
         )
@@ -251,6 +296,7 @@ class QdrantServerStore:
             dim=int(meta.get("dim", 0)),
             payload_types=meta.get("payload_types", {}),
             indexed_fields=indexed,
+            options=meta.get("options", {}),
         )
 
     def begin_load(self) -> None:
@@ -321,6 +367,30 @@ class QdrantServerStore:
                     ) from error
                 self.retry.sleep(self.retry.delay(attempt, hint))
                 attempt += 1
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def insecure_key(url: str | None, api_key: str | None) -> str | None:
+    """Why sending ``api_key`` to ``url`` is unsafe (http:// to a non-local host), or None."""
+    from urllib.parse import urlsplit
+
+    if not url or not api_key or url == ":memory:":
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or (parts.hostname or "") in LOCAL_HOSTS:
+        return None
+    return (f"the API key is sent to {parts.hostname} over plain http://, readable by anyone on the path; "
+            "use https:// (with --ca-cert for a private CA)")
+
+
+def warn_insecure_key(url: str, api_key: str | None) -> bool:
+    """Warn when an API key would cross the network in clear text."""
+    message = insecure_key(url, api_key)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return message is not None
 
 
 def server_filter(spec: dict[str, Any] | None):

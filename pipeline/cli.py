@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from connectors import DEFAULT_DATA_DIR, open_store
+from connectors import DEFAULT_DATA_DIR
 from pipeline.errors import MmindexError
 
 EXIT_ERROR = 1
@@ -31,26 +31,78 @@ def friendly_errors(function):
     return wrapper
 
 
-def store_options(function):
-    """Options that say where the collection lives."""
+STORE_PARAMS = ("collection", "data_dir", "url", "api_key", "ca_cert", "timeout", "prefer_grpc", "retries",
+                "retry_wait")
+LAYOUT_PARAMS = ("shard_number", "replication_factor", "write_consistency_factor", "on_disk", "quantization",
+                 "hnsw_m", "hnsw_ef_construct")
+
+
+def store_options(function=None, *, collection_required: bool = True, layout: bool = False):
+    """Options that say where the collection lives; the command receives them as ``store: StoreSettings``.
+
+    With ``layout``, also the options that lay out a new collection (shards, quantization, HNSW…).
+    """
+    if function is None:
+        return lambda f: store_options(f, collection_required=collection_required, layout=layout)
+    from pipeline.config import StoreSettings
+
     decorators = [
-        click.option("--collection", "-c", default="default", show_default=True, envvar="MMINDEX_COLLECTION",
-                     help="Collection name."),
-        click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, envvar="MMINDEX_DATA_DIR",
-                     type=click.Path(file_okay=False), help="Folder of the embedded Qdrant Edge store."),
-        click.option("--url", default=None, envvar="QDRANT_URL",
-                     help="Qdrant server URL (e.g. http://localhost:6333); when set, the server is used "
+        click.option("--collection", "-c", default="default" if collection_required else None,
+                     show_default=collection_required,
+                     help="Collection name." if collection_required else
+                     "Also measure through this collection's own search (its ANN index), for comparison."),
+        click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
+                     help="Folder of the embedded Qdrant Edge store."),
+        click.option("--url", default=None, envvar=["MMINDEX_URL", "QDRANT_URL"],
+                     help="Qdrant server URL (http://host:6333, https://…); when set, the server is used "
                           "instead of the embedded store. Env: QDRANT_URL."),
-        click.option("--api-key", default=None, envvar="QDRANT_API_KEY",
-                     help="Qdrant server API key. Env: QDRANT_API_KEY."),
+        click.option("--api-key", default=None, envvar=["MMINDEX_API_KEY", "QDRANT_API_KEY"],
+                     help="Qdrant server API key. Env: QDRANT_API_KEY. Never printed; a warning if it would go "
+                          "over plain http:// to another host."),
+        click.option("--ca-cert", default=None, type=click.Path(dir_okay=False),
+                     help="Server: PEM file of a private CA to verify https:// (and gRPC TLS) against."),
+        click.option("--timeout", default=60, show_default=True, type=click.IntRange(1),
+                     help="Server: seconds before a request times out (then it is retried)."),
+        click.option("--prefer-grpc", is_flag=True, help="Server: talk gRPC (port 6334) instead of REST."),
+        click.option("--retries", default=5, show_default=True, type=click.IntRange(0),
+                     help="Server: retries of a call that failed transiently (unreachable, timeout, 429, 5xx)."),
+        click.option("--retry-wait", default=0.5, show_default=True, type=click.FloatRange(0),
+                     help="Server: first backoff in seconds; doubles each retry, with jitter, up to 30 s."),
     ]
+    if layout:
+        decorators += [
+            click.option("--shard-number", default=None, type=click.IntRange(1),
+                         help="New server collection: shards to split it into (≥ nodes of the cluster)."),
+            click.option("--replication-factor", default=None, type=click.IntRange(1),
+                         help="New server collection: copies of each shard (2+ survives a node loss)."),
+            click.option("--write-consistency-factor", default=None, type=click.IntRange(1),
+                         help="New server collection: replicas that must confirm a write."),
+            click.option("--on-disk", is_flag=True, help="New collection: keep vectors on disk (memory-mapped)."),
+            click.option("--quantization", type=click.Choice(["int8"]), default=None,
+                         help="New collection: int8 scalar quantization (4x less memory; queries rescore "
+                              "with the full vectors)."),
+            click.option("--hnsw-m", default=None, type=click.IntRange(0),
+                         help="New collection: HNSW links per node (default 16; more = better recall, more RAM)."),
+            click.option("--hnsw-ef-construct", default=None, type=click.IntRange(4),
+                         help="New collection: HNSW build beam (default 100)."),
+        ]
+
+    @wraps(function)
+    def wrapper(*args, **kwargs):
+        from connectors.base import CollectionOptions
+
+        settings = {name: kwargs.pop(name) for name in STORE_PARAMS}
+        layout_values = {name: kwargs.pop(name) for name in LAYOUT_PARAMS if name in kwargs}
+        try:
+            options = CollectionOptions(**layout_values)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+        kwargs["store"] = StoreSettings(**settings, options=options)
+        return function(*args, **kwargs)
+
     for decorator in reversed(decorators):
-        function = decorator(function)
-    return function
-
-
-def _open(collection: str, data_dir: str, url: str | None, api_key: str | None):
-    return open_store(collection, url=url, api_key=api_key, data_dir=data_dir)
+        wrapper = decorator(wrapper)
+    return wrapper
 
 
 def _split(values: tuple[str, ...] | None) -> list[str] | None:
@@ -61,7 +113,10 @@ def _split(values: tuple[str, ...] | None) -> list[str] | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="mmindex")
-def main():
+@click.option("--config", "config_path", default=None, envvar="MMINDEX_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML file of settings (default: ./mmindex.toml if present). Env: MMINDEX_CONFIG.")
+@click.pass_context
+def main(ctx, config_path):
     """mmindex: index images and captions from Parquet into Qdrant, and search across them.
 
     \b
@@ -74,13 +129,31 @@ def main():
 
     The embedded store (Qdrant Edge, no server) lives under --data-dir; pass --url (or set
     QDRANT_URL) to use a Qdrant server instead.
+
+    Every option can also come from the environment as MMINDEX_<OPTION> (e.g.
+    MMINDEX_BATCH_SIZE=128) or from a TOML file (--config, or ./mmindex.toml): flags win over
+    the environment, which wins over the file. `mmindex config show` prints what applies.
     """
+    from pipeline.config import default_map, find_config, read_config
+
+    path = find_config(config_path)
+    ctx.ensure_object(dict)["config_path"] = path
+    if path:
+        try:
+            ctx.default_map = default_map(read_config(path), _configurable(), path)
+        except MmindexError as error:
+            raise click.ClickException(str(error)) from error
+
+
+def _configurable() -> dict[str, click.Command]:
+    """The commands a config file can set options of."""
+    return {name: command for name, command in main.commands.items() if not isinstance(command, click.Group)}
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@store_options
-@click.option("--model", "-m", default=None, envvar="MMINDEX_MODEL",
+@store_options(layout=True)
+@click.option("--model", "-m", default=None,
               help="sentence-transformers CLIP model: a Hub id or a local folder. Default: the model the "
                    "collection was built with, else clip-ViT-B-32.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, mps, cpu or auto.")
@@ -92,7 +165,6 @@ def main():
               help="Threads that decode and preprocess images while the model runs.")
 @click.option("--no-pipeline", is_flag=True,
               help="Run the stages one after another in one thread (the reference path; slower).")
-@click.option("--prefer-grpc", is_flag=True, help="Server: talk gRPC instead of REST.")
 @click.option("--parallel-writes", default=4, show_default=True, type=click.IntRange(1),
               help="Server: upsert requests in flight at once.")
 @click.option("--bulk-load", is_flag=True,
@@ -125,17 +197,26 @@ def main():
               help="Also write the run summary as JSON to this file (status, counts, rejections, timings).")
 @click.option("--max-reject-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="Exit with code 3 if more than this fraction of the rows read was rejected.")
-@click.option("--retries", default=5, show_default=True, type=click.IntRange(0),
-              help="Server: retries of a call that failed transiently (unreachable, timeout, 429, 5xx).")
-@click.option("--retry-wait", default=0.5, show_default=True, type=click.FloatRange(0),
-              help="Server: first backoff in seconds; doubles each retry, with jitter, up to 30 s.")
+@click.option("--shard", "shard_spec", default=None, metavar="I/N",
+              help="Take only part I of N of the input (0-based; split by file and row group), so N workers "
+                   "(an Indexed Job, a Slurm array) together ingest every row exactly once.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: threads in this process. ray: the same stages on a Ray cluster (mmindex[ray]).")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (ray://host:10001 or auto); default: start a local Ray.")
+@click.option("--ray-actors", default=None, type=click.IntRange(1),
+              help="Ray: most embedding actors (the pool scales from 1 up to this; default: GPUs, or 1).")
+@click.option("--ray-gpus-per-actor", default=None, type=click.FloatRange(0),
+              help="Ray: GPUs per embedding actor (default 1 when the cluster has GPUs, else 0).")
+@click.option("--dry-run", is_flag=True,
+              help="Check the options and print the resolved plan as JSON; read, load and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
 @friendly_errors
-def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, batch_size, workers, no_pipeline,
-           prefer_grpc, parallel_writes, bulk_load, image_col, caption_col, id_col, payload_cols, index_fields,
-           max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize, rejects,
-           no_rejects, report, max_reject_rate, retries, retry_wait, as_json, quiet):
+def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
+           image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
+           max_payload_bytes, skip_bad_files, no_optimize, rejects, no_rejects, report, max_reject_rate, shard_spec,
+           engine, ray_address, ray_actors, ray_gpus_per_actor, dry_run, as_json, quiet):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -169,26 +250,52 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
     from pipeline.ingestion import ingest as run_ingest
     from pipeline.source import open_source
 
+    from pipeline.source import parse_shard
+
     started_at = _now()
+    settings = store
+    collection = settings.collection
+    shard = parse_shard(shard_spec)
     if no_rejects:
         rejects = None
     elif rejects is None:
-        rejects = (f"mmindex-rejects-{collection}.parquet" if url
-                   else os.path.join(data_dir, collection, "rejects.parquet"))
-    store = open_store(collection, url=url, api_key=api_key, data_dir=data_dir, prefer_grpc=prefer_grpc,
-                       parallel_writes=parallel_writes, bulk_load=bulk_load, retries=retries, retry_wait=retry_wait)
+        suffix = f"-shard-{shard[0]}-of-{shard[1]}" if shard else ""
+        rejects = (f"mmindex-rejects-{collection}{suffix}.parquet" if settings.url
+                   else os.path.join(settings.data_dir, collection, f"rejects{suffix}.parquet"))
+    if dry_run:
+        click.echo(json.dumps({
+            "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
+            "engine": engine, "shard": shard_spec, "batch_size": batch_size, "workers": workers,
+            "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate,
+            "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
+        }, default=str))
+        return
+    store = settings.open(parallel_writes=parallel_writes, bulk_load=bulk_load)
     stop = threading.Event()
     received: list[int] = []
 
     def on_signal(signum, frame):
+        # Only flags here: writing to stderr inside a handler can collide with the progress bar's write.
         if stop.is_set():
-            click.echo(f"\n{signal.Signals(signum).name} again: stopping now; rows in flight are taken up by "
-                       "the next run", err=True)
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopping now; rows in flight are taken up by "
+                        "the next run\n".encode())
             os._exit(128 + signum)
         received.append(signum)
         stop.set()
-        click.echo(f"\n{signal.Signals(signum).name}: finishing the batches in flight, then stopping "
-                   "(send it again to stop at once)", err=True)
+
+    announced = threading.Lock()
+
+    def announce():
+        if stop.is_set() and announced.acquire(blocking=False):
+            click.echo(f"\n{signal.Signals(received[0]).name}: finishing the batches in flight, then stopping "
+                       "(send it again to stop at once)", err=True)
+
+    def watch():
+        while not finished.wait(0.05):
+            announce()
+
+    finished = threading.Event()
+    threading.Thread(target=watch, name="mmindex-signals", daemon=True).start()
 
     previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
@@ -201,7 +308,7 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
         existing = store.spec()
         model = model or (existing.model if existing else DEFAULT_MODEL)
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
-                             skip_bad_files=skip_bad_files)
+                             skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:
             from pipeline.encoder import model_identity
 
@@ -213,14 +320,19 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
         if not quiet:
             for note in source.mapping.notes:
                 click.echo(f"note: {note}", err=True)
-            click.echo(f"loading model {model} …", err=True)
+            if shard:
+                click.echo(f"shard {shard[0]}/{shard[1]}: {len(source.my_units())} of {len(source.units())} "
+                           "row groups", err=True)
         device_list = _split((devices,)) if devices else []
-        encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size)
-        model_name = encoder.name
-        if not quiet:
-            click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
-                       f"{len(source.files)} file(s) → collection {collection!r} ({getattr(store, 'kind', '')})",
-                       err=True)
+        encoder = None
+        if engine == "local":
+            if not quiet:
+                click.echo(f"loading model {model} …", err=True)
+            encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size)
+            model_name = encoder.name
+            if not quiet:
+                click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
+                           f"{len(source.files)} file(s) → collection {collection!r} ({settings.kind})", err=True)
         options = IngestOptions(
             batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline,
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
@@ -235,7 +347,16 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
                     bar.write(f"{message} …", file=sys.stderr)
 
             try:
-                summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
+                if engine == "ray":
+                    from pipeline.ray_engine import RayOptions, ingest_on_ray
+
+                    store.close()  # the Ray run's writer opens the store in its own process
+                    summary = ingest_on_ray(source, settings, model, options, RayOptions(
+                        address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
+                        device=device), on_progress=bar.update, on_stage=stage)
+                    model_name = summary.model
+                else:
+                    summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
             except Exception as error:
                 summary = getattr(error, "summary", None)
                 failure = error
@@ -245,6 +366,8 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
         try:
             store.close()
         finally:
+            finished.set()
+            announce()  # if the run ended before the watcher saw the signal
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
 
@@ -267,7 +390,8 @@ def ingest(inputs, collection, data_dir, url, api_key, model, device, devices, b
     if report:
         write_report(summary, report, {
             "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": _now(),
-            "inputs": list(inputs), "store": getattr(store, "kind", ""), "model": model_name, "rejects_file": rejects if summary.rejections else None,
+            "inputs": list(inputs), "store": settings.kind, "shard": shard_spec, "engine": engine,
+            "model": model_name, "rejects_file": rejects if summary.rejections else None,
             "max_reject_rate": max_reject_rate,
         })
     if as_json:
@@ -339,7 +463,7 @@ def _print_summary(summary, rejects: str | None = None) -> None:
 @click.option("--target", "-t", type=click.Choice(["image", "text"]), default=None,
               help="Which vectors to search: image (default) or text (captions).")
 @store_options
-@click.option("--model", "-m", default=None, envvar="MMINDEX_MODEL",
+@click.option("--model", "-m", default=None,
               help="Model to encode the query. Default: the one the collection was built with.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--where", "-w", default=None,
@@ -348,10 +472,14 @@ def _print_summary(summary, rejects: str | None = None) -> None:
 @click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--score-threshold", default=None, type=float, help="Drop hits scoring below this (cosine).")
+@click.option("--exact", is_flag=True, help="Brute-force search instead of the HNSW index (slow; checks recall).")
+@click.option("--hnsw-ef", default=None, type=click.IntRange(1), help="HNSW search beam (larger: slower, more exact).")
+@click.option("--oversampling", default=2.0, show_default=True, type=click.FloatRange(1),
+              help="Quantized collections: candidates per result rescored with the full vectors.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
 @friendly_errors
-def query(text, image_path, target, collection, data_dir, url, api_key, model, device, where, filter_json, limit,
-          offset, score_threshold, as_json):
+def query(text, image_path, target, store, model, device, where, filter_json, limit, offset, score_threshold, exact,
+          hnsw_ef, oversampling, as_json):
     """Search a collection with TEXT or an --image, across modalities.
 
     \b
@@ -369,12 +497,15 @@ def query(text, image_path, target, collection, data_dir, url, api_key, model, d
 
     if bool(text) == bool(image_path):
         raise click.UsageError("give either TEXT or --image (one of them)")
-    store = _open(collection, data_dir, url, api_key)
+    settings = store
+    collection = settings.collection
+    store = settings.open()
     try:
         spec = store.spec()
         if spec is None:
             raise StoreError(f"collection {collection!r} does not exist"
-                             + (f" on {url}" if url else f" under {data_dir}") + "; run `mmindex ingest` first")
+                             + (f" on {settings.url}" if settings.url else f" under {settings.data_dir}")
+                             + "; run `mmindex ingest` first")
         encoder = Encoder(model or spec.model, device=device)
         if model:
             from connectors.base import CollectionSpec
@@ -391,7 +522,7 @@ def query(text, image_path, target, collection, data_dir, url, api_key, model, d
             vector = encoder.encode_texts([text])[0]
         hits = search(store, vector, target=target or "image", where=where,
                       filter_json=load_filter_json(filter_json), limit=limit, offset=offset,
-                      score_threshold=score_threshold)
+                      score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
     finally:
         store.close()
     if as_json:
@@ -416,14 +547,14 @@ def _short(value: Any, width: int = 30) -> str:
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @friendly_errors
-def info(collection, data_dir, url, api_key, as_json):
+def info(store, as_json):
     """Show a collection: points, model, vector size, payload schema and indexes.
 
     \b
     Example:
       mmindex info --collection photos --json
     """
-    store = _open(collection, data_dir, url, api_key)
+    store = store.open()
     try:
         details = store.info().to_dict()
     finally:
@@ -437,6 +568,7 @@ def info(collection, data_dir, url, api_key, as_json):
     click.echo(f"vectors      {', '.join(details['vectors'])}: {details['dim']}-d, {details['distance']}")
     click.echo("payload      " + (", ".join(f"{k} ({v})" for k, v in details["payload_types"].items()) or "-"))
     click.echo("indexed      " + (", ".join(f"{k} ({v})" for k, v in details["indexed_fields"].items()) or "-"))
+    click.echo("layout       " + (", ".join(f"{k}={v}" for k, v in details["options"].items()) or "default"))
 
 
 def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
@@ -450,14 +582,9 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 
 @main.command("eval")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "-m", default=None, envvar="MMINDEX_MODEL",
+@click.option("--model", "-m", default=None,
               help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32).")
-@click.option("--collection", "-c", default=None, envvar="MMINDEX_COLLECTION",
-              help="Also measure through this collection's own search (its ANN index), for comparison.")
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, envvar="MMINDEX_DATA_DIR",
-              type=click.Path(file_okay=False))
-@click.option("--url", default=None, envvar="QDRANT_URL", help="Qdrant server URL (with --collection).")
-@click.option("--api-key", default=None, envvar="QDRANT_API_KEY")
+@store_options(collection_required=False)
 @click.option("--ingest/--no-ingest", "do_ingest", default=False, show_default=True,
               help="With --collection: ingest INPUTS into it first (unchanged rows are skipped).")
 @click.option("--group-col", multiple=True,
@@ -469,7 +596,7 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
-def evaluate_command(inputs, model, collection, data_dir, url, api_key, do_ingest, group_col, image_col, caption_col,
+def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, caption_col,
                      id_col, device, as_json):
     """Measure retrieval quality on image–caption pairs in INPUTS.
 
@@ -488,7 +615,9 @@ def evaluate_command(inputs, model, collection, data_dir, url, api_key, do_inges
     from pipeline.evaluate import evaluate
 
     groups = _split(group_col) or []
-    store = _open(collection, data_dir, url, api_key) if collection else None
+    settings = store
+    collection = settings.collection
+    store = settings.open() if collection else None
     try:
         spec = store.spec() if store is not None else None
         encoder = Encoder(model or (spec.model if spec else DEFAULT_MODEL), device=device)
@@ -652,6 +781,76 @@ def init_model(output, size, texts_from, seed):
                 texts.extend(t for t in column.to_pylist() if t)
     build_scratch_model(output, size=size, texts=texts, seed=seed)
     click.echo(f"wrote an untrained {size} CLIP model to {output} (random weights: results are not meaningful)")
+
+
+@main.group("config")
+def config_group():
+    """Inspect the settings that flags, MMINDEX_* variables and the config file resolve to."""
+
+
+@config_group.command("show")
+@click.argument("command_name", default="ingest", metavar="[COMMAND]")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def config_show(ctx, command_name, as_json):
+    """Print every option of COMMAND (default: ingest) with its value and where it came from.
+
+    Sources: flag, env (MMINDEX_<OPTION>), file (--config / ./mmindex.toml), default.
+    Secrets (API keys, tokens) are masked.
+
+    \b
+    Examples:
+      mmindex config show                         # what `mmindex ingest` would use
+      MMINDEX_BATCH_SIZE=256 mmindex --config prod.toml config show ingest --json
+    """
+    from connectors.qdrant_server import insecure_key
+    from pipeline.config import mask
+
+    root = ctx.find_root()
+    command = _configurable().get(command_name)
+    if command is None:
+        raise click.UsageError(f"no command {command_name!r} (commands: {', '.join(sorted(_configurable()))})")
+    resolved = command.make_context(command_name, [], parent=root, resilient_parsing=True)
+    names = {"COMMANDLINE": "flag", "ENVIRONMENT": "env", "DEFAULT_MAP": "file", "DEFAULT": "default"}
+    settings = []
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        source = resolved.get_parameter_source(param.name)
+        value = resolved.params.get(param.name)
+        envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+        settings.append({"name": param.name, "option": max(param.opts, key=len), "value": mask(param.name, value),
+                         "source": names.get(source.name, source.name.lower()) if source else "default",
+                         "env": envvars})
+    config_path = (root.obj or {}).get("config_path")
+    warning = insecure_key(resolved.params.get("url"), resolved.params.get("api_key"))
+    if as_json:
+        click.echo(json.dumps({"command": command_name, "config_file": config_path, "settings": settings,
+                               "warnings": [warning] if warning else []}, default=str))
+        return
+    click.echo(f"mmindex {command_name}: config file {config_path or '(none)'}")
+    for item in settings:
+        value = item["value"]
+        shown = "-" if value is None or value == () else json.dumps(list(value) if isinstance(value, tuple) else value,
+                                                                  default=str)
+        click.echo(f"  {item['option']:<28} {shown:<36} {item['source']}")
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _env_for_every_option(group: click.Group) -> None:
+    """Let every option come from MMINDEX_<OPTION_NAME> (options with their own variables keep them too)."""
+    from pipeline.config import env_name
+
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            continue
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.envvar:
+                param.envvar = env_name(param.name)
+
+
+_env_for_every_option(main)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class IngestSummary:
 
     collection: str
     status: str = "ok"  # ok, interrupted or failed
+    model: str | None = None
     files: int = 0
     read: int = 0
     embedded: int = 0
@@ -159,7 +160,8 @@ def ingest(
         list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols,
         skip_bad_files=options.skip_bad_files,
     )
-    summary = IngestSummary(collection=store.collection, files=len(source.files), notes=list(source.mapping.notes))
+    summary = IngestSummary(collection=store.collection, model=encoder.name, files=len(source.files),
+                            notes=list(source.mapping.notes))
     try:
         _ingest(source, store, encoder, options, summary, on_progress, on_stage)
     except BaseException as error:
@@ -177,16 +179,7 @@ def ingest(
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
             on_progress: Callable[[int], None] | None, on_stage: Callable[[str], None] | None) -> None:
-    indexes = _index_plan(source, options.index_fields)
-    spec = CollectionSpec(encoder.name, encoder.dim, payload_types(source.schema, source.mapping.payload))
-    existing = store.spec()
-    if existing is not None:
-        spec.check_matches(existing, store.collection)
-    store.ensure_collection(spec)
-    for name, kind in indexes.items():
-        store.create_payload_index(name, kind)
-    store.begin_load()
-
+    prepare_collection(source, store, encoder.name, encoder.dim, options.index_fields)
     run = _Run(store, summary, options, encoder.captions_too_long, on_progress)
     if options.pipelined:
         encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
@@ -213,6 +206,19 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
     if on_stage and optimize:
         on_stage("building the vector index")
     store.finish(optimize=optimize)
+
+
+def prepare_collection(source: Source, store: Store, model: str, dim: int, index_fields: Sequence[str]) -> None:
+    """Create or check the collection for this model and source, its payload indexes, and start the load."""
+    indexes = _index_plan(source, index_fields)
+    spec = CollectionSpec(model, dim, payload_types(source.schema, source.mapping.payload))
+    existing = store.spec()
+    if existing is not None:
+        spec.check_matches(existing, store.collection)
+    store.ensure_collection(spec)
+    for name, kind in indexes.items():
+        store.create_payload_index(name, kind)
+    store.begin_load()
 
 
 class _StopWatcher:
@@ -263,15 +269,15 @@ class _Run:
         for seq, source_batch in enumerate(source.batches(batch_size, self.options.skip_bad_files)):
             if stop is not None and stop.is_set():
                 return
-            tally = IngestSummary(collection=self.summary.collection)
-            if source_batch.batch is None:
-                rows = _lost_rows(source_batch, tally)
-            else:
-                rows = read_rows(source, source_batch, model, tally, self.options, self.too_long)
-            with self.summary_lock:
-                _add_tally(self.summary, tally)
-                repeated = self._count_duplicates(rows)
-            yield Job(seq, self._changed(rows, repeated), source_batch.batch.num_rows if source_batch.batch else 0)
+            tally, rows = read_batch(source, source_batch, model, self.options, self.too_long)
+            yield Job(seq, self.admit(tally, rows), source_batch.batch.num_rows if source_batch.batch else 0)
+
+    def admit(self, tally: IngestSummary, rows: list[SourceRow]) -> list[SourceRow]:
+        """Count a batch that was read (its ``tally``) and return the rows that need embedding."""
+        with self.summary_lock:
+            _add_tally(self.summary, tally)
+            repeated = self._count_duplicates(rows)
+        return self._changed(rows, repeated)
 
     def write(self, embedded: Embedded) -> None:
         points = embedded.points()
@@ -326,6 +332,15 @@ class _Run:
         with self.summary_lock:
             self.summary.unchanged += unchanged
         return todo
+
+
+def read_batch(source: Source, source_batch: SourceBatch, model: str, options: IngestOptions,
+               too_long: Callable[[list[str]], list[bool]] | None = None) -> tuple[IngestSummary, list[SourceRow]]:
+    """One source batch read into rows, with its own tally of what was read and rejected."""
+    tally = IngestSummary(collection="")
+    if source_batch.batch is None:
+        return tally, _lost_rows(source_batch, tally)
+    return tally, read_rows(source, source_batch, model, tally, options, too_long)
 
 
 def _add_tally(summary: IngestSummary, tally: IngestSummary) -> None:

@@ -234,8 +234,16 @@ def search(
     limit: int = 10,
     offset: int = 0,
     score_threshold: float | None = None,
+    exact: bool = False,
+    hnsw_ef: int | None = None,
+    oversampling: float = 2.0,
 ) -> list[Hit]:
-    """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered."""
+    """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered.
+
+    ``exact`` searches by brute force (to check the index's recall); ``hnsw_ef`` widens the
+    index search; on a quantized collection ``oversampling`` × ``limit`` candidates are
+    rescored with the full vectors.
+    """
     if target not in ("image", "text"):
         raise FilterError(f"target must be 'image' or 'text', not {target!r}")
     spec = store.spec()
@@ -243,7 +251,7 @@ def search(
         raise StoreError(f"collection {store.collection!r} does not exist; ingest into it first")
     query_filter = combine_filters(parse_where(where, spec.payload_types) if where else None, filter_json)
     request = SearchRequest(vector=vector, using=target, filter=query_filter, limit=limit, offset=offset,
-                            score_threshold=score_threshold)
+                            score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
     return [_hit(point) for point in store.search(request)]
 
 

@@ -11,7 +11,7 @@ import fnmatch
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -60,69 +60,137 @@ class SourceBatch:
     lost_rows: int | None = None
 
 
+@dataclass(frozen=True)
+class Unit:
+    """The smallest piece of input given to one worker: one row group of one file.
+
+    ``row_group`` is None for a file whose footer cannot be read (its size is unknown).
+    """
+
+    path: str
+    row_group: int | None
+    first_row: int = 0
+    rows: int | None = None
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` (0 ≤ i < N) as a pair, or None."""
+    if not spec:
+        return None
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {spec!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"--shard {spec}: need 0 <= I < N")
+    return index, count
+
+
 @dataclass
 class Source:
-    """A set of Parquet files on one filesystem with a column mapping."""
+    """A set of Parquet files on one filesystem with a column mapping (and optionally one shard of it)."""
 
     filesystem: pafs.FileSystem
     files: list[str]
     schema: pa.Schema
     mapping: ColumnMapping
     display_names: dict[str, str] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None  # (index, count): this worker's share of the row groups
+
+    def units(self) -> list[Unit]:
+        """Every row group of every file, in order; a file with an unreadable footer is one unit."""
+        if getattr(self, "_units", None) is None:
+            units = []
+            for path in self.files:
+                try:
+                    metadata = self._parquet(path).metadata
+                except InputError:
+                    units.append(Unit(path, None))
+                    continue
+                first = 0
+                for index in range(metadata.num_row_groups):
+                    rows = metadata.row_group(index).num_rows
+                    units.append(Unit(path, index, first, rows))
+                    first += rows
+            self._units = units
+        return self._units
+
+    def my_units(self) -> list[Unit]:
+        """The units of this shard: every N-th row group (round-robin keeps shards balanced)."""
+        units = self.units()
+        if self.shard is None:
+            return units
+        index, count = self.shard
+        return [unit for position, unit in enumerate(units) if position % count == index]
 
     def count_rows(self, skip_bad_files: bool = False) -> int:
         total = 0
-        for path in self.files:
-            try:
-                total += self._parquet(path).metadata.num_rows
-            except InputError:
-                if not skip_bad_files:
-                    raise
+        for unit in self.my_units():
+            if unit.row_group is None and not skip_bad_files:
+                self._parquet(unit.path)  # raises the file's error
+            total += unit.rows or 0
         return total
 
-    def batches(self, batch_size: int = 256, skip_bad_files: bool = False) -> Iterator[SourceBatch]:
-        """Stream every file's rows; a bad file raises ``InputError``, or with ``skip_bad_files`` is reported."""
-        for path in self.files:
+    def batches(self, batch_size: int = 256, skip_bad_files: bool = False,
+                units: Sequence[Unit] | None = None) -> Iterator[SourceBatch]:
+        """Stream the rows of this shard's units (or of ``units``) in order.
+
+        A bad file or row group raises ``InputError`` naming the file (and row); with
+        ``skip_bad_files`` it comes as a batch with an error instead (see ``SourceBatch``).
+        """
+        opened: dict[str, pq.ParquetFile] = {}
+        for unit in (self.my_units() if units is None else units):
             try:
-                yield from self._file_batches(path, batch_size)
+                yield from self._unit_batches(unit, batch_size, opened)
             except _BadFile as bad:
                 if not skip_bad_files:
                     raise bad.error from bad.error.__cause__
-                yield SourceBatch(self.display(path), path, bad.row, None, bad.error.message, bad.lost_rows)
+                yield SourceBatch(self.display(unit.path), unit.path, bad.row, None, bad.error.message, bad.lost_rows)
 
-    def _file_batches(self, path: str, batch_size: int) -> Iterator[SourceBatch]:
+    def _unit_batches(self, unit: Unit, batch_size: int, opened: dict[str, Any]) -> Iterator[SourceBatch]:
+        if unit.path not in opened:
+            opened.clear()  # one file open at a time
+            try:
+                parquet = self._parquet(unit.path)
+            except InputError as error:
+                opened[unit.path] = error
+            else:
+                opened[unit.path] = self._schema_problem(unit.path, parquet.schema_arrow) or parquet
+        parquet = opened[unit.path]
+        if isinstance(parquet, InputError):
+            # Every unit of a bad file is lost: the whole file when its size is unknown.
+            raise _BadFile(parquet, unit.first_row, unit.rows)
+        if unit.row_group is None:  # unreadable when listed, readable now
+            raise _BadFile(InputError("the file changed while being read", file=self.display(unit.path)), 0, None)
+        row = unit.first_row
         try:
-            parquet = self._parquet(path)
-        except InputError as error:
-            raise _BadFile(error, 0, None) from error
-        total = parquet.metadata.num_rows
-        self._check_schema(path, parquet.schema_arrow, total)
-        row = 0
-        try:
-            for batch in parquet.iter_batches(batch_size=batch_size, columns=self.mapping.columns()):
-                yield SourceBatch(self.display(path), path, row, batch)
+            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[unit.row_group],
+                                              columns=self.mapping.columns()):
+                yield SourceBatch(self.display(unit.path), unit.path, row, batch)
                 row += batch.num_rows
         except (OSError, pa.ArrowException) as error:
-            failure = InputError(f"cannot read Parquet data: {error}", file=self.display(path), row=row)
+            failure = InputError(f"cannot read Parquet data (row group {unit.row_group}): {error}",
+                                 file=self.display(unit.path), row=row)
             failure.__cause__ = error
-            raise _BadFile(failure, row, total - row) from error
+            raise _BadFile(failure, row, unit.first_row + (unit.rows or 0) - row) from error
 
-    def _check_schema(self, path: str, schema: pa.Schema, rows: int) -> None:
+    def _schema_problem(self, path: str, schema: pa.Schema) -> InputError | None:
+        """Why this file's columns cannot be read with the mapping of the first file, if they cannot."""
         missing = [c for c in self.mapping.columns() if c not in schema.names]
         if missing:
-            raise _BadFile(InputError(
-                f"missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})", file=self.display(path),
-            ), 0, rows)
+            return InputError(f"missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})",
+                              file=self.display(path))
         image_type = schema.field(self.mapping.image).type
         try:
             kind = image_column_kind(image_type, self.mapping.image)
         except InputError as error:
             kind = str(error)
         if kind != self.mapping.image_kind:
-            raise _BadFile(InputError(
+            return InputError(
                 f"image column {self.mapping.image!r} is {image_type} here, but {self.mapping.image_kind} in the "
                 "first file; all files need the same image column type", file=self.display(path),
-            ), 0, rows)
+            )
+        return None
 
     def display(self, path: str) -> str:
         return self.display_names.get(path, path)
@@ -302,6 +370,7 @@ def open_source(
     id_col: str | None = None,
     payload_cols: Sequence[str] | None = None,
     skip_bad_files: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Source:
     """Find the files, read the first (readable) one's schema and map the columns."""
     filesystem, files, display = find_files(inputs)
@@ -316,4 +385,4 @@ def open_source(
     if schema is None:
         raise InputError(f"none of the {len(files)} input file(s) is a readable Parquet file")
     mapping = map_columns(schema, image_col, caption_col, id_col, payload_cols)
-    return Source(filesystem, files, schema, mapping, display)
+    return Source(filesystem, files, schema, mapping, display, shard)
