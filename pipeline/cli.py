@@ -199,7 +199,8 @@ def _configurable() -> dict[str, click.Command]:
               help="Exit with code 3 if more than this fraction of the rows read was rejected.")
 @click.option("--shard", "shard_spec", default=None, metavar="I/N",
               help="Take only part I of N of the input (0-based; split by file and row group), so N workers "
-                   "(an Indexed Job, a Slurm array) together ingest every row exactly once.")
+                   "(an Indexed Job, a Slurm array) together ingest every row exactly once. auto/N takes I "
+                   "from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: threads in this process. ray: the same stages on a Ray cluster (mmindex[ray]).")
 @click.option("--ray-address", default=None,
@@ -265,7 +266,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     if dry_run:
         click.echo(json.dumps({
             "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
-            "engine": engine, "shard": shard_spec, "batch_size": batch_size, "workers": workers,
+            "engine": engine, "shard": list(shard) if shard else None, "batch_size": batch_size, "workers": workers,
             "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate,
             "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
         }, default=str))

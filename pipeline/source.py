@@ -73,14 +73,30 @@ class Unit:
     rows: int | None = None
 
 
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"i/N"`` (0 ≤ i < N) as a pair, or None."""
+SHARD_INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "MMINDEX_SHARD_INDEX")
+
+
+def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``"i/N"`` (0 ≤ i < N) as a pair, or None.
+
+    ``auto/N`` takes i from the scheduler: a Kubernetes Indexed Job's JOB_COMPLETION_INDEX,
+    a Slurm array's SLURM_ARRAY_TASK_ID (use --array=0-(N-1)), or MMINDEX_SHARD_INDEX.
+    """
     if not spec:
         return None
+    import os
+
+    environ = os.environ if environ is None else environ
+    head, _, tail = spec.partition("/")
+    if head == "auto":
+        found = next((environ[name] for name in SHARD_INDEX_VARIABLES if environ.get(name)), None)
+        if found is None:
+            raise InputError(f"--shard {spec}: auto needs one of {', '.join(SHARD_INDEX_VARIABLES)} set")
+        spec = f"{found}/{tail}"
     try:
         index, count = (int(part) for part in spec.split("/"))
     except ValueError:
-        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {spec!r}") from None
+        raise InputError(f"--shard must look like I/N or auto/N (e.g. 0/4), got {spec!r}") from None
     if count < 1 or not 0 <= index < count:
         raise InputError(f"--shard {spec}: need 0 <= I < N")
     return index, count

@@ -65,7 +65,14 @@ def test_sharded_runs_into_one_collection_equal_one_run(tmp_path, uneven, encode
     one.close(), many.close()
 
 
-@pytest.mark.parametrize("spec", ["3", "3/3", "-1/2", "a/b", "1/0"])
+@pytest.mark.parametrize("spec", ["3", "3/3", "-1/2", "a/b", "1/0", "auto/4"])
 def test_bad_shard_specs_are_refused(spec):
     with pytest.raises(InputError, match="--shard"):
-        parse_shard(spec)
+        parse_shard(spec, environ={})
+
+
+def test_auto_takes_the_index_from_the_scheduler():
+    assert parse_shard("auto/8", {"JOB_COMPLETION_INDEX": "3"}) == (3, 8)
+    assert parse_shard("auto/8", {"SLURM_ARRAY_TASK_ID": "7"}) == (7, 8)
+    with pytest.raises(InputError, match="need 0 <= I < N"):
+        parse_shard("auto/8", {"SLURM_ARRAY_TASK_ID": "8"})
