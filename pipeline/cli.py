@@ -189,6 +189,8 @@ def _configurable() -> dict[str, click.Command]:
               help="Report unreadable or mismatched Parquet files (their rows as rejected) and go on, "
                    "instead of stopping at the first.")
 @click.option("--no-optimize", is_flag=True, help="Skip building the vector index at the end (embedded store).")
+@click.option("--thumbnails", default=0, show_default=True, type=click.IntRange(0, 512), metavar="PX",
+              help="Store a JPEG thumbnail of PX pixels (e.g. 128, ~4 KB) in each payload, for `mmindex serve`'s page.")
 @click.option("--rejects", default=None, type=click.Path(dir_okay=False),
               help="Parquet file for rejected rows (file, row, id, stage, reason). Default: rejects.parquet in "
                    "the collection's folder (embedded store) or ./mmindex-rejects-COLLECTION.parquet (server).")
@@ -216,7 +218,7 @@ def _configurable() -> dict[str, click.Command]:
 @friendly_errors
 def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
-           max_payload_bytes, skip_bad_files, no_optimize, rejects, no_rejects, report, max_reject_rate, shard_spec,
+           max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
            engine, ray_address, ray_actors, ray_gpus_per_actor, dry_run, as_json, quiet):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
@@ -338,7 +340,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
             batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline,
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
             rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
-            skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop,
+            skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop, thumbnails=thumbnails,
         )
         with tqdm(total=total, unit="rows", disable=quiet, file=sys.stderr, dynamic_ncols=True,
                   desc="ingest") as bar:
@@ -461,8 +463,9 @@ def _print_summary(summary, rejects: str | None = None) -> None:
 @main.command()
 @click.argument("text", required=False)
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="Query with this image file.")
-@click.option("--target", "-t", type=click.Choice(["image", "text"]), default=None,
-              help="Which vectors to search: image (default) or text (captions).")
+@click.option("--target", "-t", type=click.Choice(["image", "text", "both"]), default=None,
+              help="Which vectors to search: image (default), text (captions), or both (rankings fused by "
+                   "reciprocal rank).")
 @store_options
 @click.option("--model", "-m", default=None,
               help="Model to encode the query. Default: the one the collection was built with.")
@@ -782,6 +785,67 @@ def init_model(output, size, texts_from, seed):
                 texts.extend(t for t in column.to_pylist() if t)
     build_scratch_model(output, size=size, texts=texts, seed=seed)
     click.echo(f"wrote an untrained {size} CLIP model to {output} (random weights: results are not meaningful)")
+
+
+@main.command()
+@store_options
+@click.option("--model", "-m", default=None,
+              help="Model to encode queries. Default: the one the collection was built with.")
+@click.option("--device", default="auto", show_default=True, help="cuda, mps, cpu or auto.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--serve-api-key", default=None, envvar=["MMINDEX_SERVE_API_KEY"],
+              help="Require this key (Authorization: Bearer KEY, or X-API-Key) on every route but /healthz, /readyz "
+                   "and the page. Env: MMINDEX_SERVE_API_KEY. (--api-key is the Qdrant server's key.)")
+@click.option("--cors-origin", multiple=True, help="Origin allowed to call the API from a browser (repeatable).")
+@click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
+              help="Largest request body (413 above it).")
+@click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="How long concurrent encode requests wait to share one forward pass.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
+              help="Most queries encoded in one forward pass.")
+@click.option("--image-root", default=None,
+              help="Folder of the images of path-image collections: thumbnails are read from under it, never "
+                   "from elsewhere. (Collections ingested with --thumbnails need nothing.)")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.option("--dry-run", is_flag=True, help="Check the options and print the resolved settings as JSON; serve nothing.")
+@friendly_errors
+def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body_bytes, batch_window_ms, max_batch,
+          image_root, log_level, dry_run):
+    """Serve search and embedding over HTTP, with a search page at /.
+
+    \b
+    Routes: POST /search, POST /search/upload, POST /embed, GET /collections/NAME,
+    GET /thumbnails/ID, GET /healthz, GET /readyz, GET /metrics; OpenAPI at /openapi.json.
+    Needs the serve extra: pip install 'mmindex[serve]'.
+
+    \b
+    Examples:
+      mmindex serve -c shapes --image-root data                     # http://127.0.0.1:8080/
+      mmindex serve -c photos --host 0.0.0.0 --serve-api-key "$KEY" --cors-origin https://app.example.com
+      curl -s localhost:8080/search -H 'Content-Type: application/json' \\
+        -d '{"text": "a blue triangle", "filter": "year >= 2020", "limit": 5}'
+    """
+    from pipeline.config import mask
+
+    root = _image_root(image_root) if image_root and not dry_run else image_root
+    if dry_run:
+        click.echo(json.dumps({
+            "command": "serve", "store": store.to_dict(), "model": model, "device": device, "host": host, "port": port,
+            "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
+            "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
+            "image_root": image_root,
+        }))
+        return
+    try:
+        from pipeline.serve import ServeSettings, run
+    except ImportError as error:
+        raise click.ClickException(f"mmindex serve needs its extra: pip install 'mmindex[serve]' ({error})")
+    settings = ServeSettings(store=store, model=model, device=device, api_key=serve_api_key,
+                             cors_origins=tuple(cors_origin), max_body_bytes=max_body_bytes,
+                             batch_window_ms=batch_window_ms, max_batch=max_batch, image_root=root)
+    run(settings, host, port, log_level)
 
 
 @main.group("config")

@@ -195,6 +195,20 @@ def _crop_extreme_aspect(image: Image.Image) -> Image.Image:
     return image.crop((0, top, width, top + keep))
 
 
+THUMBNAIL_KEY = "_thumbnail"
+
+
+def thumbnail(image: Image.Image, size: int = 128) -> str:
+    """A small JPEG of ``image`` (longest side ``size``) as base64, to store in the payload (~3–6 KB)."""
+    import base64
+
+    small = image.copy()
+    small.thumbnail((size, size), Image.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80, optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _shrunk(size: tuple[int, int], shortest: int) -> tuple[int, int]:
     width, height = size
     scale = shortest / min(width, height)

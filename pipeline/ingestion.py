@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from connectors.base import CollectionSpec, Store
 from pipeline.encoder import Encoder, model_identity
 from pipeline.errors import InputError, MmindexError
-from pipeline.images import DEFAULT_MAX_PIXELS, ImageBytes, RejectedImage, Rejection, image_bytes
+from pipeline.images import DEFAULT_MAX_PIXELS, THUMBNAIL_KEY, ImageBytes, RejectedImage, Rejection, image_bytes
 from pipeline.records import (
     clean_caption,
     column_values,
@@ -62,6 +62,7 @@ class IngestOptions:
     skip_bad_files: bool = False  # report unreadable Parquet files and go on, instead of stopping
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stop: threading.Event | None = None  # set it (e.g. on SIGTERM) to finish the batches in flight and stop
+    thumbnails: int = 0  # > 0: keep a JPEG thumbnail of this many pixels in the payload (for the web page)
 
 
 @dataclass
@@ -270,7 +271,8 @@ class _Run:
             if stop is not None and stop.is_set():
                 return
             tally, rows = read_batch(source, source_batch, model, self.options, self.too_long)
-            yield Job(seq, self.admit(tally, rows), source_batch.batch.num_rows if source_batch.batch else 0)
+            yield Job(seq, self.admit(tally, rows), source_batch.batch.num_rows if source_batch.batch else 0,
+                      self.options.thumbnails)
 
     def admit(self, tally: IngestSummary, rows: list[SourceRow]) -> list[SourceRow]:
         """Count a batch that was read (its ``tally``) and return the rows that need embedding."""
@@ -475,7 +477,8 @@ def _payload_problem(payload: dict[str, Any], limit: int) -> str | None:
 
 def _same_payload(previous: dict[str, Any], payload: dict[str, Any]) -> bool:
     # The source reference moves when files are renamed or rows reordered; that alone is no change.
-    strip = lambda p: {k: v for k, v in p.items() if k not in (HASH_KEY, SOURCE_KEY)}  # noqa: E731
+    # The thumbnail is made from the image, which the hash already covers.
+    strip = lambda p: {k: v for k, v in p.items() if k not in (HASH_KEY, SOURCE_KEY, THUMBNAIL_KEY)}  # noqa: E731
     return strip(previous) == strip(payload)
 
 

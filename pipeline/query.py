@@ -37,6 +37,7 @@ class Hit:
     caption: str | None
     payload: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)
+    has_thumbnail: bool = False  # a thumbnail is stored with the point (ingest --thumbnails)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "caption": self.caption,
@@ -240,24 +241,54 @@ def search(
 ) -> list[Hit]:
     """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered.
 
-    ``exact`` searches by brute force (to check the index's recall); ``hnsw_ef`` widens the
-    index search; on a quantized collection ``oversampling`` × ``limit`` candidates are
-    rescored with the full vectors.
+    ``target`` is ``image``, ``text``, or ``both``: both vector sets are searched and the two
+    rankings fused by reciprocal rank fusion (score = Σ 1 / (60 + rank)), so a point that is
+    near as an image *and* as a caption comes first. ``exact`` searches by brute force (to
+    check the index's recall); ``hnsw_ef`` widens the index search; on a quantized
+    collection ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
     """
-    if target not in ("image", "text"):
-        raise FilterError(f"target must be 'image' or 'text', not {target!r}")
+    if target not in TARGETS:
+        raise FilterError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     spec = store.spec()
     if spec is None:
         raise StoreError(f"collection {store.collection!r} does not exist; ingest into it first")
     query_filter = combine_filters(parse_where(where, spec.payload_types) if where else None, filter_json)
-    request = SearchRequest(vector=vector, using=target, filter=query_filter, limit=limit, offset=offset,
-                            score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
-    return [_hit(point) for point in store.search(request)]
+
+    def request(using: str, size: int, skip: int) -> SearchRequest:
+        return SearchRequest(vector=vector, using=using, filter=query_filter, limit=size, offset=skip,
+                             score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
+
+    if target != "both":
+        return [_hit(point) for point in store.search(request(target, limit, offset))]
+    rankings = [store.search(request(using, offset + limit, 0)) for using in ("image", "text")]
+    return fuse(rankings)[offset:offset + limit]
+
+
+RRF_K = 60
+TARGETS = ("image", "text", "both")
+
+
+def fuse(rankings: Sequence[Sequence[Any]]) -> list[Hit]:
+    """Reciprocal rank fusion of several result lists of scored points."""
+    scores: dict[str, float] = {}
+    points: dict[str, Any] = {}
+    for ranking in rankings:
+        for rank, point in enumerate(ranking, start=1):
+            scores[point.id] = scores.get(point.id, 0.0) + 1.0 / (RRF_K + rank)
+            points.setdefault(point.id, point)
+    ordered = sorted(scores, key=lambda pid: (-scores[pid], pid))
+    hits = []
+    for point_id in ordered:
+        hit = _hit(points[point_id])
+        hit.score = round(scores[point_id], 6)
+        hits.append(hit)
+    return hits
 
 
 def _hit(point) -> Hit:
     payload = dict(point.payload)
     payload.pop("_hash", None)
+    has_thumbnail = payload.pop("_thumbnail", None) is not None
     source = payload.pop("_source", None) or {}
     caption = payload.pop("caption", None)
-    return Hit(point.id, point.score, caption, payload, source)
+    return Hit(point.id, point.score, caption, payload, source, has_thumbnail)

@@ -194,7 +194,7 @@ class _Reader:
             tally, rows = read_batch(self.source, source_batch, self.model, self.options)
             changed = ray.get(self.gate.admit.remote(tally, rows))
             size = source_batch.batch.num_rows if source_batch.batch is not None else 0
-            jobs.append({"job": pickle.dumps(Job(0, changed, size))})
+            jobs.append({"job": pickle.dumps(Job(0, changed, size, self.options.thumbnails))})
         return jobs
 
 
@@ -210,7 +210,7 @@ class _Decoder:
         job = pickle.loads(item["job"])
         rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels)
         arrays = [np.asarray(image, dtype=np.uint8) for image in images]
-        return {"job": pickle.dumps((Job(job.seq, rows, job.source_rows), arrays, rejected))}
+        return {"job": pickle.dumps((Job(job.seq, rows, job.source_rows, job.thumbnail), arrays, rejected))}
 
 
 def _portable(options):

@@ -23,7 +23,7 @@ IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path"
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
 ID_NAMES = ("id", "key", "uid", "uuid")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated")  # keys mmindex writes into every payload
+RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated", "_thumbnail")  # keys mmindex writes into every payload
 
 
 @dataclass(frozen=True)

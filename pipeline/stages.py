@@ -20,7 +20,7 @@ import numpy as np
 
 from connectors.base import PointRecord
 from pipeline.encoder import Encoder
-from pipeline.images import RejectedImage, decode_image
+from pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 
 HASH_KEY = "_hash"
 _DONE = object()
@@ -33,6 +33,7 @@ class Job:
     seq: int
     rows: list  # of ingestion.SourceRow
     source_rows: int = 0  # rows of the source batch, for progress
+    thumbnail: int = 0  # > 0: store a thumbnail of this size (px) in each row's payload
 
 
 @dataclass
@@ -77,10 +78,14 @@ def decode_rows(job: Job, target_size: int | None, max_pixels: int):
     rows, images, rejected = [], [], []
     for row in job.rows:
         try:
-            images.append(decode_image(row.image.data, target_size, max_pixels))
-            rows.append(row)
+            image = decode_image(row.image.data, target_size, max_pixels)
         except RejectedImage as error:
             rejected.append((row, error.message))
+            continue
+        if job.thumbnail:
+            row.payload[THUMBNAIL_KEY] = thumbnail(image, job.thumbnail)
+        images.append(image)
+        rows.append(row)
     return rows, images, rejected
 
 
