@@ -115,6 +115,10 @@ def _condition(tokens, position, field_types, expression):
 
     position_ref = [position]
     _, key = expect(("word",), "a field name")
+    known = set(field_types) | {"caption"}
+    if field_types and "." not in key and "[" not in key and key not in known:
+        # A typo would otherwise match nothing, silently. Nested keys (a.b) are the caller's to get right.
+        raise FilterError(f"unknown field {key!r} in: {expression} (fields: {', '.join(sorted(known))})")
     kind, op = expect(("op", "word"), f"an operator (= != < <= > >= in) after {key!r}")
     if kind == "word":
         negate = op.lower() == "not"

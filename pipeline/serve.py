@@ -185,10 +185,6 @@ def create_app(settings: ServeSettings, service: Service | None = None):
     app = FastAPI(title="mmindex", version=_version(),
                   description="Cross-modal search (text ↔ image) over Qdrant collections built by mmindex, and "
                               "an embedding endpoint for other stacks.")
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
-
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -210,6 +206,11 @@ def create_app(settings: ServeSettings, service: Service | None = None):
         requests_total.labels(route, str(response.status_code)).inc()
         latency.labels(route).observe(time.perf_counter() - started)
         return response
+
+    if settings.cors_origins:
+        # Added last, so it wraps the guard: preflights are answered, and errors carry CORS headers too.
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -343,6 +344,8 @@ def create_app(settings: ServeSettings, service: Service | None = None):
 
     @app.post("/search", response_model=SearchAnswer, responses=errors, summary="Search with text or an image")
     async def search_route(body: SearchBody):
+        if sum([bool(body.text and body.text.strip()), body.image is not None, body.like is not None]) != 1:
+            raise ApiError(400, "bad_request", "give exactly one of text, image or like")
         image = await asyncio.to_thread(decode_base64_image, body.image) if body.image is not None else None
         return await run_search(body.text, image, body.target, body.filter, body.limit, body.offset,
                                 body.score_threshold, body.collection, body.like)

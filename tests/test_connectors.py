@@ -17,7 +17,7 @@ from pipeline.errors import CollectionMismatchError, FilterError, StoreError
 from pipeline.query import parse_where
 
 DIM = 8
-SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime"})
+SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime", "tags": "keyword"})
 
 
 @pytest.fixture(params=[
