@@ -1,0 +1,108 @@
+"""Benchmark: the HTTP service under load, text search on loopback.
+
+Starts `mmindex serve` on the embedded store with the bundled demo model (after ingesting a
+sample), then drives POST /search with 1 and 16 concurrent clients for a fixed time each
+and reports requests/s and p50/p99 latency side by side, plus how many queries the
+micro-batcher put in each forward pass.
+
+    python bench/serve_load.py [--rows 2000] [--seconds 15] [--clients 1,16]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+import httpx
+from common import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from serving import start  # noqa: E402
+
+QUERIES = [f"a {c} {s}" for c in ("red", "blue", "green", "yellow", "purple", "orange", "black", "white")
+           for s in ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "hexagon")]
+
+
+async def drive(url: str, clients: int, seconds: float) -> tuple[int, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, timeout=30) as session:
+            i = index
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await session.post("/search", json={"text": QUERIES[i % len(QUERIES)], "limit": 10})
+                latencies.append(time.perf_counter() - started)
+                errors += response.status_code != 200
+                i += clients
+
+    await asyncio.gather(*[client(i) for i in range(clients)])
+    return len(latencies), latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def batch_sizes(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    total = float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("mmindex_encode_batch_size_sum")))
+    count = float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("mmindex_encode_batch_size_count")))
+    return total, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--clients", default="1,16")
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from click.testing import CliRunner
+
+    from pipeline.cli import main as cli
+    from pipeline.sample import write_sample
+
+    work = Path(tempfile.mkdtemp())
+    try:
+        write_sample(work / "data", rows=args.rows, seed=5, files=2)
+        model = str(ROOT / "demo" / "shapes-clip")
+        result = CliRunner().invoke(cli, ["ingest", str(work / "data"), "-c", "bench", "--data-dir", str(work / "store"),
+                                          "--model", model, "-q"])
+        assert result.exit_code == 0, result.output
+        served = start(work / "store", "bench", model, log=work / "serve.log")
+        try:
+            print(f"machine: {machine()}; {args.rows:,} points, demo model, embedded store, {args.seconds:.0f} s per level")
+            asyncio.run(drive(served.url, 4, 2))  # warm up
+            rates = {}
+            for clients in (int(c) for c in args.clients.split(",")):
+                before = batch_sizes(served.url)
+                count, latencies, errors = asyncio.run(drive(served.url, clients, args.seconds))
+                after = batch_sizes(served.url)
+                per_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                rates[clients] = count / args.seconds
+                print(f"{clients:>3} client(s)  {rates[clients]:8.1f} req/s   p50 {percentile(latencies, 0.5):7.2f} ms   "
+                      f"p99 {percentile(latencies, 0.99):7.2f} ms   errors {errors}   queries per forward pass "
+                      f"{per_batch:.1f}")
+            levels = sorted(rates)
+            if len(levels) > 1:
+                print(f"throughput ratio {levels[-1]} vs {levels[0]} clients: {rates[levels[-1]] / rates[levels[0]]:.2f}x")
+        finally:
+            served.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
