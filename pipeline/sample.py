@@ -90,7 +90,16 @@ def _background(rng: random.Random, name: str, width: int, height: int) -> Image
         shade = tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in fill)
         return Image.new("RGB", (width, height), shade)
     if name == "noisy":
-        noise = Image.effect_noise((width, height), 40).convert("RGB")
+        # Gaussian noise (sigma 40 around mid-grey, as Image.effect_noise makes), but from a seed derived
+        # from this generator's state without drawing from it: effect_noise's own C generator is not
+        # seeded, which made samples differ from run to run.
+        import zlib
+
+        import numpy as np
+
+        noise_seed = zlib.crc32(repr(rng.getstate()[1][:8]).encode())
+        values = np.random.default_rng(noise_seed).normal(128, 40, (height, width))
+        noise = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8)).convert("RGB")
         return Image.blend(noise, Image.new("RGB", (width, height), (150, 140, 130)), 0.5)
     image = Image.new("RGB", (width, height), (200, 200, 200))
     draw = ImageDraw.Draw(image)
