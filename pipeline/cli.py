@@ -126,6 +126,7 @@ def main(ctx, config_path):
       mmindex query "a blue triangle" --collection shapes --where "year >= 2020"
       mmindex query --image data/images/shape-0000003.jpg -c shapes --target text
       mmindex eval data --model demo/shapes-clip
+      mmindex serve -c shapes --image-root data        # a search page on http://127.0.0.1:8080/
 
     The embedded store (Qdrant Edge, no server) lives under --data-dir; pass --url (or set
     QDRANT_URL) to use a Qdrant server instead.

@@ -227,25 +227,17 @@ def create_app(settings: ServeSettings, service: Service | None = None):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
-    @app.exception_handler(FilterError)
-    async def bad_filter(request, exc: FilterError):
-        return error(400, "bad_filter", str(exc))
+    # The project's errors, most specific first: (status, stable code).
+    project_errors = [(FilterError, 400, "bad_filter"), (CollectionMismatchError, 409, "model_mismatch"),
+                      (InputError, 400, "bad_request"), (StoreError, 503, "store_unavailable"),
+                      (MmindexError, 400, "bad_request")]
 
-    @app.exception_handler(CollectionMismatchError)
-    async def mismatch(request, exc: CollectionMismatchError):
-        return error(409, "model_mismatch", str(exc))
+    async def project_error(request, exc: MmindexError):
+        status, code = next((s, c) for kind, s, c in project_errors if isinstance(exc, kind))
+        return error(status, code, str(exc))
 
-    @app.exception_handler(InputError)
-    async def bad_input(request, exc: InputError):
-        return error(400, "bad_request", str(exc))
-
-    @app.exception_handler(StoreError)
-    async def store_error(request, exc: StoreError):
-        return error(503, "store_unavailable", str(exc))
-
-    @app.exception_handler(MmindexError)
-    async def other(request, exc: MmindexError):
-        return error(400, "bad_request", str(exc))
+    for kind, _, _ in project_errors:
+        app.add_exception_handler(kind, project_error)
 
     class SearchBody(BaseModel):
         text: str | None = Field(None, max_length=10_000, description="Query text (or give image).")

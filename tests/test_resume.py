@@ -68,8 +68,10 @@ class Run:
         raise AssertionError(f"condition not reached in {timeout}s; stderr: {self.stderr[-2000:]!r}")
 
     def finish(self, timeout=180) -> tuple[int, str]:
-        out, _ = self.process.communicate(timeout=timeout)
-        self.reader.join(timeout=5)
+        # Not communicate(): it would read stderr too, racing the reader thread for its chunks.
+        out = self.process.stdout.read()
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
         return self.process.returncode, out.decode()
 
 
