@@ -122,12 +122,20 @@ class Service:
         self.images = Batcher(self.encoder.encode_images, settings.batch_window_ms, settings.max_batch)
 
     def store(self, name: str, must_exist: bool = True):
-        with self.store_lock:
-            if name not in self.stores:
-                from dataclasses import replace
+        """The open store of collection ``name``; only existing collections are kept open (and cached)."""
+        from dataclasses import replace
 
-                self.stores[name] = replace(self.settings.store, collection=name).open()
-            store = self.stores[name]
+        with self.store_lock:
+            store = self.stores.get(name)
+            if store is None:
+                try:
+                    store = replace(self.settings.store, collection=name).open()
+                except StoreError as error:  # e.g. a name no collection can have
+                    raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist ({error})") from None
+                if must_exist and store.spec() is None:
+                    store.close()
+                    raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
+                self.stores[name] = store
         if must_exist and store.spec() is None:
             raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
         return store
@@ -182,7 +190,14 @@ def create_app(settings: ServeSettings, service: Service | None = None):
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry)
     service.texts.observe = service.images.observe = batch_sizes.observe
 
-    app = FastAPI(title="mmindex", version=_version(),
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.close()  # stop the batchers, flush and close the stores
+
+    app = FastAPI(title="mmindex", version=_version(), lifespan=lifespan,
                   description="Cross-modal search (text ↔ image) over Qdrant collections built by mmindex, and "
                               "an embedding endpoint for other stacks.")
     def error(status: int, code: str, message: str) -> JSONResponse:
@@ -418,10 +433,6 @@ def create_app(settings: ServeSettings, service: Service | None = None):
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         return HTMLResponse((Path(__file__).parent / "web" / "index.html").read_text())
-
-    @app.on_event("shutdown")
-    def shutdown():
-        service.close()
 
     app.state.service = service
     return app

@@ -128,6 +128,7 @@ def test_collection_health_metrics_openapi_page_and_thumbnails(site):
     ("post", "/search", {"like": "not-an-id"}, 404, "not_found"),
     ("post", "/embed", {}, 400, "bad_request"),
     ("get", "/collections/nope", None, 404, "unknown_collection"),
+    ("post", "/search", {"text": "x", "collection": "../etc"}, 404, "unknown_collection"),
     ("get", "/thumbnails/..%2F..%2Fetc%2Fpasswd", None, 404, "not_found"),
     ("get", "/thumbnails/00000000-0000-0000-0000-000000000000", None, 404, "not_found"),
     ("get", "/nowhere", None, 404, "not_found"),
