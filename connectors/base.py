@@ -70,11 +70,6 @@ class CollectionOptions:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "CollectionOptions":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
 
 @dataclass
 class PointRecord:

@@ -52,6 +52,7 @@ class QdrantEdgeStore:
         self.folder = Path(data_dir) / collection
         self.min_free_bytes = min_free_bytes
         self.options = options or CollectionOptions()
+        self._layout_options: dict[str, Any] | None = None  # of the collection on disk, once known
         self._shard = None
         self._indexed: dict[str, str] = {}
 
@@ -174,7 +175,7 @@ class QdrantEdgeStore:
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         qe = _edge()
-        quantized = bool((self._read_metadata() or {}).get("options", {}).get("quantization"))
+        quantized = bool(self._layout().get("quantization"))
         query = qe.QueryRequest(
             limit=request.limit,
             offset=request.offset or None,
@@ -233,6 +234,15 @@ class QdrantEdgeStore:
                 ) from error
             raise StoreError(f"cannot open collection at {self.folder}: {error}") from error
         return self._shard
+
+    def _layout(self) -> dict[str, Any]:
+        """The collection's layout options, read once: they are fixed when the collection is created."""
+        if self._layout_options is None:
+            meta = self._read_metadata()
+            if meta is None:
+                return {}
+            self._layout_options = meta.get("options", {})
+        return self._layout_options
 
     def _read_metadata(self) -> dict[str, Any] | None:
         path = self.folder / METADATA_FILE

@@ -64,7 +64,7 @@ def classify(error: BaseException) -> tuple[str, str, float | None]:
     if isinstance(error, UnexpectedResponse):
         status = error.status_code
         hint = None
-        retry_after = (error.headers or {}).get("retry-after") if error.headers is not None else None
+        retry_after = error.headers.get("retry-after") if error.headers is not None else None
         if retry_after:
             try:
                 hint = float(retry_after)
@@ -122,6 +122,7 @@ class QdrantServerStore:
         self.collection = collection
         self.url = url
         self.options = options or CollectionOptions()
+        self._layout_options: dict[str, Any] | None = None  # of the collection on the server, once known
         self.retry = retry or RetryPolicy()
         self.parallel_writes = max(1, parallel_writes)
         self.bulk_load = bulk_load
@@ -248,7 +249,7 @@ class QdrantServerStore:
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         from qdrant_client import models
 
-        quantized = bool((self._metadata() or {}).get("options", {}).get("quantization"))
+        quantized = bool(self._layout().get("quantization"))
         params = models.SearchParams(
             hnsw_ef=request.hnsw_ef, exact=request.exact,
             # Quantized vectors find candidates; the original vectors rank them.
@@ -332,6 +333,15 @@ class QdrantServerStore:
         self.client.close()
 
     # -- internals -------------------------------------------------------------------
+    def _layout(self) -> dict[str, Any]:
+        """The collection's layout options, fetched once: they are fixed when the collection is created."""
+        if self._layout_options is None:
+            meta = self._metadata()
+            if meta is None:
+                return {}
+            self._layout_options = meta.get("options", {})
+        return self._layout_options
+
     def _metadata(self) -> dict[str, Any] | None:
         if not self.exists():
             return None

@@ -115,14 +115,17 @@ class Service:
         self.settings = settings
         self.stores: dict[str, Any] = {}
         self.store_lock = threading.Lock()
-        default = self.store(settings.store.collection, must_exist=False)
-        spec = default.spec()
+        _, spec = self.lookup(settings.store.collection)
         self.encoder = Encoder(settings.model or (spec.model if spec else DEFAULT_MODEL), device=settings.device)
         self.texts = Batcher(self.encoder.encode_texts, settings.batch_window_ms, settings.max_batch)
         self.images = Batcher(self.encoder.encode_images, settings.batch_window_ms, settings.max_batch)
 
-    def store(self, name: str, must_exist: bool = True):
-        """The open store of collection ``name``; only existing collections are kept open (and cached)."""
+    def lookup(self, name: str):
+        """The open store of collection ``name`` and its spec (None: no such collection).
+
+        Only existing collections (and the service's own) are kept open, so request bodies
+        naming arbitrary collections cannot grow the cache.
+        """
         from dataclasses import replace
 
         with self.store_lock:
@@ -132,17 +135,25 @@ class Service:
                     store = replace(self.settings.store, collection=name).open()
                 except StoreError as error:  # e.g. a name no collection can have
                     raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist ({error})") from None
-                if must_exist and store.spec() is None:
+                spec = store.spec()
+                if spec is None and name != self.settings.store.collection:
                     store.close()
                     raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
                 self.stores[name] = store
-        if must_exist and store.spec() is None:
+                return store, spec
+        return store, store.spec()
+
+    def store(self, name: str, must_exist: bool = True):
+        store, spec = self.lookup(name)
+        if must_exist and spec is None:
             raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
         return store
 
     def checked_store(self, name: str):
-        store = self.store(name)
-        spec = store.spec()
+        """The store of an existing collection built with this service's model."""
+        store, spec = self.lookup(name)
+        if spec is None:
+            raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
         if spec.model != self.encoder.name or spec.dim != self.encoder.dim:
             raise ApiError(409, "model_mismatch", f"collection {name!r} was built with model {spec.model!r}; this "
                                                   f"service encodes with {self.encoder.name!r}")
@@ -316,9 +327,6 @@ def create_app(settings: ServeSettings, service: Service | None = None):
                          like: str | None = None) -> dict:
         from pipeline.query import search
 
-        given = [text is not None and bool(text.strip()), image is not None, like is not None]
-        if sum(given) != 1:
-            raise ApiError(400, "bad_request", "give exactly one of text, image or like")
         name = collection or settings.store.collection
         store = service.checked_store(name)
         started = time.perf_counter()
@@ -329,7 +337,7 @@ def create_app(settings: ServeSettings, service: Service | None = None):
         hits = await asyncio.to_thread(search, store, vector, target, where, raw, limit, offset, score_threshold)
         done = time.perf_counter()
         search_seconds.observe(done - encoded)
-        with_thumbnails = {h.id for h in hits if _has_thumbnail(store, h, settings.image_root)}
+        with_thumbnails = {h.id for h in hits if _has_thumbnail(h, settings.image_root)}
         return {
             "collection": name, "target": target,
             "hits": [{**h.to_dict(), "thumbnail": f"/thumbnails/{h.id}?collection={name}"
@@ -458,7 +466,7 @@ def _authorised(request, key: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), key.encode())
 
 
-def _has_thumbnail(store, hit, image_root: str | None) -> bool:
+def _has_thumbnail(hit, image_root: str | None) -> bool:
     return hit.has_thumbnail or bool(image_root and (hit.source or {}).get("path"))
 
 
