@@ -388,23 +388,23 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     elif summary.read and summary.reject_rate > max_reject_rate:
         exit_code = 3
         problem = (f"{summary.rejected:,} of {summary.read:,} rows rejected ({summary.reject_rate:.1%}), more than "
-                   f"--max-reject-rate {max_reject_rate:.1%}" + (f"; see {rejects}" if rejects else ""))
+                   f"--max-reject-rate {max_reject_rate:.1%}"
+                   + (f"; see {summary.rejects_file}" if summary.rejects_file else ""))
     if not summary.adds_up():
         exit_code, problem = 1, "internal error: the run summary does not add up"
     if report:
         write_report(summary, report, {
             "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": _now(),
             "inputs": list(inputs), "store": settings.kind, "shard": shard_spec, "engine": engine,
-            "model": model_name, "rejects_file": rejects if summary.rejections else None,
+            "model": model_name,
             "max_reject_rate": max_reject_rate,
         })
     if as_json:
         data = summary.to_dict()
-        data.update({"exit_code": exit_code, "problem": problem,
-                     "rejects_file": rejects if summary.rejections else None})
+        data.update({"exit_code": exit_code, "problem": problem})
         click.echo(json.dumps(data, default=str))
     else:
-        _print_summary(summary, rejects)
+        _print_summary(summary)
     if problem:
         click.echo(f"Error: {problem}", err=True)
         sys.exit(exit_code)
@@ -429,7 +429,7 @@ def _image_root(root: str | None) -> str | None:
     return os.path.realpath(root)
 
 
-def _print_summary(summary, rejects: str | None = None) -> None:
+def _print_summary(summary) -> None:
     status = "" if summary.status == "ok" else f" [{summary.status.upper()}]"
     click.echo(
         f"collection {summary.collection}{status}: read {summary.read:,} rows from {summary.files} file(s) in "
@@ -453,8 +453,8 @@ def _print_summary(summary, rejects: str | None = None) -> None:
         click.echo(f"  rejected {rejection.file} row {rejection.row} [{rejection.stage}]: {rejection.reason}")
     if summary.rejected > 10:
         click.echo(f"  … and {summary.rejected - 10:,} more rejected rows")
-    if summary.rejections and rejects:
-        click.echo(f"  all rejected rows: {rejects}")
+    if summary.rejects_file:
+        click.echo(f"  all rejected rows: {summary.rejects_file}")
     for warning in summary.warnings[:5]:
         click.echo(f"  warning: {warning}")
     if len(summary.warnings) > 5:

@@ -90,6 +90,7 @@ class IngestSummary:
     oom_retries: int = 0
     seconds: float = 0.0
     error: str | None = None
+    rejects_file: str | None = None  # where this run's rejected rows were written, if anywhere
     skipped_files: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -105,6 +106,11 @@ class IngestSummary:
 
     def adds_up(self) -> bool:
         return self.read == self.upserted + self.unchanged + self.rejected + self.not_processed
+
+    def stopped_early(self, status: str, error: str | None = None) -> None:
+        """Mark a run that ended before all it read was written: what is left over was not processed."""
+        self.status, self.error = status, error
+        self.not_processed = max(0, self.read - self.upserted - self.unchanged - self.rejected)
 
     def rejections_by_stage(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -166,9 +172,7 @@ def ingest(
     try:
         _ingest(source, store, encoder, options, summary, on_progress, on_stage)
     except BaseException as error:
-        summary.status = "failed"
-        summary.error = str(error) or type(error).__name__
-        summary.not_processed = max(0, summary.read - summary.upserted - summary.unchanged - summary.rejected)
+        summary.stopped_early("failed", str(error) or type(error).__name__)
         summary.seconds = time.perf_counter() - started
         _write_rejects_of(summary, options)
         error.summary = summary  # type: ignore[attr-defined]
@@ -494,12 +498,8 @@ REJECTS_SCHEMA = pa.schema([
 
 def write_rejects(rejections: Sequence[Rejection], path: str) -> None:
     """Write the rejected rows (file, row, id, stage, reason) to Parquet, atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     table = pa.Table.from_pylist([asdict(r) for r in rejections], schema=REJECTS_SCHEMA)
-    partial = f"{path}.partial"
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    _write_atomically(path, lambda partial: pq.write_table(table, partial))
 
 
 def _write_rejects_of(summary: IngestSummary, options: IngestOptions) -> None:
@@ -510,21 +510,29 @@ def _write_rejects_of(summary: IngestSummary, options: IngestOptions) -> None:
     try:
         if summary.rejections:
             write_rejects(summary.rejections, path)
+            summary.rejects_file = path
         elif os.path.exists(path):
             os.remove(path)
     except OSError as error:
         summary.warnings.append(f"cannot write the rejects file {path}: {error}")
-        options.rejects_path = None
 
 
 def write_report(summary: IngestSummary, path: str, extra: dict[str, Any] | None = None) -> None:
     """The run summary as JSON (for schedulers and dashboards), written atomically."""
     data = {**summary.to_dict(), **(extra or {})}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+
+    def dump(partial: str) -> None:
+        with open(partial, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+
+    _write_atomically(path, dump)
+
+
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write`` a sibling file, then rename it over ``path``: readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.partial"
-    with open(partial, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
+    write(partial)
     os.replace(partial, path)
 
 

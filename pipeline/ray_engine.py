@@ -60,11 +60,10 @@ class StoreGate:
 
     def finish(self, optimize: bool, interrupted: bool, error: str | None = None):
         summary = self.summary
-        summary.not_processed = max(0, summary.read - summary.upserted - summary.unchanged - summary.rejected)
         if error is not None:
-            summary.status, summary.error = "failed", error
+            summary.stopped_early("failed", error)
         elif interrupted:
-            summary.status = "interrupted"
+            summary.stopped_early("interrupted")
         try:
             self.store.finish(optimize=optimize and summary.status == "ok")
         finally:

@@ -54,7 +54,6 @@ def clean_caption(value: Any) -> tuple[str | None, bool]:
     """
     if value is None:
         return None, False
-    cleaned = False
     if isinstance(value, (bytes, bytearray, memoryview)):
         text = bytes(value).decode("utf-8", "replace")
     elif isinstance(value, str):
