@@ -49,6 +49,11 @@ class StoreGate:
                                      files=len(source.files), notes=list(source.mapping.notes))
         self.run = _Run(self.store, self.summary, options, None, None)
 
+    def describe(self) -> tuple[str, int | None, int]:
+        """The model's name, image side and weight bytes, for the driver to plan the other stages."""
+        weights = sum(p.numel() * p.element_size() for p in self.encoder.model.parameters())
+        return self.encoder.name, self.encoder.image_size, weights
+
     def admit(self, tally, rows) -> list:
         from pipeline.ingestion import _flag_truncated
 
@@ -92,7 +97,7 @@ class EmbedActor:
                             self.encoder.preprocess(images) if images else None,
                             self.encoder.preprocess([rows[i].caption for i in captioned]) if captioned else None,
                             captioned, rejected, job.source_rows)
-        return {"job": pickle.dumps(embed(prepared, self.encoder))}
+        return {"job": pickle.dumps(embed(prepared, self.encoder)), "source_rows": job.source_rows}
 
 
 def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions | None = None,
@@ -103,7 +108,6 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from pipeline.encoder import Encoder
     from pipeline.ingestion import _write_rejects_of
 
     import logging
@@ -116,23 +120,20 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
         ray.init(address=ray_options.address, num_cpus=ray_options.num_cpus if not ray_options.address else None,
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
                  ignore_reinit_error=True)
-    probe = Encoder(model, device="cpu")  # size and image side, for the decode tasks
-    image_size, name = probe.image_size, probe.name
+    # The writer loads the model on its CPU (it needs the tokenizer); it also tells the driver what it is.
+    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options))
+    try:
+        name, image_size, weights = ray.get(gate.describe.remote())
+    except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
+        raise MmindexError(f"the Ray run cannot start its store writer: {_reason(error)}") from error
     # What one embedding actor holds: the weights, activations and a batch in flight (a scheduling hint).
-    actor_memory = max(256 * 2**20, 3 * sum(p.numel() * p.element_size() for p in probe.model.parameters()))
-    del probe
+    actor_memory = max(256 * 2**20, 3 * weights)
     gpus = float(ray.cluster_resources().get("GPU", 0))
     gpus_per_actor = ray_options.gpus_per_actor if ray_options.gpus_per_actor is not None else (1.0 if gpus else 0.0)
     max_actors = ray_options.max_actors or max(1, int(gpus // gpus_per_actor) if gpus_per_actor else 1)
     device = ray_options.device if ray_options.device != "auto" else ("cuda" if gpus_per_actor else "cpu")
 
-    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, name, _portable(options))
-    try:
-        ray.get(gate.__ray_ready__.remote())
-    except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
-        raise MmindexError(f"the Ray run cannot start its store writer: {_reason(error)}") from error
     units = source.my_units()
-    summary = None
     error_text = None
     stopped = False
     try:
@@ -150,10 +151,9 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                      concurrency=(1, max_actors), num_gpus=gpus_per_actor, num_cpus=1, memory=actor_memory)
             )
             for item in dataset.iter_rows():
-                embedded = item["job"]
-                ray.get(gate.write.remote(embedded))
+                ray.get(gate.write.remote(item["job"]))
                 if on_progress:
-                    on_progress(pickle.loads(embedded).source_rows)
+                    on_progress(item["source_rows"])
                 if options.stop is not None and options.stop.is_set():
                     stopped = True
                     break
