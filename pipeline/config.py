@@ -101,8 +101,10 @@ def find_config(given: str | None) -> str | None:
 def default_map(config: dict[str, Any], commands: dict[str, Any], path: str = "config") -> dict[str, dict[str, Any]]:
     """Click ``default_map`` from a config: ``{command: {param: value}}``, unknown keys refused.
 
-    ``commands`` maps command names to click commands (groups map to their own commands).
+    ``commands`` maps command names to click commands. Arguments (INPUTS) are not settings.
     """
+    settable = {name: {p.name for p in getattr(command, "params", []) if getattr(p, "nargs", 1) != -1}
+                for name, command in commands.items()}
     shared: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
     for key, value in config.items():
@@ -116,21 +118,17 @@ def default_map(config: dict[str, Any], commands: dict[str, Any], path: str = "c
                                  f"{', '.join(sorted([*SHARED_SECTIONS, *commands]))})")
         else:
             shared[_name(key)] = value
-    known_anywhere = {p.name for command in commands.values() for p in getattr(command, "params", [])}
-    unknown_shared = sorted(set(shared) - known_anywhere)
+    unknown_shared = sorted(set(shared) - set().union(*settable.values()))
     if unknown_shared:
         raise InputError(f"{path}: unknown setting(s) {', '.join(unknown_shared)}")
     result: dict[str, dict[str, Any]] = {}
-    for name, command in commands.items():
-        params = {p.name for p in getattr(command, "params", []) if not getattr(p, "nargs", 1) == -1}
+    for name, params in settable.items():
         section = sections.get(name, {})
         unknown = sorted(set(section) - params)
         if unknown:
             raise InputError(f"{path}: [{name}] has no setting(s) {', '.join(unknown)} "
                              f"(settings: {', '.join(sorted(params))})")
-        values = {k: v for k, v in shared.items() if k in params}
-        values.update(section)
-        result[name] = values
+        result[name] = {**{k: v for k, v in shared.items() if k in params}, **section}
     return result
 
 
