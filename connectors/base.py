@@ -158,6 +158,26 @@ class CollectionInfo:
         }
 
 
+class LayoutOnce:
+    """For stores: a collection's layout options, read once from its metadata (``_metadata()``).
+
+    The layout is fixed when a collection is created, so searches need not read it again.
+    """
+
+    _layout_options: dict[str, Any] | None = None
+
+    def _metadata(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _layout(self) -> dict[str, Any]:
+        if self._layout_options is None:
+            meta = self._metadata()
+            if meta is None:
+                return {}
+            self._layout_options = meta.get("options", {})
+        return self._layout_options
+
+
 @runtime_checkable
 class Store(Protocol):
     """A vector store bound to one collection."""

@@ -17,6 +17,7 @@ from connectors.base import (
     CollectionInfo,
     CollectionOptions,
     CollectionSpec,
+    LayoutOnce,
     PointRecord,
     ScoredPoint,
     SearchRequest,
@@ -39,7 +40,7 @@ def _edge():
     return qdrant_edge
 
 
-class QdrantEdgeStore:
+class QdrantEdgeStore(LayoutOnce):
     """A collection stored as a Qdrant Edge shard on local disk."""
 
     kind = "qdrant-edge"
@@ -52,7 +53,6 @@ class QdrantEdgeStore:
         self.folder = Path(data_dir) / collection
         self.min_free_bytes = min_free_bytes
         self.options = options or CollectionOptions()
-        self._layout_options: dict[str, Any] | None = None  # of the collection on disk, once known
         self._shard = None
         self._indexed: dict[str, str] = {}
 
@@ -61,7 +61,7 @@ class QdrantEdgeStore:
         return (self.folder / METADATA_FILE).is_file()
 
     def spec(self) -> CollectionSpec | None:
-        meta = self._read_metadata()
+        meta = self._metadata()
         if meta is None:
             return None
         return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}))
@@ -115,7 +115,7 @@ class QdrantEdgeStore:
         qe = _edge()
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
         self._update(qe.UpdateOperation.create_field_index(field_name, schema))
-        meta = self._read_metadata() or {}
+        meta = self._metadata() or {}
         indexed = {**meta.get("indexed_fields", {}), field_name: kind}
         self._write_metadata(meta["model"], meta["dim"], meta.get("payload_types", {}), indexed)
 
@@ -199,7 +199,7 @@ class QdrantEdgeStore:
         return self._engine("count", self._open().count, qe.CountRequest(exact=True, filter=edge_filter(filter)))
 
     def info(self) -> CollectionInfo:
-        meta = self._read_metadata()
+        meta = self._metadata()
         if meta is None:
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
         shard_info = self._open().info()
@@ -235,16 +235,7 @@ class QdrantEdgeStore:
             raise StoreError(f"cannot open collection at {self.folder}: {error}") from error
         return self._shard
 
-    def _layout(self) -> dict[str, Any]:
-        """The collection's layout options, read once: they are fixed when the collection is created."""
-        if self._layout_options is None:
-            meta = self._read_metadata()
-            if meta is None:
-                return {}
-            self._layout_options = meta.get("options", {})
-        return self._layout_options
-
-    def _read_metadata(self) -> dict[str, Any] | None:
+    def _metadata(self) -> dict[str, Any] | None:
         path = self.folder / METADATA_FILE
         if not path.is_file():
             return None
@@ -252,7 +243,7 @@ class QdrantEdgeStore:
 
     def _write_metadata(self, model: str, dim: int, payload_types: dict[str, str], indexed: dict | None = None,
                         options: dict | None = None) -> None:
-        old = self._read_metadata() or {}
+        old = self._metadata() or {}
         meta = {
             "format": 1,
             "model": model,

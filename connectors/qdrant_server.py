@@ -22,6 +22,7 @@ from connectors.base import (
     CollectionInfo,
     CollectionOptions,
     CollectionSpec,
+    LayoutOnce,
     PointRecord,
     ScoredPoint,
     SearchRequest,
@@ -98,7 +99,7 @@ def classify(error: BaseException) -> tuple[str, str, float | None]:
     return "fatal", str(error), None
 
 
-class QdrantServerStore:
+class QdrantServerStore(LayoutOnce):
     """A collection on a Qdrant server, reached with qdrant-client."""
 
     kind = "qdrant-server"
@@ -122,7 +123,6 @@ class QdrantServerStore:
         self.collection = collection
         self.url = url
         self.options = options or CollectionOptions()
-        self._layout_options: dict[str, Any] | None = None  # of the collection on the server, once known
         self.retry = retry or RetryPolicy()
         self.parallel_writes = max(1, parallel_writes)
         self.bulk_load = bulk_load
@@ -333,15 +333,6 @@ class QdrantServerStore:
         self.client.close()
 
     # -- internals -------------------------------------------------------------------
-    def _layout(self) -> dict[str, Any]:
-        """The collection's layout options, fetched once: they are fixed when the collection is created."""
-        if self._layout_options is None:
-            meta = self._metadata()
-            if meta is None:
-                return {}
-            self._layout_options = meta.get("options", {})
-        return self._layout_options
-
     def _metadata(self) -> dict[str, Any] | None:
         if not self.exists():
             return None
