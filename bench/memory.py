@@ -23,9 +23,9 @@ from common import machine, model, peak_rss_mb, sample_data, timed
 def child(rows: int, files: int, null_store: bool) -> None:
     from common import NullStore
 
-    from connectors.qdrant_edge import QdrantEdgeStore
-    from pipeline.encoder import Encoder
-    from pipeline.ingestion import IngestOptions, ingest
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.pipeline.encoder import Encoder
+    from mmindex.pipeline.ingestion import IngestOptions, ingest
 
     folder = sample_data(rows, width=128, height=96, files=files, seed=5)
     encoder = Encoder(str(model("tiny")), device="cpu", batch_size=256)

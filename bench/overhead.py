@@ -16,12 +16,12 @@ import tempfile
 import common  # noqa: F401  (sets up the path)
 from common import ingest_rate, machine, model, sample_data, timed
 
-from connectors.base import PointRecord
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline.encoder import Encoder
-from pipeline.images import decode_image
+from mmindex.connectors.base import PointRecord
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.images import decode_image
 
-from pipeline.source import open_source
+from mmindex.pipeline.source import open_source
 
 
 def encoder_only(encoder, rows, batch_size):
@@ -45,7 +45,7 @@ def naive_loop(encoder, folder, limit):
     data_dir = tempfile.mkdtemp()
     try:
         store = QdrantEdgeStore("naive", data_dir=data_dir)
-        from connectors.base import CollectionSpec
+        from mmindex.connectors.base import CollectionSpec
 
         store.ensure_collection(CollectionSpec(encoder.name, encoder.dim))
         rows = _rows(folder, encoder)[:limit]
@@ -64,8 +64,8 @@ def naive_loop(encoder, folder, limit):
 
 
 def _rows(folder, encoder):
-    from pipeline.evaluate import collect_rows
-    from pipeline.ingestion import IngestSummary
+    from mmindex.pipeline.evaluate import collect_rows
+    from mmindex.pipeline.ingestion import IngestSummary
 
     return collect_rows(open_source([str(folder)]), encoder.name, IngestSummary("bench"))
 

@@ -20,9 +20,9 @@ import numpy as np
 import common  # noqa: F401
 from common import machine, peak_rss_mb, timed
 
-from connectors.base import CollectionSpec, PointRecord, SearchRequest
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline.records import point_id_from_key
+from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.records import point_id_from_key
 
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "cyan"]
 

@@ -71,8 +71,8 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from click.testing import CliRunner
 
-    from pipeline.cli import main as cli
-    from pipeline.sample import write_sample
+    from mmindex.pipeline.cli import main as cli
+    from mmindex.pipeline.sample import write_sample
 
     work = Path(tempfile.mkdtemp())
     try:

@@ -1,9 +1,9 @@
-"""Vector stores behind one small interface (see ``connectors.base.Store``)."""
+"""Vector stores behind one small interface (see ``mmindex.connectors.base.Store``); imported as ``mmindex.connectors``."""
 from __future__ import annotations
 
 import os
 
-from connectors.base import (
+from mmindex.connectors.base import (
     CollectionInfo,
     CollectionOptions,
     CollectionSpec,
@@ -40,13 +40,13 @@ def open_store(
     on a server); ``ca_cert`` is a PEM file of a private CA for https:// and gRPC over TLS.
     """
     if url:
-        from connectors.qdrant_server import QdrantServerStore, RetryPolicy
+        from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
 
         return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
                                  parallel_writes=parallel_writes, bulk_load=bulk_load, timeout=timeout,
                                  retry=RetryPolicy(retries=retries, wait=retry_wait), options=options,
                                  ca_cert=ca_cert)
-    from connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 
     return QdrantEdgeStore(collection, data_dir=data_dir, options=options)
 

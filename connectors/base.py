@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
-from pipeline.errors import CollectionMismatchError
+from mmindex.pipeline.errors import CollectionMismatchError
 
 VECTOR_NAMES = ("image", "text")
 # Payload index kinds, named as Qdrant names its payload schema types.

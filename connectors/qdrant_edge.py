@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from connectors.base import (
+from mmindex.connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
     CollectionOptions,
@@ -24,7 +24,7 @@ from connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
-from pipeline.errors import FilterError, StoreError
+from mmindex.pipeline.errors import FilterError, StoreError
 
 METADATA_FILE = "collection.json"
 SHARD_DIR = "shard"

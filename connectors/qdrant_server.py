@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from connectors.base import (
+from mmindex.connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
     CollectionOptions,
@@ -29,7 +29,7 @@ from connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
-from pipeline.errors import FilterError, StoreError
+from mmindex.pipeline.errors import FilterError, StoreError
 
 METADATA_KEY = "mmindex"
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}

@@ -12,8 +12,11 @@ from typing import Any
 
 import click
 
-from connectors import DEFAULT_DATA_DIR
-from pipeline.errors import MmindexError
+from mmindex import __version__
+from mmindex.connectors import DEFAULT_DATA_DIR
+from mmindex.pipeline.cli_format import SectionedCommand, field_order, fields_line, short, terminal_width
+from mmindex.pipeline.errors import MmindexError
+from mmindex.pipeline.progress import DEFAULT_INTERVAL, open_progress
 
 EXIT_ERROR = 1
 
@@ -44,7 +47,7 @@ def store_options(function=None, *, collection_required: bool = True, layout: bo
     """
     if function is None:
         return lambda f: store_options(f, collection_required=collection_required, layout=layout)
-    from pipeline.config import StoreSettings
+    from mmindex.pipeline.config import StoreSettings
 
     decorators = [
         click.option("--collection", "-c", default="default" if collection_required else None,
@@ -89,7 +92,7 @@ def store_options(function=None, *, collection_required: bool = True, layout: bo
 
     @wraps(function)
     def wrapper(*args, **kwargs):
-        from connectors.base import CollectionOptions
+        from mmindex.connectors.base import CollectionOptions
 
         settings = {name: kwargs.pop(name) for name in STORE_PARAMS}
         layout_values = {name: kwargs.pop(name) for name in LAYOUT_PARAMS if name in kwargs}
@@ -112,7 +115,7 @@ def _split(values: tuple[str, ...] | None) -> list[str] | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="mmindex")
+@click.version_option(__version__, prog_name="mmindex", message="%(prog)s, version %(version)s")
 @click.option("--config", "config_path", default=None, envvar="MMINDEX_CONFIG", type=click.Path(dir_okay=False),
               help="TOML file of settings (default: ./mmindex.toml if present). Env: MMINDEX_CONFIG.")
 @click.pass_context
@@ -135,7 +138,7 @@ def main(ctx, config_path):
     MMINDEX_BATCH_SIZE=128) or from a TOML file (--config, or ./mmindex.toml): flags win over
     the environment, which wins over the file. `mmindex config show` prints what applies.
     """
-    from pipeline.config import default_map, find_config, read_config
+    from mmindex.pipeline.config import default_map, find_config, read_config
 
     path = find_config(config_path)
     ctx.ensure_object(dict)["config_path"] = path
@@ -151,13 +154,55 @@ def _configurable() -> dict[str, click.Command]:
     return {name: command for name, command in main.commands.items() if not isinstance(command, click.Group)}
 
 
-@main.command()
+STORE_SECTION = ("Store (embedded, or a Qdrant server)",
+                 ["data_dir", "url", "api_key", "ca_cert", "timeout", "prefer_grpc", "retries", "retry_wait"])
+INGEST_SECTIONS = [
+    ("Input, model and collection", ["collection", "model", "image_col", "caption_col", "id_col", "payload_cols",
+                                     "index_fields", "image_root", "thumbnails", "data_dir", "url"]),
+    ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
+                     "max_reject_rate", "report"]),
+    ("Throughput", ["device", "devices", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
+                    "no_optimize", "shard_spec", "engine", "ray_address", "ray_actors", "ray_gpus_per_actor"]),
+    ("Output", ["as_json", "quiet", "progress_interval", "dry_run"]),
+    ("Server connection and collection layout (Qdrant server or cluster)",
+     ["api_key", "ca_cert", "timeout", "prefer_grpc", "retries", "retry_wait", "shard_number", "replication_factor",
+      "write_consistency_factor", "on_disk", "quantization", "hnsw_m", "hnsw_ef_construct"]),
+]
+
+
+def column_options(function):
+    """--image-col, --caption-col and --id-col, the same in every command that reads Parquet."""
+    for decorator in reversed([
+        click.option("--image-col", default=None,
+                     help="Image column (bytes, {bytes, path} struct, or path). Detected if unset."),
+        click.option("--caption-col", default=None, help="Caption column. Detected if unset (caption/text/txt…)."),
+        click.option("--id-col", default=None,
+                     help="Id column; point ids are UUIDv5 of it. Detected if unset (id/key)."),
+    ]):
+        function = decorator(function)
+    return function
+
+
+def device_option(purpose: str):
+    """--device, with what it runs on that device."""
+    return click.option("--device", default="auto", show_default=True,
+                        help=f"Where to {purpose}: cuda, cuda:1, mps, cpu, or auto (CUDA, then MPS, then CPU).")
+
+
+def progress_interval_option(function):
+    return click.option("--progress-interval", default=DEFAULT_INTERVAL, show_default=True, type=click.FloatRange(0),
+                        metavar="SECONDS",
+                        help="When stderr is not a terminal (cron, systemd, Kubernetes): write a progress line "
+                             "this often, instead of a redrawn bar.")(function)
+
+
+@main.command(cls=SectionedCommand, sections=INGEST_SECTIONS)
 @click.argument("inputs", nargs=-1, required=True)
 @store_options(layout=True)
 @click.option("--model", "-m", default=None,
               help="sentence-transformers CLIP model: a Hub id or a local folder. Default: the model the "
                    "collection was built with, else clip-ViT-B-32.")
-@click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, mps, cpu or auto.")
+@device_option("run the model")
 @click.option("--devices", default=None,
               help="Several devices, one model replica each, fed by one decode pool: e.g. cuda:0,cuda:1.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
@@ -170,9 +215,7 @@ def _configurable() -> dict[str, click.Command]:
               help="Server: upsert requests in flight at once.")
 @click.option("--bulk-load", is_flag=True,
               help="Server: defer HNSW index building during this load and restore it at the end.")
-@click.option("--image-col", default=None, help="Image column (bytes, {bytes, path} struct, or path). Detected if unset.")
-@click.option("--caption-col", default=None, help="Caption column. Detected if unset (caption/text/txt…).")
-@click.option("--id-col", default=None, help="Id column; point ids are UUIDv5 of it. Detected if unset (id/key).")
+@column_options
 @click.option("--payload-cols", multiple=True, help="Comma-separated payload columns (default: every other column).")
 @click.option("--index-fields", multiple=True,
               help="Comma-separated payload fields to index for fast filtering, as NAME or NAME:TYPE.")
@@ -215,12 +258,13 @@ def _configurable() -> dict[str, click.Command]:
 @click.option("--dry-run", is_flag=True,
               help="Check the options and print the resolved plan as JSON; read, load and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, progress lines or notes.")
+@progress_interval_option
 @friendly_errors
 def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
            max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
-           engine, ray_address, ray_actors, ray_gpus_per_actor, dry_run, as_json, quiet):
+           engine, ray_address, ray_actors, ray_gpus_per_actor, dry_run, as_json, quiet, progress_interval):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -232,6 +276,9 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     Every row read is counted once: upserted, unchanged, or rejected with a stage (read,
     decode) and a reason, kept in the rejects file. SIGTERM or Ctrl-C finishes the batches
     in flight, writes them, prints the summary and exits; a second one stops at once.
+
+    Progress goes to stderr: a bar in a terminal; in logs (cron, systemd, Kubernetes) a line
+    every --progress-interval seconds with rows, rows/s, rejects and ETA.
 
     \b
     Exit codes: 0 done; 1 error (the summary says what was written before it);
@@ -247,14 +294,10 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     import signal
     import threading
 
-    from tqdm import tqdm
-
-    from pipeline.encoder import DEFAULT_MODEL, Encoder
-    from pipeline.ingestion import IngestOptions, write_report
-    from pipeline.ingestion import ingest as run_ingest
-    from pipeline.source import open_source
-
-    from pipeline.source import parse_shard
+    from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder
+    from mmindex.pipeline.ingestion import IngestOptions, write_report
+    from mmindex.pipeline.ingestion import ingest as run_ingest
+    from mmindex.pipeline.source import open_source, parse_shard
 
     started_at = _now()
     settings = store
@@ -314,10 +357,10 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:
-            from pipeline.encoder import model_identity
+            from mmindex.pipeline.encoder import model_identity
 
             if model_identity(model) != existing.model:
-                from connectors.base import CollectionSpec
+                from mmindex.connectors.base import CollectionSpec
 
                 CollectionSpec(model_identity(model), -1).check_matches(existing, collection)
         total = source.count_rows(skip_bad_files)
@@ -343,16 +386,15 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
             rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
             skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop, thumbnails=thumbnails,
         )
-        with tqdm(total=total, unit="rows", disable=quiet, file=sys.stderr, dynamic_ncols=True,
-                  desc="ingest") as bar:
+        with open_progress("ingest", "rows", total, quiet=quiet, interval=progress_interval) as bar:
             def stage(message: str) -> None:
                 bar.refresh()
                 if not quiet:
-                    bar.write(f"{message} …", file=sys.stderr)
+                    bar.write(f"{message} …")
 
             try:
                 if engine == "ray":
-                    from pipeline.ray_engine import RayOptions, ingest_on_ray
+                    from mmindex.pipeline.ray_engine import RayOptions, ingest_on_ray
 
                     store.close()  # the Ray run's writer opens the store in its own process
                     summary = ingest_on_ray(source, settings, model, options, RayOptions(
@@ -461,50 +503,74 @@ def _print_summary(summary) -> None:
         click.echo(f"  … and {len(summary.warnings) - 5:,} more warnings (--report FILE keeps them)")
 
 
-@main.command()
-@click.argument("text", required=False)
-@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False), help="Query with this image file.")
+QUERY_SECTIONS = [
+    ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
+               "model", "device"]),
+    ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
+    STORE_SECTION,
+]
+
+
+@main.command(cls=SectionedCommand, sections=QUERY_SECTIONS)
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@click.option("--image", "image_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Query with this image file (repeatable: one query each).")
 @click.option("--target", "-t", type=click.Choice(["image", "text", "both"]), default=None,
               help="Which vectors to search: image (default), text (captions), or both (rankings fused by "
                    "reciprocal rank).")
 @store_options
 @click.option("--model", "-m", default=None,
               help="Model to encode the query. Default: the one the collection was built with.")
-@click.option("--device", default="auto", show_default=True)
+@device_option("encode the queries")
 @click.option("--where", "-w", default=None,
               help="Filter, e.g. \"year >= 2020 and color in ('red', 'blue') and shape != 'star'\".")
 @click.option("--filter-json", default=None, help="A raw Qdrant filter as JSON (ANDed with --where).")
-@click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 10_000),
+              help="Hits to return per query.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0),
+              help="Skip this many best hits first (for paging: --offset 10 --limit 10 is page 2).")
+@click.option("--fields", "fields", default=None, metavar="A,B,…",
+              help="Payload fields to show under each hit (default: the indexed fields, then the rest, cut to the "
+                   "terminal width).")
 @click.option("--score-threshold", default=None, type=float, help="Drop hits scoring below this (cosine).")
 @click.option("--exact", is_flag=True, help="Brute-force search instead of the HNSW index (slow; checks recall).")
 @click.option("--hnsw-ef", default=None, type=click.IntRange(1), help="HNSW search beam (larger: slower, more exact).")
 @click.option("--oversampling", default=2.0, show_default=True, type=click.FloatRange(1),
               help="Quantized collections: candidates per result rescored with the full vectors.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per hit, one per line, with the query it answers and its rank.")
 @friendly_errors
-def query(text, image_path, target, store, model, device, where, filter_json, limit, offset, score_threshold, exact,
-          hnsw_ef, oversampling, as_json):
+def query(texts, image_paths, target, store, model, device, where, filter_json, limit, offset, fields, score_threshold,
+          exact, hnsw_ef, oversampling, as_json):
     """Search a collection with TEXT or an --image, across modalities.
+
+    Several TEXTs (or --image options) run one query each, with the model loaded once;
+    each query's hits are printed under a header that names the query, the collection
+    and the filter.
 
     \b
     Examples:
       mmindex query "a dog running on a beach" -c photos --limit 5 --where "year >= 2020"
       mmindex query --image query.jpg -c photos                 # image → similar images
       mmindex query --image query.jpg -c photos --target text   # image → captions
+      mmindex query "a red circle" "a blue square" --fields color,shape,year
       mmindex query "a red circle" --target text --json         # text → captions, JSON lines
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
     """
-    from pipeline.encoder import Encoder
-    from pipeline.errors import InputError, StoreError
-    from pipeline.images import RejectedImage, decode_image
-    from pipeline.query import load_filter_json, search
+    from mmindex.pipeline.encoder import Encoder, model_display_name
+    from mmindex.pipeline.errors import InputError, StoreError
+    from mmindex.pipeline.images import RejectedImage, decode_image
+    from mmindex.pipeline.query import load_filter_json, search
 
-    if bool(text) == bool(image_path):
-        raise click.UsageError("give either TEXT or --image (one of them)")
+    if not texts and not image_paths:
+        raise click.UsageError("give a TEXT to search for, or --image FILE")
+    if any(not text.strip() for text in texts):
+        raise click.UsageError("a TEXT to search for is empty")
+    chosen = [name.strip() for name in fields.split(",") if name.strip()] if fields else None
     settings = store
     collection = settings.collection
     store = settings.open()
+    answers = []
     try:
         spec = store.spec()
         if spec is None:
@@ -513,39 +579,50 @@ def query(text, image_path, target, store, model, device, where, filter_json, li
                              + "; run `mmindex ingest` first")
         encoder = Encoder(model or spec.model, device=device)
         if model:
-            from connectors.base import CollectionSpec
+            from mmindex.connectors.base import CollectionSpec
 
             CollectionSpec(encoder.name, encoder.dim).check_matches(spec, collection)
-        if image_path:
+        raw_filter = load_filter_json(filter_json)
+        vectors = list(encoder.encode_texts(texts)) if texts else []
+        for image_path in image_paths:
             try:
                 with open(image_path, "rb") as handle:
                     image = decode_image(handle.read(), encoder.image_size)
             except RejectedImage as error:
                 raise InputError(f"{image_path}: {error.message}") from error
-            vector = encoder.encode_images([image])[0]
-        else:
-            vector = encoder.encode_texts([text])[0]
-        hits = search(store, vector, target=target or "image", where=where,
-                      filter_json=load_filter_json(filter_json), limit=limit, offset=offset,
-                      score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
+            vectors.append(encoder.encode_images([image])[0])
+        queries = [("text", text) for text in texts] + [("image", path) for path in image_paths]
+        for query_input, vector in zip(queries, vectors):
+            hits = search(store, vector, target=target or "image", where=where, filter_json=raw_filter, limit=limit,
+                          offset=offset, score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef,
+                          oversampling=oversampling)
+            answers.append((query_input, hits))
+        indexed = list(store.info().indexed_fields) if not as_json and not chosen else []
     finally:
         store.close()
     if as_json:
-        for hit in hits:
-            click.echo(json.dumps(hit.to_dict(), default=str))
+        for (kind, value), hits in answers:
+            for rank, hit in enumerate(hits, start=offset + 1):
+                click.echo(json.dumps({"query": {kind: value}, "rank": rank, **hit.to_dict()}, default=str,
+                                      ensure_ascii=False))
         return
-    if not hits:
-        click.echo("no hits")
-        return
-    for rank, hit in enumerate(hits, start=offset + 1):
-        fields = ", ".join(f"{k}={_short(v)}" for k, v in list(hit.payload.items())[:6])
-        click.echo(f"{rank:>3}. {hit.score:.4f}  {_short(hit.caption, 70)}")
-        click.echo(f"      point {hit.id}  {fields}")
-
-
-def _short(value: Any, width: int = 30) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    searched = {"image": "images", "text": "captions", "both": "images and captions"}[target or "image"]
+    width = terminal_width()
+    for number, ((kind, value), hits) in enumerate(answers):
+        if number:
+            click.echo()
+        label = repr(value) if kind == "text" else f"image {value}"
+        conditions = " and ".join(filter(None, [f"where {where}" if where else "",
+                                                "a raw filter" if raw_filter else ""]))
+        click.echo(f"{label} → {searched} of {collection!r} (model {model_display_name(encoder.name)})"
+                   + (f", {conditions}" if conditions else "")
+                   + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
+                   + (f" from rank {offset + 1}" if offset else ""))
+        for rank, hit in enumerate(hits, start=offset + 1):
+            names = field_order(list(hit.payload), indexed, chosen)
+            click.echo(f"{rank:>3}. {hit.score:.4f}  {short(hit.caption or '(no caption)', width - 14)}")
+            line = fields_line(hit.payload, names, width - 6, explicit=bool(chosen))
+            click.echo(f"      {line}" if line else f"      point {hit.id}")
 
 
 @main.command()
@@ -559,6 +636,8 @@ def info(store, as_json):
     Example:
       mmindex info --collection photos --json
     """
+    from mmindex.pipeline.encoder import model_display_name
+
     store = store.open()
     try:
         details = store.info().to_dict()
@@ -569,7 +648,8 @@ def info(store, as_json):
         return
     click.echo(f"collection   {details['name']}  ({details['store']} at {details['location']})")
     click.echo(f"points       {details['points']:,}")
-    click.echo(f"model        {details['model']}")
+    name = model_display_name(details["model"])
+    click.echo(f"model        {name}" + (f"  (recorded as {details['model']})" if name != details["model"] else ""))
     click.echo(f"vectors      {', '.join(details['vectors'])}: {details['dim']}-d, {details['distance']}")
     click.echo("payload      " + (", ".join(f"{k} ({v})" for k, v in details["payload_types"].items()) or "-"))
     click.echo("indexed      " + (", ".join(f"{k} ({v})" for k, v in details["indexed_fields"].items()) or "-"))
@@ -595,10 +675,8 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @click.option("--group-col", multiple=True,
               help="Column(s) whose equal values mark rows as matching each other (e.g. an image id "
                    "for several captions per image). Comma-separated for a combined key.")
-@click.option("--image-col", default=None)
-@click.option("--caption-col", default=None)
-@click.option("--id-col", default=None)
-@click.option("--device", default="auto", show_default=True)
+@column_options
+@device_option("run the model")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
 def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, caption_col,
@@ -616,8 +694,8 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
       mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
     """
-    from pipeline.encoder import DEFAULT_MODEL, Encoder
-    from pipeline.evaluate import evaluate
+    from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder, model_display_name
+    from mmindex.pipeline.evaluate import evaluate
 
     groups = _split(group_col) or []
     settings = store
@@ -627,8 +705,8 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
         spec = store.spec() if store is not None else None
         encoder = Encoder(model or (spec.model if spec else DEFAULT_MODEL), device=device)
         if store is not None and do_ingest:
-            from pipeline.ingestion import IngestOptions
-            from pipeline.ingestion import ingest as run_ingest
+            from mmindex.pipeline.ingestion import IngestOptions
+            from mmindex.pipeline.ingestion import ingest as run_ingest
 
             run_ingest(list(inputs), store, encoder, IngestOptions(image_col=image_col, caption_col=caption_col,
                                                                   id_col=id_col))
@@ -641,7 +719,7 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(f"model {report['model']}: {report['images']:,} images, {report['captions']:,} captions, "
+    click.echo(f"model {model_display_name(report['model'])}: {report['images']:,} images, {report['captions']:,} captions, "
                f"{report['groups']:,} groups" + (f", {report['rejected']} rejected" if report["rejected"] else ""))
     _print_metrics("exact (in memory):", report["exact"])
     if "store" in report:
@@ -658,25 +736,28 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
 @click.option("--model", "-m", default=None, help="Pretrained sentence-transformers CLIP to start from.")
 @click.option("--from-scratch", type=click.Choice(["tiny", "small", "base"]), default=None,
               help="Start from a fresh CLIP of this size instead (no download).")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1),
+              help="Passes over the training rows.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(2),
               help="Pairs per step; the other pairs in a batch are the negatives.")
 @click.option("--lr", "learning_rate", default=5e-4, show_default=True, type=float,
               help="Peak learning rate (use ~1e-5 when fine-tuning a pretrained model).")
-@click.option("--weight-decay", default=0.1, show_default=True, type=float)
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5))
+@click.option("--weight-decay", default=0.1, show_default=True, type=float,
+              help="AdamW weight decay.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.01, 0.5),
+              help="Share of rows held out for validation, chosen by id (stable across runs).")
 @click.option("--group-col", multiple=True, help="Columns marking rows that match each other, for validation.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed for the initial weights and the batch order (the split is by id).")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loading processes.")
-@click.option("--device", default="auto", show_default=True)
+@device_option("train")
 @click.option("--save-half", is_flag=True, help="Save weights in fp16 (half the size on disk).")
-@click.option("--image-col", default=None)
-@click.option("--caption-col", default=None)
-@click.option("--id-col", default=None)
+@column_options
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@progress_interval_option
 @friendly_errors
 def train_command(inputs, output, model, from_scratch, epochs, batch_size, learning_rate, weight_decay, val_fraction,
-                  group_col, seed, workers, device, save_half, image_col, caption_col, id_col, as_json):
+                  group_col, seed, workers, device, save_half, image_col, caption_col, id_col, as_json,
+                  progress_interval):
     """Fine-tune a CLIP contrastively on image–caption pairs in INPUTS.
 
     Symmetric InfoNCE (the CLIP loss) over in-batch negatives. A fixed share of rows
@@ -689,9 +770,7 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
       mmindex sample train --rows 6000 --caption-style mixed && \\
         mmindex train train --from-scratch small --epochs 30 -o models/shapes
     """
-    from tqdm import tqdm
-
-    from pipeline.train import TrainOptions, train
+    from mmindex.pipeline.train import TrainOptions, train
 
     if bool(model) == bool(from_scratch):
         raise click.UsageError("give exactly one of --model or --from-scratch")
@@ -700,7 +779,7 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
         val_fraction=val_fraction, seed=seed, workers=workers, device=device, group_cols=_split(group_col) or (),
         from_scratch=from_scratch, save_half=save_half, image_col=image_col, caption_col=caption_col, id_col=id_col,
     )
-    bar = tqdm(desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    bar = open_progress("train", "steps", interval=progress_interval)
 
     def on_step(step, loss):
         bar.update(1)
@@ -709,7 +788,7 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
     def on_epoch(epoch):
         t2i, i2t = epoch.validation
         bar.write(f"epoch {epoch.epoch}: loss {epoch.train_loss:.4f}  val R@1 text→image {t2i['recall@1']:.3f} "
-                  f"image→text {i2t['recall@1']:.3f}  ({epoch.seconds:.0f}s)", file=sys.stderr)
+                  f"image→text {i2t['recall@1']:.3f}  ({epoch.seconds:.0f}s)")
 
     command = "mmindex train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "mmindex train"
     report = train(list(inputs), output, model, options, on_step, on_epoch, command=command)
@@ -728,14 +807,15 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
 
 @main.command()
 @click.argument("output", type=click.Path(file_okay=False))
-@click.option("--rows", default=200, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--rows", default=200, show_default=True, type=click.IntRange(1), help="Rows to write.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same rows and images.")
 @click.option("--files", default=1, show_default=True, type=click.IntRange(1), help="Split rows over this many files.")
-@click.option("--width", default=128, show_default=True, type=click.IntRange(8))
-@click.option("--height", default=128, show_default=True, type=click.IntRange(8))
+@click.option("--width", default=128, show_default=True, type=click.IntRange(8), help="Image width in pixels.")
+@click.option("--height", default=128, show_default=True, type=click.IntRange(8), help="Image height in pixels.")
 @click.option("--image-kind", type=click.Choice(["bytes", "struct", "path"]), default="bytes", show_default=True,
               help="How the image column holds images: raw bytes, a {bytes, path} struct, or relative paths.")
-@click.option("--format", "image_format", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True)
+@click.option("--format", "image_format", type=click.Choice(["jpeg", "png"]), default="jpeg", show_default=True,
+              help="Image file format.")
 @click.option("--caption-style", type=click.Choice(["full", "mixed"]), default="full", show_default=True,
               help="full: every caption names the whole scene; mixed: some name only part of it (for training).")
 @click.option("--start-index", default=0, show_default=True, type=click.IntRange(0),
@@ -751,7 +831,7 @@ def sample(output, rows, seed, files, width, height, image_kind, image_format, c
     Example:
       mmindex sample data --rows 1000 --files 4 --width 640 --height 480
     """
-    from pipeline.sample import write_sample
+    from mmindex.pipeline.sample import write_sample
 
     paths = write_sample(output, rows=rows, seed=seed, files=files, width=width, height=height,
                          image_kind=image_kind, image_format=image_format, caption_style=caption_style,
@@ -761,9 +841,10 @@ def sample(output, rows, seed, files, width, height, image_kind, image_format, c
 
 @main.command("init-model")
 @click.argument("output", type=click.Path(file_okay=False))
-@click.option("--size", type=click.Choice(["tiny", "small", "base"]), default="tiny", show_default=True)
+@click.option("--size", type=click.Choice(["tiny", "small", "base"]), default="tiny", show_default=True,
+              help="tiny and small: seconds on a CPU; base: the shape of CLIP ViT-B/32.")
 @click.option("--texts-from", multiple=True, help="Parquet inputs whose captions train the tokenizer.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
 @friendly_errors
 def init_model(output, size, texts_from, seed):
     """Create an UNTRAINED CLIP model folder at OUTPUT, offline.
@@ -773,11 +854,11 @@ def init_model(output, size, texts_from, seed):
     CLIP ViT-B/32). For real use pass --model clip-ViT-B-32 (or any sentence-transformers
     CLIP) to ingest and query.
     """
-    from pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.scratch import build_scratch_model
 
     texts: list[str] = []
     if texts_from:
-        from pipeline.source import open_source
+        from mmindex.pipeline.source import open_source
 
         source = open_source(list(texts_from))
         if source.mapping.caption:
@@ -788,13 +869,22 @@ def init_model(output, size, texts_from, seed):
     click.echo(f"wrote an untrained {size} CLIP model to {output} (random weights: results are not meaningful)")
 
 
-@main.command()
+SERVE_SECTIONS = [
+    ("Service", ["collection", "model", "device", "host", "port", "image_root", "log_level", "dry_run"]),
+    ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes"]),
+    ("Query batching", ["batch_window_ms", "max_batch"]),
+    STORE_SECTION,
+]
+
+
+@main.command(cls=SectionedCommand, sections=SERVE_SECTIONS)
 @store_options
 @click.option("--model", "-m", default=None,
               help="Model to encode queries. Default: the one the collection was built with.")
-@click.option("--device", default="auto", show_default=True, help="cuda, mps, cpu or auto.")
+@device_option("encode the queries")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on.")
 @click.option("--serve-api-key", default=None, envvar=["MMINDEX_SERVE_API_KEY"],
               help="Require this key (Authorization: Bearer KEY, or X-API-Key) on every route but /healthz, /readyz "
                    "and the page. Env: MMINDEX_SERVE_API_KEY. (--api-key is the Qdrant server's key.)")
@@ -809,7 +899,7 @@ def init_model(output, size, texts_from, seed):
               help="Folder of the images of path-image collections: thumbnails are read from under it, never "
                    "from elsewhere. (Collections ingested with --thumbnails need nothing.)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True)
+              show_default=True, help="Least severe server log messages to print (access logs are info).")
 @click.option("--dry-run", is_flag=True, help="Check the options and print the resolved settings as JSON; serve nothing.")
 @friendly_errors
 def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body_bytes, batch_window_ms, max_batch,
@@ -828,7 +918,7 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body
       curl -s localhost:8080/search -H 'Content-Type: application/json' \\
         -d '{"text": "a blue triangle", "filter": "year >= 2020", "limit": 5}'
     """
-    from pipeline.config import mask
+    from mmindex.pipeline.config import mask
 
     root = _image_root(image_root) if image_root and not dry_run else image_root
     if dry_run:
@@ -840,7 +930,7 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body
         }))
         return
     try:
-        from pipeline.serve import ServeSettings, run
+        from mmindex.pipeline.serve import ServeSettings, run
     except ImportError as error:
         raise click.ClickException(f"mmindex serve needs its extra: pip install 'mmindex[serve]' ({error})")
     settings = ServeSettings(store=store, model=model, device=device, api_key=serve_api_key,
@@ -869,8 +959,8 @@ def config_show(ctx, command_name, as_json):
       mmindex config show                         # what `mmindex ingest` would use
       MMINDEX_BATCH_SIZE=256 mmindex --config prod.toml config show ingest --json
     """
-    from connectors.qdrant_server import insecure_key
-    from pipeline.config import mask
+    from mmindex.connectors.qdrant_server import insecure_key
+    from mmindex.pipeline.config import mask
 
     root = ctx.find_root()
     command = _configurable().get(command_name)
@@ -906,7 +996,7 @@ def config_show(ctx, command_name, as_json):
 
 def _env_for_every_option(group: click.Group) -> None:
     """Let every option come from MMINDEX_<OPTION_NAME> (options with their own variables keep them too)."""
-    from pipeline.config import env_name
+    from mmindex.pipeline.config import env_name
 
     for command in group.commands.values():
         if isinstance(command, click.Group):

@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import CollectionOptions
-from pipeline.errors import InputError
+from mmindex.connectors.base import CollectionOptions
+from mmindex.pipeline.errors import InputError
 
 DEFAULT_CONFIG_FILE = "mmindex.toml"
 ENV_PREFIX = "MMINDEX_"
@@ -48,7 +48,7 @@ class StoreSettings:
     options: CollectionOptions = field(default_factory=CollectionOptions)
 
     def open(self, **extra: Any):
-        from connectors import open_store
+        from mmindex.connectors import open_store
 
         return open_store(self.collection, url=self.url, api_key=self.api_key, data_dir=self.data_dir,
                           prefer_grpc=self.prefer_grpc, retries=self.retries, retry_wait=self.retry_wait,

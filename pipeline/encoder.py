@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.errors import ModelError
+from mmindex.pipeline.errors import ModelError
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 
@@ -38,6 +38,18 @@ def model_identity(name: str) -> str:
     if os.path.isdir(name):
         return os.path.abspath(name)
     return name
+
+
+def model_display_name(identity: str) -> str:
+    """How a recorded model is shown to people: a local folder by its name, a Hub id as it is.
+
+    ``/home/ana/models/shapes-clip`` → ``shapes-clip``; ``clip-ViT-B-32`` → ``clip-ViT-B-32``.
+    The recorded identity may be a path on another machine, so this never touches the disk.
+    """
+    if identity.startswith(("/", "\\")) or (len(identity) > 2 and identity[1] == ":" and identity[2] in "/\\"):
+        name = identity.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        return name or identity
+    return identity
 
 
 class Encoder:

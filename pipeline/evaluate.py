@@ -14,12 +14,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from connectors.base import SearchRequest, Store
-from pipeline.encoder import Encoder
-from pipeline.errors import InputError
-from pipeline.images import RejectedImage, decode_image
-from pipeline.ingestion import IngestSummary, SourceRow, read_rows
-from pipeline.source import Source, open_source
+from mmindex.connectors.base import SearchRequest, Store
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.errors import InputError
+from mmindex.pipeline.images import RejectedImage, decode_image
+from mmindex.pipeline.ingestion import IngestSummary, SourceRow, read_rows
+from mmindex.pipeline.source import Source, open_source
 
 KS = (1, 5, 10)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageFile, ImageOps
 
-from pipeline.errors import MmindexError
+from mmindex.pipeline.errors import MmindexError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
 # Raster formats read from data files. Others Pillow knows (EPS runs Ghostscript, PSD, …) are refused.

@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.base import CollectionSpec, Store
-from pipeline.encoder import Encoder, model_identity
-from pipeline.errors import InputError, MmindexError
-from pipeline.images import DEFAULT_MAX_PIXELS, THUMBNAIL_KEY, ImageBytes, RejectedImage, Rejection, image_bytes
-from pipeline.records import (
+from mmindex.connectors.base import CollectionSpec, Store
+from mmindex.pipeline.encoder import Encoder, model_identity
+from mmindex.pipeline.errors import InputError, MmindexError
+from mmindex.pipeline.images import DEFAULT_MAX_PIXELS, THUMBNAIL_KEY, ImageBytes, RejectedImage, Rejection, image_bytes
+from mmindex.pipeline.records import (
     clean_caption,
     column_values,
     content_hash,
@@ -31,8 +31,8 @@ from pipeline.records import (
     point_id_from_content,
     point_id_from_key,
 )
-from pipeline.source import Source, SourceBatch, open_source
-from pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
+from mmindex.pipeline.source import Source, SourceBatch, open_source
+from mmindex.pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
 
 SOURCE_KEY = "_source"
 CAPTION_KEY = "caption"
@@ -147,7 +147,7 @@ def ingest(
     store: Store,
     encoder: Encoder,
     options: IngestOptions | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> IngestSummary:
     """Read ``inputs``, embed every row with ``encoder`` and upsert one point per row into ``store``.
@@ -155,6 +155,10 @@ def ingest(
     Reading, decoding, the model's forward passes and store writes run concurrently
     (``options.workers`` decode threads, one model thread per replica in ``options.devices``);
     ``options.pipelined=False`` runs the single-threaded reference path instead.
+
+    ``on_progress(rows, rejected)`` is called after each batch is written with the number of
+    source rows it finished and the run's running total of rejected rows; ``on_stage(note)``
+    names a step such as building the vector index.
 
     If the run fails, the exception raised carries the partial summary as ``error.summary``
     (what was written before the failure); the rejects file is written either way.
@@ -183,7 +187,7 @@ def ingest(
 
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
-            on_progress: Callable[[int], None] | None, on_stage: Callable[[str], None] | None) -> None:
+            on_progress: Callable[[int, int], None] | None, on_stage: Callable[[str], None] | None) -> None:
     prepare_collection(source, store, encoder.name, encoder.dim, options.index_fields)
     run = _Run(store, summary, options, encoder.captions_too_long, on_progress)
     if options.pipelined:
@@ -256,7 +260,7 @@ class _Run:
     """The reading side (source → jobs) and the writing side (vectors → store) of one run."""
 
     def __init__(self, store: Store, summary: IngestSummary, options: IngestOptions,
-                 too_long: Callable[[list[str]], list[bool]] | None, on_progress: Callable[[int], None] | None):
+                 too_long: Callable[[list[str]], list[bool]] | None, on_progress: Callable[[int, int], None] | None):
         self.store = store
         self.summary = summary
         self.options = options
@@ -295,8 +299,9 @@ class _Run:
                 _reject(self.summary, row.file, row.row, row.key, "decode", reason)
             self.summary.embedded += len(points)
             self.summary.upserted += len(points)
+            rejected = self.summary.rejected
         if self.on_progress:
-            self.on_progress(embedded.source_rows)
+            self.on_progress(embedded.source_rows, rejected)
 
     def skip(self, job: Job) -> None:
         """A job the pipeline handed back unprocessed (the run was told to stop)."""

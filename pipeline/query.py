@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from connectors.base import SearchRequest, Store
-from pipeline.errors import FilterError, StoreError
+from mmindex.connectors.base import SearchRequest, Store
+from mmindex.pipeline.errors import FilterError, StoreError
 
 _TOKEN = re.compile(
     r"""\s*(?:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.errors import MmindexError
+from mmindex.pipeline.errors import MmindexError
 
 
 @dataclass
@@ -39,8 +39,8 @@ class StoreGate:
     """The one place that touches the store: admits rows (change check, counting) and writes them."""
 
     def __init__(self, settings, source, model: str, options):
-        from pipeline.encoder import Encoder
-        from pipeline.ingestion import IngestSummary, _Run, prepare_collection
+        from mmindex.pipeline.encoder import Encoder
+        from mmindex.pipeline.ingestion import IngestSummary, _Run, prepare_collection
 
         self.encoder = Encoder(model, device="cpu")  # for the caption-length check; never embeds
         self.store = settings.open()
@@ -55,13 +55,15 @@ class StoreGate:
         return self.encoder.name, self.encoder.image_size, weights
 
     def admit(self, tally, rows) -> list:
-        from pipeline.ingestion import _flag_truncated
+        from mmindex.pipeline.ingestion import _flag_truncated
 
         _flag_truncated(rows, self.encoder.captions_too_long, tally)
         return self.run.admit(tally, rows)
 
-    def write(self, blob: bytes) -> None:
+    def write(self, blob: bytes) -> int:
+        """Write one embedded batch; returns the run's rejected rows so far, for the driver's progress."""
         self.run.write(pickle.loads(blob))
+        return self.summary.rejected
 
     def finish(self, optimize: bool, interrupted: bool, error: str | None = None):
         summary = self.summary
@@ -80,14 +82,14 @@ class EmbedActor:
     """Holds one model replica; turns decoded batches into vectors."""
 
     def __init__(self, model: str, device: str, batch_size: int):
-        from pipeline.encoder import Encoder
+        from mmindex.pipeline.encoder import Encoder
 
         self.encoder = Encoder(model, device=device, batch_size=batch_size)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
-        from pipeline.stages import Prepared, embed
+        from mmindex.pipeline.stages import Prepared, embed
 
         job, arrays, rejected = pickle.loads(item["job"])
         rows = job.rows
@@ -101,14 +103,14 @@ class EmbedActor:
 
 
 def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions | None = None,
-                  on_progress: Callable[[int], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None,
                   on_stage: Callable[[str], None] | None = None):
     """Run an ingest on Ray; returns the same ``IngestSummary`` as the local engine."""
     try:
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from pipeline.ingestion import _write_rejects_of
+    from mmindex.pipeline.ingestion import _write_rejects_of
 
     import logging
     import time
@@ -151,9 +153,9 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                      concurrency=(1, max_actors), num_gpus=gpus_per_actor, num_cpus=1, memory=actor_memory)
             )
             for item in dataset.iter_rows():
-                ray.get(gate.write.remote(item["job"]))
+                rejected = ray.get(gate.write.remote(item["job"]))
                 if on_progress:
-                    on_progress(item["source_rows"])
+                    on_progress(item["source_rows"], rejected)
                 if options.stop is not None and options.stop.is_set():
                     stopped = True
                     break
@@ -184,8 +186,8 @@ class _Reader:
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         import ray
 
-        from pipeline.ingestion import read_batch
-        from pipeline.stages import Job
+        from mmindex.pipeline.ingestion import read_batch
+        from mmindex.pipeline.stages import Job
 
         jobs = []
         unit = self.units[item["unit"]]
@@ -204,7 +206,7 @@ class _Decoder:
         self.image_size, self.max_pixels = image_size, max_pixels
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from pipeline.stages import Job, decode_rows
+        from mmindex.pipeline.stages import Job, decode_rows
 
         job = pickle.loads(item["job"])
         rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels)

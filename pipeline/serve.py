@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.config import StoreSettings
-from pipeline.errors import CollectionMismatchError, FilterError, InputError, MmindexError, StoreError
-from pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
+from mmindex.pipeline.config import StoreSettings
+from mmindex.pipeline.errors import CollectionMismatchError, FilterError, InputError, MmindexError, StoreError
+from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/", "/favicon.ico")
 
@@ -110,7 +110,7 @@ class Service:
     """The model, the stores and the batchers behind the routes."""
 
     def __init__(self, settings: ServeSettings):
-        from pipeline.encoder import DEFAULT_MODEL, Encoder
+        from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder
 
         self.settings = settings
         self.stores: dict[str, Any] = {}
@@ -325,7 +325,7 @@ def create_app(settings: ServeSettings, service: Service | None = None):
 
     async def run_search(text, image, target, filter_value, limit, offset, score_threshold, collection,
                          like: str | None = None) -> dict:
-        from pipeline.query import search
+        from mmindex.pipeline.query import search
 
         name = collection or settings.store.collection
         store = service.checked_store(name)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
+from mmindex.pipeline.errors import InputError
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")

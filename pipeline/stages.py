@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from connectors.base import PointRecord
-from pipeline.encoder import Encoder
-from pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
+from mmindex.connectors.base import PointRecord
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 
 HASH_KEY = "_hash"
 _DONE = object()

@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from pipeline.sample import write_sample  # noqa: E402
+from mmindex.pipeline.sample import write_sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,8 @@ def sample_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, sample_dir):
     """A tiny untrained CLIP (random weights) saved as a sentence-transformers folder."""
-    from pipeline.scratch import build_scratch_model
-    from pipeline.source import open_source
+    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.source import open_source
 
     source = open_source([str(sample_dir)])
     texts = [t for b in source.batches(1000) for t in b.batch.column(2).to_pylist()]
@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory, sample_dir):
 
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
-    from pipeline.encoder import Encoder
+    from mmindex.pipeline.encoder import Encoder
 
     return Encoder(tiny_model, device="cpu", batch_size=16)
 
@@ -44,7 +44,7 @@ def live_site(tmp_path_factory, tiny_model):
     pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from mmindex.pipeline.cli import main
     from serving import start
 
     base = tmp_path_factory.mktemp("live")

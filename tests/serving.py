@@ -36,7 +36,7 @@ class Served:
 
 def start(data_dir: Path, collection: str, model: str, *extra: str, log: Path) -> Served:
     port = free_port()
-    args = [sys.executable, "-m", "pipeline.cli", "serve", "-c", collection, "--data-dir", str(data_dir),
+    args = [sys.executable, "-m", "mmindex", "serve", "-c", collection, "--data-dir", str(data_dir),
             "--model", model, "--device", "cpu", "--port", str(port), "--log-level", "warning", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     handle = open(log, "w")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from mmindex.pipeline.cli import main
+from mmindex.pipeline.cli_format import SectionedCommand
 
 
 @pytest.fixture
@@ -109,7 +112,7 @@ def test_ingest_with_another_model_is_refused(run, ingested, sample_dir, tmp_pat
 
 def test_query_needs_text_or_image(run, ingested):
     result = run("query", "-c", "shapes")
-    assert result.exit_code == 2 and "either TEXT or --image" in result.output
+    assert result.exit_code == 2 and "give a TEXT to search for, or --image FILE" in result.output
 
 
 def test_sample_writes_parquet(run, tmp_path):
@@ -124,3 +127,93 @@ def test_help_teaches_with_examples(run):
         assert result.exit_code == 0
     assert "Examples:" in run("query", "--help").stdout
     assert "Quick start" in run("--help").stdout
+
+
+def test_query_prints_a_header_per_query_with_the_model_name(run, ingested, tiny_model):
+    result = run("query", "a red circle", "a blue star", "-c", "shapes", "-k", "2", "--where", "year >= 2020")
+    assert result.exit_code == 0, result.output
+    headers = [line for line in result.stdout.splitlines() if "→" in line]
+    assert headers == [
+        "'a red circle' → images of 'shapes' (model tiny-clip), where year >= 2020: 2 hits",
+        "'a blue star' → images of 'shapes' (model tiny-clip), where year >= 2020: 2 hits",
+    ]
+    assert tiny_model not in result.stdout  # the folder's name, never the ingesting machine's path
+
+
+def test_query_fields_chooses_what_is_shown(run, ingested):
+    result = run("query", "a red circle", "-c", "shapes", "-k", "3", "--fields", "shape,year,absent")
+    assert result.exit_code == 0, result.output
+    field_lines = [line.strip() for line in result.stdout.splitlines() if line.startswith("      ")]
+    assert len(field_lines) == 3
+    assert all(re.fullmatch(r"shape=\w+  year=\d{4}  absent=-", line) for line in field_lines), field_lines
+
+
+def test_query_default_fields_start_with_the_indexed_ones_and_fit_the_width(run, ingested, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "70")
+    result = run("query", "a red circle", "-c", "shapes", "-k", "3")
+    field_lines = [line for line in result.stdout.splitlines() if line.startswith("      ")]
+    assert len(field_lines) == 3
+    for line in field_lines:
+        assert line.split()[:2][0].startswith("color=") and line.split()[1].startswith("year=")
+        assert len(line) <= 70 and line.endswith("…")  # more fields than fit: cut, and said so
+
+
+def test_query_json_names_the_query_and_rank(run, ingested, sample_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(sorted(sample_dir.glob("*.parquet"))[0]).to_pylist()[0]
+    (tmp_path / "q.jpg").write_bytes(row["image"])
+    result = run("query", "a red circle", "--image", tmp_path / "q.jpg", "-c", "shapes", "-k", "2", "--offset", "1",
+                 "--json")
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(h["query"], h["rank"]) for h in hits] == [
+        ({"text": "a red circle"}, 2), ({"text": "a red circle"}, 3),
+        ({"image": str(tmp_path / "q.jpg")}, 2), ({"image": str(tmp_path / "q.jpg")}, 3)]
+
+
+def test_info_shows_the_model_by_name(run, ingested, tiny_model):
+    line = next(l for l in run("info", "-c", "shapes").stdout.splitlines() if l.startswith("model"))
+    assert line.split()[1] == "tiny-clip" and f"recorded as {tiny_model}" in line
+
+
+def test_version():
+    from mmindex import __version__
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mmindex, version {__version__}"
+
+
+def _options(group, prefix=("mmindex",)):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _options(command, prefix + (name,))
+            continue
+        for param in command.params:
+            if isinstance(param, click.Option):
+                yield " ".join(prefix + (name,)), param, command
+
+
+def test_every_option_has_a_one_line_description():
+    missing = [f"{command} {max(param.opts, key=len)}" for command, param, _ in _options(main)
+               if not (param.help or "").strip() or "\n" in param.help]
+    assert missing == []
+
+
+def test_sectioned_help_places_every_option_once():
+    for name, _, command in {(n, None, c) for n, _, c in _options(main) if isinstance(c, SectionedCommand)}:
+        context = click.Context(command, info_name=name)
+        assert command.unknown() == [] and command.unplaced(context) == [], name
+        names = [option for _, section in command.sections for option in section]
+        assert len(names) == len(set(names)), name
+
+
+def test_ingest_help_starts_with_what_people_need(run):
+    text = run("ingest", "--help").stdout
+    titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles == ["Input, model and collection", "Reliability", "Throughput", "Output",
+                          "Server connection and collection layout (Qdrant server or cluster)", "Other options"]
+    options = text[text.index("Input, model and collection:"):]
+    order = [options.index(flag) for flag in ("--collection", "--model", "--caption-col", "--missing-caption",
+                                           "--max-reject-rate", "--batch-size", "--workers", "--shard-number",
+                                           "--quantization")]
+    assert order == sorted(order)

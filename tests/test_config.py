@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from mmindex.pipeline.cli import main
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_secrets_are_masked_and_plain_http_keys_warned(run):
 
 
 def test_the_server_store_warns_about_a_key_over_plain_http():
-    from connectors.qdrant_server import QdrantServerStore
+    from mmindex.connectors.qdrant_server import QdrantServerStore
 
     with pytest.warns(UserWarning, match="over plain http://"):
         QdrantServerStore("c", url="http://10.0.0.5:6333", api_key="k").close()

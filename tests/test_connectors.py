@@ -10,11 +10,11 @@ import uuid
 import numpy as np
 import pytest
 
-from connectors.base import CollectionSpec, PointRecord, SearchRequest, chunk_by_bytes
-from connectors.qdrant_edge import QdrantEdgeStore
-from connectors.qdrant_server import QdrantServerStore
-from pipeline.errors import CollectionMismatchError, FilterError, StoreError
-from pipeline.query import parse_where
+from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest, chunk_by_bytes
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.errors import CollectionMismatchError, FilterError, StoreError
+from mmindex.pipeline.query import parse_where
 
 DIM = 8
 SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime", "tags": "keyword"})
@@ -173,8 +173,8 @@ def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
     store.ensure_collection(SPEC)
     store.upsert(points(2))
     script = textwrap.dedent(f"""
-        from connectors.qdrant_edge import QdrantEdgeStore
-        from pipeline.errors import StoreError
+        from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+        from mmindex.pipeline.errors import StoreError
         try:
             QdrantEdgeStore("locked", data_dir={str(tmp_path)!r}).count()
         except StoreError as e:
@@ -240,7 +240,7 @@ def test_parallel_writes_land_every_point(tmp_path):
     assert served.parallel_writes == 4
     served.ensure_collection(SPEC)
     many = points(40)
-    import connectors.qdrant_server as server_module
+    import mmindex.connectors.qdrant_server as server_module
 
     original = server_module.chunk_by_bytes
     server_module.chunk_by_bytes = lambda pts: original(pts, max_count=5)  # 8 requests

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from mmindex.pipeline.cli import main
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 CONFIG_IN_IMAGE = "/etc/mmindex/mmindex.toml"

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline.cli import main
-from pipeline.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
-from pipeline.ingestion import ingest
-from pipeline.sample import write_sample
-from pipeline.source import open_source
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.cli import main
+from mmindex.pipeline.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
+from mmindex.pipeline.ingestion import ingest
+from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.source import open_source
 
 
 def test_metrics_from_known_ranks():

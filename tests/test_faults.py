@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from connectors.qdrant_server import QdrantServerStore, RetryPolicy
-from pipeline import ingest
-from pipeline.cli import main
-from pipeline.errors import StoreError
+from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
+from mmindex import ingest
+from mmindex.pipeline.cli import main
+from mmindex.pipeline.errors import StoreError
 
 
 def transient_errors():
@@ -72,7 +72,7 @@ def test_transient_failures_are_retried_and_every_row_lands(sample_dir, encoder)
 
 
 def test_a_server_that_stays_down_fails_with_what_was_written(sample_dir, encoder):
-    from pipeline import IngestOptions
+    from mmindex import IngestOptions
 
     flaky = Flaky(QdrantClient(":memory:"), fail_first=0, die_after=3)
     store = QdrantServerStore("dies", client=flaky, retry=RetryPolicy(retries=2, wait=0.01, sleep=lambda s: None))
@@ -186,7 +186,7 @@ def test_a_full_disk_stops_the_embedded_store_cleanly_and_it_stays_loadable(tmp_
     reason = _can_mount()
     if reason:
         pytest.skip(reason)
-    from pipeline.sample import write_sample
+    from mmindex.pipeline.sample import write_sample
 
     data = tmp_path / "data"
     write_sample(data, rows=2000, seed=5, files=2, width=32, height=32)
@@ -198,10 +198,10 @@ def test_a_full_disk_stops_the_embedded_store_cleanly_and_it_stays_loadable(tmp_
 set -u
 mount -t tmpfs -o size=103m tmpfs {mount}
 cd {os.getcwd()}
-{sys.executable} -m pipeline.cli ingest {data} -c full --data-dir {mount}/store --model {tiny_model} \
+{sys.executable} -m mmindex ingest {data} -c full --data-dir {mount}/store --model {tiny_model} \
     --device cpu --batch-size 4 --no-rejects --json -q > {tmp_path}/first.json 2> {tmp_path}/first.err
 echo $? > {tmp_path}/first.rc
-{sys.executable} -m pipeline.cli info -c full --data-dir {mount}/store --json > {tmp_path}/info.json 2>&1
+{sys.executable} -m mmindex info -c full --data-dir {mount}/store --json > {tmp_path}/info.json 2>&1
 cp -r {mount}/store {tmp_path}/copied
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

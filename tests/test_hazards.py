@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline import IngestOptions, ingest
-from pipeline.errors import InputError
-from pipeline.records import point_id_from_key
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex import IngestOptions, ingest
+from mmindex.pipeline.errors import InputError
+from mmindex.pipeline.records import point_id_from_key
 from hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
 
 
@@ -158,7 +158,7 @@ def test_bad_files_stop_the_run_or_are_skipped_and_reported(tmp_path, encoder, s
 def test_cli_writes_rejects_and_report_and_fails_on_the_reject_rate(tmp_path, tiny_model, hazards):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from mmindex.pipeline.cli import main
 
     path, root = hazards
     data_dir = tmp_path / "store"

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.qdrant_edge import QdrantEdgeStore
-from connectors.qdrant_server import QdrantServerStore
-from pipeline import IngestOptions, ingest, search
-from pipeline.errors import CollectionMismatchError, InputError
-from pipeline.images import decode_image
-from pipeline.sample import write_sample
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex import IngestOptions, ingest, search
+from mmindex.pipeline.errors import CollectionMismatchError, InputError
+from mmindex.pipeline.images import decode_image
+from mmindex.pipeline.sample import write_sample
 
 
 @pytest.fixture(params=["edge", "memory"])
@@ -33,7 +33,7 @@ def test_each_image_column_kind_is_ingested(tmp_path, encoder, kind):
     assert (summary.read, summary.upserted, summary.rejected) == (12, 12, 0)
     assert store.count() == 12
     first = rows_of(data)[0]
-    hit = store.search(__import__("connectors").SearchRequest(
+    hit = store.search(__import__("mmindex.connectors", fromlist=["SearchRequest"]).SearchRequest(
         vector=encoder.encode_texts([first["caption"]])[0], using="text", limit=1))[0]
     assert hit.payload["_source"]["file"].endswith("part-00000.parquet")
     assert "image" not in hit.payload  # never the image bytes
@@ -100,8 +100,8 @@ def test_where_filters_apply_to_search(sample_dir, encoder, store):
 
 
 def test_other_model_is_refused_before_any_write(tmp_path, sample_dir, encoder, store):
-    from pipeline.encoder import Encoder
-    from pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.encoder import Encoder
+    from mmindex.pipeline.scratch import build_scratch_model
 
     ingest([str(sample_dir)], store, encoder)
     other = Encoder(build_scratch_model(tmp_path / "other", size="tiny", seed=7), device="cpu")

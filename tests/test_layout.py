@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
-from connectors.qdrant_edge import QdrantEdgeStore
-from connectors.qdrant_server import QdrantServerStore
-from pipeline.cli import main
+from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.cli import main
 
 LAYOUT = CollectionOptions(quantization="int8", hnsw_m=8, hnsw_ef_construct=64, on_disk=True, shard_number=2,
                            replication_factor=1, write_consistency_factor=1)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import FilterError
-from pipeline.query import combine_filters, load_filter_json, parse_where
+from mmindex.pipeline.errors import FilterError
+from mmindex.pipeline.query import combine_filters, load_filter_json, parse_where
 
 
 @pytest.mark.parametrize(

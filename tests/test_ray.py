@@ -5,12 +5,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
-from pipeline import IngestOptions, ingest
-from pipeline.config import StoreSettings
-from pipeline.records import point_id_from_key
-from pipeline.source import open_source
+from mmindex import IngestOptions, ingest
+from mmindex.pipeline.config import StoreSettings
+from mmindex.pipeline.records import point_id_from_key
+from mmindex.pipeline.source import open_source
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mmindex[ray]')")
 
@@ -23,7 +23,7 @@ def local_ray():
 
 
 def test_ray_engine_equals_the_local_engine(tmp_path, tiny_model, encoder, local_ray):
-    from pipeline.ray_engine import RayOptions, ingest_on_ray
+    from mmindex.pipeline.ray_engine import RayOptions, ingest_on_ray
 
     path, root = write_hazards(tmp_path / "data")
     options = IngestOptions(image_root=str(root), max_pixels=MAX_PIXELS, max_payload_bytes=MAX_PAYLOAD, batch_size=8)
@@ -35,7 +35,7 @@ def test_ray_engine_equals_the_local_engine(tmp_path, tiny_model, encoder, local
     source = open_source([str(path)])
     progress = []
     remote = ingest_on_ray(source, settings, tiny_model, options, RayOptions(max_actors=1, device="cpu"),
-                           on_progress=progress.append)
+                           on_progress=lambda rows, rejected: progress.append(rows))
 
     for field in ("read", "embedded", "upserted", "unchanged", "rejected", "duplicate_ids", "image_only",
                   "truncated_captions", "cleaned_captions", "not_processed"):

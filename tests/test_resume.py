@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline.records import point_id_from_key
-from pipeline.sample import write_sample
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.records import point_id_from_key
+from mmindex.pipeline.sample import write_sample
 
 ROWS = 4000
-PROGRESS = re.compile(rb"(\d+)/" + str(ROWS).encode())
+PROGRESS = re.compile(rb"ingest: ([\d,]+)/" + f"{ROWS:,}".encode())  # a progress line (stderr is a pipe)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ class Run:
     """An ``mmindex ingest`` subprocess whose stderr (progress bar, messages) is watched."""
 
     def __init__(self, data, data_dir, model, *extra):
-        args = [sys.executable, "-m", "pipeline.cli", "ingest", str(data), "-c", "resume", "--data-dir",
+        args = [sys.executable, "-m", "mmindex", "ingest", str(data), "-c", "resume", "--data-dir",
                 str(data_dir), "--model", model, "--device", "cpu", "--batch-size", "8", "--workers", "2",
-                "--json", *extra]
+                "--json", "--progress-interval", "0", *extra]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,7 +53,7 @@ class Run:
 
     def progress(self) -> int:
         found = PROGRESS.findall(self.stderr)
-        return int(found[-1]) if found else 0
+        return int(found[-1].replace(b",", b"")) if found else 0
 
     def signal_when(self, condition, signum=signal.SIGKILL, timeout=120) -> bool:
         """Send ``signum`` once ``condition(self)`` holds; False if the run ended first."""

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.sample import write_sample
+from mmindex.pipeline.cli import main
+from mmindex.pipeline.sample import write_sample
 from serving import start
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from connectors.base import CollectionOptions
-from connectors.qdrant_server import QdrantServerStore
-from pipeline import IngestOptions, ingest, search
-from pipeline.cli import main
+from mmindex.connectors.base import CollectionOptions
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex import IngestOptions, ingest, search
+from mmindex.pipeline.cli import main
 
 URL = os.environ.get("QDRANT_URL")
 pytestmark = [pytest.mark.server,

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from connectors.qdrant_edge import QdrantEdgeStore
-from pipeline.errors import StoreError
-from pipeline.ingestion import IngestOptions, ingest
-from pipeline.sample import write_sample
-from pipeline.stages import Embedded, Job, Pipeline
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.errors import StoreError
+from mmindex.pipeline.ingestion import IngestOptions, ingest
+from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.stages import Embedded, Job, Pipeline
 
 
 @pytest.fixture(scope="module")

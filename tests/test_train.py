@@ -6,12 +6,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.encoder import Encoder
-from pipeline.evaluate import embed_pairs, exact_metrics
-from pipeline.sample import write_sample
-from pipeline.source import open_source
-from pipeline.train import TrainOptions, score_of, split_rows, train
+from mmindex.pipeline.cli import main
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.evaluate import embed_pairs, exact_metrics
+from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.source import open_source
+from mmindex.pipeline.train import TrainOptions, score_of, split_rows, train
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def train_dir(tmp_path_factory):
 
 
 def test_split_is_deterministic_and_disjoint(train_dir):
-    from pipeline.evaluate import collect_rows
-    from pipeline.ingestion import IngestSummary
+    from mmindex.pipeline.evaluate import collect_rows
+    from mmindex.pipeline.ingestion import IngestSummary
 
     rows = collect_rows(open_source([str(train_dir)]), "m", IngestSummary("x"))
     a_train, a_val = split_rows(rows, 0.2)

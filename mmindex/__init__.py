@@ -1,0 +1,61 @@
+"""mmindex: image + caption embeddings from Parquet into Qdrant, and cross-modal search.
+
+The public Python API; the ``mmindex`` command is a thin skin over it::
+
+    from mmindex import Encoder, open_store, ingest, search
+
+    store = open_store("photos")                       # embedded Qdrant Edge under ./mmindex_data
+    encoder = Encoder("clip-ViT-B-32")                 # or a local model folder
+    summary = ingest(["data/*.parquet"], store, encoder)
+    hits = search(store, encoder.encode_texts(["a dog on a beach"])[0], target="image",
+                  where="year >= 2020", limit=5)
+
+Subpackages: ``mmindex.pipeline`` (the ingest and query flow) and ``mmindex.connectors`` (the
+vector stores). In the source tree they are the top-level folders ``pipeline/`` and
+``connectors/``, mapped under this name by ``pyproject.toml``, so an installed mmindex puts only
+``mmindex`` into site-packages. Heavy imports (torch, sentence-transformers, the Qdrant engines)
+happen only when a name that needs them is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name → the module that owns it. Resolved on first use (PEP 562), so that
+# `import mmindex` stays light and the connectors can import `mmindex.pipeline.errors` freely.
+_EXPORTS = {
+    "DEFAULT_DATA_DIR": "mmindex.connectors",
+    "open_store": "mmindex.connectors",
+    "CollectionOptions": "mmindex.connectors",
+    "Store": "mmindex.connectors",
+    "DEFAULT_MODEL": "mmindex.pipeline.encoder",
+    "Encoder": "mmindex.pipeline.encoder",
+    "CollectionMismatchError": "mmindex.pipeline.errors",
+    "FilterError": "mmindex.pipeline.errors",
+    "InputError": "mmindex.pipeline.errors",
+    "MmindexError": "mmindex.pipeline.errors",
+    "ModelError": "mmindex.pipeline.errors",
+    "StoreError": "mmindex.pipeline.errors",
+    "Rejection": "mmindex.pipeline.images",
+    "IngestOptions": "mmindex.pipeline.ingestion",
+    "IngestSummary": "mmindex.pipeline.ingestion",
+    "ingest": "mmindex.pipeline.ingestion",
+    "Hit": "mmindex.pipeline.query",
+    "parse_where": "mmindex.pipeline.query",
+    "search": "mmindex.pipeline.query",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mmindex' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
