@@ -34,7 +34,7 @@ DEFAULT_MIN_FREE_BYTES = 100 * 1024 * 1024
 
 
 def _edge():
-    # Imported lazily so that `import pipeline` stays light.
+    # Imported lazily so that `import mmindex` stays light.
     import qdrant_edge
 
     return qdrant_edge

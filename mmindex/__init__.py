@@ -19,9 +19,21 @@ happen only when a name that needs them is used.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# In a source checkout this folder's siblings pipeline/ and connectors/ are the subpackages.
+# An editable install maps them; this also covers Python started in a checkout over a regular
+# install (the Docker image's /app), where ./mmindex shadows the installed package.
+_here = os.path.dirname(os.path.abspath(__file__))
+_checkout = os.path.dirname(_here)
+if not os.path.isdir(os.path.join(_here, "pipeline")) and all(
+        os.path.isfile(os.path.join(_checkout, *parts)) for parts in (("pipeline", "cli.py"),
+                                                                       ("connectors", "base.py"))):
+    __path__.append(_checkout)  # type: ignore[name-defined]  # noqa: F821 - a package's own __path__
+del _here, _checkout
 
 # Public name → the module that owns it. Resolved on first use (PEP 562), so that
 # `import mmindex` stays light and the connectors can import `mmindex.pipeline.errors` freely.

@@ -14,7 +14,8 @@ import click
 
 from mmindex import __version__
 from mmindex.connectors import DEFAULT_DATA_DIR
-from mmindex.pipeline.cli_format import SectionedCommand, field_order, fields_line, short, terminal_width
+from mmindex.pipeline.cli_format import (SectionedCommand, display_width, field_order, fields_line, short,
+                                          terminal_width)
 from mmindex.pipeline.errors import MmindexError
 from mmindex.pipeline.progress import DEFAULT_INTERVAL, open_progress
 
@@ -334,8 +335,9 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
 
     def announce():
         if stop.is_set() and announced.acquire(blocking=False):
-            click.echo(f"\n{signal.Signals(received[0]).name}: finishing the batches in flight, then stopping "
-                       "(send it again to stop at once)", err=True)
+            # In a terminal the note must leave the progress bar's line; a log has whole lines already.
+            click.echo(("\n" if sys.stderr.isatty() else "") + f"{signal.Signals(received[0]).name}: finishing the "
+                       "batches in flight, then stopping (send it again to stop at once)", err=True)
 
     def watch():
         while not finished.wait(0.05):
@@ -388,7 +390,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         )
         with open_progress("ingest", "rows", total, quiet=quiet, interval=progress_interval) as bar:
             def stage(message: str) -> None:
-                bar.refresh()
+                bar.close()  # the rows are done: their last progress line comes before the note
                 if not quiet:
                     bar.write(f"{message} …")
 
@@ -566,7 +568,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
         raise click.UsageError("give a TEXT to search for, or --image FILE")
     if any(not text.strip() for text in texts):
         raise click.UsageError("a TEXT to search for is empty")
-    chosen = [name.strip() for name in fields.split(",") if name.strip()] if fields else None
+    chosen = list(dict.fromkeys(name.strip() for name in fields.split(",") if name.strip())) if fields else None
     settings = store
     collection = settings.collection
     store = settings.open()
@@ -577,6 +579,12 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
             raise StoreError(f"collection {collection!r} does not exist"
                              + (f" on {settings.url}" if settings.url else f" under {settings.data_dir}")
                              + "; run `mmindex ingest` first")
+        if chosen:
+            known = set(spec.payload_types) | {"caption"}
+            unknown = [name for name in chosen if name not in known]
+            if unknown:
+                raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
+                                       f"{collection!r} (fields: {', '.join(sorted(known))})")
         encoder = Encoder(model or spec.model, device=device)
         if model:
             from mmindex.connectors.base import CollectionSpec
@@ -603,25 +611,30 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
     if as_json:
         for (kind, value), hits in answers:
             for rank, hit in enumerate(hits, start=offset + 1):
-                click.echo(json.dumps({"query": {kind: value}, "rank": rank, **hit.to_dict()}, default=str,
-                                      ensure_ascii=False))
+                answer = hit.to_dict()
+                if chosen:
+                    answer["payload"] = {k: v for k, v in answer["payload"].items() if k in chosen}
+                click.echo(json.dumps({"query": {kind: value}, "rank": rank, **answer}, default=str, ensure_ascii=False))
         return
     searched = {"image": "images", "text": "captions", "both": "images and captions"}[target or "image"]
     width = terminal_width()
     for number, ((kind, value), hits) in enumerate(answers):
         if number:
             click.echo()
-        label = repr(value) if kind == "text" else f"image {value}"
         conditions = " and ".join(filter(None, [f"where {where}" if where else "",
                                                 "a raw filter" if raw_filter else ""]))
-        click.echo(f"{label} → {searched} of {collection!r} (model {model_display_name(encoder.name)})"
-                   + (f", {conditions}" if conditions else "")
-                   + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
-                   + (f" from rank {offset + 1}" if offset else ""))
+        rest = (f" → {searched} of {collection!r} (model {model_display_name(encoder.name)})"
+                + (f", {conditions}" if conditions else "")
+                + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
+                + (f" from rank {offset + 1}" if offset else ""))
+        room = max(width - display_width(rest) - 8, 12)  # the query itself is cut first
+        label = repr(short(value, room)) if kind == "text" else f"image {short(value, room)}"
+        click.echo(label + rest)
         for rank, hit in enumerate(hits, start=offset + 1):
-            names = field_order(list(hit.payload), indexed, chosen)
+            shown = {**hit.payload, "caption": hit.caption} if chosen and "caption" in chosen else hit.payload
+            names = field_order(list(shown), indexed, chosen)
             click.echo(f"{rank:>3}. {hit.score:.4f}  {short(hit.caption or '(no caption)', width - 14)}")
-            line = fields_line(hit.payload, names, width - 6, explicit=bool(chosen))
+            line = fields_line(shown, names, width - 6, explicit=bool(chosen))
             click.echo(f"      {line}" if line else f"      point {hit.id}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import unicodedata
 from typing import Any, Sequence
 
 import click
@@ -50,16 +51,39 @@ class SectionedCommand(click.Command):
                 formatter.write_dl(rest)
 
 
+MIN_WIDTH = 40
+
+
 def terminal_width(default: int = 100) -> int:
-    """Columns of the terminal (``$COLUMNS`` when set, ``default`` when not a terminal)."""
-    return shutil.get_terminal_size((default, 24)).columns
+    """Columns of the terminal (``$COLUMNS`` when set, ``default`` when not a terminal), at least 40."""
+    return max(shutil.get_terminal_size((default, 24)).columns, MIN_WIDTH)
+
+
+def char_width(char: str) -> int:
+    """Screen columns of one character: 2 for wide (CJK) ones, 0 for combining marks, else 1."""
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Screen columns ``text`` takes in a terminal."""
+    return sum(char_width(c) for c in text)
 
 
 def short(value: Any, width: int = 30) -> str:
-    """``value`` as text (JSON for non-strings), cut to ``width`` characters with an ellipsis."""
+    """``value`` as text (JSON for non-strings), cut to ``width`` screen columns with an ellipsis."""
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     text = " ".join(text.split())  # newlines and tabs in a payload would break the layout
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    if display_width(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += char_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
 
 
 def field_order(payload_keys: Sequence[str], indexed: Sequence[str], chosen: Sequence[str] | None) -> list[str]:
@@ -77,16 +101,16 @@ def fields_line(payload: dict[str, Any], names: Sequence[str], width: int, expli
     and only values are cut to fit.
     """
     if explicit:
-        value_width = max(12, width // max(len(names), 1) - 4)
+        value_width = max(12, width // max(len(names), 1) - 4 - max(map(len, names), default=0))
         return "  ".join(f"{name}={short(payload[name], value_width) if name in payload else '-'}"
                          for name in names)
     parts: list[str] = []
     used = 0
     for name in names:
         part = f"{name}={short(payload[name])}"
-        if used + len(part) + 2 > width - 1:
+        if used + display_width(part) + 2 > width - 1:
             parts.append("…")
             break
         parts.append(part)
-        used += len(part) + 2
+        used += display_width(part) + 2
     return "  ".join(parts)

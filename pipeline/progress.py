@@ -7,6 +7,7 @@ turns into one unreadable line; there each report is a whole line instead, and n
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Callable, TextIO
 
@@ -37,12 +38,15 @@ def _is_terminal(stream: TextIO) -> bool:
 class LineProgress:
     """Progress as whole lines: ``ingest: 1,200/5,000 rows (24.0%), 41.2 rows/s, 3 rejected, ETA 1m32s``.
 
-    A line is written on the first ``update`` after ``interval`` seconds have passed since
-    the last one, and once more by ``close``. ``quiet`` writes nothing at all.
+    A line is written every ``interval`` seconds, whether or not work was finished in between
+    (a stalled run still says so), and once more by ``close`` unless nothing changed since the
+    last one. ``interval=0`` writes a line on every ``update``. ``quiet`` writes nothing at all.
+    ``ticker=False`` leaves the timed lines to ``update`` alone (tests drive a fake clock).
     """
 
     def __init__(self, desc: str, unit: str, total: int | None = None, *, interval: float = DEFAULT_INTERVAL,
-                 stream: TextIO | None = None, quiet: bool = False, clock: Callable[[], float] = time.monotonic):
+                 stream: TextIO | None = None, quiet: bool = False, clock: Callable[[], float] = time.monotonic,
+                 ticker: bool = True):
         self.desc, self.unit, self.total = desc, unit, total
         self.interval, self.stream, self.quiet, self.clock = interval, stream or sys.stderr, quiet, clock
         self.done = 0
@@ -50,17 +54,33 @@ class LineProgress:
         self.postfix: dict[str, Any] = {}
         self.started = clock()
         self.last_line = self.started
+        self.last_done: int | None = None  # ``done`` when the last line was written
         self.closed = False
+        self.lock = threading.Lock()  # the ticker thread and the callers' threads both write
+        self.stopped = threading.Event()
+        if ticker and interval > 0 and not quiet:
+            threading.Thread(target=self._tick, name=f"mmindex-{desc}-progress", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(self.interval / 4):
+            with self.lock:
+                now = self.clock()
+                if not self.closed and now - self.last_line >= self.interval:
+                    self._report(now)
 
     def update(self, n: int = 1, rejected: int | None = None) -> None:
         """Count ``n`` more units done; ``rejected`` is the running total of rejected rows, if known."""
-        self.done += n
-        if rejected is not None:
-            self.rejected = rejected
-        now = self.clock()
-        if now - self.last_line >= self.interval:
-            self.last_line = now
-            self._emit(self.line(now))
+        with self.lock:
+            self.done += n
+            if rejected is not None:
+                self.rejected = rejected
+            now = self.clock()
+            if now - self.last_line >= self.interval:
+                self._report(now)
+
+    def _report(self, now: float, final: bool = False) -> None:
+        self.last_line, self.last_done = now, self.done
+        self._emit(self.line(now, final))
 
     def set_postfix(self, **fields: Any) -> None:
         """Extra ``name=value`` fields shown at the end of the next line (e.g. a training loss)."""
@@ -68,13 +88,14 @@ class LineProgress:
 
     def write(self, message: str) -> None:
         """A note on a line of its own."""
-        self._emit(message)
+        with self.lock:
+            self._emit(message)
 
     def refresh(self) -> None:
         """Nothing to redraw: lines are written as they come."""
 
-    def line(self, now: float | None = None) -> str:
-        """The current report as one line (no newline)."""
+    def line(self, now: float | None = None, final: bool = False) -> str:
+        """The current report as one line (no newline); a ``final`` one has no ETA."""
         elapsed = max((self.clock() if now is None else now) - self.started, 1e-9)
         rate = self.done / elapsed
         parts = [f"{self.desc}: {self.done:,}" + (f"/{self.total:,}" if self.total is not None else "")
@@ -82,16 +103,19 @@ class LineProgress:
                  f"{rate:,.1f} {self.unit}/s", f"elapsed {format_seconds(elapsed)}"]
         if self.rejected is not None:
             parts.insert(2, f"{self.rejected:,} rejected")
-        if self.total is not None and self.done < self.total and rate > 0:
+        if not final and self.total is not None and self.done < self.total and rate > 0:
             parts.append(f"ETA {format_seconds((self.total - self.done) / rate)}")
         parts += [f"{name}={value}" for name, value in self.postfix.items()]
         return ", ".join(parts)
 
     def close(self) -> None:
-        """Write the last line (once)."""
-        if not self.closed:
-            self.closed = True
-            self._emit(self.line())
+        """Stop the timed lines and write the last one (once; skipped if nothing changed since a line)."""
+        self.stopped.set()
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                if self.done != self.last_done:
+                    self._report(self.clock(), final=True)
 
     def _emit(self, text: str) -> None:
         if not self.quiet:

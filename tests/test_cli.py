@@ -141,11 +141,28 @@ def test_query_prints_a_header_per_query_with_the_model_name(run, ingested, tiny
 
 
 def test_query_fields_chooses_what_is_shown(run, ingested):
-    result = run("query", "a red circle", "-c", "shapes", "-k", "3", "--fields", "shape,year,absent")
+    result = run("query", "a red circle", "-c", "shapes", "-k", "3", "--fields", "shape,year,shape,caption")
     assert result.exit_code == 0, result.output
     field_lines = [line.strip() for line in result.stdout.splitlines() if line.startswith("      ")]
     assert len(field_lines) == 3
-    assert all(re.fullmatch(r"shape=\w+  year=\d{4}  absent=-", line) for line in field_lines), field_lines
+    assert all(re.fullmatch(r"shape=\w+  year=\d{4}  caption=\S.*", line) for line in field_lines), field_lines
+    as_json = [json.loads(line) for line in run("query", "a red circle", "-c", "shapes", "-k", "3", "--fields",
+                                                "shape,year", "--json").stdout.splitlines()]
+    assert [sorted(hit["payload"]) for hit in as_json] == [["shape", "year"]] * 3
+
+
+def test_query_fields_names_an_unknown_field(run, ingested):
+    result = run("query", "a red circle", "-c", "shapes", "--fields", "shape,colour")
+    assert result.exit_code == 2 and "--fields: no field 'colour' in collection 'shapes'" in result.output
+    assert "color" in result.output  # the fields it has
+
+
+def test_query_output_fits_the_terminal_in_screen_columns():
+    from mmindex.pipeline.cli_format import display_width, short
+
+    assert display_width("蓝色的三角形") == 12 and display_width("é") == 1
+    assert display_width(short("蓝色的三角形在白色的背景上", 10)) <= 10
+    assert short("a\nb\tc", 10) == "a b c"
 
 
 def test_query_default_fields_start_with_the_indexed_ones_and_fit_the_width(run, ingested, monkeypatch):

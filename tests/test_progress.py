@@ -8,6 +8,7 @@ import pty
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,7 +27,7 @@ class Clock:
 
 def test_a_line_every_interval_then_a_last_one():
     stream, clock = io.StringIO(), Clock()
-    progress = LineProgress("ingest", "rows", 1000, interval=10, stream=stream, clock=clock)
+    progress = LineProgress("ingest", "rows", 1000, interval=10, stream=stream, clock=clock, ticker=False)
     for _ in range(9):  # 9 s: no line yet
         clock.now += 1
         progress.update(10, rejected=1)
@@ -36,12 +37,34 @@ def test_a_line_every_interval_then_a_last_one():
     assert stream.getvalue() == "ingest: 100/1,000 rows (10.0%), 10.0 rows/s, 2 rejected, elapsed 10s, ETA 1m30s\n"
     progress.write("building the vector index …")
     clock.now += 5
+    progress.update(50, rejected=3)  # 15 s: no line yet
     progress.close()
     progress.close()  # once only
     lines = stream.getvalue().splitlines()
     assert lines[1] == "building the vector index …"
-    assert lines[2] == "ingest: 100/1,000 rows (10.0%), 6.7 rows/s, 2 rejected, elapsed 15s, ETA 2m15s"
+    # The last line is a result, not a forecast: no ETA, even for a run that stopped early.
+    assert lines[2] == "ingest: 150/1,000 rows (15.0%), 10.0 rows/s, 3 rejected, elapsed 15s"
     assert len(lines) == 3 and "\r" not in stream.getvalue()
+
+
+def test_no_repeated_last_line():
+    stream, clock = io.StringIO(), Clock()
+    progress = LineProgress("ingest", "rows", 10, interval=0, stream=stream, clock=clock, ticker=False)
+    clock.now += 1
+    progress.update(10, rejected=0)
+    progress.close()
+    assert stream.getvalue() == "ingest: 10/10 rows (100.0%), 10.0 rows/s, 0 rejected, elapsed 1s\n"
+
+
+def test_a_stalled_run_still_reports_every_interval():
+    """Lines come from a timer, not only from finished batches."""
+    stream = io.StringIO()
+    progress = LineProgress("ingest", "rows", 100, interval=0.2, stream=stream)
+    progress.update(5)
+    time.sleep(0.9)  # no work finished meanwhile
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("ingest: 5/100 rows") for line in lines), lines
 
 
 def test_unknown_total_and_postfix():
@@ -50,7 +73,7 @@ def test_unknown_total_and_postfix():
         clock.now += 2
         progress.set_postfix(loss="0.512")
         progress.update(4)
-    assert stream.getvalue().splitlines() == ["train: 4 steps, 2.0 steps/s, elapsed 2s, loss=0.512"] * 2
+    assert stream.getvalue().splitlines() == ["train: 4 steps, 2.0 steps/s, elapsed 2s, loss=0.512"]
 
 
 def test_quiet_writes_nothing():
@@ -99,5 +122,6 @@ def test_ingest_logs_to_a_file_have_lines_not_redraws(tmp_path, tiny_model, samp
     assert progress and all(progress), lines
     counts = [int(match.group(1)) for match in progress]
     assert counts == sorted(counts) and counts[-1] == int(progress[-1].group(2)) == 60
-    assert "building the vector index …" in lines  # a note on a line of its own
+    # The rows' last line, then the note on a line of its own.
+    assert lines.index("building the vector index …") == lines.index(next(l for l in lines if " 60/60 rows" in l)) + 1
     assert json.loads(result.stdout)["upserted"] == 60
