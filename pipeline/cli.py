@@ -804,8 +804,8 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
                   f"image→text {i2t['recall@1']:.3f}  ({epoch.seconds:.0f}s)")
 
     command = "mmindex train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "mmindex train"
-    report = train(list(inputs), output, model, options, on_step, on_epoch, command=command)
-    bar.close()
+    with bar:
+        report = train(list(inputs), output, model, options, on_step, on_epoch, command=command)
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=str))
         return

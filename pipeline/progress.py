@@ -118,9 +118,14 @@ class LineProgress:
                     self._report(self.clock(), final=True)
 
     def _emit(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             self.stream.write(text + "\n")
             self.stream.flush()
+        except (OSError, ValueError):  # the stream was closed (the caller went away): progress is best effort
+            self.quiet = True
+            self.stopped.set()
 
     def __enter__(self) -> "LineProgress":
         return self

@@ -76,6 +76,15 @@ def test_unknown_total_and_postfix():
     assert stream.getvalue().splitlines() == ["train: 4 steps, 2.0 steps/s, elapsed 2s, loss=0.512"]
 
 
+def test_a_closed_stream_ends_the_timed_lines_quietly():
+    stream = io.StringIO()
+    progress = LineProgress("ingest", "rows", 10, interval=0.05, stream=stream)
+    stream.close()
+    time.sleep(0.2)  # the timer's write fails: no exception escapes its thread
+    assert progress.stopped.is_set()
+    progress.close()
+
+
 def test_quiet_writes_nothing():
     stream = io.StringIO()
     progress = open_progress("ingest", "rows", 10, quiet=True, interval=0, stream=stream)
@@ -86,9 +95,10 @@ def test_quiet_writes_nothing():
 
 
 def test_a_terminal_gets_a_bar_and_anything_else_lines(tmp_path):
-    assert isinstance(open_progress("ingest", "rows", 5, stream=io.StringIO()), LineProgress)
-    with open(tmp_path / "log", "w") as handle:
-        assert isinstance(open_progress("ingest", "rows", 5, stream=handle), LineProgress)
+    with open_progress("ingest", "rows", 5, stream=io.StringIO()) as progress:
+        assert isinstance(progress, LineProgress)
+    with open(tmp_path / "log", "w") as handle, open_progress("ingest", "rows", 5, stream=handle) as progress:
+        assert isinstance(progress, LineProgress)
     master, slave = pty.openpty()
     try:
         with os.fdopen(slave, "w", closefd=False) as terminal:
