@@ -344,7 +344,14 @@ def _edge_condition(cond: dict[str, Any]):
 def _edge_match(match: dict[str, Any], key: str):
     qe = _edge()
     if "value" in match:
-        return qe.MatchValue(match["value"])
+        value = match["value"]
+        if isinstance(value, bool):
+            # qdrant-edge reads a Python bool as the integer 0 or 1 (bool is an int subclass and its
+            # binding tries integers first), so `ok = true` matched nothing; numpy's bool is taken as one.
+            import numpy as np
+
+            value = np.bool_(value)
+        return qe.MatchValue(value)
     if "any" in match:
         return qe.MatchAny(list(match["any"]))
     if "except" in match:

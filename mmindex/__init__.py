@@ -55,7 +55,8 @@ _EXPORTS = {
     "IngestSummary": "mmindex.pipeline.ingestion",
     "ingest": "mmindex.pipeline.ingestion",
     "Hit": "mmindex.pipeline.query",
-    "parse_where": "mmindex.pipeline.query",
+    "parse_where": "mmindex.pipeline.where",
+    "validate_filter": "mmindex.pipeline.where",
     "search": "mmindex.pipeline.query",
 }
 

@@ -21,7 +21,8 @@ from mmindex.pipeline.query import combine_filters, load_filter_json, parse_wher
         ("score = 0.5", {"must": [{"key": "score", "range": {"gte": 0.5, "lte": 0.5}}]}),
         ("color != \"red\"", {"must_not": [{"key": "color", "match": {"value": "red"}}]}),
         ("color in ('red', 'blue')", {"must": [{"key": "color", "match": {"any": ["red", "blue"]}}]}),
-        ("year not in (2019, 2020)", {"must": [{"key": "year", "match": {"except": [2019, 2020]}}]}),
+        # "matches none of" (never Qdrant's `except`, which lets a list with one other element through)
+        ("year not in (2019, 2020)", {"must_not": [{"key": "year", "match": {"any": [2019, 2020]}}]}),
         ("created >= '2021-06-01'", {"must": [{"key": "created", "range": {"gte": "2021-06-01T00:00:00Z"}}]}),
         ("meta.lang = en", {"must": [{"key": "meta.lang", "match": {"value": "en"}}]}),
     ],
@@ -37,7 +38,7 @@ def test_and_joins_conditions_and_or_groups_them():
     }
     assert parse_where("a = 1 or b = 2 and c = 3") == {
         "should": [
-            {"must": [{"key": "a", "match": {"value": 1}}]},
+            {"key": "a", "match": {"value": 1}},
             {"must": [{"key": "b", "match": {"value": 2}}, {"key": "c", "match": {"value": 3}}]},
         ]
     }
@@ -56,9 +57,8 @@ def test_datetime_fields_use_ranges_for_equality():
         ("year >= 2020 color = red", "expected 'and' or 'or'"),
         ("color < 'red'", "ranges take numbers or dates"),
         ("flag > true", "no order"),
-        ("x in 1, 2", "followed by a list"),
-        ("x in ('a', 1)", "all strings or all integers"),
-        ("year >= 2020 and", "ends after"),
+        ("x in 1, 2", "a list like"),
+        ("year >= 2020 and", "ends too early"),
         ("year ~ 3", "cannot read"),
     ],
 )

@@ -1,0 +1,352 @@
+"""The typed --where language and raw filters: each listed case, then the whole kind.
+
+The differential test builds tables with hypothesis (mixed types, nulls, NaN, lists,
+timestamps, keyword digits, odd key names), ingests them for real into both stores (Qdrant
+Edge and qdrant-client's ``:memory:``), and checks that every generated where-expression
+returns exactly the rows a plain-Python evaluation of the same expression picks.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mmindex import FilterError, IngestOptions, MmindexError, ingest, search
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.where import parse_where, validate_filter
+
+TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", "tags": "keyword", "ok": "bool",
+         "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword"}
+
+
+# -- the listed cases, compiled --------------------------------------------------------------
+@pytest.mark.parametrize("expression, expected", [
+    # A float column (pandas: an integer column with a null) compared with integers.
+    ("year in (2020, 2021)", {"should": [{"key": "year", "range": {"gte": 2020.0, "lte": 2020.0}},
+                                         {"key": "year", "range": {"gte": 2021.0, "lte": 2021.0}}]}),
+    ("year = 2020", {"must": [{"key": "year", "range": {"gte": 2020.0, "lte": 2020.0}}]}),
+    # Digits on a keyword field are text.
+    ("zip = 10001", {"must": [{"key": "zip", "match": {"value": "10001"}}]}),
+    ("zip != 010001", {"must_not": [{"key": "zip", "match": {"value": "010001"}}]}),
+    # A quoted number on an integer field is a number.
+    ("n = '2020'", {"must": [{"key": "n", "match": {"value": 2020}}]}),
+    # `not in` is "matches none of", like `!=`.
+    ("color not in (red)", {"must_not": [{"key": "color", "match": {"value": "red"}}]}),
+    ("tags not in (cat, dog)", {"must_not": [{"key": "tags", "match": {"any": ["cat", "dog"]}}]}),
+    # Escapes: only \' \" \\ ; non-ASCII text stays as it is.
+    (r"color = 'l\'été'", {"must": [{"key": "color", "match": {"value": "l'été"}}]}),
+    (r"color = 'C:\path\\x'", {"must": [{"key": "color", "match": {"value": "C:\\path\\x"}}]}),
+    # Field names: a dotted name that is a top-level key, backticks, another script.
+    ("exif.make = Canon", {"must": [{"key": '"exif.make"', "match": {"value": "Canon"}}]}),
+    ("`shot on` >= 3", {"must": [{"key": '"shot on"', "range": {"gte": 3}}]}),
+    ("名前 = 'ネコ'", {"must": [{"key": "名前", "match": {"value": "ネコ"}}]}),
+    ("_source.file = 'a.parquet'", {"must": [{"key": "_source.file", "match": {"value": "a.parquet"}}]}),
+    # Dates, quoted or bare, as moments in UTC.
+    ("created >= 2021-06-01", {"must": [{"key": "created", "range": {"gte": "2021-06-01T00:00:00Z"}}]}),
+    ("created < '2021-06-01 12:00+02:00'", {"must": [{"key": "created", "range": {"lt": "2021-06-01T10:00:00Z"}}]}),
+    ("ok = TRUE", {"must": [{"key": "ok", "match": {"value": True}}]}),
+    ("color is null", {"must": [{"is_empty": {"key": "color"}}]}),
+    ("color is not null", {"must_not": [{"is_empty": {"key": "color"}}]}),
+    ("not (n > 1 or color = red) and zip = 1", {
+        "must": [{"key": "zip", "match": {"value": "1"}}],
+        "must_not": [{"should": [{"key": "n", "range": {"gt": 1}}, {"key": "color", "match": {"value": "red"}}]}]}),
+])
+def test_listed_cases_compile_for_the_field_type(expression, expected):
+    assert parse_where(expression, TYPES) == expected
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("color > red", "color is a keyword field: it has no order for >"),
+    ("ok < true", "ok is a true/false field"),
+    ("n = 2020.5", "n holds integers: 2020.5 is never equal to one"),
+    ("n = abc", "n holds integers: abc is not one"),
+    ("year = 'x'", "year holds numbers"),
+    ("created >= 2021", "quote one, e.g. created >= '2021-06-01'"),
+    ("created = '2021-13-45'", "is not a date"),
+    ("colour = red", "unknown field colour"),
+    ("exif.model = x", "unknown field `exif.model`"),
+    ("color = null", "write color is null"),
+    ("`shot on = 3", "close the quote"),
+    ("color = 'red", "close the quote"),
+    ("color in ()", "empty list"),
+    ("(color = red", "')' to close '('"),
+    ("color = red and", "expression ends too early"),
+    ("color red", "expected an operator"),
+])
+def test_mistakes_are_one_line_errors_that_say_what_to_write(expression, message):
+    with pytest.raises(FilterError) as caught:
+        parse_where(expression, TYPES)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_any_text_compiles_or_fails_with_the_projects_error(text):
+    try:
+        compiled = parse_where(text, TYPES)
+    except FilterError:
+        return
+    assert compiled is None or isinstance(compiled, dict)
+    if compiled is not None:
+        validate_filter(compiled, "where")  # what the language makes, Qdrant's schema accepts
+
+
+# -- raw filters -------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, message", [
+    ({"must": [{"key": "year", "match": {"value": 2020.5}}]}, "must[0].match.value is 2020.5"),
+    ({"must": [{"key": "year", "range": {"gte": "soon"}}]}, "must[0].range.gte: Input should be a valid datetime"),
+    ({"must": [{"key": "year", "match": {"value": None}}]}, "match takes strings, integers or true/false"),
+    ({"must": [{"key": "year", "range": {"gte": float("nan")}}]}, "gte is nan, which matches nothing"),
+    ({"must": [{"key": "year", "range": {"lt": float("inf")}}]}, "lt is inf"),
+    ({"must": [{"kee": "year"}]}, "must[0]"),
+    ({"musts": []}, "unknown clause 'musts'"),
+    ({"must": [{"has_id": ["not-a-uuid"]}]}, "not a point id"),
+    ({"must": [{"has_id": [-1]}]}, "not a point id"),
+    ([1], "must be a JSON object"),
+    ({"must": "year"}, "must"),
+])
+def test_raw_filters_are_checked_against_qdrants_schema(spec, message):
+    with pytest.raises(FilterError) as caught:
+        validate_filter(spec)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_valid_raw_filters_pass_unchanged_in_meaning():
+    point = "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"
+    spec = {"must": [{"key": "year", "range": {"gte": 2020}}, {"has_id": [point, 7]}],
+            "must_not": [{"key": "color", "match": {"any": ["red", "blue"]}}]}
+    checked = validate_filter(spec)
+    assert checked["must"][0] == {"key": "year", "range": {"gte": 2020.0}}
+    assert checked["must"][1] == {"has_id": [point, 7]}
+    assert checked["must_not"] == [{"key": "color", "match": {"any": ["red", "blue"]}}]
+
+
+# -- the whole kind: hypothesis tables × expressions, both stores, a plain-Python oracle ---------
+KEYWORDS = ["10001", "010001", "red", "Red", "l'été", "", "a b"]
+INTEGERS = [-2, 0, 1, 3, 2020]
+FLOATS = [-1.5, 0.0, 2.0, 2020.0, 2020.5]
+MOMENTS = [dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2021, 6, 1, 12, tzinfo=dt.timezone.utc),
+           dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc), dt.datetime(1999, 12, 31, 23, 59, tzinfo=dt.timezone.utc)]
+TAGS = ["cat", "dog", "bird"]
+# name → (Arrow type, recorded type, values a cell may hold)
+COLUMNS = {
+    "n": (pa.int64(), "integer", st.one_of(st.none(), st.sampled_from(INTEGERS))),
+    "year": (pa.float64(), "float", st.one_of(st.none(), st.just(math.nan), st.sampled_from(FLOATS))),
+    "zip": (pa.string(), "keyword", st.one_of(st.none(), st.sampled_from(KEYWORDS))),
+    "ok": (pa.bool_(), "bool", st.one_of(st.none(), st.booleans())),
+    "created": (pa.timestamp("us", tz="UTC"), "datetime", st.one_of(st.none(), st.sampled_from(MOMENTS))),
+    "tags": (pa.list_(pa.string()), "keyword",
+             st.one_of(st.none(), st.lists(st.sampled_from(TAGS), max_size=3, unique=True))),
+    "exif.make": (pa.string(), "keyword", st.one_of(st.none(), st.sampled_from(["Canon", "Nikon"]))),
+    "shot on": (pa.int32(), "integer", st.one_of(st.none(), st.sampled_from([1, 2, 3]))),
+    "名前": (pa.string(), "keyword", st.one_of(st.none(), st.sampled_from(["ネコ", "犬"]))),
+}
+
+
+def _image_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+IMAGE = _image_bytes()
+
+
+@st.composite
+def tables(draw):
+    rows = draw(st.integers(min_value=1, max_value=14))
+    return [{name: draw(values) for name, (_, _, values) in COLUMNS.items()} for _ in range(rows)]
+
+
+def spell_field(draw, name: str) -> str:
+    if name == "shot on":
+        return "`shot on`"
+    return draw(st.sampled_from([name, f"`{name}`"]))
+
+
+def spell(draw, kind: str, value) -> str:
+    """A literal as a user might write it for a field of ``kind``."""
+    if kind == "keyword":
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        forms = [f"'{escaped}'"]
+        if value and all(c.isalnum() for c in value) and value.lower() not in ("and", "or", "not", "in", "is",
+                                                                                  "null", "true", "false"):
+            forms.append(value)  # bare word or bare digits
+        return draw(st.sampled_from(forms))
+    if kind == "integer":
+        return draw(st.sampled_from([str(value), f"'{value}'", f"{value}.0"]))
+    if kind == "float":
+        return draw(st.sampled_from([repr(float(value)), f"'{value}'"] + ([str(int(value))]
+                                                                            if float(value).is_integer() else [])))
+    if kind == "bool":
+        return draw(st.sampled_from(["true", "TRUE", "'true'"] if value else ["false", "False"]))
+    text = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return draw(st.sampled_from([f"'{text}'", text] + ([f"'{value.date().isoformat()}'", value.date().isoformat()]
+                                                       if value.hour == value.minute == 0 else [])))
+
+
+def literal_pool(kind: str):
+    return {"keyword": KEYWORDS + TAGS + ["Canon", "ネコ", "犬"], "integer": INTEGERS + [1, 2],
+            "float": FLOATS, "bool": [True, False], "datetime": MOMENTS}[kind]
+
+
+@st.composite
+def comparisons(draw):
+    name = draw(st.sampled_from(sorted(COLUMNS)))
+    kind = COLUMNS[name][1]
+    ops = ["=", "!=", "in", "not in", "is null", "is not null"]
+    if kind in ("integer", "float", "datetime"):
+        ops += ["<", "<=", ">", ">="]
+    op = draw(st.sampled_from(ops))
+    field = spell_field(draw, name)
+    pool = literal_pool(kind)
+    if name == "tags":
+        pool = TAGS + ["fish"]
+    if op in ("is null", "is not null"):
+        return (name, op, None), f"{field} {op}"
+    if op in ("in", "not in"):
+        values = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
+        return (name, op, values), f"{field} {op} ({', '.join(spell(draw, kind, v) for v in values)})"
+    value = draw(st.sampled_from(pool))
+    return (name, op, value), f"{field} {op} {spell(draw, kind, value)}"
+
+
+@st.composite
+def expressions(draw, depth=2):
+    if depth == 0 or draw(st.integers(0, 2)) == 0:
+        return draw(comparisons())
+    form = draw(st.sampled_from(["and", "or", "not"]))
+    if form == "not":
+        tree, text = draw(expressions(depth=depth - 1))
+        return ("not", tree), f"not ({text})"
+    left, left_text = draw(expressions(depth=depth - 1))
+    right, right_text = draw(expressions(depth=depth - 1))
+    return (form, left, right), f"({left_text}) {form} ({right_text})"
+
+
+def cell_values(row: dict, name: str) -> list:
+    """What a row holds in a field, as the oracle sees it: nulls and NaN hold nothing."""
+    value = row[name]
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def oracle(tree, row: dict) -> bool:
+    """Plain-Python meaning of an expression tree (see pipeline/where.py's rules)."""
+    if tree[0] == "not":
+        return not oracle(tree[1], row)
+    if tree[0] == "and":
+        return oracle(tree[1], row) and oracle(tree[2], row)
+    if tree[0] == "or":
+        return oracle(tree[1], row) or oracle(tree[2], row)
+    name, op, value = tree
+    values = cell_values(row, name)
+    if op == "is null":
+        return not values
+    if op == "is not null":
+        return bool(values)
+    if op in ("=", "!="):
+        found = any(v == value for v in values)
+        return found if op == "=" else not found
+    if op in ("in", "not in"):
+        found = any(v in value for v in values)
+        return found if op == "in" else not found
+    compare = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+               ">=": lambda a, b: a >= b}[op]
+    return any(compare(v, value) for v in values)
+
+
+def write_table(rows: list[dict], folder: Path) -> Path:
+    columns = {"id": pa.array([f"row-{i}" for i in range(len(rows))]),
+               "image": pa.array([IMAGE] * len(rows), pa.binary()),
+               "caption": pa.array(["a red square"] * len(rows))}
+    for name, (arrow_type, _, _) in COLUMNS.items():
+        columns[name] = pa.array([row[name] for row in rows], arrow_type)
+    path = folder / "table.parquet"
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@given(rows=tables(), trees=st.lists(expressions(), min_size=25, max_size=25))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_every_expression_returns_exactly_the_rows_python_picks(encoder, rows, trees):
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        path = write_table(rows, folder)
+        stores = [QdrantEdgeStore("where", data_dir=folder / "edge"), QdrantServerStore("where", url=":memory:")]
+        options = IngestOptions(rejects_path=None)
+        try:
+            for store in stores:
+                summary = ingest([str(path)], store, encoder, options)
+                assert summary.upserted == len(rows), summary.rejections
+            vector = encoder.encode_texts(["a red square"])[0]
+            for tree, text in trees:
+                expected = {f"row-{i}" for i, row in enumerate(rows) if oracle(tree, row)}
+                for store in stores:
+                    hits = search(store, vector, where=text, exact=True, limit=len(rows) + 5)
+                    got = {hit.payload["id"] for hit in hits}
+                    assert got == expected, (type(store).__name__, text, parse_where(text, store.spec().payload_types))
+        finally:
+            for store in stores:
+                store.close()
+
+
+def test_listed_cases_against_both_stores(encoder, tmp_path):
+    """The issue's cases, each with its expected rows, through real ingests."""
+    rows = [
+        {"n": 2020, "year": 2020.0, "zip": "10001", "ok": True, "created": MOMENTS[1], "tags": ["cat", "dog"],
+         "exif.make": "Canon", "shot on": 1, "名前": "ネコ"},
+        {"n": 2021, "year": None, "zip": "02139", "ok": False, "created": None, "tags": ["bird"],
+         "exif.make": None, "shot on": 2, "名前": None},
+        {"n": None, "year": 2021.0, "zip": None, "ok": None, "created": MOMENTS[0], "tags": None,
+         "exif.make": "Nikon", "shot on": None, "名前": "犬"},
+    ]
+    path = write_table(rows, tmp_path)
+    cases = {
+        "year in (2020, 2021)": {0, 2}, "year not in (2020, 2021)": {1},
+        "zip = 10001": {0}, "zip != 10001": {1, 2}, "n = '2020'": {0},
+        "zip not in (10001)": {1, 2}, "tags not in (cat)": {1, 2}, "tags != cat": {1, 2},
+        "exif.make = Canon": {0}, "`exif.make` != Canon": {1, 2}, "名前 = 'ネコ'": {0},
+        "`shot on` >= 2": {1}, "created >= 2021-01-01": {0}, "created is null": {1},
+        "ok = true or n = 2021": {0, 1},
+    }
+    for store in (QdrantEdgeStore("listed", data_dir=tmp_path / "edge"), QdrantServerStore("listed", url=":memory:")):
+        try:
+            ingest([str(path)], store, encoder, IngestOptions(rejects_path=None))
+            vector = encoder.encode_texts(["x"])[0]
+            for expression, expected in cases.items():
+                got = {hit.payload["id"] for hit in search(store, vector, where=expression, exact=True, limit=10)}
+                assert got == {f"row-{i}" for i in expected}, (type(store).__name__, expression)
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("raw", [
+    '{"must": [{"key": "year", "match": {"value": 2020.5}}]}',
+    '{"must": [{"key": "year", "range": {"gte": NaN}}]}',
+    '{"musts": []}',
+    '{"must": [{"has_id": ["x"]}]}',
+    'null',
+])
+def test_bad_raw_filters_in_search_are_the_projects_error(encoder, tmp_path, raw):
+    from mmindex.pipeline.query import load_filter_json
+
+    store = QdrantEdgeStore("raw", data_dir=tmp_path)
+    try:
+        ingest([str(write_table([{name: None for name in COLUMNS}], tmp_path))], store, encoder,
+               IngestOptions(rejects_path=None))
+        with pytest.raises(MmindexError):
+            search(store, encoder.encode_texts(["x"])[0], filter_json=load_filter_json(raw))
+    finally:
+        store.close()
