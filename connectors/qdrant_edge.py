@@ -112,9 +112,12 @@ class QdrantEdgeStore(LayoutOnce):
 
     # -- writes ----------------------------------------------------------------------
     def create_payload_index(self, field_name: str, kind: str) -> None:
+        """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
+        from mmindex.pipeline.where import qdrant_key
+
         qe = _edge()
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
-        self._update(qe.UpdateOperation.create_field_index(field_name, schema))
+        self._update(qe.UpdateOperation.create_field_index(qdrant_key(field_name), schema))
         meta = self._metadata() or {}
         indexed = {**meta.get("indexed_fields", {}), field_name: kind}
         self._write_metadata(meta["model"], meta["dim"], meta.get("payload_types", {}), indexed)
@@ -203,7 +206,10 @@ class QdrantEdgeStore(LayoutOnce):
         if meta is None:
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
         shard_info = self._open().info()
-        indexed = {name: str(info.data_type).split(".")[-1].lower() for name, info in shard_info.payload_schema.items()}
+        from mmindex.pipeline.where import field_of_key
+
+        indexed = {field_of_key(name): str(info.data_type).split(".")[-1].lower()
+                   for name, info in shard_info.payload_schema.items()}
         return CollectionInfo(
             name=self.collection,
             store=self.kind,

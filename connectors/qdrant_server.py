@@ -201,14 +201,17 @@ class QdrantServerStore(LayoutOnce):
         )
 
     def create_payload_index(self, field_name: str, kind: str) -> None:
+        """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
         from qdrant_client import models
+
+        from mmindex.pipeline.where import qdrant_key
 
         schema = models.PayloadSchemaType(kind)
         with warnings.catch_warnings():
             # Local mode warns that indexes have no effect there; a server builds them.
             warnings.simplefilter("ignore", UserWarning)
             self._call("create payload index", self.client.create_payload_index,
-                       self.collection, field_name, schema, wait=True)
+                       self.collection, qdrant_key(field_name), schema, wait=True)
         # Recorded too, because local mode reports no payload schema.
         meta = dict(self._metadata() or {})
         meta["indexed_fields"] = {**meta.get("indexed_fields", {}), field_name: kind}
@@ -282,8 +285,10 @@ class QdrantServerStore(LayoutOnce):
             raise StoreError(f"collection {self.collection!r} does not exist on {self.url}")
         description = self._call("describe collection", self.client.get_collection, self.collection)
         meta = (description.config.metadata or {}).get(METADATA_KEY, {})
+        from mmindex.pipeline.where import field_of_key
+
         indexed = {
-            name: str(getattr(schema.data_type, "value", schema.data_type))
+            field_of_key(name): str(getattr(schema.data_type, "value", schema.data_type))
             for name, schema in (description.payload_schema or {}).items()
         }
         if not indexed:

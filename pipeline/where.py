@@ -290,6 +290,11 @@ def qdrant_key(name: str) -> str:
     return f'"{name}"'
 
 
+def field_of_key(key: str) -> str:
+    """The payload key a Qdrant key addresses at the top level: ``"exif.make"`` → ``exif.make``."""
+    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == '"' else key
+
+
 def convert_literal(token: Token, field_type: str | None, label: str, op: str = "=") -> Any:
     """A literal token as a value of ``field_type`` (inferred from the literal when None)."""
     text = token.value

@@ -323,7 +323,9 @@ def test_listed_cases_against_both_stores(encoder, tmp_path):
     }
     for store in (QdrantEdgeStore("listed", data_dir=tmp_path / "edge"), QdrantServerStore("listed", url=":memory:")):
         try:
-            ingest([str(path)], store, encoder, IngestOptions(rejects_path=None))
+            ingest([str(path)], store, encoder, IngestOptions(rejects_path=None,
+                                                             index_fields=["exif.make", "shot on", "名前", "ok"]))
+            assert set(store.info().indexed_fields) == {"exif.make", "shot on", "名前", "ok"}
             vector = encoder.encode_texts(["x"])[0]
             for expression, expected in cases.items():
                 got = {hit.payload["id"] for hit in search(store, vector, where=expression, exact=True, limit=10)}
