@@ -103,11 +103,23 @@ def embed_pairs(source: Source, encoder: Encoder, group_cols: Sequence[str] = ()
     """Read, decode and embed every row of ``source``."""
     if not source.mapping.caption:
         raise InputError("evaluation needs a caption column; name it with --caption-col")
-    missing = [c for c in group_cols if c not in source.mapping.payload]
+    keys = [group_key(source.mapping, column) for column in group_cols]
+    missing = [c for c, key in zip(group_cols, keys) if key is None]
     if missing:
-        raise InputError(f"--group-col {', '.join(missing)} is not a payload column")
+        fields = [source.mapping.caption, *source.mapping.payload]
+        raise InputError(f"--group-col {', '.join(missing)} is not a column of the input "
+                         f"(columns: {', '.join(filter(None, fields))})")
     summary = IngestSummary(collection="(eval)", files=len(source.files))
-    return embed_rows(collect_rows(source, encoder.name, summary, on_progress), encoder, group_cols, summary)
+    return embed_rows(collect_rows(source, encoder.name, summary, on_progress), encoder, keys, summary)
+
+
+def group_key(mapping: Any, column: str) -> str | None:
+    """The payload key holding ``column``'s values: the caption column's text is under 'caption'."""
+    if column == mapping.caption or (column == "caption" and mapping.caption):
+        return "caption"
+    if column in mapping.payload:
+        return mapping.payload_key(column)
+    return None
 
 
 def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence[str] = (),

@@ -13,11 +13,16 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from mmindex.pipeline.errors import MmindexError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+# Pillow refuses PNGs whose text or ICC-profile chunks decompress past 1 MiB (64 MiB in all), a
+# limit the user cannot change: valid photos with a large profile or XMP block were rejected.
+# Metadata is bounded still (a chunk's size is on disk), and pixels keep --max-pixels.
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 64 * 1024 * 1024)
+PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, 256 * 1024 * 1024)
 # Raster formats read from data files. Others Pillow knows (EPS runs Ghostscript, PSD, …) are refused.
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "MPO", "AVIF", "ICO", "PPM", "TGA", "JPEG2000",
            "PCX", "QOI")

@@ -220,7 +220,7 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
 def prepare_collection(source: Source, store: Store, model: str, dim: int, index_fields: Sequence[str]) -> None:
     """Create or check the collection for this model and source, its payload indexes, and start the load."""
     indexes = _index_plan(source, index_fields)
-    spec = CollectionSpec(model, dim, payload_types(source.schema, source.mapping.payload))
+    spec = CollectionSpec(model, dim, payload_types(source.schema, source.mapping.payload, source.mapping.payload_key))
     existing = store.spec()
     if existing is not None:
         spec.check_matches(existing, store.collection)
@@ -380,18 +380,24 @@ def _lost_rows(source_batch: SourceBatch, summary: IngestSummary) -> list[Source
 
 
 def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
+    """Payload key → index type for ``--index-fields`` (payload keys, or the columns they come from)."""
+    mapping = source.mapping
+    columns = {mapping.payload_key(column): column for column in mapping.payload}
     plan = {}
     for item in fields:
         name, _, kind = item.partition(":")
-        if name == CAPTION_KEY and source.mapping.caption:
+        if name == CAPTION_KEY and mapping.caption:
             plan[name] = kind or "text"
             continue
-        if name not in source.mapping.payload:
-            raise InputError(f"--index-fields {name!r} is not a payload column "
-                             f"(payload: {', '.join(source.mapping.payload) or 'none'})")
-        inferred = index_kind(source.schema.field(name).type)
+        if name not in columns and name in mapping.payload:
+            name = mapping.payload_key(name)
+        if name not in columns:
+            raise InputError(f"--index-fields {name!r} is not a payload field "
+                             f"(payload: {', '.join(columns) or 'none'})")
+        arrow_type = source.schema.field(columns[name]).type
+        inferred = index_kind(arrow_type)
         if not (kind or inferred):
-            raise InputError(f"cannot index {name!r} of type {source.schema.field(name).type}; "
+            raise InputError(f"cannot index {name!r} of type {arrow_type}; "
                              "give a type as NAME:keyword|integer|float|bool|datetime|text")
         plan[name] = kind or inferred
     return plan
@@ -415,7 +421,7 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
     images, image_errors = column(mapping.image)
     captions, caption_errors = column(mapping.caption)
     keys, key_errors = column(mapping.id)
-    payloads, warnings, payload_errors = payload_columns(batch, mapping.payload)
+    payloads, warnings, payload_errors = payload_columns(batch, mapping.payload, mapping.payload_key)
     summary.warnings.extend(f"{file}: {w}" for w in warnings)
     rows = []
     for index in range(batch.num_rows):
@@ -429,6 +435,11 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
             problem = f"id column {mapping.id!r} {trouble}" if trouble else None
         if problem is not None:
             _reject(summary, file, row_number, None if key_errors.get(index) else key, "read", problem)
+            continue
+        if not _is_text(captions[index]):
+            _reject(summary, file, row_number, key, "read",
+                    f"caption column {mapping.caption!r} holds {_kind_of(captions[index])}, not text "
+                    "(name a text column with --caption-col)")
             continue
         caption, cleaned = clean_caption(captions[index])
         summary.cleaned_captions += cleaned
@@ -457,6 +468,23 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
                               content_hash(data.data, caption, model)))
     _flag_truncated(rows, too_long, summary)
     return rows
+
+
+def _is_text(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bytes, bytearray, memoryview))
+
+
+def _kind_of(value: Any) -> str:
+    """A cell's kind for a rejection reason: 'a list of 3 values', 'a number (12)', …"""
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} value{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return "a struct"
+    if isinstance(value, bool):
+        return f"true/false ({value})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"a {type(value).__name__}"
 
 
 def _flag_truncated(rows: list[SourceRow], too_long: Callable[[list[str]], list[bool]] | None,

@@ -13,7 +13,7 @@ import hashlib
 import math
 import re
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
@@ -129,9 +129,12 @@ def rfc3339(value: dt.datetime | dt.date) -> str:
     return f"{value.isoformat()}T00:00:00Z"
 
 
-def payload_columns(batch: pa.RecordBatch, columns: Sequence[str]
+def payload_columns(batch: pa.RecordBatch, columns: Sequence[str], key_of: Callable[[str], str] = str
                     ) -> tuple[list[dict[str, Any]], list[str], dict[int, str]]:
-    """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings and row errors."""
+    """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings and row errors.
+
+    ``key_of`` gives each column's payload key (``ColumnMapping.payload_key``).
+    """
     rows: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
     warnings: list[str] = []
     errors: dict[int, str] = {}
@@ -141,9 +144,9 @@ def payload_columns(batch: pa.RecordBatch, columns: Sequence[str]
         warnings.extend(column_warnings)
         for index, problem in column_errors.items():
             errors.setdefault(index, problem)
+        key = key_of(name)
         for index, value in enumerate(values):
-            converted = to_json_value(value, column.type, warnings, name)
-            rows[index][name] = converted
+            rows[index][key] = to_json_value(value, column.type, warnings, name)
     return rows, warnings, errors
 
 
@@ -206,10 +209,10 @@ def index_kind(arrow_type: pa.DataType) -> str | None:
     return None
 
 
-def payload_types(schema: pa.Schema, columns: Sequence[str]) -> dict[str, str]:
-    """The payload field types a collection records, from the Arrow schema."""
+def payload_types(schema: pa.Schema, columns: Sequence[str], key_of: Callable[[str], str] = str) -> dict[str, str]:
+    """The payload field types a collection records (by payload key), from the Arrow schema."""
     types = {}
     for name in columns:
         kind = index_kind(schema.field(name).type)
-        types[name] = kind or str(schema.field(name).type)
+        types[key_of(name)] = kind or str(schema.field(name).type)
     return types

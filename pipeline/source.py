@@ -24,6 +24,7 @@ CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
 ID_NAMES = ("id", "key", "uid", "uuid")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated", "_thumbnail")  # keys mmindex writes into every payload
+CAPTION_KEY = "caption"  # the payload key of the caption text, whichever column it comes from
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class ColumnMapping:
     payload: tuple[str, ...]
     image_kind: str  # "bytes", "struct" (Hugging Face datasets {bytes, path}) or "path"
     notes: tuple[str, ...] = ()
+    # Payload columns stored under another key, because mmindex writes their own name itself.
+    renamed: tuple[tuple[str, str], ...] = ()
+
+    def payload_key(self, column: str) -> str:
+        """The payload key of a payload column (its name, unless renamed)."""
+        return dict(self.renamed).get(column, column)
 
     def columns(self) -> list[str]:
         """Every column to read, in a stable order, without repeats."""
@@ -346,28 +353,49 @@ def map_columns(
                 continue
             payload_list.append(f.name)
         payload = tuple(payload_list)
-    reserved = [c for c in payload if c in RESERVED_PAYLOAD]
-    if reserved:
-        if payload_cols is not None:
-            raise InputError(f"--payload-cols names {', '.join(reserved)}, a key mmindex writes itself "
-                             f"({', '.join(RESERVED_PAYLOAD)}); rename the column or leave it out")
-        payload = tuple(c for c in payload if c not in RESERVED_PAYLOAD)
-        notes.append(f"payload: column(s) {', '.join(reserved)} left out (mmindex writes these keys itself)")
-    if "caption" in payload and caption != "caption":
-        # The payload key 'caption' holds the caption text, whichever column it comes from.
-        if payload_cols is not None:
-            raise InputError("--payload-cols names 'caption', but the payload key 'caption' holds the text of "
-                             f"--caption-col {caption!r}; leave 'caption' out or make it the --caption-col")
-        payload = tuple(c for c in payload if c != "caption")
-        notes.append(f"payload: column 'caption' left out (the payload key 'caption' holds {caption!r})")
-    return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes))
+    # A column named like a key mmindex writes keeps its data under that name plus "_" (as many as
+    # it takes to be unique): `caption_` when --caption-col is another column, `_source_`, …
+    renamed = []
+    taken = set(names)
+    for column in payload:
+        if column in RESERVED_PAYLOAD or (column == CAPTION_KEY and caption is not None):
+            key = column + "_"
+            while key in taken:
+                key += "_"
+            taken.add(key)
+            renamed.append((column, key))
+            why = (f"the key {CAPTION_KEY!r} holds the text of the caption column {caption!r}"
+                   if column == CAPTION_KEY else f"mmindex writes the key {column!r} itself")
+            notes.append(f"payload: column {column!r} is stored as {key!r} ({why})")
+    return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes), tuple(renamed))
+
+
+def plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The plain type behind an encoding: dictionary → its values, large/view strings and binaries → plain."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_large_string(arrow_type) or _is_view(arrow_type, "is_string_view"):
+        return pa.string()
+    if pa.types.is_large_binary(arrow_type) or _is_view(arrow_type, "is_binary_view"):
+        return pa.binary()
+    return arrow_type
+
+
+def _is_view(arrow_type: pa.DataType, test: str) -> bool:
+    check = getattr(pa.types, test, None)  # string_view and binary_view arrived in pyarrow 16
+    return bool(check and check(arrow_type))
 
 
 def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
-    """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart."""
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+    """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart.
+
+    Every encoding of a type counts as the type: a dictionary of paths (pandas' categorical),
+    large or view strings and binaries.
+    """
+    arrow_type = plain_type(arrow_type)
+    if pa.types.is_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type):
         return "bytes"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+    if pa.types.is_string(arrow_type):
         return "path"
     if pa.types.is_struct(arrow_type):
         fields = {arrow_type.field(i).name for i in range(arrow_type.num_fields)}
