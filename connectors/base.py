@@ -17,6 +17,7 @@ from mmindex.pipeline.errors import CollectionMismatchError
 VECTOR_NAMES = ("image", "text")
 # Payload index kinds, named as Qdrant names its payload schema types.
 INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
+FILTER_TYPES = ("integer", "float", "keyword", "bool", "datetime")  # payload types --where compiles for
 # Qdrant rejects requests over 32 MiB; stay well under it whatever the vector size.
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
@@ -30,13 +31,35 @@ class CollectionSpec:
     payload_types: dict[str, str] = field(default_factory=dict)
 
     def check_matches(self, existing: "CollectionSpec", collection: str) -> None:
-        """Refuse, before any write, to mix vectors of two models in one collection."""
+        """Refuse, before any write, to mix two models, or two types of one payload field, in one collection.
+
+        A field's type decides how ``--where`` compiles a comparison, so a field stored as
+        integers by one run and as text by the next would answer half of each query. The one
+        change that is safe is integers into a float field (they compare by value).
+        """
         if existing.model != self.model or existing.dim != self.dim:
             raise CollectionMismatchError(
                 f"collection {collection!r} holds vectors of model {existing.model!r} "
                 f"(size {existing.dim}); this run uses model {self.model!r} (size {self.dim}). "
                 "Use the same --model, or another --collection."
             )
+        for name, kind in sorted(self.payload_types.items()):
+            before = existing.payload_types.get(name)
+            if before is None or before == kind or (before, kind) == ("float", "integer"):
+                continue
+            if before not in FILTER_TYPES and kind not in FILTER_TYPES:
+                continue  # neither can be filtered on (structs, binaries…): nothing to answer wrongly
+            hint = (" (pandas writes an integer column with a null as float64)"
+                    if {before, kind} == {"integer", "float"} else "")
+            raise CollectionMismatchError(
+                f"payload field {name!r} is {before} in collection {collection!r} but {kind} in these inputs"
+                f"{hint}; filters on it would miss one of the two. Cast the column to {before}, or ingest into "
+                "another --collection"
+            )
+
+    def merged_payload_types(self, existing: "CollectionSpec") -> dict[str, str]:
+        """The field types to record after this run: new fields added, recorded ones kept."""
+        return {**self.payload_types, **existing.payload_types}
 
 
 QUANTIZATIONS = ("int8",)

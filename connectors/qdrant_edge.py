@@ -70,7 +70,7 @@ class QdrantEdgeStore(LayoutOnce):
         existing = self.spec()
         if existing is not None:
             spec.check_matches(existing, self.collection)
-            merged = {**existing.payload_types, **spec.payload_types}
+            merged = spec.merged_payload_types(existing)
             if merged != existing.payload_types:
                 self._write_metadata(spec.model, spec.dim, merged)
             self._open()

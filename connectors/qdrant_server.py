@@ -170,7 +170,7 @@ class QdrantServerStore(LayoutOnce):
                     "(no 'mmindex' metadata); choose another --collection"
                 )
             spec.check_matches(existing, self.collection)
-            merged = {**existing.payload_types, **spec.payload_types}
+            merged = spec.merged_payload_types(existing)
             if merged != existing.payload_types:
                 meta = {**(self._metadata() or {}), "payload_types": merged}
                 self._call("update metadata", self.client.update_collection, self.collection,

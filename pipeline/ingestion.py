@@ -428,8 +428,8 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
         row_number = first_row + index
         summary.read += 1
         key = keys[index]
-        problem = (image_errors.get(index) or caption_errors.get(index) or key_errors.get(index)
-                   or payload_errors.get(index))
+        problem = (source_batch.row_errors.get(index) or image_errors.get(index) or caption_errors.get(index)
+                   or key_errors.get(index) or payload_errors.get(index))
         if problem is None and mapping.id:
             trouble = id_problem(key)
             problem = f"id column {mapping.id!r} {trouble}" if trouble else None

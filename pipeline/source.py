@@ -10,7 +10,8 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from dataclasses import dataclass, field
+import posixpath
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mmindex.pipeline.errors import InputError
+from mmindex.pipeline.schema import DatasetSchema, conform_batch, plain_type, unify
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
@@ -65,6 +67,7 @@ class SourceBatch:
     batch: pa.RecordBatch | None
     error: str | None = None
     lost_rows: int | None = None
+    row_errors: dict[int, str] = field(default_factory=dict)  # row index → why a value did not convert
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Source:
     mapping: ColumnMapping
     display_names: dict[str, str] = field(default_factory=dict)
     shard: tuple[int, int] | None = None  # (index, count): this worker's share of the row groups
+    dataset: DatasetSchema | None = None  # how each file differs from ``schema`` (None: they do not)
 
     def units(self) -> list[Unit]:
         """Every row group of every file, in order; a file with an unreadable footer is one unit."""
@@ -186,10 +190,14 @@ class Source:
         if unit.row_group is None:  # unreadable when listed, readable now
             raise _BadFile(InputError("the file changed while being read", file=self.display(unit.path)), 0, None)
         row = unit.first_row
+        wanted = self.mapping.columns()
+        present = [c for c in wanted if c in parquet.schema_arrow.names]
         try:
-            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[unit.row_group],
-                                              columns=self.mapping.columns()):
-                yield SourceBatch(self.display(unit.path), unit.path, row, batch)
+            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[unit.row_group], columns=present):
+                errors: dict[int, str] = {}
+                if self.dataset is not None:
+                    batch, errors = conform_batch(batch, wanted, self.dataset, unit.path)
+                yield SourceBatch(self.display(unit.path), unit.path, row, batch, row_errors=errors)
                 row += batch.num_rows
         except (OSError, pa.ArrowException) as error:
             failure = InputError(f"cannot read Parquet data (row group {unit.row_group}): {error}",
@@ -198,10 +206,12 @@ class Source:
             raise _BadFile(failure, row, unit.first_row + (unit.rows or 0) - row) from error
 
     def _schema_problem(self, path: str, schema: pa.Schema) -> InputError | None:
-        """Why this file's columns cannot be read with the mapping of the first file, if they cannot."""
-        missing = [c for c in self.mapping.columns() if c not in schema.names]
-        if missing:
-            return InputError(f"missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})",
+        """Why this file cannot be read with the dataset's mapping, if it cannot.
+
+        Other columns may be missing (their rows hold null); the image column may not.
+        """
+        if self.mapping.image not in schema.names:
+            return InputError(f"no image column {self.mapping.image!r} in this file (has: {', '.join(schema.names)})",
                               file=self.display(path))
         image_type = schema.field(self.mapping.image).type
         try:
@@ -238,13 +248,20 @@ class _BadFile(Exception):
 
 def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str]]:
     """Expand files, directories, globs and URIs into Parquet file paths on one filesystem."""
+    filesystem, files, display, _ = discover(inputs)
+    return filesystem, files, display
+
+
+def discover(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str], dict[str, str]]:
+    """``find_files``, plus each file's root: the folder it was found under (for Hive partition keys)."""
     if not inputs:
         raise InputError("no input given: pass Parquet files, directories or globs")
     filesystem: pafs.FileSystem | None = None
     files: list[str] = []
     display: dict[str, str] = {}
+    roots: dict[str, str] = {}
     for item in inputs:
-        fs, paths, prefix = _expand(item)
+        fs, paths, prefix, root = _expand(item)
         if filesystem is None:
             filesystem = fs
         elif type(fs) is not type(filesystem):
@@ -255,17 +272,19 @@ def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[
             if path not in display:
                 files.append(path)
                 display[path] = prefix + path
-    return filesystem, files, display
+                roots[path] = root
+    return filesystem, files, display, roots
 
 
-def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str]:
+def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str, str]:
+    """(filesystem, Parquet files, display prefix, the folder the files were found under)."""
     if "://" in item:
         try:
             fs, path = pafs.FileSystem.from_uri(item)
         except (pa.ArrowException, ValueError, OSError) as error:
             raise InputError(f"cannot open {item!r}: {error}") from error
         prefix = item.split("://", 1)[0] + "://"
-        return fs, _expand_on(fs, path), prefix
+        return fs, _expand_on(fs, path), prefix, _root(path)
     local = item
     fs = pafs.LocalFileSystem()
     if glob.has_magic(local):
@@ -273,10 +292,17 @@ def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str]:
         paths: list[str] = []
         for match in matches:
             paths.extend(_expand_on(fs, os.path.abspath(match)))
-        return fs, paths, ""
+        return fs, paths, "", _root(os.path.abspath(local))
     if not os.path.exists(local):
         raise InputError(f"input not found: {item}")
-    return fs, _expand_on(fs, os.path.abspath(local)), ""
+    return fs, _expand_on(fs, os.path.abspath(local)), "", _root(os.path.abspath(local))
+
+
+def _root(path: str) -> str:
+    """The folder above which folder names are not partition keys: the input's fixed part."""
+    if glob.has_magic(path):
+        return path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+    return path if not path.endswith(PARQUET_SUFFIXES) else posixpath.dirname(path)
 
 
 def _expand_on(fs: pafs.FileSystem, path: str) -> list[str]:
@@ -370,22 +396,6 @@ def map_columns(
     return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes), tuple(renamed))
 
 
-def plain_type(arrow_type: pa.DataType) -> pa.DataType:
-    """The plain type behind an encoding: dictionary → its values, large/view strings and binaries → plain."""
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    if pa.types.is_large_string(arrow_type) or _is_view(arrow_type, "is_string_view"):
-        return pa.string()
-    if pa.types.is_large_binary(arrow_type) or _is_view(arrow_type, "is_binary_view"):
-        return pa.binary()
-    return arrow_type
-
-
-def _is_view(arrow_type: pa.DataType, test: str) -> bool:
-    check = getattr(pa.types, test, None)  # string_view and binary_view arrived in pyarrow 16
-    return bool(check and check(arrow_type))
-
-
 def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
     """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart.
 
@@ -416,17 +426,22 @@ def open_source(
     skip_bad_files: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> Source:
-    """Find the files, read the first (readable) one's schema and map the columns."""
-    filesystem, files, display = find_files(inputs)
-    schema = None
+    """Find the files, read every file's schema into one for the dataset, and map the columns.
+
+    Files whose schemas drift are reconciled (``pipeline/schema.py``): a column in some files is
+    kept, types are promoted or converted as read, Hive partition keys become columns.
+    """
+    filesystem, files, display, roots = discover(inputs)
+    schemas: dict[str, pa.Schema] = {}
     for path in files:
         try:
-            schema = pq.read_schema(filesystem.open_input_file(path))
-            break
+            schemas[path] = pq.read_schema(filesystem.open_input_file(path))
         except (OSError, pa.ArrowException) as error:
             if not skip_bad_files:
                 raise InputError(f"not a readable Parquet file: {error}", file=display[path]) from error
-    if schema is None:
+    if not schemas:
         raise InputError(f"none of the {len(files)} input file(s) is a readable Parquet file")
-    mapping = map_columns(schema, image_col, caption_col, id_col, payload_cols)
-    return Source(filesystem, files, schema, mapping, display, shard)
+    dataset = unify(schemas, roots, display)
+    mapping = map_columns(dataset.schema, image_col, caption_col, id_col, payload_cols)
+    mapping = replace(mapping, notes=mapping.notes + tuple(dataset.notes))
+    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset)

@@ -40,9 +40,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mmindex.connectors.base import FILTER_TYPES as FIELD_TYPES
 from mmindex.pipeline.errors import FilterError
 
-FIELD_TYPES = ("integer", "float", "keyword", "bool", "datetime")
 # Keys mmindex itself writes into every payload, with their types (None: an object).
 SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None}
 

@@ -37,12 +37,15 @@ def run(tmp_path, table_or_frame, encoder, name="c", **options):
 def test_pandas_categorical_image_paths_are_paths(tmp_path, encoder):
     for index in range(3):
         (tmp_path / f"{index}.png").write_bytes(png((index * 80, 10, 10)))
-    frame = pd.DataFrame({"id": ["a", "b", "c"], "image": pd.Categorical(["0.png", "1.png", "2.png"]),
-                          "caption": pd.Categorical(["red", "red", "dark"]), "year": [2020, None, 2021]})
-    store, summary = run(tmp_path, frame, encoder)
+    frame = pd.DataFrame({"id": pd.Categorical(["a", "b", "c"]), "image": pd.Categorical(["0.png", "1.png", "2.png"]),
+                          "caption": pd.Categorical(["red", "red", "dark"]), "year": [2020, None, 2021],
+                          "kind": pd.Categorical(["x", "y", "x"])})
+    store, summary = run(tmp_path, frame, encoder, index_fields=["kind"])
     try:
         assert (summary.upserted, summary.rejected) == (3, 0), summary.rejections
         assert store.spec().payload_types["year"] == "float"  # pandas' integer column with a null
+        assert store.spec().payload_types["kind"] == "keyword" and store.info().indexed_fields == {"kind": "keyword"}
+        assert len(search(store, encoder.encode_texts(["red"])[0], where="kind = x", exact=True)) == 2
         hits = search(store, encoder.encode_texts(["red"])[0], where="year in (2020, 2021)", exact=True)
         assert sorted(hit.payload["id"] for hit in hits) == ["a", "c"]
     finally:

@@ -121,6 +121,9 @@ def test_non_string_ids(tmp_path, encoder):
     store = QdrantEdgeStore("ids", data_dir=tmp_path / "store")
     summary = ingest([str(folder / "ints.parquet")], store, encoder)
     assert summary.upserted == 3 and store.retrieve([point_id_from_key(2**40)])
+    store.close()
+    # Its own collection: float ids in the integer `id` field of the first would be refused.
+    store = QdrantEdgeStore("float-ids", data_dir=tmp_path / "store")
     floats = ingest([str(folder / "floats.parquet")], store, encoder)
     assert floats.upserted == 1
     assert sorted(r.reason for r in floats.rejections) == ["id column 'id' is nan", "id column 'id' is null"]
@@ -134,7 +137,7 @@ def test_bad_files_stop_the_run_or_are_skipped_and_reported(tmp_path, encoder, s
     shutil.copytree(sample_dir, folder)
     (folder / "part-00002.parquet").write_bytes(b"PAR1 this is not parquet")  # unreadable footer
     good = pq.read_table(folder / "part-00000.parquet")
-    pq.write_table(good.drop_columns(["caption"]), folder / "part-00003.parquet")  # another schema
+    pq.write_table(good.drop_columns(["image"]), folder / "part-00003.parquet")  # no image column
     truncated = (folder / "part-00001.parquet").read_bytes()
     pq.write_table(good, folder / "part-00004.parquet", row_group_size=10)
     data = (folder / "part-00004.parquet").read_bytes()
@@ -148,7 +151,7 @@ def test_bad_files_stop_the_run_or_are_skipped_and_reported(tmp_path, encoder, s
     skipped = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in summary.skipped_files}
     assert list(skipped) == ["part-00002.parquet"]
     schema_rejects = [r for r in summary.rejections if r.file.endswith("part-00003.parquet")]
-    assert len(schema_rejects) == good.num_rows and "missing column(s) caption" in schema_rejects[0].reason
+    assert len(schema_rejects) == good.num_rows and "no image column 'image'" in schema_rejects[0].reason
     corrupt = [r for r in summary.rejections if r.file.endswith("part-00004.parquet")]
     assert corrupt and all("unreadable from row" in r.reason for r in corrupt)
     assert summary.adds_up() and summary.upserted + summary.unchanged >= 60

@@ -74,20 +74,28 @@ def test_batches_stream_with_file_and_row(tmp_path):
     assert seen == [("a.parquet", 0, 2), ("a.parquet", 2, 1), ("b.parquet", 0, 2)]
 
 
-def test_file_with_another_schema_is_named(tmp_path):
+def test_a_column_missing_from_some_files_is_kept_and_null_there(tmp_path):
     write(tmp_path / "a.parquet", image=[b"1"], caption=["a"], year=[1])
     write(tmp_path / "b.parquet", image=[b"2"], caption=["b"])
     source = open_source([str(tmp_path)])
-    with pytest.raises(InputError, match=r"b\.parquet: missing column\(s\) year"):
+    assert "column 'year' is in 1 of 2 files; rows of the others hold null" in source.mapping.notes
+    rows = [r for batch in source.batches() for r in batch.batch.to_pylist()]
+    assert [r["year"] for r in rows] == [1, None]
+
+
+def test_a_file_without_the_image_column_is_named(tmp_path):
+    write(tmp_path / "a.parquet", image=[b"1"], caption=["a"])
+    write(tmp_path / "b.parquet", caption=["b"])
+    source = open_source([str(tmp_path)])
+    with pytest.raises(InputError, match=r"b\.parquet: no image column 'image' in this file"):
         list(source.batches())
 
 
 def test_corrupt_parquet_is_named(tmp_path):
     write(tmp_path / "a.parquet", image=[b"1"])
     (tmp_path / "b.parquet").write_bytes(b"PAR1 this is not parquet")
-    source = open_source([str(tmp_path)])
     with pytest.raises(InputError, match=r"b\.parquet: not a readable Parquet file"):
-        list(source.batches())
+        list(open_source([str(tmp_path)]).batches())
 
 
 def test_uris_go_through_pyarrow_filesystems(tmp_path):

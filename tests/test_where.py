@@ -1,7 +1,7 @@
 """The typed --where language and raw filters: each listed case, then the whole kind.
 
 The differential test builds tables with hypothesis (mixed types, nulls, NaN, lists,
-timestamps, keyword digits, odd key names), ingests them for real into both stores (Qdrant
+timestamps, keyword digits, odd key names, two files whose schemas drift), ingests them for real into both stores (Qdrant
 Edge and qdrant-client's ``:memory:``), and checks that every generated where-expression
 returns exactly the rows a plain-Python evaluation of the same expression picks.
 """
@@ -266,24 +266,47 @@ def oracle(tree, row: dict) -> bool:
     return any(compare(v, value) for v in values)
 
 
-def write_table(rows: list[dict], folder: Path) -> Path:
-    columns = {"id": pa.array([f"row-{i}" for i in range(len(rows))]),
-               "image": pa.array([IMAGE] * len(rows), pa.binary()),
-               "caption": pa.array(["a red square"] * len(rows))}
-    for name, (arrow_type, _, _) in COLUMNS.items():
-        columns[name] = pa.array([row[name] for row in rows], arrow_type)
-    path = folder / "table.parquet"
-    pq.write_table(pa.table(columns), path)
-    return path
+def write_table(rows: list[dict], folder: Path, drift: bool = False) -> Path:
+    """One Parquet file, or with ``drift`` two whose schemas differ as real datasets' do.
+
+    The second file holds `n` as numeric strings, `shot on` as int64 and has no `exif.make`
+    column; the dataset's schema is the first file's, and its values must mean the same.
+    """
+    def table(part: list[dict], offset: int, drifted: bool) -> pa.Table:
+        columns = {"id": pa.array([f"row-{offset + i}" for i in range(len(part))]),
+                   "image": pa.array([IMAGE] * len(part), pa.binary()),
+                   "caption": pa.array(["a red square"] * len(part))}
+        for name, (arrow_type, _, _) in COLUMNS.items():
+            values = [row[name] for row in part]
+            if drifted and name == "exif.make":
+                continue
+            if drifted and name == "n":
+                columns[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+            elif drifted and name == "shot on":
+                columns[name] = pa.array(values, pa.int64())
+            else:
+                columns[name] = pa.array(values, arrow_type)
+        return pa.table(columns)
+
+    if not drift or len(rows) < 2:
+        pq.write_table(table(rows, 0, False), folder / "table.parquet")
+        return folder / "table.parquet"
+    half = len(rows) // 2
+    (folder / "data").mkdir()
+    pq.write_table(table(rows[:half], 0, False), folder / "data" / "part-0.parquet")
+    pq.write_table(table(rows[half:], half, True), folder / "data" / "part-1.parquet")
+    for row in rows[half:]:
+        row["exif.make"] = None  # the second file has no such column
+    return folder / "data"
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@given(rows=tables(), trees=st.lists(expressions(), min_size=25, max_size=25))
+@given(rows=tables(), trees=st.lists(expressions(), min_size=25, max_size=25), drift=st.booleans())
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-def test_every_expression_returns_exactly_the_rows_python_picks(encoder, rows, trees):
+def test_every_expression_returns_exactly_the_rows_python_picks(encoder, rows, trees, drift):
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        path = write_table(rows, folder)
+        path = write_table(rows, folder, drift)
         stores = [QdrantEdgeStore("where", data_dir=folder / "edge"), QdrantServerStore("where", url=":memory:")]
         options = IngestOptions(rejects_path=None)
         try:

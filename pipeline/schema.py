@@ -1,0 +1,245 @@
+"""One schema per dataset: every input file's columns, their types reconciled, Hive partition keys.
+
+The files of one dataset drift: a column added later, a caption column missing from the first
+file, an id that is int64 in one file and numeric strings in another, Hive folders
+(``year=2021/part-0.parquet``) whose key is in the path and not in the file. Each file's
+schema is read (its footer only), and each column gets one type for the whole dataset:
+
+* a column present in some files is kept; where a file lacks it, its rows hold null;
+* encodings of one type are that type (dictionary, large, view: see ``plain_type``);
+* types that pyarrow promotes without loss are promoted (int32 → int64, int → float64,
+  timestamp units, …: ``pa.unify_schemas(promote_options="permissive")``);
+* numbers and numeric strings become numbers (the strings are parsed value by value), and
+  dates/timestamps and strings become timestamps;
+* any other mix keeps the type of the first file that has the column.
+
+A file whose type differs is named in a note; its values are converted as they are read
+(``conform_batch``), and a value that does not convert rejects its row with the column and
+the reason. Hive partition keys become columns (integers when every value is one).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def plain_type(arrow_type: pa.DataType) -> pa.DataType:
+    """The plain type behind an encoding: dictionary → its values, large/view strings and binaries → plain."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_large_string(arrow_type) or _is_view(arrow_type, "is_string_view"):
+        return pa.string()
+    if pa.types.is_large_binary(arrow_type) or _is_view(arrow_type, "is_binary_view"):
+        return pa.binary()
+    if pa.types.is_large_list(arrow_type) or _is_view(arrow_type, "is_list_view") \
+            or _is_view(arrow_type, "is_large_list_view"):
+        return pa.list_(plain_type(arrow_type.value_type))
+    if pa.types.is_list(arrow_type):
+        return pa.list_(plain_type(arrow_type.value_type))
+    return arrow_type
+
+
+def _is_view(arrow_type: pa.DataType, test: str) -> bool:
+    check = getattr(pa.types, test, None)  # view types arrived in pyarrow 16
+    return bool(check and check(arrow_type))
+
+
+def hive_partitions(path: str, root: str | None) -> dict[str, str]:
+    """``key=value`` folder names between ``root`` and the file, outermost first."""
+    if not root:
+        return {}
+    relative = posixpath.relpath(posixpath.dirname(path), root) if path.startswith(root) else ""
+    found = {}
+    for part in relative.split("/"):
+        key, sep, value = part.partition("=")
+        if sep and key and not key.startswith((".", "_")):
+            found[key] = value
+    return found
+
+
+@dataclass
+class DatasetSchema:
+    """The dataset's columns with one type each, and how each file differs from it."""
+
+    schema: pa.Schema
+    partitions: dict[str, dict[str, str]] = field(default_factory=dict)  # file → {key: raw value}
+    partition_fields: tuple[str, ...] = ()
+    file_types: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)  # file → column → its type
+    notes: list[str] = field(default_factory=list)
+
+    def columns_of(self, path: str) -> dict[str, pa.DataType]:
+        """The columns a file has (partition keys aside), with their types in that file."""
+        return self.file_types.get(path, {})
+
+
+def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
+          display: dict[str, str] | None = None) -> DatasetSchema:
+    """One schema over the files' schemas (in file order); ``roots`` give each file's input folder."""
+    display = display or {}
+    types: dict[str, list[tuple[str, pa.DataType]]] = {}
+    file_types: dict[str, dict[str, pa.DataType]] = {}
+    for path, schema in schemas.items():
+        file_types[path] = {}
+        for column in schema:
+            file_types[path][column.name] = column.type
+            types.setdefault(column.name, []).append((path, column.type))
+    fields, notes = [], []
+    for name, seen in types.items():
+        target = _reconcile([plain_type(t) for _, t in seen])
+        fields.append(pa.field(name, target))
+        differing = [p for p, t in seen if plain_type(t) != target]
+        if differing:
+            shown = ", ".join(f"{display.get(p, p)} ({file_types[p][name]})" for p in differing[:3])
+            more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+            notes.append(f"column {name!r} is {target} in the dataset; converted where read from {shown}{more} "
+                         "(values that do not convert reject their rows)")
+        if len(seen) < len(schemas):
+            notes.append(f"column {name!r} is in {len(seen)} of {len(schemas)} files; rows of the others hold null")
+    partitions = {path: hive_partitions(path, (roots or {}).get(path)) for path in schemas}
+    keys: list[str] = []
+    for found in partitions.values():
+        keys.extend(k for k in found if k not in keys)
+    partition_fields = []
+    for key in keys:
+        if key in types:
+            notes.append(f"partition key {key!r} in folder names is also a column; the column's values are used")
+            continue
+        values = [found[key] for found in partitions.values() if key in found]
+        kind = pa.int64() if all(_is_int(v) for v in values) else pa.string()
+        fields.append(pa.field(key, kind))
+        partition_fields.append(key)
+    if partition_fields:
+        notes.append(f"partition key(s) {', '.join(partition_fields)} from folder names (key=value/) are payload "
+                     "fields")
+    return DatasetSchema(pa.schema(fields), partitions, tuple(partition_fields), file_types, notes)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _reconcile(kinds: Sequence[pa.DataType]) -> pa.DataType:
+    target = kinds[0]
+    for kind in kinds[1:]:
+        if kind == target:
+            continue
+        try:
+            target = pa.unify_schemas([pa.schema([("c", target)]), pa.schema([("c", kind)])],
+                                      promote_options="permissive").field("c").type
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        target = _mixed(target, kind)
+    return target
+
+
+def _mixed(first: pa.DataType, other: pa.DataType) -> pa.DataType:
+    """Numbers win over strings (parsed value by value); timestamps over strings; else the first type."""
+    for number, text in ((first, other), (other, first)):
+        if pa.types.is_string(text) and (pa.types.is_integer(number) or pa.types.is_floating(number)):
+            return pa.int64() if pa.types.is_integer(number) else pa.float64()
+        if pa.types.is_string(text) and (pa.types.is_timestamp(number) or pa.types.is_date(number)):
+            return number
+    return first
+
+
+def conform_batch(batch: pa.RecordBatch, columns: Sequence[str], dataset: DatasetSchema,
+                  path: str) -> tuple[pa.RecordBatch, dict[int, str]]:
+    """``columns`` of ``batch`` (read from ``path``) in the dataset's types, and rows that do not convert.
+
+    Columns the file lacks are null; partition keys are the file's folder values. Returns the
+    batch and ``{row index: reason}`` for values that cannot be converted (set to null).
+    """
+    if batch.schema.names == list(columns) and all(
+            batch.schema.field(name).type == dataset.schema.field(name).type for name in columns):
+        return batch, {}  # the usual case: this file is the dataset's schema
+    arrays, errors = [], {}
+    for name in columns:
+        target = dataset.schema.field(name).type
+        if name in dataset.partition_fields and name not in batch.schema.names:
+            raw = dataset.partitions.get(path, {}).get(name)
+            value = None if raw is None else (int(raw) if pa.types.is_integer(target) else raw)
+            arrays.append(pa.array([value] * batch.num_rows, target))
+            continue
+        if name not in batch.schema.names:
+            arrays.append(pa.nulls(batch.num_rows, target))
+            continue
+        column = batch.column(batch.schema.get_field_index(name))
+        converted, problems = convert_array(column, target, name)
+        arrays.append(converted)
+        for index, reason in problems.items():
+            errors.setdefault(index, reason)
+    schema = pa.schema([dataset.schema.field(name) for name in columns])
+    return pa.RecordBatch.from_arrays(arrays, schema=schema), errors
+
+
+def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, dict[int, str]]:
+    """``column`` as ``target``: whole when pyarrow casts it safely, else value by value with row errors."""
+    if column.type == target:
+        return column, {}
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+        if column.type == target:
+            return column, {}
+    try:
+        return pc.cast(column, target, safe=True), {}
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    values, errors = [], {}
+    for index, value in enumerate(column.to_pylist()):
+        try:
+            values.append(_convert_value(value, target))
+        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+            values.append(None)
+            errors[index] = (f"column {name!r}: {_show(value)} does not convert to {target}, the column's type in "
+                             "the other files")
+    return pa.array(values, target), errors
+
+
+def _convert_value(value: Any, target: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_integer(target):
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not an integer")
+        if isinstance(value, str):
+            value = value.strip()
+            return int(value) if value.lstrip("+-").isdigit() else _integral(float(value))
+        return _integral(value)
+    if pa.types.is_floating(target):
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not a number")
+        return float(value.strip() if isinstance(value, str) else value)
+    if pa.types.is_timestamp(target) and isinstance(value, str):
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if target.tz and moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment
+    if pa.types.is_string(target) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    # Anything else must already be what pyarrow can take as the target.
+    pa.array([value], target)
+    return value
+
+
+def _integral(value: Any) -> int:
+    if isinstance(value, int):
+        return value  # exact: no detour through a float
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError("not a whole number")
+    return int(number)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"

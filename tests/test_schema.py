@@ -1,0 +1,140 @@
+"""One schema per dataset: drifting files, Hive folders, and type changes between runs."""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmindex import CollectionMismatchError, IngestOptions, ingest, search
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.schema import _reconcile, convert_array, hive_partitions
+from mmindex.pipeline.source import open_source
+
+
+def png(shade: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, 90, 160)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kinds, expected", [
+    ([pa.int32(), pa.int64()], pa.int64()),
+    ([pa.int64(), pa.float64()], pa.float64()),
+    ([pa.int64(), pa.string()], pa.int64()),          # numeric strings become numbers
+    ([pa.string(), pa.float32()], pa.float64()),
+    ([pa.timestamp("ms"), pa.timestamp("us")], pa.timestamp("us")),
+    ([pa.string(), pa.timestamp("us", tz="UTC")], pa.timestamp("us", tz="UTC")),
+    ([pa.null(), pa.string()], pa.string()),          # an all-null column in one file
+    ([pa.string(), pa.bool_()], pa.string()),         # no lossless common type: the first file's
+])
+def test_types_reconcile(kinds, expected):
+    assert _reconcile(kinds) == expected
+
+
+def test_values_that_do_not_convert_are_row_errors():
+    converted, errors = convert_array(pa.array(["2021", " 7 ", "abc", None, "1e3", "2.5"]), pa.int64(), "year")
+    assert converted.to_pylist() == [2021, 7, None, None, 1000, None]
+    assert set(errors) == {2, 5}
+    assert errors[2] == "column 'year': 'abc' does not convert to int64, the column's type in the other files"
+    big = 2**62 + 1
+    assert convert_array(pa.array([big], pa.uint64()), pa.int64(), "n")[0].to_pylist() == [big]
+
+
+def test_hive_partitions_come_from_folders_below_the_input():
+    assert hive_partitions("/d/year=2021/lang=en/part-0.parquet", "/d") == {"year": "2021", "lang": "en"}
+    assert hive_partitions("/x=1/d/part-0.parquet", "/x=1/d") == {}  # above the input: not a key
+    assert hive_partitions("/d/_tmp=1/part-0.parquet", "/d") == {}
+
+
+def test_drifting_files_keep_every_column_and_caption(tmp_path, encoder):
+    """The first file decides nothing: a later extra column, a caption column missing from the
+    first file, and an id/year that is int64 here and numeric strings there all arrive."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "image": [png(1), png(2)], "year": pa.array([2020, 2021], pa.int32())}),
+                   folder / "a.parquet")
+    pq.write_table(pa.table({"id": ["3", "4"], "image": [png(3), png(4)], "caption": ["a blue square", "a dog"],
+                             "year": ["2022", "twenty"], "lens": ["50mm", None]}), folder / "b.parquet")
+    pd.DataFrame({"id": [5], "image": [png(5)], "year": [None], "caption": ["late"]}).to_parquet(folder / "c.parquet")
+    source = open_source([str(folder)])
+    notes = "\n".join(source.mapping.notes)
+    assert source.mapping.caption == "caption" and "lens" in source.mapping.payload
+    assert "column 'year' is int64 in the dataset; converted where read from" in notes and "b.parquet" in notes
+    assert "column 'lens' is in 1 of 3 files" in notes
+    for store in (QdrantEdgeStore("drift", data_dir=tmp_path / "edge"), QdrantServerStore("drift", url=":memory:")):
+        try:
+            summary = ingest([str(folder)], store, encoder, IngestOptions(rejects_path=None))
+            assert (summary.read, summary.upserted, summary.rejected) == (5, 4, 1)
+            rejection = summary.rejections[0]
+            assert rejection.file.endswith("b.parquet") and rejection.row == 1 and rejection.stage == "read"
+            assert "column 'year': 'twenty' does not convert to int64" in rejection.reason
+            assert store.spec().payload_types == {"id": "integer", "year": "integer", "lens": "keyword"}
+            vector = encoder.encode_texts(["x"])[0]
+            hits = {h.payload["id"]: h for h in search(store, vector, exact=True, limit=10)}
+            assert hits[3].caption == "a blue square" and hits[3].payload["lens"] == "50mm"
+            assert hits[1].payload["lens"] is None and hits[1].caption is None
+            assert hits[5].caption == "late" and hits[5].payload["year"] is None
+            found = {h.payload["id"] for h in search(store, vector, where="year >= 2021", exact=True, limit=10)}
+            assert found == {2, 3}
+        finally:
+            store.close()
+
+
+def test_hive_partition_keys_are_payload_fields(tmp_path, encoder):
+    root = tmp_path / "photos"
+    for year, lang, shade in ((2020, "en", 1), (2021, "en", 2), (2021, "fr", 3)):
+        folder = root / f"year={year}" / f"lang={lang}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"image": [png(shade)], "caption": [f"{lang} {year}"]}), folder / "part-0.parquet")
+    source = open_source([str(root)])
+    assert any("partition key(s) year, lang from folder names" in note for note in source.mapping.notes)
+    store = QdrantEdgeStore("hive", data_dir=tmp_path / "store")
+    try:
+        ingest([str(root)], store, encoder, IngestOptions(rejects_path=None, index_fields=["year", "lang"]))
+        assert store.spec().payload_types == {"year": "integer", "lang": "keyword"}
+        hits = search(store, encoder.encode_texts(["x"])[0], where="year = 2021 and lang = en", exact=True)
+        assert [hit.caption for hit in hits] == ["en 2021"]
+    finally:
+        store.close()
+
+
+def test_a_type_change_between_runs_is_refused_before_writing(tmp_path, encoder):
+    store = QdrantEdgeStore("types", data_dir=tmp_path / "store")
+    try:
+        pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "zip": [10001], "score": [1]}),
+                       tmp_path / "one.parquet")
+        ingest([str(tmp_path / "one.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        (tmp_path / "two").mkdir()
+        pq.write_table(pa.table({"image": [png(2)], "caption": ["b"], "zip": ["02139"], "score": [1]}),
+                       tmp_path / "two" / "two.parquet")
+        with pytest.raises(CollectionMismatchError,
+                           match="payload field 'zip' is integer in collection 'types' but keyword in these inputs"):
+            ingest([str(tmp_path / "two")], store, encoder, IngestOptions(rejects_path=None))
+        assert store.count() == 1 and store.spec().payload_types["zip"] == "integer"
+        pq.write_table(pa.table({"image": [png(3)], "caption": ["c"], "zip": [2], "score": [0.5]}),
+                       tmp_path / "three.parquet")
+        with pytest.raises(CollectionMismatchError,
+                           match=r"'score' is integer in collection 'types' but float in these inputs \(pandas"):
+            ingest([str(tmp_path / "three.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        assert store.count() == 1
+    finally:
+        store.close()
+
+
+def test_integers_into_a_float_field_are_accepted_and_compare_by_value(tmp_path, encoder):
+    store = QdrantEdgeStore("widen", data_dir=tmp_path / "store")
+    try:
+        pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "year": [2020.0]}), tmp_path / "a.parquet")
+        pq.write_table(pa.table({"image": [png(2)], "caption": ["b"], "year": [2021]}), tmp_path / "b.parquet")
+        ingest([str(tmp_path / "a.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        ingest([str(tmp_path / "b.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        assert store.spec().payload_types["year"] == "float"
+        hits = search(store, encoder.encode_texts(["x"])[0], where="year in (2020, 2021)", exact=True)
+        assert sorted(hit.caption for hit in hits) == ["a", "b"]
+    finally:
+        store.close()
