@@ -45,8 +45,8 @@ class CollectionSpec:
             )
         for name, kind in sorted(self.payload_types.items()):
             before = existing.payload_types.get(name)
-            if before is None or before == kind or (before, kind) == ("float", "integer"):
-                continue
+            if before in (None, "null") or kind == "null" or before == kind or (before, kind) == ("float", "integer"):
+                continue  # a column with no values yet (Arrow's null type) takes any type later
             if before not in FILTER_TYPES and kind not in FILTER_TYPES:
                 continue  # neither can be filtered on (structs, binaries…): nothing to answer wrongly
             hint = (" (pandas writes an integer column with a null as float64)"
@@ -58,8 +58,12 @@ class CollectionSpec:
             )
 
     def merged_payload_types(self, existing: "CollectionSpec") -> dict[str, str]:
-        """The field types to record after this run: new fields added, recorded ones kept."""
-        return {**self.payload_types, **existing.payload_types}
+        """The field types to record after this run: new fields added, recorded ones kept (a null one typed)."""
+        merged = {**self.payload_types, **existing.payload_types}
+        for name, kind in self.payload_types.items():
+            if merged[name] == "null":
+                merged[name] = kind
+        return merged
 
 
 QUANTIZATIONS = ("int8",)

@@ -293,7 +293,21 @@ def _disk_usage(folder: Path) -> int:
 
 # -- Qdrant filter JSON → Edge objects ------------------------------------------------
 def edge_filter(spec: dict[str, Any] | None):
-    """Translate a Qdrant filter (REST JSON form) into qdrant_edge objects."""
+    """Translate a Qdrant filter (REST JSON form) into qdrant_edge objects; ``FilterError`` if it cannot be.
+
+    Filters are checked against Qdrant's schema before they get here (``pipeline/where.py``);
+    what the binding still refuses becomes a ``FilterError`` too, never another exception.
+    """
+    try:
+        return _edge_filter(spec)
+    except (ValueError, TypeError, OverflowError, KeyError) as error:
+        if isinstance(error, FilterError):
+            raise
+        raise FilterError(f"the embedded store cannot use this filter: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+
+
+def _edge_filter(spec: dict[str, Any] | None):
     if not spec:
         return None
     if not isinstance(spec, dict):
@@ -321,7 +335,7 @@ def _edge_condition(cond: dict[str, Any]):
     if not isinstance(cond, dict):
         raise FilterError(f"a filter condition must be a JSON object, got {cond!r}")
     if {"must", "should", "must_not"} & set(cond):
-        return edge_filter(cond)
+        return _edge_filter(cond)
     if "has_id" in cond:
         return qe.HasIdCondition({_point_id(i) for i in cond["has_id"]})
     if "is_empty" in cond:
@@ -329,7 +343,7 @@ def _edge_condition(cond: dict[str, Any]):
     if "is_null" in cond:
         return qe.IsNullCondition(cond["is_null"]["key"])
     if "nested" in cond:
-        return qe.NestedCondition(cond["nested"]["key"], edge_filter(cond["nested"]["filter"]))
+        return qe.NestedCondition(cond["nested"]["key"], _edge_filter(cond["nested"]["filter"]))
     if "key" not in cond:
         raise FilterError(f"unsupported filter condition: {json.dumps(cond)}")
     key = cond["key"]

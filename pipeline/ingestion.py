@@ -379,13 +379,21 @@ def _lost_rows(source_batch: SourceBatch, summary: IngestSummary) -> list[Source
     return []
 
 
+INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
+
+
 def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
     """Payload key → index type for ``--index-fields`` (payload keys, or the columns they come from)."""
     mapping = source.mapping
     columns = {mapping.payload_key(column): column for column in mapping.payload}
     plan = {}
     for item in fields:
-        name, _, kind = item.partition(":")
+        name, _, kind = item.rpartition(":")
+        if not name or item in columns or item in mapping.payload:
+            name, kind = item, ""  # a field whose name has a colon in it
+        if kind and kind not in INDEX_KINDS:
+            raise InputError(f"--index-fields {item!r}: {kind!r} is not an index type "
+                             f"(types: {', '.join(INDEX_KINDS)})")
         if name == CAPTION_KEY and mapping.caption:
             plan[name] = kind or "text"
             continue

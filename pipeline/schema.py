@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,16 +52,20 @@ def _is_view(arrow_type: pa.DataType, test: str) -> bool:
     return bool(check and check(arrow_type))
 
 
-def hive_partitions(path: str, root: str | None) -> dict[str, str]:
-    """``key=value`` folder names between ``root`` and the file, outermost first."""
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # what Hive and Spark write for a null partition value
+
+
+def hive_partitions(path: str, root: str | None) -> dict[str, str | None]:
+    """``key=value`` folder names between ``root`` and the file, outermost first, URL-decoded as Hive
+    writes them (``city=New%20York``); Hive's null folder is None."""
     if not root:
         return {}
     relative = posixpath.relpath(posixpath.dirname(path), root) if path.startswith(root) else ""
-    found = {}
+    found: dict[str, str | None] = {}
     for part in relative.split("/"):
         key, sep, value = part.partition("=")
         if sep and key and not key.startswith((".", "_")):
-            found[key] = value
+            found[unquote(key)] = None if value == HIVE_NULL else unquote(value)
     return found
 
 
@@ -107,10 +114,11 @@ def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
     partition_fields = []
     for key in keys:
         if key in types:
-            notes.append(f"partition key {key!r} in folder names is also a column; the column's values are used")
+            notes.append(f"partition key {key!r} in folder names is also a column; files that have the column "
+                         "keep its values, the others take the folder's")
             continue
-        values = [found[key] for found in partitions.values() if key in found]
-        kind = pa.int64() if all(_is_int(v) for v in values) else pa.string()
+        values = [found[key] for found in partitions.values() if found.get(key) is not None]
+        kind = pa.int64() if values and all(_is_int(v) for v in values) else pa.string()
         fields.append(pa.field(key, kind))
         partition_fields.append(key)
     if partition_fields:
@@ -163,12 +171,14 @@ def conform_batch(batch: pa.RecordBatch, columns: Sequence[str], dataset: Datase
             batch.schema.field(name).type == dataset.schema.field(name).type for name in columns):
         return batch, {}  # the usual case: this file is the dataset's schema
     arrays, errors = [], {}
+    folders = dataset.partitions.get(path, {})
     for name in columns:
         target = dataset.schema.field(name).type
-        if name in dataset.partition_fields and name not in batch.schema.names:
-            raw = dataset.partitions.get(path, {}).get(name)
-            value = None if raw is None else (int(raw) if pa.types.is_integer(target) else raw)
-            arrays.append(pa.array([value] * batch.num_rows, target))
+        if name in folders and name not in batch.schema.names:
+            column, problems = convert_array(pa.array([folders[name]] * batch.num_rows, pa.string()), target, name)
+            arrays.append(column)
+            for index, reason in problems.items():
+                errors.setdefault(index, f"{reason} (from the folder name {name}={folders[name]})")
             continue
         if name not in batch.schema.names:
             arrays.append(pa.nulls(batch.num_rows, target))
@@ -190,10 +200,13 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
         column = column.dictionary_decode()
         if column.type == target:
             return column, {}
-    try:
-        return pc.cast(column, target, safe=True), {}
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        pass
+    exact_floats = pa.types.is_floating(target) and pa.types.is_integer(column.type) and _beyond_float(column)
+    textual = pa.types.is_string(column.type) and (pa.types.is_integer(target) or pa.types.is_floating(target))
+    if not (exact_floats or textual):
+        try:
+            return pc.cast(column, target, safe=True), {}
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
     values, errors = [], {}
     for index, value in enumerate(column.to_pylist()):
         try:
@@ -201,24 +214,39 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
         except (ValueError, TypeError, OverflowError, pa.ArrowException):
             values.append(None)
             errors[index] = (f"column {name!r}: {_show(value)} does not convert to {target}, the column's type in "
-                             "the other files")
+                             f"the other files ({reason(value, target)})")
     return pa.array(values, target), errors
+
+
+def _beyond_float(column: pa.Array) -> bool:
+    """Whether some integer of ``column`` has no exact float64 (beyond 2**53)."""
+    extremes = pc.min_max(column)
+    return any(v is not None and abs(v) > 2**53 for v in (extremes["min"].as_py(), extremes["max"].as_py()))
+
+
+_LEADING_ZERO = re.compile(r"[+-]?0\d")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _convert_value(value: Any, target: pa.DataType) -> Any:
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise TypeError("true/false is not a number")
+    if isinstance(value, str) and (pa.types.is_integer(target) or pa.types.is_floating(target)):
+        value = value.strip()
+        if _LEADING_ZERO.match(value):
+            raise ValueError("a leading zero would be lost")  # a code such as a ZIP, not a number
+        if not _NUMBER.fullmatch(value):
+            raise ValueError("not a number")
     if pa.types.is_integer(target):
-        if isinstance(value, bool):
-            raise TypeError("a boolean is not an integer")
         if isinstance(value, str):
-            value = value.strip()
             return int(value) if value.lstrip("+-").isdigit() else _integral(float(value))
         return _integral(value)
     if pa.types.is_floating(target):
-        if isinstance(value, bool):
-            raise TypeError("a boolean is not a number")
-        return float(value.strip() if isinstance(value, str) else value)
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise ValueError("no float64 holds it exactly")
+        return float(value)
     if pa.types.is_timestamp(target) and isinstance(value, str):
         moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         if target.tz and moment.tzinfo is None:
@@ -229,6 +257,15 @@ def _convert_value(value: Any, target: pa.DataType) -> Any:
     # Anything else must already be what pyarrow can take as the target.
     pa.array([value], target)
     return value
+
+
+def reason(value: Any, target: pa.DataType) -> str:
+    """Why ``value`` does not convert, in a few words."""
+    try:
+        _convert_value(value, target)
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "it does"
 
 
 def _integral(value: Any) -> int:

@@ -396,6 +396,23 @@ def map_columns(
     return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes), tuple(renamed))
 
 
+def _read_schemas(filesystem: pafs.FileSystem, files: Sequence[str]) -> list[pa.Schema | Exception]:
+    """Every file's schema (its footer only), or the error reading it; several at once, since on an
+    object store each is a round trip."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path: str) -> pa.Schema | Exception:
+        try:
+            return pq.read_schema(filesystem.open_input_file(path))
+        except (OSError, pa.ArrowException) as error:
+            return error
+
+    if len(files) == 1:
+        return [read(files[0])]
+    with ThreadPoolExecutor(max_workers=min(16, len(files)), thread_name_prefix="mmindex-schema") as pool:
+        return list(pool.map(read, files))
+
+
 def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
     """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart.
 
@@ -433,12 +450,11 @@ def open_source(
     """
     filesystem, files, display, roots = discover(inputs)
     schemas: dict[str, pa.Schema] = {}
-    for path in files:
-        try:
-            schemas[path] = pq.read_schema(filesystem.open_input_file(path))
-        except (OSError, pa.ArrowException) as error:
-            if not skip_bad_files:
-                raise InputError(f"not a readable Parquet file: {error}", file=display[path]) from error
+    for path, found in zip(files, _read_schemas(filesystem, files)):
+        if isinstance(found, pa.Schema):
+            schemas[path] = found
+        elif not skip_bad_files:
+            raise InputError(f"not a readable Parquet file: {found}", file=display[path]) from found
     if not schemas:
         raise InputError(f"none of the {len(files)} input file(s) is a readable Parquet file")
     dataset = unify(schemas, roots, display)

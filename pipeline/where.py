@@ -322,8 +322,16 @@ def convert_literal(token: Token, field_type: str | None, label: str, op: str = 
     if field_type == "integer" and not ranged:
         if not float(number).is_integer():
             raise FilterError(f"{label} holds integers: {token.text} is never equal to one")
-        return int(number)
+        return _beyond_int64(int(number) if isinstance(number, float) else number)
+    if field_type == "integer" and isinstance(number, int) and not INT64_MIN <= number <= INT64_MAX:
+        raise FilterError(f"{label} {op} {token.text}: beyond 64-bit integers, where Qdrant cannot compare "
+                          "(such values are stored as decimal strings: compare with = or in)")
     return number if ranged else float(number)
+
+
+def _beyond_int64(number: int) -> int | str:
+    """Integers past 64 bits are stored as their decimal strings (see records.to_json_value): match those."""
+    return number if INT64_MIN <= number <= INT64_MAX else str(number)
 
 
 def _infer(token: Token, label: str, op: str) -> Any:
@@ -333,6 +341,10 @@ def _infer(token: Token, label: str, op: str) -> Any:
         number = _number(token.value)
         if number is None or not math.isfinite(number):
             raise FilterError(f"{token.text} is not a finite number")
+        if isinstance(number, int) and not INT64_MIN <= number <= INT64_MAX:
+            if ranged:
+                raise FilterError(f"{label} {op} {token.text}: beyond 64-bit integers, where Qdrant cannot compare")
+            return str(number)
         return number
     if token.kind == "date" or (ranged and isinstance(token.value, str) and _TIME_START.match(token.value)):
         return timestamp(token.value, label) if ranged else token.value
@@ -434,8 +446,14 @@ def _check_values(node: Any, origin: str, path: str) -> None:
                               "(a filter has must, should, must_not, min_should)")
         for name, child in node.items():
             where = f"{path}.{name}" if path else str(name)
+            if name == "key" and isinstance(child, str) and not _JSON_PATH.fullmatch(child):
+                raise FilterError(f"{origin}: {where} {json.dumps(child)} is not a payload key Qdrant can address "
+                                  "(write a key with dots or spaces in double quotes: \"\\\"exif.make\\\"\")")
             if name == "range" and isinstance(child, dict):
                 for bound, value in child.items():
+                    if isinstance(value, bool):
+                        raise FilterError(f"{origin}: {where}.{bound} is {json.dumps(value)}; a range takes numbers "
+                                          "or dates")
                     if isinstance(value, float) and not math.isfinite(value):
                         raise FilterError(f"{origin}: {where}.{bound} is {value}, which matches nothing; give a "
                                           "finite number")
@@ -443,12 +461,19 @@ def _check_values(node: Any, origin: str, path: str) -> None:
                 for item in child:
                     if not _point_id(item):
                         raise FilterError(f"{origin}: {where} holds {json.dumps(item)}, which is not a point id "
-                                          "(an unsigned integer or a UUID)")
+                                          "(an unsigned 64-bit integer or a UUID)")
             elif name in ("value", "any", "except") and path.endswith(".match"):
                 for item in child if isinstance(child, list) else [child]:
                     if isinstance(item, float) or item is None:
                         raise FilterError(f"{origin}: {where} is {json.dumps(item)}; match takes strings, "
                                           "integers or true/false (use range for a number with a fraction)")
+                    if isinstance(item, int) and not isinstance(item, bool) and not INT64_MIN <= item <= INT64_MAX:
+                        raise FilterError(f"{origin}: {where} holds {item}, beyond 64-bit integers; mmindex stores "
+                                          "such values as decimal strings: match the string")
+            elif name in ("values_count", "min_should") and isinstance(child, dict):
+                for bound, value in child.items():
+                    if bound != "conditions" and isinstance(value, int) and not 0 <= value <= INT64_MAX:
+                        raise FilterError(f"{origin}: {where}.{bound} is {value}; it counts, so it takes 0 or more")
             _check_values(child, origin, where)
     elif isinstance(node, list):
         for index, child in enumerate(node):
@@ -456,6 +481,12 @@ def _check_values(node: Any, origin: str, path: str) -> None:
 
 
 _FILTER_KEYS = {"must", "should", "must_not", "min_should"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Qdrant's payload key syntax (lib/segment/src/json_path): a raw or "quoted" first key, then
+# .raw, ."quoted", [index] or [] parts; raw keys are letters, digits, _ and -.
+_RAW_KEY = r"[\w-]+"
+_QUOTED_KEY = r'"[^"\\]*"'
+_JSON_PATH = re.compile(rf"(?:{_RAW_KEY}|{_QUOTED_KEY})(?:\.(?:{_RAW_KEY}|{_QUOTED_KEY})|\[\d+\]|\[\])*")
 
 
 def _looks_like_filter(node: dict[str, Any]) -> bool:
@@ -466,7 +497,7 @@ def _point_id(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return value >= 0
+        return 0 <= value < 2**64
     if isinstance(value, str):
         try:
             uuid.UUID(value)

@@ -40,13 +40,21 @@ def test_values_that_do_not_convert_are_row_errors():
     converted, errors = convert_array(pa.array(["2021", " 7 ", "abc", None, "1e3", "2.5"]), pa.int64(), "year")
     assert converted.to_pylist() == [2021, 7, None, None, 1000, None]
     assert set(errors) == {2, 5}
-    assert errors[2] == "column 'year': 'abc' does not convert to int64, the column's type in the other files"
+    assert errors[2] == ("column 'year': 'abc' does not convert to int64, the column's type in the other files "
+                         "(not a number)")
+    assert "(not a whole number)" in errors[5]
+    zips, problems = convert_array(pa.array(["02134", "10001"]), pa.int64(), "zip")
+    assert zips.to_pylist() == [None, 10001] and "a leading zero would be lost" in problems[0]
+    exact, lost = convert_array(pa.array([2**53 + 1, 3]), pa.float64(), "n")
+    assert exact.to_pylist() == [None, 3.0] and "no float64 holds it exactly" in lost[0]
     big = 2**62 + 1
     assert convert_array(pa.array([big], pa.uint64()), pa.int64(), "n")[0].to_pylist() == [big]
 
 
 def test_hive_partitions_come_from_folders_below_the_input():
     assert hive_partitions("/d/year=2021/lang=en/part-0.parquet", "/d") == {"year": "2021", "lang": "en"}
+    assert hive_partitions("/d/year=__HIVE_DEFAULT_PARTITION__/city=New%20York/p.parquet", "/d") == {
+        "year": None, "city": "New York"}
     assert hive_partitions("/x=1/d/part-0.parquet", "/x=1/d") == {}  # above the input: not a key
     assert hive_partitions("/d/_tmp=1/part-0.parquet", "/d") == {}
 
@@ -136,5 +144,63 @@ def test_integers_into_a_float_field_are_accepted_and_compare_by_value(tmp_path,
         assert store.spec().payload_types["year"] == "float"
         hits = search(store, encoder.encode_texts(["x"])[0], where="year in (2020, 2021)", exact=True)
         assert sorted(hit.caption for hit in hits) == ["a", "b"]
+    finally:
+        store.close()
+
+
+def test_a_column_without_values_yet_takes_a_type_later(tmp_path, encoder):
+    """pandas writes an all-None column as Arrow's null type; it must not block the next run."""
+    store = QdrantEdgeStore("nulls", data_dir=tmp_path / "store")
+    try:
+        pd.DataFrame({"image": [png(1)], "caption": ["a"], "note": [None]}).to_parquet(tmp_path / "a.parquet")
+        pd.DataFrame({"image": [png(2)], "caption": ["b"], "note": ["hello"]}).to_parquet(tmp_path / "b.parquet")
+        pd.DataFrame({"image": [png(3)], "caption": ["c"], "note": [None]}).to_parquet(tmp_path / "c.parquet")
+        for name in ("a", "b", "c"):
+            ingest([str(tmp_path / f"{name}.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        assert store.spec().payload_types["note"] == "keyword" and store.count() == 3
+        hits = search(store, encoder.encode_texts(["x"])[0], where="note = hello", exact=True)
+        assert [hit.caption for hit in hits] == ["b"]
+    finally:
+        store.close()
+
+
+def test_hive_folders_as_spark_writes_them(tmp_path, encoder):
+    """Null partitions, URL-encoded values, and a key that some files also hold as a column."""
+    root = tmp_path / "t"
+    layout = {("year=2021", "city=New%20York"): None, ("year=__HIVE_DEFAULT_PARTITION__", "city=Paris"): None,
+              ("year=2022", "city=Oslo"): 2022}
+    for shade, (folders, column) in enumerate(layout.items()):
+        folder = root.joinpath(*folders)
+        folder.mkdir(parents=True)
+        table = {"image": [png(shade)], "caption": [folders[1]]}
+        if column is not None:  # this file has the key as a column too
+            table["year"] = [column]
+        pq.write_table(pa.table(table), folder / "part-0.parquet")
+    store = QdrantEdgeStore("spark", data_dir=tmp_path / "store")
+    try:
+        ingest([str(root)], store, encoder, IngestOptions(rejects_path=None))
+        vector = encoder.encode_texts(["x"])[0]
+
+        def captions(where):
+            return sorted(hit.caption for hit in search(store, vector, where=where, exact=True))
+
+        assert captions("city = 'New York'") == ["city=New%20York"]
+        assert captions("year is null") == ["city=Paris"]
+        assert captions("year >= 2021") == ["city=New%20York", "city=Oslo"]
+    finally:
+        store.close()
+
+
+def test_index_fields_types_are_checked_and_keys_may_hold_colons(tmp_path, encoder):
+    from mmindex import InputError
+
+    pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "a:b": ["x"]}), tmp_path / "c.parquet")
+    store = QdrantEdgeStore("colon", data_dir=tmp_path / "store")
+    try:
+        with pytest.raises(InputError, match="'bogus' is not an index type"):
+            ingest([str(tmp_path / "c.parquet")], store, encoder, IngestOptions(index_fields=["a:b:bogus"]))
+        ingest([str(tmp_path / "c.parquet")], store, encoder, IngestOptions(rejects_path=None, index_fields=["a:b"]))
+        assert store.info().indexed_fields == {"a:b": "keyword"}
+        assert len(search(store, encoder.encode_texts(["x"])[0], where="`a:b` = x", exact=True)) == 1
     finally:
         store.close()

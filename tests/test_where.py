@@ -112,6 +112,14 @@ def test_any_text_compiles_or_fails_with_the_projects_error(text):
     ({"musts": []}, "unknown clause 'musts'"),
     ({"must": [{"has_id": ["not-a-uuid"]}]}, "not a point id"),
     ({"must": [{"has_id": [-1]}]}, "not a point id"),
+    ({"must": [{"key": "", "match": {"value": 1}}]}, "is not a payload key Qdrant can address"),
+    ({"must": [{"key": "a..b", "match": {"value": 1}}]}, "is not a payload key Qdrant can address"),
+    ({"must": [{"key": "n", "values_count": {"gt": -1}}]}, "values_count.gt is -1; it counts"),
+    ({"min_should": {"conditions": [], "min_count": -1}}, "min_should.min_count is -1"),
+    ({"must": [{"has_id": [2**64]}]}, "not a point id"),
+    ({"must": [{"key": "n", "range": {"gte": True}}]}, "range.gte is true; a range takes numbers or dates"),
+    ({"must": [{"key": "n", "match": {"value": 10**20}}]}, "beyond 64-bit integers"),
+    ({"must": [{"key": "n", "match": {"any": [1, -10**20]}}]}, "beyond 64-bit integers"),
     ([1], "must be a JSON object"),
     ({"must": "year"}, "must"),
 ])
@@ -375,3 +383,25 @@ def test_bad_raw_filters_in_search_are_the_projects_error(encoder, tmp_path, raw
             search(store, encoder.encode_texts(["x"])[0], filter_json=load_filter_json(raw))
     finally:
         store.close()
+
+
+def test_integers_past_64_bits_match_as_the_strings_they_are_stored_as(encoder, tmp_path):
+    """records.to_json_value keeps uint64 values past the signed range as decimal strings."""
+    big = 2**64 - 1
+    table = pa.table({"id": ["a", "b"], "image": pa.array([IMAGE] * 2, pa.binary()), "caption": ["x", "y"],
+                      "u": pa.array([big, 5], pa.uint64())})
+    pq.write_table(table, tmp_path / "big.parquet")
+    for store in (QdrantEdgeStore("big", data_dir=tmp_path / "edge"), QdrantServerStore("big", url=":memory:")):
+        try:
+            ingest([str(tmp_path / "big.parquet")], store, encoder, IngestOptions(rejects_path=None))
+            vector = encoder.encode_texts(["x"])[0]
+            for where, expected in ((f"u = {big}", {"a"}), (f"u in (5, {big})", {"a", "b"}), ("u = 5", {"b"}),
+                                    (f"u != {big}", {"b"})):
+                got = {hit.payload["id"] for hit in search(store, vector, where=where, exact=True, limit=5)}
+                assert got == expected, (type(store).__name__, where)
+            with pytest.raises(FilterError, match="beyond 64-bit integers"):
+                search(store, vector, where=f"u > {big}")
+            with pytest.raises(FilterError, match="beyond 64-bit integers"):
+                search(store, vector, filter_json={"must": [{"key": "u", "match": {"value": big}}]})
+        finally:
+            store.close()
