@@ -580,7 +580,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
                              + (f" on {settings.url}" if settings.url else f" under {settings.data_dir}")
                              + "; run `mmindex ingest` first")
         if chosen:
-            known = set(spec.payload_types) | {"caption"}
+            known = {key for key in spec.payload_types if not key.startswith('"')} | {"caption"}
             unknown = [name for name in chosen if name not in known]
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "

@@ -192,8 +192,8 @@ def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: l
 def index_kind(arrow_type: pa.DataType) -> str | None:
     """The Qdrant payload index type for an Arrow type, or None if it has none."""
     t = arrow_type
-    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        t = t.value_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type  # one level: Qdrant matches the elements of an array, not of arrays in it
     if pa.types.is_dictionary(t):
         t = t.value_type
     if pa.types.is_boolean(t):
@@ -210,9 +210,31 @@ def index_kind(arrow_type: pa.DataType) -> str | None:
 
 
 def payload_types(schema: pa.Schema, columns: Sequence[str], key_of: Callable[[str], str] = str) -> dict[str, str]:
-    """The payload field types a collection records (by payload key), from the Arrow schema."""
+    """The payload field types a collection records (by payload key), from the Arrow schema.
+
+    The fields inside struct columns are recorded too, under their path with the top-level key
+    in double quotes (``"meta".y``), a key no column can have, so ``--where meta.y = 2020`` is
+    typed like a column.
+    """
     types = {}
     for name in columns:
-        kind = index_kind(schema.field(name).type)
-        types[key_of(name)] = kind or str(schema.field(name).type)
+        arrow_type = schema.field(name).type
+        key = key_of(name)
+        types[key] = index_kind(arrow_type) or str(arrow_type)
+        if pa.types.is_struct(arrow_type) and '"' not in key and "\\" not in key:
+            types.update(_struct_fields(arrow_type, f'"{key}"'))
     return types
+
+
+def _struct_fields(arrow_type: pa.StructType, prefix: str) -> dict[str, str]:
+    found = {}
+    for index in range(arrow_type.num_fields):
+        child = arrow_type.field(index)
+        if '"' in child.name or "\\" in child.name:
+            continue  # Qdrant's paths cannot name it
+        plain = child.name and all(c.isalnum() or c in "_-" for c in child.name)
+        path = f"{prefix}.{child.name}" if plain else f'{prefix}."{child.name}"'
+        found[path] = index_kind(child.type) or str(child.type)
+        if pa.types.is_struct(child.type):
+            found.update(_struct_fields(child.type, path))
+    return found

@@ -252,20 +252,34 @@ def resolve_field(name: str, quoted: bool, field_types: dict[str, str] | None,
     known = dict(SYSTEM_FIELDS)
     known.update(field_types or {})
     label = f"`{name}`" if quoted or not _is_bare(name) else name
-    if name in known:
-        return qdrant_key(name), _field_type(known[name]), label
+    if name in known and not name.startswith('"'):
+        return qdrant_key(name), _comparable(name, known[name], label), label
     if not quoted and ("." in name or "[" in name):
-        root = re.split(r"[.\[]", name, maxsplit=1)[0]
+        root, rest = re.match(r"([^.\[]*)(.*)", name).groups()
         if field_types is not None and root not in known:
             raise FilterError(_unknown(name, known, expression))
-        return name, None, label
+        nested = f'"{root}"{rest}'
+        if nested in known:  # a field inside a struct column, typed when the collection was made
+            return f"{qdrant_key(root)}{rest}", _comparable(name, known[nested], label), label
+        if str(known.get(root) or "").startswith("struct<"):
+            inside = sorted(k.split(".", 1)[1] for k in known if k.startswith(f'"{root}".'))
+            raise FilterError(f"unknown field {name} in: {expression} (fields of {root}: {', '.join(inside)})")
+        return f"{qdrant_key(root)}{rest}", None, label
     if field_types is not None:
         raise FilterError(_unknown(name, known, expression))
     return qdrant_key(name), None, label
 
 
+def _comparable(name: str, recorded: str | None, label: str) -> str | None:
+    """The type to compile comparisons of a field for; ``FilterError`` for values filters cannot look into."""
+    if recorded is None or recorded in FIELD_TYPES or recorded == "null" or name in SYSTEM_FIELDS:
+        return _field_type(recorded)
+    raise FilterError(f"{label} holds {recorded}, which filters cannot compare as a whole "
+                      "(compare a field inside it, e.g. meta.year, or a list of plain values)")
+
+
 def _unknown(name: str, known: dict[str, Any], expression: str) -> str:
-    fields = ", ".join(_display(k) for k in sorted(known) if k != "_source")
+    fields = ", ".join(_display(k) for k in sorted(known) if k != "_source" and not k.startswith('"'))
     return f"unknown field {_display(name)} in: {expression} (fields: {fields})"
 
 

@@ -26,7 +26,9 @@ from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex.pipeline.where import parse_where, validate_filter
 
 TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", "tags": "keyword", "ok": "bool",
-         "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword"}
+         "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword",
+         "meta": "struct<y: double, s: string>", '"meta".y': "float", '"meta".s': "keyword",
+         "nested": "list<item: list<item: string>>"}
 
 
 # -- the listed cases, compiled --------------------------------------------------------------
@@ -51,6 +53,9 @@ TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", 
     ("`shot on` >= 3", {"must": [{"key": '"shot on"', "range": {"gte": 3}}]}),
     ("名前 = 'ネコ'", {"must": [{"key": "名前", "match": {"value": "ネコ"}}]}),
     ("_source.file = 'a.parquet'", {"must": [{"key": "_source.file", "match": {"value": "a.parquet"}}]}),
+    # Fields inside a struct column are typed like columns.
+    ("meta.y = 2020", {"must": [{"key": "meta.y", "range": {"gte": 2020.0, "lte": 2020.0}}]}),
+    ("meta.s = 10001", {"must": [{"key": "meta.s", "match": {"value": "10001"}}]}),
     # Dates, quoted or bare, as moments in UTC.
     ("created >= 2021-06-01", {"must": [{"key": "created", "range": {"gte": "2021-06-01T00:00:00Z"}}]}),
     ("created < '2021-06-01 12:00+02:00'", {"must": [{"key": "created", "range": {"lt": "2021-06-01T10:00:00Z"}}]}),
@@ -74,6 +79,9 @@ def test_listed_cases_compile_for_the_field_type(expression, expected):
     ("created >= 2021", "quote one, e.g. created >= '2021-06-01'"),
     ("created = '2021-13-45'", "is not a date"),
     ("colour = red", "unknown field colour"),
+    ("meta.q = 1", "unknown field meta.q in: meta.q = 1 (fields of meta: s, y)"),
+    ("meta = x", "meta holds struct<y: double, s: string>, which filters cannot compare as a whole"),
+    ("nested = a", "nested holds list<item: list<item: string>>, which filters cannot compare"),
     ("exif.model = x", "unknown field `exif.model`"),
     ("color = null", "write color is null"),
     ("`shot on = 3", "close the quote"),
@@ -158,7 +166,14 @@ COLUMNS = {
     "exif.make": (pa.string(), "keyword", st.one_of(st.none(), st.sampled_from(["Canon", "Nikon"]))),
     "shot on": (pa.int32(), "integer", st.one_of(st.none(), st.sampled_from([1, 2, 3]))),
     "名前": (pa.string(), "keyword", st.one_of(st.none(), st.sampled_from(["ネコ", "犬"]))),
+    # A struct column (Hugging Face datasets write them): its fields are filtered as meta.y, meta.s.
+    "meta": (pa.struct([("y", pa.float64()), ("s", pa.string())]), "struct",
+             st.one_of(st.none(), st.fixed_dictionaries({"y": st.one_of(st.none(), st.sampled_from(FLOATS)),
+                                                          "s": st.one_of(st.none(), st.sampled_from(KEYWORDS))}))),
 }
+# Fields an expression can name: the columns, and the fields inside the struct.
+FIELDS = {**{name: kind for name, (_, kind, _) in COLUMNS.items() if kind != "struct"},
+          "meta.y": "float", "meta.s": "keyword"}
 
 
 def _image_bytes() -> bytes:
@@ -179,6 +194,8 @@ def tables(draw):
 def spell_field(draw, name: str) -> str:
     if name == "shot on":
         return "`shot on`"
+    if name.startswith("meta."):
+        return name  # a path into the struct; backticks would name a top-level key
     return draw(st.sampled_from([name, f"`{name}`"]))
 
 
@@ -210,8 +227,8 @@ def literal_pool(kind: str):
 
 @st.composite
 def comparisons(draw):
-    name = draw(st.sampled_from(sorted(COLUMNS)))
-    kind = COLUMNS[name][1]
+    name = draw(st.sampled_from(sorted(FIELDS)))
+    kind = FIELDS[name]
     ops = ["=", "!=", "in", "not in", "is null", "is not null"]
     if kind in ("integer", "float", "datetime"):
         ops += ["<", "<=", ">", ">="]
@@ -244,7 +261,10 @@ def expressions(draw, depth=2):
 
 def cell_values(row: dict, name: str) -> list:
     """What a row holds in a field, as the oracle sees it: nulls and NaN hold nothing."""
-    value = row[name]
+    if name.startswith("meta."):
+        value = None if row["meta"] is None else row["meta"][name.split(".", 1)[1]]
+    else:
+        value = row[name]
     values = value if isinstance(value, list) else [value]
     return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
@@ -285,7 +305,7 @@ def write_table(rows: list[dict], folder: Path, drift: bool = False) -> Path:
                    "image": pa.array([IMAGE] * len(part), pa.binary()),
                    "caption": pa.array(["a red square"] * len(part))}
         for name, (arrow_type, _, _) in COLUMNS.items():
-            values = [row[name] for row in part]
+            values = [row.get(name) for row in part]
             if drifted and name == "exif.make":
                 continue
             if drifted and name == "n":
