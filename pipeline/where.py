@@ -261,9 +261,14 @@ def resolve_field(name: str, quoted: bool, field_types: dict[str, str] | None,
         nested = f'"{root}"{rest}'
         if nested in known:  # a field inside a struct column, typed when the collection was made
             return f"{qdrant_key(root)}{rest}", _comparable(name, known[nested], label), label
-        if str(known.get(root) or "").startswith("struct<"):
+        recorded = str(known.get(root) or "")
+        if recorded.startswith("struct<"):
             inside = sorted(k.split(".", 1)[1] for k in known if k.startswith(f'"{root}".'))
             raise FilterError(f"unknown field {name} in: {expression} (fields of {root}: {', '.join(inside)})")
+        if recorded.startswith(("list<", "large_list<", "fixed_size_list<")) and "struct<" in recorded:
+            # Its fields' types are not recorded, and a guess could match nothing without a word.
+            raise FilterError(f"{root} holds {recorded}: --where cannot type fields inside a list of structs; use "
+                              "--filter-json with Qdrant's nested condition")
         return f"{qdrant_key(root)}{rest}", None, label
     if field_types is not None:
         raise FilterError(_unknown(name, known, expression))

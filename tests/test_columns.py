@@ -115,3 +115,30 @@ def test_eval_groups_by_the_caption_column(tmp_path, encoder):
         assert report["groups"] == 2, group
     with pytest.raises(Exception, match="--group-col nope is not a column"):
         evaluate([str(path)], encoder, ["nope"])
+
+
+def test_parquet_as_polars_writes_it(tmp_path, encoder):
+    """polars writes large binaries, large strings, large lists and uint32 dictionaries."""
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({"id": [1, 2, 3], "image": [png((1, 2, 3)), png((200, 0, 0)), png((0, 0, 200))],
+                          "caption": ["a cat", None, "a dog"],
+                          "kind": pl.Series(["x", "y", "x"], dtype=pl.Categorical),
+                          "tags": [["cat", "pet"], [], None], "year": [2020, None, 2021]})
+    frame.write_parquet(tmp_path / "polars.parquet")
+    assert pq.read_schema(tmp_path / "polars.parquet").field("tags").type == pa.large_list(pa.large_string())
+    store = QdrantEdgeStore("polars", data_dir=tmp_path / "store")
+    try:
+        summary = ingest([str(tmp_path / "polars.parquet")], store, encoder,
+                         IngestOptions(rejects_path=None, index_fields=["kind", "tags", "year"]))
+        assert (summary.upserted, summary.image_only) == (3, 1)
+        types = store.spec().payload_types
+        assert (types["kind"], types["tags"], types["year"]) == ("keyword", "keyword", "integer")
+        vector = encoder.encode_texts(["x"])[0]
+
+        def ids(where):
+            return sorted(hit.payload["id"] for hit in search(store, vector, where=where, exact=True))
+
+        assert ids("kind = x") == [1, 3] and ids("tags = pet") == [1] and ids("tags is null") == [2, 3]
+        assert ids("year not in (2020)") == [2, 3] and ids("caption is null") == [2]
+    finally:
+        store.close()

@@ -28,7 +28,7 @@ from mmindex.pipeline.where import parse_where, validate_filter
 TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", "tags": "keyword", "ok": "bool",
          "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword",
          "meta": "struct<y: double, s: string>", '"meta".y': "float", '"meta".s': "keyword",
-         "nested": "list<item: list<item: string>>"}
+         "nested": "list<item: list<item: string>>", "items": "list<item: struct<price: double>>"}
 
 
 # -- the listed cases, compiled --------------------------------------------------------------
@@ -82,6 +82,7 @@ def test_listed_cases_compile_for_the_field_type(expression, expected):
     ("meta.q = 1", "unknown field meta.q in: meta.q = 1 (fields of meta: s, y)"),
     ("meta = x", "meta holds struct<y: double, s: string>, which filters cannot compare as a whole"),
     ("nested = a", "nested holds list<item: list<item: string>>, which filters cannot compare"),
+    ("items.price = 5", "--where cannot type fields inside a list of structs; use --filter-json"),
     ("exif.model = x", "unknown field `exif.model`"),
     ("color = null", "write color is null"),
     ("`shot on = 3", "close the quote"),
