@@ -404,6 +404,9 @@ def _index_plan(source: Source, fields: Sequence[str]) -> dict[str, str]:
                              f"(payload: {', '.join(columns) or 'none'})")
         arrow_type = source.schema.field(columns[name]).type
         inferred = index_kind(arrow_type)
+        if kind and inferred and kind != inferred and (inferred, kind) != ("keyword", "text"):
+            raise InputError(f"--index-fields {item!r}: {name!r} holds {inferred} values, which an index of type "
+                             f"{kind} would not serve; leave the type out, or give {name}:{inferred}")
         if not (kind or inferred):
             raise InputError(f"cannot index {name!r} of type {arrow_type}; "
                              "give a type as NAME:keyword|integer|float|bool|datetime|text")

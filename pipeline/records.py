@@ -150,6 +150,18 @@ def payload_columns(batch: pa.RecordBatch, columns: Sequence[str], key_of: Calla
     return rows, warnings, errors
 
 
+def short_float(value: float, arrow_type: pa.DataType) -> float:
+    """A float32 (or float16) as the shortest decimal that reads back as it: 0.1, not 0.10000000149011612.
+
+    Widened exactly, a float32 0.1 is 0.10000000149011612 as a float64, which no filter
+    written as 0.1 would equal; the shortest decimal is the number the user wrote.
+    """
+    import numpy as np
+
+    narrow = np.float16 if pa.types.is_float16(arrow_type) else np.float32
+    return float(str(narrow(value)))
+
+
 def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: list[str] | None = None,
                   field: str = "") -> Any:
     """One Arrow value (as Python) into JSON that Qdrant stores faithfully."""
@@ -165,9 +177,18 @@ def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: l
             return str(value)
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
+        if arrow_type is not None and (pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type)):
+            return short_float(value, arrow_type)
+        return value
     if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else None
+        if not value.is_finite():
+            return None
+        number = float(value)
+        if decimal.Decimal(repr(number)) != value.normalize() and warnings is not None and len(warnings) < 100:
+            warnings.append(f"{field}: {value} has no exact 64-bit float; stored as {number!r}")
+        return number
     if isinstance(value, str):
         return value
     if isinstance(value, (dt.datetime, dt.date)):

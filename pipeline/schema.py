@@ -118,7 +118,11 @@ def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
                          "keep its values, the others take the folder's")
             continue
         values = [found[key] for found in partitions.values() if found.get(key) is not None]
-        kind = pa.int64() if values and all(_is_int(v) for v in values) else pa.string()
+        kind = pa.string()
+        if values and all(_is_int(v) for v in values):
+            kind = pa.int64()
+        elif values and all(_is_date(v) for v in values):
+            kind = pa.date32()
         fields.append(pa.field(key, kind))
         partition_fields.append(key)
     if partition_fields:
@@ -128,11 +132,19 @@ def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
 
 
 def _is_int(text: str) -> bool:
+    """An integer written as Python would print it: `01` is a code, not the number 1."""
     try:
-        int(text)
+        return str(int(text)) == text
     except ValueError:
         return False
-    return True
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 def _reconcile(kinds: Sequence[pa.DataType]) -> pa.DataType:
@@ -200,6 +212,11 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
         column = column.dictionary_decode()
         if column.type == target:
             return column, {}
+    if pa.types.is_float64(target) and (pa.types.is_float32(column.type) or pa.types.is_float16(column.type)):
+        from mmindex.pipeline.records import short_float
+
+        kind = column.type  # widen by value as written (0.1), not by bits (0.10000000149011612)
+        return pa.array([None if v is None else short_float(v, kind) for v in column.to_pylist()], target), {}
     exact_floats = pa.types.is_floating(target) and pa.types.is_integer(column.type) and _beyond_float(column)
     textual = pa.types.is_string(column.type) and (pa.types.is_integer(target) or pa.types.is_floating(target))
     if not (exact_floats or textual):

@@ -44,7 +44,9 @@ from mmindex.connectors.base import FILTER_TYPES as FIELD_TYPES
 from mmindex.pipeline.errors import FilterError
 
 # Keys mmindex itself writes into every payload, with their types (None: an object).
-SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None}
+SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None,
+                                        '"_source".file': "keyword", '"_source".row': "integer",
+                                        '"_source".path': "keyword"}
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -342,6 +344,10 @@ def convert_literal(token: Token, field_type: str | None, label: str, op: str = 
         if not float(number).is_integer():
             raise FilterError(f"{label} holds integers: {token.text} is never equal to one")
         return _beyond_int64(int(number) if isinstance(number, float) else number)
+    if field_type == "integer" and ranged and abs(number) > FLOAT_EXACT:
+        # The embedded store compares ranges as 64-bit floats; past 2**53 it would answer differently.
+        raise FilterError(f"{label} {op} {token.text}: a range bound past 2**53 is not compared exactly; "
+                          "use = or in for such values")
     if field_type == "integer" and isinstance(number, int) and not INT64_MIN <= number <= INT64_MAX:
         raise FilterError(f"{label} {op} {token.text}: beyond 64-bit integers, where Qdrant cannot compare "
                           "(such values are stored as decimal strings: compare with = or in)")
@@ -476,6 +482,9 @@ def _check_values(node: Any, origin: str, path: str) -> None:
                     if isinstance(value, float) and not math.isfinite(value):
                         raise FilterError(f"{origin}: {where}.{bound} is {value}, which matches nothing; give a "
                                           "finite number")
+                    if isinstance(value, int) and abs(value) > FLOAT_EXACT:
+                        raise FilterError(f"{origin}: {where}.{bound} is {value}; range bounds past 2**53 are not "
+                                          "compared exactly (use match)")
             elif name == "has_id" and isinstance(child, list):
                 for item in child:
                     if not _point_id(item):
@@ -501,6 +510,7 @@ def _check_values(node: Any, origin: str, path: str) -> None:
 
 _FILTER_KEYS = {"must", "should", "must_not", "min_should"}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT = 2**53  # integers up to this have an exact 64-bit float
 # Qdrant's payload key syntax (lib/segment/src/json_path): a raw or "quoted" first key, then
 # .raw, ."quoted", [index] or [] parts; raw keys are letters, digits, _ and -.
 _RAW_KEY = r"[\w-]+"

@@ -204,3 +204,57 @@ def test_index_fields_types_are_checked_and_keys_may_hold_colons(tmp_path, encod
         assert len(search(store, encoder.encode_texts(["x"])[0], where="`a:b` = x", exact=True)) == 1
     finally:
         store.close()
+
+
+def test_partition_values_are_integers_dates_or_text_as_written(tmp_path, encoder):
+    """`month=01` is a code (keyword, every row kept); `day=2021-06-01` is a date."""
+    root = tmp_path / "p"
+    for shade, (month, day) in enumerate((("01", "2021-06-01"), ("02", "2021-06-02"), ("11", "2021-07-01"))):
+        folder = root / f"month={month}" / f"day={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"image": [png(shade)], "caption": [month]}), folder / "part-0.parquet")
+    store = QdrantEdgeStore("codes", data_dir=tmp_path / "store")
+    try:
+        summary = ingest([str(root)], store, encoder, IngestOptions(rejects_path=None))
+        assert (summary.upserted, summary.rejected) == (3, 0)
+        assert (store.spec().payload_types["month"], store.spec().payload_types["day"]) == ("keyword", "datetime")
+        vector = encoder.encode_texts(["x"])[0]
+        assert [h.caption for h in search(store, vector, where="month = 01", exact=True)] == ["01"]
+        assert sorted(h.caption for h in search(store, vector, where="day >= 2021-06-02", exact=True)) == ["02", "11"]
+    finally:
+        store.close()
+
+
+def test_float32_values_equal_the_numbers_written(tmp_path, encoder):
+    """float32 0.1 widens to 0.10000000149011612; stored as 0.1, `f = 0.1` finds it on both stores."""
+    frame = pd.DataFrame({"id": list("abc"), "image": [png(i) for i in range(3)], "caption": list("xyz"),
+                          "f": pd.array([0.1, 0.2, 2.5], dtype="float32")})
+    frame.to_parquet(tmp_path / "f32.parquet")
+    drift = tmp_path / "drift"
+    drift.mkdir()
+    frame.iloc[:2].to_parquet(drift / "a.parquet")
+    frame.iloc[2:].astype({"f": "float64"}).to_parquet(drift / "b.parquet")  # float32 widened by the dataset
+    for inputs in (tmp_path / "f32.parquet", drift):
+        for store in (QdrantEdgeStore("f32", data_dir=tmp_path / f"edge-{inputs.name}"),
+                      QdrantServerStore("f32", url=":memory:")):
+            try:
+                ingest([str(inputs)], store, encoder, IngestOptions(rejects_path=None))
+                vector = encoder.encode_texts(["x"])[0]
+                for where, expected in (("f = 0.1", ["a"]), ("f in (0.1, 0.2)", ["a", "b"]), ("f != 0.1", ["b", "c"]),
+                                        ("f <= 0.1", ["a"]), ("f > 0.1", ["b", "c"])):
+                    got = sorted(h.payload["id"] for h in search(store, vector, where=where, exact=True))
+                    assert got == expected, (inputs.name, type(store).__name__, where)
+            finally:
+                store.close()
+
+
+def test_index_type_must_serve_the_field(tmp_path, encoder):
+    from mmindex import InputError
+
+    pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "year": [2020]}), tmp_path / "y.parquet")
+    store = QdrantEdgeStore("idx", data_dir=tmp_path / "store")
+    try:
+        with pytest.raises(InputError, match="'year' holds integer values, which an index of type keyword"):
+            ingest([str(tmp_path / "y.parquet")], store, encoder, IngestOptions(index_fields=["year:keyword"]))
+    finally:
+        store.close()
