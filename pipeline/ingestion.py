@@ -555,9 +555,11 @@ def _write_rejects_of(summary: IngestSummary, options: IngestOptions) -> None:
         if summary.rejections:
             write_rejects(summary.rejections, path)
             summary.rejects_file = path
-        elif os.path.exists(path):
+        elif os.path.islink(path) and os.path.isfile(path):
+            write_rejects([], path)  # empty, through the link: the link is the user's, not ours to remove
+        elif os.path.isfile(path):
             os.remove(path)
-    except OSError as error:
+    except (OSError, MmindexError) as error:
         summary.warnings.append(f"cannot write the rejects file {path}: {error}")
 
 
@@ -573,11 +575,22 @@ def write_report(summary: IngestSummary, path: str, extra: dict[str, Any] | None
 
 
 def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """``write`` a sibling file, then rename it over ``path``: readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
+    """``write`` a sibling file, then rename it over ``path``: readers never see half a file.
+
+    A symbolic link is followed (the file it points to is replaced, the link kept). A path that
+    is not a regular file (a named pipe, /dev/stdout) is written through, since there is no file
+    to replace. A folder is an ``InputError``.
+    """
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder; give a file name")
+    if os.path.exists(path) and not os.path.isfile(path):
+        write(path)  # a pipe or a device: write into it, never replace it with a file
+        return
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    partial = f"{target}.partial"
     write(partial)
-    os.replace(partial, path)
+    os.replace(partial, target)
 
 
 __all__ = ["IngestOptions", "IngestSummary", "ingest", "write_rejects", "write_report", "MmindexError",

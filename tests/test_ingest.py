@@ -1,6 +1,10 @@
 """The ingest job end to end, with a real tiny CLIP, real Parquet and real stores."""
 from __future__ import annotations
 
+import json
+import os
+import stat
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -182,3 +186,40 @@ def test_rerun_embeds_nothing_and_a_changed_caption_embeds_exactly_its_row(tmp_p
     assert rows() == {"image": 1, "text": 1}
     assert (changed.embedded, changed.unchanged) == (1, 19)
     store.close()
+
+
+def test_report_and_rejects_go_through_links_and_pipes_never_replace_them(tmp_path):
+    """A symlink stays a link (its target is replaced); a named pipe is written into, not replaced."""
+    import threading
+
+    from mmindex import IngestSummary
+    from mmindex.pipeline.images import Rejection
+    from mmindex.pipeline.ingestion import write_rejects, write_report
+
+    summary = IngestSummary(collection="c", read=1, rejected=1)
+    real = tmp_path / "reports" / "run.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(real)
+    write_report(summary, str(link))
+    assert link.is_symlink() and json.loads(real.read_text())["collection"] == "c"
+
+    rejects_target = tmp_path / "rejects-target.parquet"
+    rejects_link = tmp_path / "rejects.parquet"
+    rejects_link.symlink_to(rejects_target)  # dangling until the first write
+    write_rejects([Rejection("f.parquet", 3, "k", "read", "bad")], str(rejects_link))
+    assert rejects_link.is_symlink() and rejects_target.is_file()
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = {}
+    reader = threading.Thread(target=lambda: received.setdefault("text", fifo.read_text()))
+    reader.start()
+    write_report(summary, str(fifo))
+    reader.join(timeout=10)
+    assert json.loads(received["text"])["collection"] == "c"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a pipe
+
+    with pytest.raises(InputError, match="is a folder"):
+        write_report(summary, str(tmp_path))
