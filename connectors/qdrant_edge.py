@@ -70,10 +70,10 @@ class QdrantEdgeStore(LayoutOnce):
         existing = self.spec()
         if existing is not None:
             spec.check_matches(existing, self.collection)
+            self._open()  # the one-writer lock first: a refused run must leave the metadata as it was
             merged = spec.merged_payload_types(existing)
             if merged != existing.payload_types:
                 self._write_metadata(spec.model, spec.dim, merged)
-            self._open()
             return
         config = edge_config(spec.dim, self.options)
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,8 @@ def ingest(
     except BaseException as error:
         summary.stopped_early("failed", str(error) or type(error).__name__)
         summary.seconds = time.perf_counter() - started
-        _write_rejects_of(summary, options)
+        if summary.read:  # a run refused before reading a row leaves the last run's rejects file alone
+            _write_rejects_of(summary, options)
         error.summary = summary  # type: ignore[attr-defined]
         raise
     summary.seconds = time.perf_counter() - started

@@ -186,6 +186,33 @@ def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
     assert "open in another process" in out.stdout, out.stderr
 
 
+def test_a_run_refused_by_the_lock_leaves_the_metadata_untouched(tmp_path):
+    """Another process holds the store: the new run's payload types must not be recorded."""
+    import subprocess
+    import sys
+    import textwrap
+
+    store = QdrantEdgeStore("held", data_dir=tmp_path)
+    store.ensure_collection(SPEC)
+    store.upsert(points(2))
+    metadata = (tmp_path / "held" / "collection.json").read_bytes()
+    script = textwrap.dedent(f"""
+        from mmindex.connectors.base import CollectionSpec
+        from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+        from mmindex.pipeline.errors import StoreError
+        try:
+            QdrantEdgeStore("held", data_dir={str(tmp_path)!r}).ensure_collection(
+                CollectionSpec({SPEC.model!r}, {SPEC.dim}, {{"new_field": "keyword"}}))
+        except StoreError as e:
+            print("ERR", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    store.close()
+    assert "open in another process" in out.stdout, out.stderr
+    assert (tmp_path / "held" / "collection.json").read_bytes() == metadata
+
+
 def test_missing_collection_reads_are_store_errors(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         QdrantEdgeStore("nothing", data_dir=tmp_path).info()

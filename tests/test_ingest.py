@@ -223,3 +223,14 @@ def test_report_and_rejects_go_through_links_and_pipes_never_replace_them(tmp_pa
 
     with pytest.raises(InputError, match="is a folder"):
         write_report(summary, str(tmp_path))
+
+
+def test_a_refused_run_keeps_the_last_runs_rejects_file(tmp_path, encoder, sample_dir):
+    rejects = tmp_path / "rejects.parquet"
+    rejects.write_bytes(b"the last run's rejects")
+    store = QdrantEdgeStore("refused", data_dir=tmp_path / "store")
+    store.ensure_collection(__import__("mmindex.connectors", fromlist=["CollectionSpec"]).CollectionSpec("other", 3))
+    with pytest.raises(CollectionMismatchError):
+        ingest([str(sample_dir)], store, encoder, IngestOptions(rejects_path=str(rejects)))
+    store.close()
+    assert rejects.read_bytes() == b"the last run's rejects"
