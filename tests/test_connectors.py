@@ -164,15 +164,21 @@ def test_write_batches_are_sized_by_bytes():
     assert all(len(c) <= 9 for c in chunks) and len(chunks) >= 6
 
 
-def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
+def in_another_process(script: str) -> "subprocess.CompletedProcess":
+    """Run ``script`` in a fresh Python process (the embedded store locks per process)."""
     import subprocess
     import sys
     import textwrap
 
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
     store = QdrantEdgeStore("locked", data_dir=tmp_path)
     store.ensure_collection(SPEC)
     store.upsert(points(2))
-    script = textwrap.dedent(f"""
+    out = in_another_process(f"""
         from mmindex.connectors.qdrant_edge import QdrantEdgeStore
         from mmindex.pipeline.errors import StoreError
         try:
@@ -180,23 +186,17 @@ def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
         except StoreError as e:
             print("ERR", e)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
     store.close()
     assert "open in another process" in out.stdout, out.stderr
 
 
 def test_a_run_refused_by_the_lock_leaves_the_metadata_untouched(tmp_path):
     """Another process holds the store: the new run's payload types must not be recorded."""
-    import subprocess
-    import sys
-    import textwrap
-
     store = QdrantEdgeStore("held", data_dir=tmp_path)
     store.ensure_collection(SPEC)
     store.upsert(points(2))
     metadata = (tmp_path / "held" / "collection.json").read_bytes()
-    script = textwrap.dedent(f"""
+    out = in_another_process(f"""
         from mmindex.connectors.base import CollectionSpec
         from mmindex.connectors.qdrant_edge import QdrantEdgeStore
         from mmindex.pipeline.errors import StoreError
@@ -206,8 +206,6 @@ def test_a_run_refused_by_the_lock_leaves_the_metadata_untouched(tmp_path):
         except StoreError as e:
             print("ERR", e)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
     store.close()
     assert "open in another process" in out.stdout, out.stderr
     assert (tmp_path / "held" / "collection.json").read_bytes() == metadata
