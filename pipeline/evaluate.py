@@ -19,7 +19,7 @@ from mmindex.pipeline.encoder import Encoder
 from mmindex.pipeline.errors import InputError
 from mmindex.pipeline.images import RejectedImage, decode_image
 from mmindex.pipeline.ingestion import IngestSummary, SourceRow, read_rows
-from mmindex.pipeline.source import Source, open_source
+from mmindex.pipeline.source import CAPTION_KEY, Source, open_source
 
 KS = (1, 5, 10)
 
@@ -115,8 +115,8 @@ def embed_pairs(source: Source, encoder: Encoder, group_cols: Sequence[str] = ()
 
 def group_key(mapping: Any, column: str) -> str | None:
     """The payload key holding ``column``'s values: the caption column's text is under 'caption'."""
-    if column == mapping.caption or (column == "caption" and mapping.caption):
-        return "caption"
+    if column == mapping.caption or (column == CAPTION_KEY and mapping.caption):
+        return CAPTION_KEY
     if column in mapping.payload:
         return mapping.payload_key(column)
     return None

@@ -31,11 +31,10 @@ from mmindex.pipeline.records import (
     point_id_from_content,
     point_id_from_key,
 )
-from mmindex.pipeline.source import Source, SourceBatch, open_source
+from mmindex.pipeline.source import CAPTION_KEY, Source, SourceBatch, open_source
 from mmindex.pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
 
 SOURCE_KEY = "_source"
-CAPTION_KEY = "caption"
 TRUNCATED_KEY = "_caption_truncated"
 MISSING_CAPTION_POLICIES = ("image-only", "reject")
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024

@@ -15,7 +15,10 @@ import re
 import uuid
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
+
+from mmindex.pipeline.where import qdrant_key
 
 # Fixed namespace: ids must be identical across machines and versions.
 ID_NAMESPACE = uuid.UUID("6b1f9a52-43a4-5d3e-9d3c-6d6d696e6465")
@@ -156,8 +159,6 @@ def short_float(value: float, arrow_type: pa.DataType) -> float:
     Widened exactly, a float32 0.1 is 0.10000000149011612 as a float64, which no filter
     written as 0.1 would equal; the shortest decimal is the number the user wrote.
     """
-    import numpy as np
-
     narrow = np.float16 if pa.types.is_float16(arrow_type) else np.float32
     return float(str(narrow(value)))
 
@@ -253,8 +254,7 @@ def _struct_fields(arrow_type: pa.StructType, prefix: str) -> dict[str, str]:
         child = arrow_type.field(index)
         if '"' in child.name or "\\" in child.name:
             continue  # Qdrant's paths cannot name it
-        plain = child.name and all(c.isalnum() or c in "_-" for c in child.name)
-        path = f"{prefix}.{child.name}" if plain else f'{prefix}."{child.name}"'
+        path = f"{prefix}.{qdrant_key(child.name)}"
         found[path] = index_kind(child.type) or str(child.type)
         if pa.types.is_struct(child.type):
             found.update(_struct_fields(child.type, path))

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-from urllib.parse import unquote
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
-import re
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,10 +38,8 @@ def plain_type(arrow_type: pa.DataType) -> pa.DataType:
         return pa.string()
     if pa.types.is_large_binary(arrow_type) or _is_view(arrow_type, "is_binary_view"):
         return pa.binary()
-    if pa.types.is_large_list(arrow_type) or _is_view(arrow_type, "is_list_view") \
-            or _is_view(arrow_type, "is_large_list_view"):
-        return pa.list_(plain_type(arrow_type.value_type))
-    if pa.types.is_list(arrow_type):
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) \
+            or _is_view(arrow_type, "is_list_view") or _is_view(arrow_type, "is_large_list_view"):
         return pa.list_(plain_type(arrow_type.value_type))
     return arrow_type
 
@@ -71,17 +68,12 @@ def hive_partitions(path: str, root: str | None) -> dict[str, str | None]:
 
 @dataclass
 class DatasetSchema:
-    """The dataset's columns with one type each, and how each file differs from it."""
+    """The dataset's columns with one type each, and each file's Hive partition values."""
 
     schema: pa.Schema
-    partitions: dict[str, dict[str, str]] = field(default_factory=dict)  # file → {key: raw value}
+    partitions: dict[str, dict[str, str | None]] = field(default_factory=dict)  # file → {key: value}
     partition_fields: tuple[str, ...] = ()
-    file_types: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)  # file → column → its type
     notes: list[str] = field(default_factory=list)
-
-    def columns_of(self, path: str) -> dict[str, pa.DataType]:
-        """The columns a file has (partition keys aside), with their types in that file."""
-        return self.file_types.get(path, {})
 
 
 def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
@@ -128,7 +120,7 @@ def unify(schemas: dict[str, pa.Schema], roots: dict[str, str] | None = None,
     if partition_fields:
         notes.append(f"partition key(s) {', '.join(partition_fields)} from folder names (key=value/) are payload "
                      "fields")
-    return DatasetSchema(pa.schema(fields), partitions, tuple(partition_fields), file_types, notes)
+    return DatasetSchema(pa.schema(fields), partitions, tuple(partition_fields), notes)
 
 
 def _is_int(text: str) -> bool:
@@ -228,10 +220,11 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
     for index, value in enumerate(column.to_pylist()):
         try:
             values.append(_convert_value(value, target))
-        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+        except (ValueError, TypeError, OverflowError, pa.ArrowException) as error:
             values.append(None)
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
             errors[index] = (f"column {name!r}: {_show(value)} does not convert to {target}, the column's type in "
-                             f"the other files ({reason(value, target)})")
+                             f"the other files ({why})")
     return pa.array(values, target), errors
 
 
@@ -274,15 +267,6 @@ def _convert_value(value: Any, target: pa.DataType) -> Any:
     # Anything else must already be what pyarrow can take as the target.
     pa.array([value], target)
     return value
-
-
-def reason(value: Any, target: pa.DataType) -> str:
-    """Why ``value`` does not convert, in a few words."""
-    try:
-        _convert_value(value, target)
-    except (ValueError, TypeError, OverflowError, pa.ArrowException) as error:
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
-    return "it does"
 
 
 def _integral(value: Any) -> int:

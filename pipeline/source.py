@@ -301,14 +301,19 @@ def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str, str]:
 def _root(path: str) -> str:
     """The folder above which folder names are not partition keys: the input's fixed part."""
     if glob.has_magic(path):
-        return path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        return _glob_base(path)
     return path if not path.endswith(PARQUET_SUFFIXES) else posixpath.dirname(path)
+
+
+def _glob_base(path: str) -> str:
+    """The folder a glob starts in: ``/d/year=*/x.parquet`` → ``/d``."""
+    return path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
 
 
 def _expand_on(fs: pafs.FileSystem, path: str) -> list[str]:
     base, pattern = path, None
     if glob.has_magic(path):
-        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        base = _glob_base(path)
         pattern = path
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.File:

@@ -111,11 +111,7 @@ def parse_where(expression: str | None, field_types: dict[str, str] | None = Non
     if parser.position != len(parser.tokens):
         token = parser.tokens[parser.position]
         raise FilterError(f"expected 'and' or 'or' after a condition, found {token.text!r} in: {expression}")
-    return result if _is_filter(result) else {"must": [result]}
-
-
-def _is_filter(node: dict[str, Any]) -> bool:
-    return bool({"must", "should", "must_not"} & set(node)) and "key" not in node
+    return result if _looks_like_filter(result) else {"must": [result]}
 
 
 class _Parser:
@@ -302,9 +298,14 @@ def _field_type(recorded: str | None) -> str | None:
     return recorded if recorded in FIELD_TYPES else None
 
 
+def is_raw_key(name: str) -> bool:
+    """Whether Qdrant's JSON path takes ``name`` unquoted: letters, digits, ``_`` and ``-``."""
+    return bool(name) and all(c.isalnum() or c in "_-" for c in name)
+
+
 def qdrant_key(name: str) -> str:
-    """How Qdrant's JSON path addresses the top-level key ``name`` (quoted when it must be)."""
-    if all(c.isalnum() or c in "_-" for c in name) and name:
+    """How Qdrant's JSON path addresses the key ``name`` (quoted when it must be)."""
+    if is_raw_key(name):
         return name
     if '"' in name or "\\" in name:
         raise FilterError(f"Qdrant cannot filter on a key containing a quote or backslash: {name!r}")
