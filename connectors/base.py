@@ -24,11 +24,30 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """What a collection must be: the model that fills it and its vector size."""
+    """What a collection must be: the model that fills it, its vector size and payload field types.
+
+    ``model`` is the model's display name (a folder's name, a Hub id); ``fingerprint`` is the
+    digest of its files (``mmindex.pipeline.encoder.model_fingerprint``). Two runs use the same
+    model when their fingerprints are equal, wherever the folder lies; a collection recorded
+    before fingerprints existed is compared by name.
+    """
 
     model: str
     dim: int
     payload_types: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = None
+
+    def same_model(self, existing: "CollectionSpec") -> bool:
+        if self.dim != existing.dim and self.dim >= 0:
+            return False
+        if self.fingerprint and existing.fingerprint:
+            return self.fingerprint == existing.fingerprint
+        if not self.fingerprint and not existing.fingerprint:
+            return self.model == existing.model  # Hub ids
+        if existing.fingerprint is None and existing.model.startswith("/"):
+            # Recorded before fingerprints existed, by absolute folder: the folder's name must agree.
+            return self.model == existing.model.rstrip("/").rsplit("/", 1)[-1]
+        return False  # a folder and a Hub id: nothing shows they are the same weights
 
     def check_matches(self, existing: "CollectionSpec", collection: str) -> None:
         """Refuse, before any write, to mix two models, or two types of one payload field, in one collection.
@@ -37,12 +56,8 @@ class CollectionSpec:
         integers by one run and as text by the next would answer half of each query. The one
         change that is safe is integers into a float field (they compare by value).
         """
-        if existing.model != self.model or existing.dim != self.dim:
-            raise CollectionMismatchError(
-                f"collection {collection!r} holds vectors of model {existing.model!r} "
-                f"(size {existing.dim}); this run uses model {self.model!r} (size {self.dim}). "
-                "Use the same --model, or another --collection."
-            )
+        if not self.same_model(existing):
+            raise CollectionMismatchError(model_mismatch(existing, self, collection))
         for name, kind in sorted(self.payload_types.items()):
             before = existing.payload_types.get(name)
             if before in (None, "null") or kind == "null" or before == kind or (before, kind) == ("float", "integer"):
@@ -64,6 +79,21 @@ class CollectionSpec:
             if merged[name] == "null":
                 merged[name] = kind
         return merged
+
+
+def model_mismatch(existing: CollectionSpec, spec: CollectionSpec, collection: str) -> str:
+    """Why ``spec``'s model cannot fill ``collection`` (which holds ``existing``'s vectors)."""
+    ours = f"model {spec.model!r}" + (f" (size {spec.dim})" if spec.dim >= 0 else "")
+    if existing.model == spec.model and existing.fingerprint and spec.fingerprint:
+        why = (f"; the names agree but the files differ (fingerprint {spec.fingerprint[:12]} here, "
+               f"{existing.fingerprint[:12]} recorded): other weights under the same name would put new and old "
+               "rows in two different vector spaces")
+    else:
+        why = ""
+    return (f"collection {collection!r} holds vectors of model {existing.model!r} (size {existing.dim}); "
+            f"this run uses {ours}{why}. Use the model the collection was made with (a moved or copied "
+            "folder with the same files is accepted), or another --collection "
+            "(README: model upgrades with aliases)")
 
 
 QUANTIZATIONS = ("int8",)
@@ -168,10 +198,16 @@ class CollectionInfo:
     payload_types: dict[str, str] = field(default_factory=dict)
     indexed_fields: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    alias_of: str | None = None  # the collection this name points to, when the name is an alias
+    model_fingerprint: str | None = None
+    model_path: str | None = None  # where the model was loaded from on the last run that wrote
+    id_rule: dict[str, Any] | None = None  # how point ids are made: {"rule": "column", "column": …} or content
+    sources: dict[str, Any] = field(default_factory=dict)  # source name → what its last run read and wrote
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "alias_of": self.alias_of,
             "store": self.store,
             "location": self.location,
             "points": self.points,
@@ -182,7 +218,21 @@ class CollectionInfo:
             "payload_types": dict(sorted(self.payload_types.items())),
             "indexed_fields": dict(sorted(self.indexed_fields.items())),
             "options": dict(sorted(self.options.items())),
+            "model_fingerprint": self.model_fingerprint,
+            "model_path": self.model_path,
+            "id_rule": self.id_rule,
+            "sources": dict(sorted(self.sources.items())),
         }
+
+    @classmethod
+    def from_metadata(cls, name: str, store: str, location: str, points: int, meta: dict[str, Any],
+                      indexed: dict[str, str], alias_of: str | None = None) -> "CollectionInfo":
+        """From the metadata record both stores keep with a collection."""
+        return cls(name=name, store=store, location=location, points=points, model=meta.get("model", "?"),
+                   dim=int(meta.get("dim", 0)), payload_types=meta.get("payload_types", {}),
+                   indexed_fields=indexed, options=meta.get("options", {}), alias_of=alias_of,
+                   model_fingerprint=meta.get("model_fingerprint"), model_path=meta.get("model_path"),
+                   id_rule=meta.get("id_rule"), sources=meta.get("sources", {}))
 
 
 class LayoutOnce:
@@ -224,6 +274,31 @@ class Store(Protocol):
     def upsert(self, points: Sequence[PointRecord]) -> None: ...
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]: ...
+
+    def scroll(self, filter: dict[str, Any] | None = None, limit: int = 256, offset: str | None = None,
+               with_payload: bool = True, with_vectors: bool = False) -> tuple[list[StoredPoint], str | None]:
+        """One page of points in id order from ``offset`` (a point id), and the id the next page starts at."""
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete these points (ids that do not exist are ignored); durable when it returns."""
+
+    def overwrite_payloads(self, payloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Replace the payload of each (id, payload), keeping its vectors."""
+
+    def metadata(self) -> dict[str, Any] | None:
+        """The record mmindex keeps with the collection (model, types, ids, sources), or None."""
+
+    def update_metadata(self, changes: dict[str, Any]) -> None:
+        """Set these top-level keys of the collection's record (None removes a key)."""
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias of this store: alias name → collection name."""
+
+    def set_alias(self, alias: str, collection: str) -> str | None:
+        """Point ``alias`` at ``collection`` in one atomic step; returns the collection it pointed to before."""
+
+    def delete_alias(self, alias: str) -> str | None:
+        """Remove ``alias``; returns the collection it pointed to, or None if there was no such alias."""
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]: ...
 

@@ -1,13 +1,19 @@
 """Qdrant Edge: the embedded default store, the Qdrant engine in-process.
 
 Each collection is a folder under the data directory holding one Edge shard (``shard/``)
-and ``collection.json``, which records the model, vector size and payload types.
+and ``collection.json``, which records the model, vector size and payload types. Aliases
+live in ``aliases.json`` in the data directory, replaced atomically on each change; a store
+opened by an alias follows a switch on its next search.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,10 +33,15 @@ from mmindex.connectors.base import (
 from mmindex.pipeline.errors import FilterError, StoreError
 
 METADATA_FILE = "collection.json"
+ALIASES_FILE = "aliases.json"
 SHARD_DIR = "shard"
 # The engine writes through memory maps: on a full disk the OS kills the process (SIGBUS) instead
 # of returning an error. So writes stop, with a clear error, while this much space is still free.
 DEFAULT_MIN_FREE_BYTES = 100 * 1024 * 1024
+# A file's mtime has the resolution of the kernel's coarse clock (a few ms; seconds on some file
+# systems), so two alias switches close together can leave aliases.json with the same mtime. Only a
+# file older than this is trusted to be unchanged when its mtime is unchanged (git's "racy" rule).
+SETTLED_NS = 2_000_000_000
 
 
 def _edge():
@@ -47,33 +58,42 @@ class QdrantEdgeStore(LayoutOnce):
 
     def __init__(self, collection: str, data_dir: str | os.PathLike = "mmindex_data",
                  min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, options: CollectionOptions | None = None):
-        if not collection or "/" in collection or collection.startswith("."):
-            raise StoreError(f"invalid collection name {collection!r}")
+        check_name(collection)
         self.collection = collection
-        self.folder = Path(data_dir) / collection
+        self.data_dir = Path(data_dir)
         self.min_free_bytes = min_free_bytes
         self.options = options or CollectionOptions()
         self._shard = None
-        self._indexed: dict[str, str] = {}
+        # Shards of collections the alias pointed to before a switch, by collection: a search may
+        # still run on one, and a switch back takes it up again (a second load would hit its lock).
+        self._retired: dict[str, Any] = {}
+        self._lock = threading.RLock()  # searches in several threads (serve) share this store
+        self._wrote = False
+        self._aliases_seen: int | None = None
+        self.alias_of = self.aliases().get(collection)
+        self.folder = self.data_dir / (self.alias_of or collection)
 
     # -- lifecycle -------------------------------------------------------------------
     def exists(self) -> bool:
         return (self.folder / METADATA_FILE).is_file()
 
     def spec(self) -> CollectionSpec | None:
+        self._follow_alias()
         meta = self._metadata()
         if meta is None:
             return None
-        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}))
+        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
+                              meta.get("model_fingerprint"))
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
+        self._wrote = True
         existing = self.spec()
         if existing is not None:
             spec.check_matches(existing, self.collection)
             self._open()  # the one-writer lock first: a refused run must leave the metadata as it was
             merged = spec.merged_payload_types(existing)
             if merged != existing.payload_types:
-                self._write_metadata(spec.model, spec.dim, merged)
+                self.update_metadata({"payload_types": merged})
             return
         config = edge_config(spec.dim, self.options)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,9 +104,16 @@ class QdrantEdgeStore(LayoutOnce):
         self._check_space("create the collection")
         self._shard = self._engine("create the collection", _edge().EdgeShard.create, str(self.folder / SHARD_DIR),
                                    config)
-        self._write_metadata(spec.model, spec.dim, dict(spec.payload_types), options=self.options.to_dict())
+        self._save_metadata({
+            "format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
+            "distance": "cosine", "vectors": list(VECTOR_NAMES), "payload_types": dict(spec.payload_types),
+            "indexed_fields": {}, "options": self.options.to_dict(),
+        })
 
     def close(self) -> None:
+        retired, self._retired = self._retired, {}
+        for shard in retired.values():
+            shard.close()
         if self._shard is not None:
             shard, self._shard = self._shard, None
             try:
@@ -119,8 +146,7 @@ class QdrantEdgeStore(LayoutOnce):
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
         self._update(qe.UpdateOperation.create_field_index(qdrant_key(field_name), schema))
         meta = self._metadata() or {}
-        indexed = {**meta.get("indexed_fields", {}), field_name: kind}
-        self._write_metadata(meta["model"], meta["dim"], meta.get("payload_types", {}), indexed)
+        self.update_metadata({"indexed_fields": {**meta.get("indexed_fields", {}), field_name: kind}})
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         qe = _edge()
@@ -135,7 +161,18 @@ class QdrantEdgeStore(LayoutOnce):
             ]
             self._update(qe.UpdateOperation.upsert_points(edge_points))
 
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._update(_edge().UpdateOperation.delete_points(list(ids)))
+            self._engine("flush", self._open().flush)
+
+    def overwrite_payloads(self, payloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        qe = _edge()
+        for point_id, payload in payloads:
+            self._update(qe.UpdateOperation.overwrite_payload([point_id], payload))
+
     def _update(self, operation) -> None:
+        self._wrote = True
         self._check_space("write")
         self._engine("write", self._open().update, operation)
 
@@ -173,11 +210,22 @@ class QdrantEdgeStore(LayoutOnce):
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         if not ids:
             return []
+        self._follow_alias()
         records = self._engine("read", self._open().retrieve, list(ids), with_payload=True, with_vector=with_vectors)
         return [StoredPoint.from_engine(r, with_vectors) for r in records]
 
+    def scroll(self, filter: dict[str, Any] | None = None, limit: int = 256, offset: str | None = None,
+               with_payload: bool = True, with_vectors: bool = False) -> tuple[list[StoredPoint], str | None]:
+        qe = _edge()
+        request = qe.ScrollRequest(offset=offset, limit=limit, filter=edge_filter(filter), with_payload=with_payload,
+                                   with_vector=with_vectors)
+        records, next_offset = self._engine("read", self._open().scroll, request)
+        points = [StoredPoint.from_engine(r, with_vectors) for r in records]
+        return points, (None if next_offset is None else str(next_offset))
+
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         qe = _edge()
+        self._follow_alias()
         quantized = bool(self._layout().get("quantization"))
         query = qe.QueryRequest(
             limit=request.limit,
@@ -199,9 +247,11 @@ class QdrantEdgeStore(LayoutOnce):
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         qe = _edge()
+        self._follow_alias()
         return self._engine("count", self._open().count, qe.CountRequest(exact=True, filter=edge_filter(filter)))
 
     def info(self) -> CollectionInfo:
+        self._follow_alias()
         meta = self._metadata()
         if meta is None:
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
@@ -210,27 +260,111 @@ class QdrantEdgeStore(LayoutOnce):
 
         indexed = {field_of_key(name): str(info.data_type).split(".")[-1].lower()
                    for name, info in shard_info.payload_schema.items()}
-        return CollectionInfo(
-            name=self.collection,
-            store=self.kind,
-            location=str(self.folder),
-            points=shard_info.points_count,
-            model=meta["model"],
-            dim=int(meta["dim"]),
-            payload_types=meta.get("payload_types", {}),
-            indexed_fields=indexed,
-            options=meta.get("options", {}),
-        )
+        return CollectionInfo.from_metadata(self.collection, self.kind, str(self.folder), shard_info.points_count, meta,
+                                            indexed, self.alias_of)
+
+    # -- metadata and aliases ----------------------------------------------------------
+    def metadata(self) -> dict[str, Any] | None:
+        return self._metadata()
+
+    def update_metadata(self, changes: dict[str, Any]) -> None:
+        meta = self._metadata()
+        if meta is None:
+            raise StoreError(f"collection {self.collection!r} does not exist under {self.data_dir}")
+        meta.update(changes)
+        self._save_metadata({k: v for k, v in meta.items() if v is not None})
+
+    def aliases(self) -> dict[str, str]:
+        path = self.data_dir / ALIASES_FILE
+        try:
+            stat = path.stat()
+            settled = time.time_ns() - stat.st_mtime_ns > SETTLED_NS
+            self._aliases_seen = stat.st_mtime_ns if settled else None  # None: read it again next time
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            self._aliases_seen = 0
+            return {}
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read the aliases of {self.data_dir} ({path}): {error}") from error
+
+    def set_alias(self, alias: str, collection: str) -> str | None:
+        check_name(alias)
+        if alias == collection:
+            raise StoreError(f"an alias cannot point to itself ({alias!r})")
+        if (self.data_dir / alias / METADATA_FILE).exists():
+            raise StoreError(f"{alias!r} is a collection under {self.data_dir}; an alias needs a name of its own")
+        if not (self.data_dir / collection / METADATA_FILE).exists():
+            raise StoreError(f"collection {collection!r} does not exist under {self.data_dir}"
+                             + (" (it is an alias; point the new alias at a collection)"
+                                if collection in self.aliases() else ""))
+        with self._aliases_lock():
+            aliases = self.aliases()
+            before = aliases.get(alias)
+            aliases[alias] = collection
+            self._save_aliases(aliases)
+        return before
+
+    def delete_alias(self, alias: str) -> str | None:
+        with self._aliases_lock():
+            aliases = self.aliases()
+            before = aliases.pop(alias, None)
+            if before is not None:
+                self._save_aliases(aliases)
+        return before
+
+    @contextlib.contextmanager
+    def _aliases_lock(self):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / (ALIASES_FILE + ".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _save_aliases(self, aliases: dict[str, str]) -> None:
+        tmp = self.data_dir / (ALIASES_FILE + ".tmp")
+        tmp.write_text(json.dumps(dict(sorted(aliases.items())), indent=2))
+        os.replace(tmp, self.data_dir / ALIASES_FILE)
+
+    def _follow_alias(self) -> None:
+        """A reader opened by an alias moves to the alias's new collection after a switch.
+
+        The old shard stays open until ``close`` (a search on it may still be running) and is taken
+        up again if the alias switches back; a store that has written never moves, so one run's
+        writes all land in one collection.
+        """
+        if self._wrote or self.alias_of is None:
+            return
+        path = self.data_dir / ALIASES_FILE
+        try:
+            seen = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            seen = 0
+        if seen == self._aliases_seen:
+            return
+        with self._lock:
+            target = self.aliases().get(self.collection)
+            if target is None or target == self.alias_of:
+                return
+            if self._shard is not None:
+                self._retired[self.alias_of] = self._shard
+            self._shard, self._layout_options = self._retired.pop(target, None), None
+            self.alias_of, self.folder = target, self.data_dir / target
 
     # -- internals -------------------------------------------------------------------
     def _open(self):
-        if self._shard is not None:
+        shard = self._shard
+        if shard is not None:
+            return shard
+        with self._lock:  # two threads' first reads must not both load the shard (its lock refuses the second)
+            if self._shard is None:
+                self._shard = self._load()
             return self._shard
+
+    def _load(self):
         if not self.exists():
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
         qe = _edge()
         try:
-            self._shard = qe.EdgeShard.load(str(self.folder / SHARD_DIR))
+            return qe.EdgeShard.load(str(self.folder / SHARD_DIR))
         except Exception as error:
             if "WouldBlock" in str(error) or "lock" in str(error).lower():
                 raise StoreError(
@@ -239,7 +373,6 @@ class QdrantEdgeStore(LayoutOnce):
                     "or use a Qdrant server with --url)"
                 ) from error
             raise StoreError(f"cannot open collection at {self.folder}: {error}") from error
-        return self._shard
 
     def _metadata(self) -> dict[str, Any] | None:
         path = self.folder / METADATA_FILE
@@ -247,22 +380,18 @@ class QdrantEdgeStore(LayoutOnce):
             return None
         return json.loads(path.read_text())
 
-    def _write_metadata(self, model: str, dim: int, payload_types: dict[str, str], indexed: dict | None = None,
-                        options: dict | None = None) -> None:
-        old = self._metadata() or {}
-        meta = {
-            "format": 1,
-            "model": model,
-            "dim": int(dim),
-            "distance": "cosine",
-            "vectors": list(VECTOR_NAMES),
-            "payload_types": payload_types,
-            "indexed_fields": indexed if indexed is not None else old.get("indexed_fields", {}),
-            "options": options if options is not None else old.get("options", {}),
-        }
+    def _save_metadata(self, meta: dict[str, Any]) -> None:
         tmp = self.folder / (METADATA_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, self.folder / METADATA_FILE)
+
+
+def check_name(name: str) -> None:
+    """A collection or alias name that is one folder name under the data directory."""
+    if (not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name or len(name.encode()) > 200
+            or name in (ALIASES_FILE, ALIASES_FILE + ".lock", ALIASES_FILE + ".tmp")):
+        raise StoreError(f"invalid collection name {name!r} (one folder name: no '/', not starting with '.', "
+                         "at most 200 bytes)")
 
 
 def edge_config(dim: int, options: CollectionOptions):

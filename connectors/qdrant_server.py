@@ -157,7 +157,8 @@ class QdrantServerStore(LayoutOnce):
         meta = self._metadata()
         if meta is None:
             return None
-        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}))
+        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
+                              meta.get("model_fingerprint"))
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         from qdrant_client import models
@@ -172,9 +173,7 @@ class QdrantServerStore(LayoutOnce):
             spec.check_matches(existing, self.collection)
             merged = spec.merged_payload_types(existing)
             if merged != existing.payload_types:
-                meta = {**(self._metadata() or {}), "payload_types": merged}
-                self._call("update metadata", self.client.update_collection, self.collection,
-                           metadata={METADATA_KEY: meta})
+                self.update_metadata({"payload_types": merged})
             return
         options = self.options
         params = models.VectorParams(size=spec.dim, distance=models.Distance.COSINE, on_disk=options.on_disk or None)
@@ -185,8 +184,9 @@ class QdrantServerStore(LayoutOnce):
         if options.quantization == "int8":
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
-        meta = self._meta_dict(spec.model, spec.dim, dict(spec.payload_types))
-        meta["options"] = options.to_dict()
+        meta = {"format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
+                "payload_types": dict(spec.payload_types), "options": options.to_dict()}
+        meta = {k: v for k, v in meta.items() if v is not None}
         self._call(
             "create collection",
             self.client.create_collection,
@@ -214,13 +214,14 @@ class QdrantServerStore(LayoutOnce):
                        self.collection, qdrant_key(field_name), schema, wait=True)
         # Recorded too, because local mode reports no payload schema.
         meta = dict(self._metadata() or {})
-        meta["indexed_fields"] = {**meta.get("indexed_fields", {}), field_name: kind}
-        self._call("update metadata", self.client.update_collection, self.collection,
-                   metadata={METADATA_KEY: meta})
+        self.update_metadata({"indexed_fields": {**meta.get("indexed_fields", {}), field_name: kind}})
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         """Write points in requests bounded by bytes, several in flight at once; each waits until stored."""
         from qdrant_client import models
+
+        if not points:
+            return
 
         def send(chunk: list[PointRecord]) -> None:
             structs = [
@@ -248,6 +249,31 @@ class QdrantServerStore(LayoutOnce):
         records = self._call("retrieve", self.client.retrieve, self.collection, list(ids),
                              with_payload=True, with_vectors=with_vectors)
         return [StoredPoint.from_engine(r, with_vectors) for r in records]
+
+    def scroll(self, filter: dict[str, Any] | None = None, limit: int = 256, offset: str | None = None,
+               with_payload: bool = True, with_vectors: bool = False) -> tuple[list[StoredPoint], str | None]:
+        records, next_offset = self._call("scroll", self.client.scroll, self.collection,
+                                          scroll_filter=server_filter(filter), limit=limit, offset=offset,
+                                          with_payload=with_payload, with_vectors=with_vectors)
+        points = [StoredPoint.from_engine(r, with_vectors) for r in records]
+        return points, (None if next_offset is None else str(next_offset))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        from qdrant_client import models
+
+        for start in range(0, len(ids), 1000):
+            self._call("delete", self.client.delete, self.collection,
+                       points_selector=models.PointIdsList(points=list(ids[start:start + 1000])), wait=True)
+
+    def overwrite_payloads(self, payloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """One batch request per chunk (bounded by bytes like upserts), each payload to its own point."""
+        from qdrant_client import models
+
+        points = [PointRecord(point_id, {}, payload) for point_id, payload in payloads]
+        for chunk in chunk_by_bytes(points):
+            operations = [models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(
+                payload=point.payload, points=[point.id])) for point in chunk]
+            self._call("update payloads", self.client.batch_update_points, self.collection, operations, wait=True)
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
         from qdrant_client import models
@@ -285,6 +311,7 @@ class QdrantServerStore(LayoutOnce):
             raise StoreError(f"collection {self.collection!r} does not exist on {self.url}")
         description = self._call("describe collection", self.client.get_collection, self.collection)
         meta = (description.config.metadata or {}).get(METADATA_KEY, {})
+        alias_of = self.aliases().get(self.collection)
         from mmindex.pipeline.where import field_of_key
 
         indexed = {
@@ -293,17 +320,7 @@ class QdrantServerStore(LayoutOnce):
         }
         if not indexed:
             indexed = dict(meta.get("indexed_fields", {}))
-        return CollectionInfo(
-            name=self.collection,
-            store=self.kind,
-            location=self.url,
-            points=self.count(),
-            model=meta.get("model", "?"),
-            dim=int(meta.get("dim", 0)),
-            payload_types=meta.get("payload_types", {}),
-            indexed_fields=indexed,
-            options=meta.get("options", {}),
-        )
+        return CollectionInfo.from_metadata(self.collection, self.kind, self.url, self.count(), meta, indexed, alias_of)
 
     def begin_load(self) -> None:
         """With bulk_load: stop building the HNSW index while loading (Qdrant's bulk-upload recipe)."""
@@ -316,9 +333,7 @@ class QdrantServerStore(LayoutOnce):
         meta = dict(self._metadata() or {})
         if current != 0 and "indexing_threshold_before_load" not in meta:
             # Kept in the collection itself, so a later run restores it even if this one dies.
-            meta["indexing_threshold_before_load"] = current
-            self._call("update metadata", self.client.update_collection, self.collection,
-                       metadata={METADATA_KEY: meta})
+            self.update_metadata({"indexing_threshold_before_load": current})
         self._call("defer indexing", self.client.update_collection, self.collection,
                    optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
 
@@ -332,7 +347,7 @@ class QdrantServerStore(LayoutOnce):
         threshold = meta.pop("indexing_threshold_before_load")
         self._call("restore indexing", self.client.update_collection, self.collection,
                    optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold))
-        self._call("update metadata", self.client.update_collection, self.collection, metadata={METADATA_KEY: meta})
+        self.update_metadata({"indexing_threshold_before_load": None})
 
     def close(self) -> None:
         self.client.close()
@@ -344,9 +359,50 @@ class QdrantServerStore(LayoutOnce):
         description = self._call("describe collection", self.client.get_collection, self.collection)
         return (description.config.metadata or {}).get(METADATA_KEY)
 
-    @staticmethod
-    def _meta_dict(model: str, dim: int, payload_types: dict[str, str]) -> dict[str, Any]:
-        return {"format": 1, "model": model, "dim": int(dim), "payload_types": payload_types}
+    # -- metadata and aliases ----------------------------------------------------------
+    def metadata(self) -> dict[str, Any] | None:
+        return self._metadata()
+
+    def update_metadata(self, changes: dict[str, Any]) -> None:
+        meta = dict(self._metadata() or {})
+        meta.update(changes)
+        meta = {k: v for k, v in meta.items() if v is not None}
+        self._call("update metadata", self.client.update_collection, self.collection, metadata={METADATA_KEY: meta})
+
+    def aliases(self) -> dict[str, str]:
+        response = self._call("list aliases", self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in response.aliases}
+
+    def set_alias(self, alias: str, collection: str) -> str | None:
+        """Qdrant's own alias switch: the delete and the create are one atomic request."""
+        from qdrant_client import models
+
+        aliases = self.aliases()
+        if alias in self._collection_names():
+            raise StoreError(f"{alias!r} is a collection on {self.url}; an alias needs a name of its own")
+        if collection not in self._collection_names():
+            raise StoreError(f"collection {collection!r} does not exist on {self.url}"
+                             + (" (it is an alias; point the new alias at a collection)" if collection in aliases else ""))
+        before = aliases.get(alias)
+        operations = []
+        if before is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name=collection, alias_name=alias)))
+        self._call("switch alias", self.client.update_collection_aliases, change_aliases_operations=operations)
+        return before
+
+    def delete_alias(self, alias: str) -> str | None:
+        from qdrant_client import models
+
+        before = self.aliases().get(alias)
+        if before is not None:
+            self._call("delete alias", self.client.update_collection_aliases, change_aliases_operations=[
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
+        return before
+
+    def _collection_names(self) -> set[str]:
+        return {c.name for c in self._call("list collections", self.client.get_collections).collections}
 
     def _call(self, what: str, function, *args, **kwargs):
         """Call the client; retry transient faults with backoff; turn failures into one clear StoreError."""

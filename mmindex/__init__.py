@@ -58,6 +58,10 @@ _EXPORTS = {
     "parse_where": "mmindex.pipeline.where",
     "validate_filter": "mmindex.pipeline.where",
     "search": "mmindex.pipeline.query",
+    "copy_collection": "mmindex.pipeline.copy",
+    "CopySummary": "mmindex.pipeline.copy",
+    "delete": "mmindex.pipeline.delete",
+    "select_points": "mmindex.pipeline.delete",
 }
 
 

@@ -160,11 +160,12 @@ STORE_SECTION = ("Store (embedded, or a Qdrant server)",
 INGEST_SECTIONS = [
     ("Input, model and collection", ["collection", "model", "image_col", "caption_col", "id_col", "payload_cols",
                                      "index_fields", "image_root", "thumbnails", "data_dir", "url"]),
+    ("Keeping the collection in sync", ["sync", "source_name", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
     ("Throughput", ["device", "devices", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
                     "no_optimize", "shard_spec", "engine", "ray_address", "ray_actors", "ray_gpus_per_actor"]),
-    ("Output", ["as_json", "quiet", "progress_interval", "dry_run"]),
+    ("Output", ["as_json", "quiet", "progress_interval", "print_config"]),
     ("Server connection and collection layout (Qdrant server or cluster)",
      ["api_key", "ca_cert", "timeout", "prefer_grpc", "retries", "retry_wait", "shard_number", "replication_factor",
       "write_consistency_factor", "on_disk", "quantization", "hnsw_m", "hnsw_ef_construct"]),
@@ -256,8 +257,17 @@ def progress_interval_option(function):
               help="Ray: most embedding actors (the pool scales from 1 up to this; default: GPUs, or 1).")
 @click.option("--ray-gpus-per-actor", default=None, type=click.FloatRange(0),
               help="Ray: GPUs per embedding actor (default 1 when the cluster has GPUs, else 0).")
+@click.option("--sync", is_flag=True,
+              help="Make the collection equal to INPUTS: after a complete run, delete this source's points whose "
+                   "rows are gone (a run with unreadable files deletes nothing).")
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="Name of this source in the collection (recorded in _source.name; --sync deletes only its "
+                   "points). Default: the inputs, as absolute paths.")
 @click.option("--dry-run", is_flag=True,
-              help="Check the options and print the resolved plan as JSON; read, load and write nothing.")
+              help="Read and compare only: count the rows that would be embedded, the payloads that would be "
+                   "updated and the points that would be deleted; write nothing.")
+@click.option("--print-config", is_flag=True,
+              help="Check the options and print the resolved settings as JSON; read, load and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, progress lines or notes.")
 @progress_interval_option
@@ -265,7 +275,8 @@ def progress_interval_option(function):
 def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
            max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
-           engine, ray_address, ray_actors, ray_gpus_per_actor, dry_run, as_json, quiet, progress_interval):
+           engine, ray_address, ray_actors, ray_gpus_per_actor, sync, source_name, dry_run, print_config, as_json, quiet,
+           progress_interval):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -274,8 +285,13 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     whose image, caption and model are unchanged are not embedded again: a run that was
     killed resumes by running the same command again.
 
-    Every row read is counted once: upserted, unchanged, or rejected with a stage (read,
-    decode) and a reason, kept in the rejects file. SIGTERM or Ctrl-C finishes the batches
+    Every row read is counted once: upserted, payload updated (same content, other payload:
+    vectors kept), unchanged, or rejected with a stage (read, decode) and a reason, kept in
+    the rejects file.
+
+    Scheduled runs: points record their source (--source, default the inputs); --sync then
+    deletes the source's points whose rows are gone, so the collection equals its inputs.
+    --dry-run says what a run would embed, update and delete. SIGTERM or Ctrl-C finishes the batches
     in flight, writes them, prints the summary and exits; a second one stops at once.
 
     Progress goes to stderr: a bar in a terminal; in logs (cron, systemd, Kubernetes) a line
@@ -291,11 +307,13 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
       mmindex ingest s3://bucket/laion/ --image-col jpg --caption-col txt --index-fields year,lang
       mmindex ingest photos.parquet --image-root /srv/photos --report run.json --max-reject-rate 0.01
       QDRANT_URL=http://localhost:6333 mmindex ingest data/ -c photos --model ./my-clip
+      mmindex ingest data/ -c photos --sync --dry-run            # what a nightly sync would do
+      mmindex ingest data/ -c photos --sync --source nightly     # then do it
     """
     import signal
     import threading
 
-    from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder
+    from mmindex.pipeline.encoder import Encoder, model_display_name, model_fingerprint, model_to_load
     from mmindex.pipeline.ingestion import IngestOptions, write_report
     from mmindex.pipeline.ingestion import ingest as run_ingest
     from mmindex.pipeline.source import open_source, parse_shard
@@ -310,11 +328,12 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         suffix = f"-shard-{shard[0]}-of-{shard[1]}" if shard else ""
         rejects = (f"mmindex-rejects-{collection}{suffix}.parquet" if settings.url
                    else os.path.join(settings.data_dir, collection, f"rejects{suffix}.parquet"))
-    if dry_run:
+    if print_config:
         click.echo(json.dumps({
             "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
             "engine": engine, "shard": list(shard) if shard else None, "batch_size": batch_size, "workers": workers,
-            "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate,
+            "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate, "sync": sync,
+            "source": source_name, "dry_run": dry_run,
             "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
         }, default=str))
         return
@@ -355,16 +374,14 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     model_name = None
     try:
         existing = store.spec()
-        model = model or (existing.model if existing else DEFAULT_MODEL)
+        model = model_to_load(store.metadata() if existing else None, model)
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
-        if existing is not None:
-            from mmindex.pipeline.encoder import model_identity
+        if existing is not None:  # refused before the model loads (it may take minutes)
+            from mmindex.connectors.base import CollectionSpec
 
-            if model_identity(model) != existing.model:
-                from mmindex.connectors.base import CollectionSpec
-
-                CollectionSpec(model_identity(model), -1).check_matches(existing, collection)
+            CollectionSpec(model_display_name(os.path.abspath(model) if os.path.isdir(model) else model), -1,
+                           fingerprint=model_fingerprint(model)).check_matches(existing, collection)
         total = source.count_rows(skip_bad_files)
         if not quiet:
             for note in source.mapping.notes:
@@ -387,6 +404,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
             rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
             skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop, thumbnails=thumbnails,
+            source_name=source_name, sync=sync, dry_run=dry_run,
         )
         with open_progress("ingest", "rows", total, quiet=quiet, interval=progress_interval) as bar:
             def stage(message: str) -> None:
@@ -475,11 +493,25 @@ def _image_root(root: str | None) -> str | None:
 
 def _print_summary(summary) -> None:
     status = "" if summary.status == "ok" else f" [{summary.status.upper()}]"
+    if summary.dry_run:
+        click.echo(
+            f"collection {summary.collection} [DRY RUN, nothing written]: read {summary.read:,} rows from "
+            f"{summary.files} file(s) of source {summary.source!r}\n"
+            f"  would embed {summary.upserted:,}  update the payload of {summary.payload_updated:,}  "
+            f"unchanged {summary.unchanged:,}  rejected {summary.rejected:,}  "
+            + ("stale points not counted (an input was not read in full)" if summary.stale is None else
+               f"would delete {summary.deleted:,}" if summary.deleted or not summary.stale else
+               f"stale {summary.stale:,} (--sync would delete them)"))
+        for warning in summary.warnings[:5]:
+            click.echo(f"  warning: {warning}")
+        return
     click.echo(
         f"collection {summary.collection}{status}: read {summary.read:,} rows from {summary.files} file(s) in "
         f"{summary.seconds:.1f}s ({summary.rows_per_second:,.1f} rows/s)\n"
-        f"  embedded {summary.embedded:,}  upserted {summary.upserted:,}  unchanged (skipped) {summary.unchanged:,}  "
-        f"rejected {summary.rejected:,}"
+        f"  embedded {summary.embedded:,}  upserted {summary.upserted:,}"
+        + (f"  payload updated {summary.payload_updated:,}" if summary.payload_updated else "")
+        + f"  unchanged (skipped) {summary.unchanged:,}  rejected {summary.rejected:,}"
+        + (f"  deleted {summary.deleted:,}" if summary.deleted else "")
         + (f"  not processed {summary.not_processed:,}" if summary.not_processed else "")
         + (f"  duplicate ids {summary.duplicate_ids:,}" if summary.duplicate_ids else "")
         + (f"  (batch halved after {summary.oom_retries} CUDA out-of-memory errors)" if summary.oom_retries else "")
@@ -491,6 +523,9 @@ def _print_summary(summary) -> None:
               if summary.cleaned_captions else ""]
     for extra in filter(None, extras):
         click.echo(f"  {extra}")
+    if summary.stale:
+        click.echo(f"  stale {summary.stale:,}: points of source {summary.source!r} that no row of this run produced "
+                   "(rows deleted or edited in the inputs); --sync deletes them")
     for skipped in summary.skipped_files:
         click.echo(f"  skipped file {skipped['file']}: {skipped['reason']}")
     for rejection in summary.rejections[:10]:
@@ -559,7 +594,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
       mmindex query "a red circle" --target text --json         # text → captions, JSON lines
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
     """
-    from mmindex.pipeline.encoder import Encoder, model_display_name
+    from mmindex.pipeline.encoder import Encoder, model_display_name, model_to_load
     from mmindex.pipeline.errors import InputError, StoreError
     from mmindex.pipeline.images import RejectedImage, decode_image
     from mmindex.pipeline.query import load_filter_json, search
@@ -585,11 +620,8 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
                                        f"{collection!r} (fields: {', '.join(sorted(known))})")
-        encoder = Encoder(model or spec.model, device=device)
-        if model:
-            from mmindex.connectors.base import CollectionSpec
-
-            CollectionSpec(encoder.name, encoder.dim).check_matches(spec, collection)
+        encoder = Encoder(model_to_load(store.metadata(), model), device=device)
+        encoder.spec().check_matches(spec, collection)
         raw_filter = load_filter_json(filter_json)
         vectors = list(encoder.encode_texts(texts)) if texts else []
         for image_path in image_paths:
@@ -650,23 +682,90 @@ def info(store, as_json):
       mmindex info --collection photos --json
     """
     from mmindex.pipeline.encoder import model_display_name
+    from mmindex.pipeline.ingestion import describe_id_rule, source_filter
 
     store = store.open()
     try:
         details = store.info().to_dict()
+        for name, record in details["sources"].items():
+            details["sources"][name] = {**record, "points": store.count(source_filter(name))}
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps(details))
         return
     click.echo(f"collection   {details['name']}  ({details['store']} at {details['location']})")
+    if details.get("alias_of"):
+        click.echo(f"alias of     {details['alias_of']}")
     click.echo(f"points       {details['points']:,}")
     name = model_display_name(details["model"])
-    click.echo(f"model        {name}" + (f"  (recorded as {details['model']})" if name != details["model"] else ""))
+    known = [details["model_fingerprint"][:19] + "…" if details["model_fingerprint"] else "",
+             f"loaded from {details['model_path'] or details['model']}" if details["model_path"] or name != details["model"]
+             else ""]
+    click.echo(f"model        {name}" + (f"  ({', '.join(filter(None, known))})" if any(known) else ""))
+    if details["id_rule"]:
+        click.echo(f"point ids    {describe_id_rule(details['id_rule'])}")
+    for number, (source, record) in enumerate(details["sources"].items()):
+        synced = f", synced {record['synced_at']}" if record.get("synced_at") else ""
+        click.echo(f"{'sources' if not number else '':<13}{source}: {record['points']:,} points{synced}")
     click.echo(f"vectors      {', '.join(details['vectors'])}: {details['dim']}-d, {details['distance']}")
     click.echo("payload      " + (", ".join(f"{k} ({v})" for k, v in details["payload_types"].items()) or "-"))
     click.echo("indexed      " + (", ".join(f"{k} ({v})" for k, v in details["indexed_fields"].items()) or "-"))
     click.echo("layout       " + (", ".join(f"{k}={v}" for k, v in details["options"].items()) or "default"))
+
+
+@main.command("delete")
+@store_options
+@click.option("--ids", "ids", multiple=True, metavar="A,B,…",
+              help="Values of the collection's id column (--id-col at ingest), comma-separated; repeatable.")
+@click.option("--point-ids", multiple=True, metavar="UUID,…", help="Point ids as search results show them.")
+@click.option("--where", "-w", default=None, help="Points matching this filter (the query --where language).")
+@click.option("--filter-json", default=None, help="Points matching this raw Qdrant filter (ANDed with --where).")
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="Every point a source wrote (ingest --source; `mmindex info` lists the sources).")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking (needed when stdin is not a terminal).")
+@click.option("--dry-run", is_flag=True, help="Count the matching points; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@friendly_errors
+def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, dry_run, as_json):
+    """Delete points from a collection: by id, by filter, or everything one source wrote.
+
+    Shows how many points match and asks before deleting (--yes skips the question;
+    without a terminal it is required). Deletes are by id: a killed delete is finished by
+    running it again. The HTTP service never deletes.
+
+    \b
+    Examples:
+      mmindex delete -c photos --ids sku-1,sku-2
+      mmindex delete -c photos --where "year < 2000" --dry-run
+      mmindex delete -c photos --source /srv/old-export --yes
+    """
+    from mmindex.pipeline.delete import delete_points, select_points
+    from mmindex.pipeline.query import load_filter_json
+
+    settings = store
+    store = settings.open()
+    try:
+        selection = select_points(store, ids=_split(ids) or (), point_ids=_split(point_ids) or (), where=where,
+                           filter_json=load_filter_json(filter_json), source=source_name)
+        outcome = {**selection.to_dict(), "deleted": 0, "dry_run": dry_run}
+        count = len(selection.ids)
+        if not as_json:
+            click.echo(f"{count:,} point(s) of collection {settings.collection!r} match {selection.described}"
+                       + (f"; {len(selection.not_found):,} given id(s) have no point" if selection.not_found else ""))
+        if count and not dry_run:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise click.UsageError(f"this would delete {count:,} point(s); pass --yes to confirm "
+                                           "(stdin is not a terminal to ask)")
+                click.confirm(f"Delete {count:,} point(s) from {settings.collection!r}?", abort=True, err=True)
+            outcome["deleted"] = delete_points(store, selection)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(outcome))
+    elif outcome["deleted"]:
+        click.echo(f"deleted {outcome['deleted']:,} point(s)")
 
 
 def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
@@ -707,7 +806,7 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
       mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
     """
-    from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder, model_display_name
+    from mmindex.pipeline.encoder import Encoder, model_display_name, model_to_load
     from mmindex.pipeline.evaluate import evaluate
 
     groups = _split(group_col) or []
@@ -716,7 +815,9 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
     store = settings.open() if collection else None
     try:
         spec = store.spec() if store is not None else None
-        encoder = Encoder(model or (spec.model if spec else DEFAULT_MODEL), device=device)
+        encoder = Encoder(model_to_load(store.metadata() if spec else None, model), device=device)
+        if spec is not None:
+            encoder.spec().check_matches(spec, collection)
         if store is not None and do_ingest:
             from mmindex.pipeline.ingestion import IngestOptions
             from mmindex.pipeline.ingestion import ingest as run_ingest
@@ -1017,6 +1118,199 @@ def _env_for_every_option(group: click.Group) -> None:
         for param in command.params:
             if isinstance(param, click.Option) and not param.envvar:
                 param.envvar = env_name(param.name)
+
+
+COPY_SECTIONS = [
+    ("Source (the collection to copy)", ["collection", "data_dir", "url"]),
+    ("Target (where the copy goes)", ["to_url", "to_data_dir", "to_collection", "to_api_key", "to_ca_cert"]),
+    ("Output", ["as_json", "quiet", "progress_interval", "page_size"]),
+    ("Source server connection", ["api_key", "ca_cert", "timeout", "prefer_grpc", "retries", "retry_wait"]),
+]
+
+
+@main.command("copy", cls=SectionedCommand, sections=COPY_SECTIONS)
+@store_options
+@click.option("--to-url", default=None, help="Target: a Qdrant server URL (http://host:6333, https://…).")
+@click.option("--to-data-dir", default=None, type=click.Path(file_okay=False),
+              help="Target: the folder of an embedded store (another one than --data-dir, or the same with "
+                   "--to-collection).")
+@click.option("--to-collection", default=None, help="Target collection name. Default: the source's name.")
+@click.option("--to-api-key", default=None, envvar=["MMINDEX_TO_API_KEY"],
+              help="Target server's API key. Env: MMINDEX_TO_API_KEY. Never printed.")
+@click.option("--to-ca-cert", default=None, type=click.Path(dir_okay=False),
+              help="Target server: PEM file of a private CA to verify https:// against.")
+@click.option("--page-size", default=256, show_default=True, type=click.IntRange(1),
+              help="Points read per request, vectors included (writes are split further by bytes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
+@progress_interval_option
+@friendly_errors
+def copy_command(store, to_url, to_data_dir, to_collection, to_api_key, to_ca_cert, page_size, as_json, quiet,
+                 progress_interval):
+    """Copy a collection to another store: points, vectors, payloads, model record, layout, indexes.
+
+    No model runs: the stored vectors are copied as they are. The target must be new (or
+    empty) and is made for the source's model; a copy that stopped (Ctrl-C, a lost
+    connection) continues where it stopped when the same command runs again. At the end both
+    collections are counted and must agree.
+
+    Without --to-url or --to-data-dir the target is in the same store as the source (then
+    --to-collection names it).
+
+    \b
+    Examples:
+      mmindex copy -c photos --to-url https://qdrant.example.com:6333 --to-api-key "$KEY"
+      mmindex copy -c photos --url http://localhost:6333 --to-data-dir ./offline-copy
+      mmindex copy -c photos --to-data-dir /mnt/backup/mmindex_data
+      mmindex copy -c photos --to-collection photos-backup --json
+    """
+    from dataclasses import replace
+
+    from mmindex.pipeline.copy import copy_collection
+
+    if to_url and to_data_dir:
+        raise click.UsageError("give --to-url or --to-data-dir, not both")
+    if not (to_url or to_data_dir or to_collection):
+        raise click.UsageError("say where to copy to: --to-url, --to-data-dir and/or --to-collection")
+    if to_url:
+        target_settings = replace(store, url=to_url, api_key=to_api_key, ca_cert=to_ca_cert)
+    elif to_data_dir:
+        target_settings = replace(store, url=None, api_key=None, ca_cert=None, data_dir=to_data_dir)
+    else:
+        target_settings = store
+    target_settings = replace(target_settings, collection=to_collection or store.collection)
+    source = store.open()
+    try:
+        target = target_settings.open()
+        try:
+            summary = _run_copy(copy_collection, source, target, page_size, quiet, progress_interval)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), default=str))
+        return
+    resumed = (f", resumed at point {summary.resumed_from}" if summary.resumed_from else "")
+    click.echo(f"copied {summary.copied:,} points in {summary.seconds:.1f}s{resumed}\n"
+               f"  from {summary.source} ({summary.source_points:,} points)\n"
+               f"  to   {summary.target} ({summary.target_points:,} points)")
+
+
+def _run_copy(copy_collection, source, target, page_size: int, quiet: bool, progress_interval: float):
+    """The copy with a progress bar on stderr, made once the number of points is known."""
+    bar = None
+    shown = 0
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar, shown
+        if bar is None:
+            shown = done  # points copied by an earlier run are not this run's progress
+            bar = open_progress("copy", "points", max(total - done, 0), quiet=quiet, interval=progress_interval)
+        bar.update(done - shown)
+        shown = done
+
+    try:
+        return copy_collection(source, target, page=page_size, on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@main.group("alias")
+def alias_group():
+    """Names that point to a collection, switched in one atomic step.
+
+    Searches through an alias (mmindex query -c ALIAS, serve -c ALIAS) go to its collection;
+    pointing the alias at a new collection (a re-ingest with another model, a rebuilt copy)
+    switches every reader at once, with no moment where the name answers nothing.
+
+    \b
+    Examples:
+      mmindex alias set photos photos-v2       # photos now answers from photos-v2
+      mmindex alias list --json
+      mmindex alias delete photos
+      QDRANT_URL=http://localhost:6333 mmindex alias set photos photos-v2
+    """
+
+
+def _alias_store(settings, name: str):
+    """A store of ``settings``' place, bound to ``name`` (aliases belong to the place, not to a collection)."""
+    from dataclasses import replace
+
+    return replace(settings, collection=name).open()
+
+
+def _without_collection_option(command: click.Command) -> click.Command:
+    """Alias commands take names as arguments: hide the store options' --collection."""
+    for param in command.params:
+        if param.name == "collection":
+            param.hidden = True
+    return command
+
+
+@_without_collection_option
+@alias_group.command("set")
+@click.argument("name")
+@click.argument("target", metavar="COLLECTION")
+@store_options(collection_required=False)
+@friendly_errors
+def alias_set(name, target, store):
+    """Point alias NAME at COLLECTION (atomically replacing what it pointed to).
+
+    \b
+    Example:
+      mmindex alias set photos photos-v2
+    """
+    opened = _alias_store(store, target)
+    try:
+        before = opened.set_alias(name, target)
+    finally:
+        opened.close()
+    click.echo(f"alias {name} → {target}" + (f" (was {before})" if before else " (new)"))
+
+
+@_without_collection_option
+@alias_group.command("list")
+@store_options(collection_required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON: {alias: collection}.")
+@friendly_errors
+def alias_list(store, as_json):
+    """List the aliases of the store: NAME → COLLECTION."""
+    opened = _alias_store(store, store.collection or "default")
+    try:
+        aliases = opened.aliases()
+    finally:
+        opened.close()
+    if as_json:
+        click.echo(json.dumps(dict(sorted(aliases.items()))))
+        return
+    if not aliases:
+        click.echo("no aliases")
+    for name, collection in sorted(aliases.items()):
+        click.echo(f"{name} → {collection}")
+
+
+@_without_collection_option
+@alias_group.command("delete")
+@click.argument("name")
+@store_options(collection_required=False)
+@friendly_errors
+def alias_delete(name, store):
+    """Remove alias NAME (its collection stays)."""
+    from mmindex.pipeline.errors import StoreError
+
+    opened = _alias_store(store, name)
+    try:
+        before = opened.delete_alias(name)
+    finally:
+        opened.close()
+    if before is None:
+        raise StoreError(f"no alias {name!r} (see `mmindex alias list`)")
+    click.echo(f"deleted alias {name} (it pointed to {before})")
+
+
+_env_for_every_option(alias_group)
 
 
 _env_for_every_option(main)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from mmindex.pipeline.errors import ModelError
+
+if TYPE_CHECKING:
+    from mmindex.connectors.base import CollectionSpec
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 
@@ -33,11 +36,59 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def model_identity(name: str) -> str:
-    """How a model is recorded in a collection: the absolute folder for local models, else the Hub id."""
-    if os.path.isdir(name):
-        return os.path.abspath(name)
-    return name
+def model_fingerprint(model: str) -> str | None:
+    """A digest of a local model folder's files, or None for a Hub id (recorded by its name).
+
+    SHA-256 over every file's path (relative to the folder), size and SHA-256 of its bytes, in
+    path order: config, tokenizer, preprocessor and weights. Hidden files and folders and
+    Markdown files (the model card) are left out, so a copy or a moved folder has the same
+    fingerprint and the same path with other weights has another. About 1 s per GB of weights.
+    """
+    if not os.path.isdir(model):
+        return None
+    import hashlib
+
+    total = hashlib.sha256()
+    for root, folders, files in os.walk(model, followlinks=True):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
+        for name in sorted(files):
+            if name.startswith(".") or name.lower().endswith(".md"):
+                continue
+            path = os.path.join(root, name)
+            digest = hashlib.sha256()
+            size = 0
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+                    size += len(chunk)
+            relative = os.path.relpath(path, model).replace(os.sep, "/")
+            total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
+    return "sha256:" + total.hexdigest()
+
+
+def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
+    """What to load for a collection: ``given`` (--model), else the folder or Hub id it records.
+
+    Raises ModelError when the recorded folder is gone, naming it and what to do.
+    """
+    if given:
+        return given
+    if meta is None:
+        return DEFAULT_MODEL
+    path = meta.get("model_path") or (meta["model"] if _is_path(meta["model"]) else None)
+    if path is None:
+        return meta["model"]
+    if os.path.isdir(path):
+        return path
+    raise ModelError(
+        f"the collection's model {model_display_name(meta['model'])!r} was loaded from {path}, which is not there "
+        "any more; pass --model with the model's folder (a moved or copied folder is accepted: the files are "
+        "checked by fingerprint, not by path)"
+    )
+
+
+def _is_path(identity: str) -> bool:
+    return identity.startswith(("/", "\\")) or (len(identity) > 2 and identity[1] == ":" and identity[2] in "/\\")
 
 
 def model_display_name(identity: str) -> str:
@@ -46,7 +97,7 @@ def model_display_name(identity: str) -> str:
     ``/home/ana/models/shapes-clip`` → ``shapes-clip``; ``clip-ViT-B-32`` → ``clip-ViT-B-32``.
     The recorded identity may be a path on another machine, so this never touches the disk.
     """
-    if identity.startswith(("/", "\\")) or (len(identity) > 2 and identity[1] == ":" and identity[2] in "/\\"):
+    if _is_path(identity):
         name = identity.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         return name or identity
     return identity
@@ -57,7 +108,10 @@ class Encoder:
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
                  half: bool | None = None):
-        self.name = model_identity(model)
+        self.path = os.path.abspath(model) if os.path.isdir(model) else None  # a local folder, absolute
+        self.name = model_display_name(self.path or model)  # shown to people and recorded as the model's name
+        self.fingerprint = model_fingerprint(model)
+        self.identity = self.fingerprint or model  # what content hashes are made with
         self.device = pick_device(device)
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
@@ -169,6 +223,16 @@ class Encoder:
         embeddings = self.model(on_device)["sentence_embedding"]
         embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
         return embeddings.cpu().numpy()
+
+    def spec(self) -> "CollectionSpec":
+        """The collection spec this model fills: its name, vector size and fingerprint."""
+        from mmindex.connectors.base import CollectionSpec
+
+        return CollectionSpec(self.name, self.dim, fingerprint=self.fingerprint)
+
+    def recorded(self) -> dict[str, Any]:
+        """The model keys a collection records after a run with this model."""
+        return {"model": self.name, "model_fingerprint": self.fingerprint, "model_path": self.path}
 
     def replica(self, device: str) -> "Encoder":
         """The same model on another device, for one-replica-per-GPU encoding."""

@@ -1,7 +1,12 @@
 """The ingest job: source batches → decoded images → vectors → points → store.
 
-Every row read ends in exactly one bucket of the summary (embedded and upserted,
-unchanged, or rejected with a stage and a reason), so the numbers always add up.
+Every row read ends in exactly one bucket of the summary (embedded and upserted, payload
+updated, unchanged, or rejected with a stage and a reason), so the numbers always add up.
+
+A run belongs to a source (``--source``, by default its inputs): every point it writes
+records the source's name in ``_source.name``. After a complete run, the points of the
+source that no row of this run produced are stale; ``sync`` deletes them, so the collection
+equals its inputs.
 """
 from __future__ import annotations
 
@@ -17,9 +22,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmindex.connectors.base import CollectionSpec, Store
-from mmindex.pipeline.encoder import Encoder, model_identity
-from mmindex.pipeline.errors import InputError, MmindexError
-from mmindex.pipeline.images import DEFAULT_MAX_PIXELS, THUMBNAIL_KEY, ImageBytes, RejectedImage, Rejection, image_bytes
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.errors import CollectionMismatchError, InputError, MmindexError
+from mmindex.pipeline.images import (
+    DEFAULT_MAX_PIXELS,
+    THUMBNAIL_KEY,
+    ImageBytes,
+    RejectedImage,
+    Rejection,
+    decode_image,
+    image_bytes,
+    thumbnail,
+)
 from mmindex.pipeline.records import (
     clean_caption,
     column_values,
@@ -38,6 +52,7 @@ SOURCE_KEY = "_source"
 TRUNCATED_KEY = "_caption_truncated"
 MISSING_CAPTION_POLICIES = ("image-only", "reject")
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DELETE_BATCH = 1000  # point ids per delete request in a sync
 
 
 @dataclass
@@ -62,27 +77,39 @@ class IngestOptions:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stop: threading.Event | None = None  # set it (e.g. on SIGTERM) to finish the batches in flight and stop
     thumbnails: int = 0  # > 0: keep a JPEG thumbnail of this many pixels in the payload (for the web page)
+    source_name: str | None = None  # recorded in each point's _source.name; default: the inputs (Source.default_name)
+    sync: bool = False  # after a complete run, delete this source's points that no input row produced
+    dry_run: bool = False  # read and compare only: count what would be embedded, updated and deleted; write nothing
 
 
 @dataclass
 class IngestSummary:
-    """What a run did: ``read == upserted + unchanged + rejected + not_processed``.
+    """What a run did: ``read == upserted + payload_updated + unchanged + rejected + not_processed``.
 
     ``not_processed`` is non-zero only when a run stopped early (a signal or a failure):
     those rows were read but neither written nor rejected, and the next run takes them up.
+    ``payload_updated`` rows had the same image, caption and model as their stored point but
+    other payload (a moved image path, a new column, a thumbnail): their payload was replaced,
+    their vectors kept. ``stale`` counts the source's points that no row of this run produced;
+    with ``sync`` they are ``deleted``. In a dry run the counts say what a run would do.
     """
 
     collection: str
     status: str = "ok"  # ok, interrupted or failed
     model: str | None = None
+    source: str | None = None
+    dry_run: bool = False
     files: int = 0
     read: int = 0
     embedded: int = 0
     upserted: int = 0
+    payload_updated: int = 0
     unchanged: int = 0
     rejected: int = 0
     not_processed: int = 0
     duplicate_ids: int = 0
+    stale: int | None = None  # None: not counted (the run did not read its whole source)
+    deleted: int = 0
     image_only: int = 0  # rows without a caption, stored with an image vector only
     truncated_captions: int = 0
     cleaned_captions: int = 0
@@ -94,6 +121,8 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # Point ids of rows rejected this run whose id is known: a sync keeps their stored points.
+    kept_ids: list[str] = field(default_factory=list, repr=False)
 
     @property
     def rows_per_second(self) -> float:
@@ -104,12 +133,12 @@ class IngestSummary:
         return self.rejected / self.read if self.read else 0.0
 
     def adds_up(self) -> bool:
-        return self.read == self.upserted + self.unchanged + self.rejected + self.not_processed
+        return self.read == self.upserted + self.payload_updated + self.unchanged + self.rejected + self.not_processed
 
     def stopped_early(self, status: str, error: str | None = None) -> None:
         """Mark a run that ended before all it read was written: what is left over was not processed."""
         self.status, self.error = status, error
-        self.not_processed = max(0, self.read - self.upserted - self.unchanged - self.rejected)
+        self.not_processed = max(0, self.read - self.upserted - self.payload_updated - self.unchanged - self.rejected)
 
     def rejections_by_stage(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -119,6 +148,7 @@ class IngestSummary:
 
     def to_dict(self, max_rejections: int = 1000) -> dict[str, Any]:
         data = asdict(self)
+        del data["kept_ids"]
         data["rows_per_second"] = round(self.rows_per_second, 2)
         data["reject_rate"] = round(self.reject_rate, 6)
         data["rejected_by_stage"] = self.rejections_by_stage()
@@ -157,10 +187,17 @@ def ingest(
 
     ``on_progress(rows, rejected)`` is called after each batch is written with the number of
     source rows it finished and the run's running total of rejected rows; ``on_stage(note)``
-    names a step such as building the vector index.
+    names a step such as deleting stale points or building the vector index.
+
+    With ``options.sync``, a run that read every input and every row (no early stop, no
+    skipped file) then deletes the points recorded under ``options.source_name`` that none of
+    its rows produced; a row rejected this run keeps its point. A killed sync converges when
+    run again: deletes are by id and idempotent.
 
     If the run fails, the exception raised carries the partial summary as ``error.summary``
     (what was written before the failure); the rejects file is written either way.
+    Raises CollectionMismatchError (another model, other payload types, or another id rule
+    without ``sync``) before anything is written.
     """
     options = options or IngestOptions()
     if options.missing_caption not in MISSING_CAPTION_POLICIES:
@@ -170,32 +207,53 @@ def ingest(
         list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols,
         skip_bad_files=options.skip_bad_files,
     )
+    options = run_options(source, options)
     summary = IngestSummary(collection=store.collection, model=encoder.name, files=len(source.files),
-                            notes=list(source.mapping.notes))
+                            notes=list(source.mapping.notes), source=options.source_name, dry_run=options.dry_run)
     try:
         _ingest(source, store, encoder, options, summary, on_progress, on_stage)
     except BaseException as error:
         summary.stopped_early("failed", str(error) or type(error).__name__)
         summary.seconds = time.perf_counter() - started
-        if summary.read:  # a run refused before reading a row leaves the last run's rejects file alone
+        if summary.read and not options.dry_run:  # a run refused before reading a row keeps the last rejects file
             _write_rejects_of(summary, options)
         error.summary = summary  # type: ignore[attr-defined]
         raise
     summary.seconds = time.perf_counter() - started
-    _write_rejects_of(summary, options)
+    if not options.dry_run:
+        _write_rejects_of(summary, options)
     return summary
+
+
+def run_options(source: Source, options: IngestOptions) -> IngestOptions:
+    """The options as this source runs them: the source name filled in, and a sync of one shard refused."""
+    from dataclasses import replace
+
+    if options.sync and source.shard is not None:
+        raise InputError("--sync needs the whole source, not one shard: run the shards without --sync, then the "
+                         "same inputs once with --sync (stored rows are not embedded again)")
+    if options.source_name is not None and not options.source_name.strip():
+        raise InputError("--source must not be empty")
+    return options if options.source_name else replace(options, source_name=source.default_name())
 
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
             on_progress: Callable[[int, int], None] | None, on_stage: Callable[[str], None] | None) -> None:
-    prepare_collection(source, store, encoder.name, encoder.dim, options.index_fields)
+    rule_change = prepare_collection(source, store, encoder, options)
     run = _Run(store, summary, options, encoder.captions_too_long, on_progress)
+    if options.dry_run:
+        for job in run.jobs(source, encoder.identity, options.batch_size):
+            summary.upserted += len(job.rows)  # would be embedded and upserted
+            if on_progress:
+                on_progress(job.source_rows, summary.rejected)
+        finish_source(store, summary, options, run, on_stage, rule_change)
+        return
     if options.pipelined:
         encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
         pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels, skip=run.skip)
         watcher = _StopWatcher(options.stop, pipeline.cancel)
         try:
-            for job in run.jobs(source, encoder.name, options.batch_size):
+            for job in run.jobs(source, encoder.identity, options.batch_size):
                 pipeline.submit(job)
         except PipelineStopped:
             pass  # a stage failed; close() raises its error
@@ -206,28 +264,147 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
         pipeline.close()
         summary.oom_retries = sum(e.oom_retries for e in encoders)
     else:
-        for job in run.jobs(source, encoder.name, options.batch_size):
+        for job in run.jobs(source, encoder.identity, options.batch_size):
             run.write(embed_reference(job, encoder, options.max_pixels))
     interrupted = options.stop is not None and options.stop.is_set()
     if interrupted:
         summary.status = "interrupted"
+    else:
+        finish_source(store, summary, options, run, on_stage, rule_change)
     optimize = options.optimize and not interrupted  # stop within seconds; the next run builds the index
     if on_stage and optimize:
         on_stage("building the vector index")
     store.finish(optimize=optimize)
 
 
-def prepare_collection(source: Source, store: Store, model: str, dim: int, index_fields: Sequence[str]) -> None:
-    """Create or check the collection for this model and source, its payload indexes, and start the load."""
-    indexes = _index_plan(source, index_fields)
-    spec = CollectionSpec(model, dim, payload_types(source.schema, source.mapping.payload, source.mapping.payload_key))
-    existing = store.spec()
-    if existing is not None:
-        spec.check_matches(existing, store.collection)
+def id_rule(source: Source) -> dict[str, str]:
+    """How this source's rows get point ids: from the id column, or from image bytes and caption."""
+    return {"rule": "column", "column": source.mapping.id} if source.mapping.id else {"rule": "content"}
+
+
+def describe_id_rule(rule: dict[str, Any]) -> str:
+    return f"from column {rule['column']!r}" if rule.get("rule") == "column" else "from image and caption content"
+
+
+def prepare_collection(source: Source, store: Store, encoder: Encoder, options: IngestOptions) -> dict | None:
+    """Create or check the collection for this model and source, its payload indexes, and start the load.
+
+    Everything that can refuse the run is checked before the first write. Returns the id rule
+    to record at the end of the run when a sync changes it (else None). A dry run only checks.
+    """
+    indexes = _index_plan(source, options.index_fields)
+    spec = CollectionSpec(encoder.name, encoder.dim,
+                          payload_types(source.schema, source.mapping.payload, source.mapping.payload_key),
+                          encoder.fingerprint)
+    meta = store.metadata() if store.exists() else None
+    rule = id_rule(source)
+    rule_change = None
+    if meta is not None:
+        spec.check_matches(store.spec(), store.collection)
+        recorded = meta.get("id_rule")
+        if recorded is not None and recorded != rule:
+            others = store.count({"must_not": source_filter(options.source_name)["must"]}) if options.sync else 0
+            if not options.sync or others:
+                how = (f"{others:,} of its points come from other sources, so --sync cannot rebuild it; ingest "
+                       "into another --collection" if others else
+                       "run with the same rule, or rebuild it with --sync (points of the old rule are deleted, "
+                       "rows embedded again)")
+                raise CollectionMismatchError(
+                    f"collection {store.collection!r} makes point ids {describe_id_rule(recorded)}; this run would "
+                    f"make them {describe_id_rule(rule)}, and every row would be stored twice. "
+                    + ("Pass --id-col " + recorded["column"] + ", or " if recorded.get("rule") == "column" else "")
+                    + how)
+            rule_change = rule
+    if options.dry_run:
+        return rule_change
     store.ensure_collection(spec)
+    changes = _model_changes(meta or {}, encoder)
+    if meta is None or meta.get("id_rule") is None:
+        changes["id_rule"] = rule
+    sources = dict((meta or {}).get("sources", {}))
+    if options.source_name not in sources:
+        sources[options.source_name] = {"inputs": list(source.inputs)}
+        changes["sources"] = sources
+    if changes:
+        store.update_metadata(changes)
     for name, kind in indexes.items():
         store.create_payload_index(name, kind)
     store.begin_load()
+    return rule_change
+
+
+def _model_changes(meta: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
+    """What to record of this run's model: where it was loaded from; the name and fingerprint once.
+
+    The name a collection shows stays the one it was made with, even when a copy of the folder
+    under another name is used later (the fingerprint says it is the same model).
+    """
+    recorded = encoder.recorded()
+    changes = {}
+    if meta.get("model_path") != recorded["model_path"]:
+        changes["model_path"] = recorded["model_path"]
+    if not meta.get("model_fingerprint") and recorded["model_fingerprint"]:
+        changes["model_fingerprint"] = recorded["model_fingerprint"]
+        changes["model"] = recorded["model"]  # a collection from before fingerprints recorded a path here
+    return changes
+
+
+def finish_source(store: Store, summary: IngestSummary, options: IngestOptions, run: "_Run",
+                  on_stage: Callable[[str], None] | None, rule_change: dict | None) -> None:
+    """After a complete run: count the source's stale points and, with sync, delete them.
+
+    A run that skipped files or lost rows of a file did not see its whole source, so it
+    counts and deletes nothing.
+    """
+    incomplete = [f["file"] for f in summary.skipped_files] + sorted(run.lost_files)
+    if incomplete:
+        if options.sync:
+            summary.warnings.insert(0, f"--sync deleted nothing: {len(incomplete)} input file(s) could not be read "
+                                       f"in full ({', '.join(incomplete[:3])}{' …' if len(incomplete) > 3 else ''})")
+        return
+    stale = stale_points(store, options.source_name, run) if store.exists() else []
+    summary.stale = len(stale)
+    if not options.sync or options.dry_run:
+        if options.dry_run and options.sync:
+            summary.deleted = len(stale)
+        return
+    if stale and on_stage:
+        on_stage(f"deleting {len(stale):,} point(s) whose rows are gone from the inputs")
+    for start in range(0, len(stale), DELETE_BATCH):
+        chunk = stale[start:start + DELETE_BATCH]
+        store.delete(chunk)
+        summary.deleted += len(chunk)
+    summary.stale = 0
+    changes: dict[str, Any] = {}
+    if rule_change is not None:
+        changes["id_rule"] = rule_change
+    meta = store.metadata() or {}
+    sources = dict(meta.get("sources", {}))
+    sources[options.source_name] = {**sources.get(options.source_name, {}), "synced_at": _now()}
+    changes["sources"] = sources
+    store.update_metadata(changes)
+
+
+def source_filter(name: str) -> dict[str, Any]:
+    """The Qdrant filter for the points a source wrote (``_source.name``)."""
+    return {"must": [{"key": "_source.name", "match": {"value": name}}]}
+
+
+def stale_points(store: Store, source_name: str, run: "_Run", page: int = 2048) -> list[str]:
+    """Ids of the points recorded under ``source_name`` that this run neither produced nor rejected."""
+    stale = []
+    offset = None
+    while True:
+        points, offset = store.scroll(source_filter(source_name), limit=page, offset=offset, with_payload=False)
+        stale.extend(p.id for p in points if uuid.UUID(p.id).int not in run.seen)
+        if offset is None:
+            return stale
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class _StopWatcher:
@@ -270,8 +447,10 @@ class _Run:
         # so reading the next batch never waits for a write to finish.
         self.summary_lock = threading.Lock()
         self.store_lock = threading.Lock()
-        # 64-bit prefixes of the point ids seen in this run (a UUID string would take ~4x more).
+        # The point ids this run produced or kept, as 128-bit ints (a UUID string would take ~2x more).
         self.seen: set[int] = set()
+        self.lost_files: set[str] = set()  # files whose rows could not all be read
+        self.exists = store.exists() if options.dry_run else True
 
     def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
         stop = self.options.stop
@@ -279,6 +458,8 @@ class _Run:
             if stop is not None and stop.is_set():
                 return
             tally, rows = read_batch(source, source_batch, model, self.options, self.too_long)
+            if source_batch.batch is None:
+                self.lost_files.add(source_batch.file)
             yield Job(seq, self.admit(tally, rows), source_batch.batch.num_rows if source_batch.batch else 0,
                       self.options.thumbnails)
 
@@ -286,6 +467,7 @@ class _Run:
         """Count a batch that was read (its ``tally``) and return the rows that need embedding."""
         with self.summary_lock:
             _add_tally(self.summary, tally)
+            self.seen.update(uuid.UUID(point_id).int for point_id in tally.kept_ids)
             repeated = self._count_duplicates(rows)
         return self._changed(rows, repeated)
 
@@ -311,7 +493,7 @@ class _Run:
     def _count_duplicates(self, rows: list[SourceRow]) -> set[str]:
         repeated = set()
         for row in rows:
-            key = uuid.UUID(row.id).int >> 64
+            key = uuid.UUID(row.id).int
             if key in self.seen:
                 repeated.add(row.id)
                 self.summary.duplicate_ids += 1
@@ -322,27 +504,74 @@ class _Run:
         return repeated
 
     def _changed(self, rows: list[SourceRow], repeated: set[str]) -> list[SourceRow]:
-        """The rows whose image, caption, model or payload differ from what the store holds.
+        """The rows to embed: those whose image, caption or model differ from the stored point's.
 
-        A repeated id is always written: an earlier row with it may have been written in
-        this run, and the last row must win.
+        A row with the same content but another payload (a moved image path, an edited or new
+        column, a thumbnail asked for) gets its payload replaced, its vectors kept. A repeated
+        id is always embedded: an earlier row with it may have been written in this run, and
+        the last row must win.
         """
         if not rows:
             return []
-        with self.store_lock:
-            stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
-        todo = []
+        stored = {}
+        if self.exists:
+            with self.store_lock:
+                stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
+        todo, updates = [], []
         unchanged = 0
         for row in rows:
             previous = stored.get(row.id)
-            if (row.id not in repeated and previous is not None and previous.get(HASH_KEY) == row.hash
-                    and _same_payload(previous, row.payload)):
+            if row.id in repeated or previous is None or previous.get(HASH_KEY) != row.hash:
+                todo.append(row)
+                continue
+            payload = self._payload_for(row, previous)
+            if payload is None:
+                todo.append(row)  # a thumbnail is wanted but the image no longer decodes: let the run reject it
+            elif payload == previous:
                 unchanged += 1
             else:
-                todo.append(row)
+                updates.append((row.id, payload))
+        if updates and not self.options.dry_run:
+            with self.store_lock:
+                self.store.overwrite_payloads(updates)
         with self.summary_lock:
             self.summary.unchanged += unchanged
+            self.summary.payload_updated += len(updates)
         return todo
+
+    def _payload_for(self, row: SourceRow, previous: dict[str, Any]) -> dict[str, Any] | None:
+        """The payload a stored point with this row's content should have (None: the image does not decode).
+
+        The stored thumbnail is kept when the run asks for none or for its size; else one is made.
+        """
+        payload = {**row.payload, HASH_KEY: row.hash}
+        old = previous.get(THUMBNAIL_KEY)
+        size = self.options.thumbnails
+        if old is not None and (not size or _thumbnail_fits(old, row.image.data, size)):
+            payload[THUMBNAIL_KEY] = old
+        elif size:
+            if self.options.dry_run:
+                payload[THUMBNAIL_KEY] = ""  # would be made: differs from the stored payload
+                return payload
+            try:
+                payload[THUMBNAIL_KEY] = thumbnail(decode_image(row.image.data, None, self.options.max_pixels), size)
+            except RejectedImage:
+                return None
+        return payload
+
+
+def _thumbnail_fits(stored: str, image: bytes, size: int) -> bool:
+    """Whether a stored thumbnail is the one ``size`` would make of ``image`` (compared by longest side)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(stored))) as small, Image.open(io.BytesIO(image)) as big:
+            return max(small.size) == min(size, max(big.size))
+    except Exception:  # noqa: BLE001 - an unreadable stored thumbnail is replaced
+        return False
 
 
 def read_batch(source: Source, source_batch: SourceBatch, model: str, options: IngestOptions,
@@ -356,6 +585,7 @@ def read_batch(source: Source, source_batch: SourceBatch, model: str, options: I
 
 def _add_tally(summary: IngestSummary, tally: IngestSummary) -> None:
     summary.read += tally.read
+    summary.payload_updated += tally.payload_updated
     summary.rejected += tally.rejected
     summary.image_only += tally.image_only
     summary.truncated_captions += tally.truncated_captions
@@ -446,11 +676,13 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
             problem = f"id column {mapping.id!r} {trouble}" if trouble else None
         if problem is not None:
             _reject(summary, file, row_number, None if key_errors.get(index) else key, "read", problem)
+            _keep(summary, mapping.id, key, key_errors.get(index))
             continue
         if not _is_text(captions[index]):
             _reject(summary, file, row_number, key, "read",
                     f"caption column {mapping.caption!r} holds {_kind_of(captions[index])}, not text "
                     "(name a text column with --caption-col)")
+            _keep(summary, mapping.id, key)
             continue
         caption, cleaned = clean_caption(captions[index])
         summary.cleaned_captions += cleaned
@@ -458,6 +690,7 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
             if options.missing_caption == "reject":
                 _reject(summary, file, row_number, key, "read",
                         f"caption is {'null' if captions[index] is None else 'empty'} (--missing-caption reject)")
+                _keep(summary, mapping.id, key)
                 continue
             summary.image_only += 1
         try:
@@ -465,20 +698,28 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
                                options.image_root)
         except RejectedImage as error:
             _reject(summary, file, row_number, key, "read", error.message)
+            _keep(summary, mapping.id, key)
             continue
         point_id = point_id_from_key(key) if mapping.id else point_id_from_content(data.data, caption)
         payload = payloads[index]
         if caption is not None:
             payload[CAPTION_KEY] = caption
-        payload[SOURCE_KEY] = {"file": file, "row": row_number, "path": data.path}
+        payload[SOURCE_KEY] = {"name": options.source_name, "file": file, "row": row_number, "path": data.path}
         oversize = _payload_problem(payload, options.max_payload_bytes)
         if oversize:
             _reject(summary, file, row_number, key, "read", oversize)
+            summary.kept_ids.append(point_id)
             continue
         rows.append(SourceRow(file, row_number, point_id, key, data, caption, payload,
                               content_hash(data.data, caption, model)))
     _flag_truncated(rows, too_long, summary)
     return rows
+
+
+def _keep(summary: IngestSummary, id_column: str | None, key: Any, key_error: str | None = None) -> None:
+    """Record the point id of a rejected row when the id column gives it: a sync keeps that point."""
+    if id_column and key_error is None and id_problem(key) is None:
+        summary.kept_ids.append(point_id_from_key(key))
 
 
 def _is_text(value: Any) -> bool:
@@ -521,13 +762,6 @@ def _payload_problem(payload: dict[str, Any], limit: int) -> str | None:
     biggest = max(sizes, key=sizes.get)
     return (f"payload is {size:,} bytes, over the limit of {limit:,} (--max-payload-bytes); "
             f"largest field {biggest!r} is {sizes[biggest]:,} bytes")
-
-
-def _same_payload(previous: dict[str, Any], payload: dict[str, Any]) -> bool:
-    # The source reference moves when files are renamed or rows reordered; that alone is no change.
-    # The thumbnail is made from the image, which the hash already covers.
-    strip = lambda p: {k: v for k, v in p.items() if k not in (HASH_KEY, SOURCE_KEY, THUMBNAIL_KEY)}  # noqa: E731
-    return strip(previous) == strip(payload)
 
 
 def _reject(summary: IngestSummary, file: str, row: int, key: Any, stage: str, reason: str) -> None:
@@ -594,4 +828,4 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
 
 
 __all__ = ["IngestOptions", "IngestSummary", "ingest", "write_rejects", "write_report", "MmindexError",
-           "model_identity"]
+           "source_filter"]

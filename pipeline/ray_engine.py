@@ -44,15 +44,17 @@ class StoreGate:
 
         self.encoder = Encoder(model, device="cpu")  # for the caption-length check; never embeds
         self.store = settings.open()
-        prepare_collection(source, self.store, self.encoder.name, self.encoder.dim, options.index_fields)
+        self.options = options
+        self.rule_change = prepare_collection(source, self.store, self.encoder, options)
         self.summary = IngestSummary(collection=self.store.collection, model=self.encoder.name,
-                                     files=len(source.files), notes=list(source.mapping.notes))
+                                     files=len(source.files), notes=list(source.mapping.notes),
+                                     source=options.source_name)
         self.run = _Run(self.store, self.summary, options, None, None)
 
     def describe(self) -> tuple[str, int | None, int]:
-        """The model's name, image side and weight bytes, for the driver to plan the other stages."""
+        """The model's identity (for content hashes), image side and weight bytes, to plan the other stages."""
         weights = sum(p.numel() * p.element_size() for p in self.encoder.model.parameters())
-        return self.encoder.name, self.encoder.image_size, weights
+        return self.encoder.identity, self.encoder.image_size, weights
 
     def admit(self, tally, rows) -> list:
         from mmindex.pipeline.ingestion import _flag_truncated
@@ -72,6 +74,10 @@ class StoreGate:
         elif interrupted:
             summary.stopped_early("interrupted")
         try:
+            if summary.status == "ok":
+                from mmindex.pipeline.ingestion import finish_source
+
+                finish_source(self.store, summary, self.options, self.run, None, self.rule_change)
             self.store.finish(optimize=optimize and summary.status == "ok")
         finally:
             self.store.close()
@@ -110,12 +116,15 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from mmindex.pipeline.ingestion import _write_rejects_of
+    from mmindex.pipeline.ingestion import _write_rejects_of, run_options
 
     import logging
     import time
 
     started = time.perf_counter()
+    options = run_options(source, options)
+    if options.dry_run:
+        raise MmindexError("--dry-run runs with --engine local (it embeds nothing, so it needs no cluster)")
     ray_options = ray_options or RayOptions()
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if not ray.is_initialized():

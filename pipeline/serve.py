@@ -19,6 +19,7 @@ so load is not served one request at a time. No route reads a path or URL the ca
 import asyncio
 import base64
 import binascii
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -57,6 +58,9 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+log = logging.getLogger("mmindex.serve")
 
 
 class Batcher:
@@ -106,19 +110,81 @@ class Batcher:
                     future.set_exception(error)
 
 
+class Model:
+    """A loaded model and the batchers that collect its encode requests."""
+
+    def __init__(self, encoder, settings: ServeSettings, observe=None):
+        self.encoder = encoder
+        self.texts = Batcher(encoder.encode_texts, settings.batch_window_ms, settings.max_batch, observe)
+        self.images = Batcher(encoder.encode_images, settings.batch_window_ms, settings.max_batch, observe)
+
+    def close(self) -> None:
+        self.texts.close()
+        self.images.close()
+
+
 class Service:
-    """The model, the stores and the batchers behind the routes."""
+    """The model, the stores and the batchers behind the routes.
+
+    When the service's collection is an alias that is switched to a collection of another
+    model (a model upgrade), the first query after the switch loads that model (unless
+    ``--model`` pinned one) and the service goes on with it; the old model stays loaded for
+    queries still under way.
+    """
 
     def __init__(self, settings: ServeSettings):
-        from mmindex.pipeline.encoder import DEFAULT_MODEL, Encoder
-
         self.settings = settings
         self.stores: dict[str, Any] = {}
         self.store_lock = threading.Lock()
-        _, spec = self.lookup(settings.store.collection)
-        self.encoder = Encoder(settings.model or (spec.model if spec else DEFAULT_MODEL), device=settings.device)
-        self.texts = Batcher(self.encoder.encode_texts, settings.batch_window_ms, settings.max_batch)
-        self.images = Batcher(self.encoder.encode_images, settings.batch_window_ms, settings.max_batch)
+        self.model_lock = threading.Lock()
+        self.models: list[Model] = []
+        self.observe = None
+        store, spec = self.lookup(settings.store.collection)
+        self.current = self._load(store.metadata() if spec else None)
+
+    @property
+    def encoder(self):
+        return self.current.encoder
+
+    @property
+    def texts(self) -> Batcher:
+        return self.current.texts
+
+    @property
+    def images(self) -> Batcher:
+        return self.current.images
+
+    def set_observer(self, observe) -> None:
+        """Report each forward pass's batch size (the /metrics histogram)."""
+        self.observe = observe
+        for model in self.models:
+            model.texts.observe = model.images.observe = observe
+
+    def _load(self, meta: dict[str, Any] | None) -> Model:
+        from mmindex.pipeline.encoder import Encoder, model_to_load
+
+        model = Model(Encoder(model_to_load(meta, self.settings.model), device=self.settings.device), self.settings,
+                      self.observe)
+        self.models.append(model)
+        return model
+
+    def model_for(self, name: str, store) -> Model:
+        """The loaded model that fills collection ``name``; loads it when the service's alias moved to it.
+
+        Raises ApiError 409 for a collection of another model that the service does not own.
+        """
+        spec = store.spec()
+        for model in [self.current, *self.models]:
+            if model.encoder.spec().same_model(spec):
+                return model
+        if name != self.settings.store.collection or self.settings.model:
+            raise ApiError(409, "model_mismatch", f"collection {name!r} was built with model {spec.model!r}; this "
+                                                  f"service encodes with {self.encoder.name!r}")
+        with self.model_lock:
+            if not self.current.encoder.spec().same_model(spec):
+                log.info("collection %r now holds model %s; loading it", name, spec.model)
+                self.current = self._load(store.metadata())
+        return self.current
 
     def lookup(self, name: str):
         """The open store of collection ``name`` and its spec (None: no such collection).
@@ -150,18 +216,15 @@ class Service:
         return store
 
     def checked_store(self, name: str):
-        """The store of an existing collection built with this service's model."""
+        """The store of an existing collection and the loaded model that fills it."""
         store, spec = self.lookup(name)
         if spec is None:
             raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
-        if spec.model != self.encoder.name or spec.dim != self.encoder.dim:
-            raise ApiError(409, "model_mismatch", f"collection {name!r} was built with model {spec.model!r}; this "
-                                                  f"service encodes with {self.encoder.name!r}")
-        return store
+        return store, self.model_for(name, store)
 
     def close(self) -> None:
-        self.texts.close()
-        self.images.close()
+        for model in self.models:
+            model.close()
         for store in self.stores.values():
             store.close()
 
@@ -199,7 +262,7 @@ def create_app(settings: ServeSettings, service: Service | None = None):
     search_seconds = Histogram("mmindex_search_seconds", "Time spent in the vector store", registry=registry)
     batch_sizes = Histogram("mmindex_encode_batch_size", "Items per model forward pass",
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry)
-    service.texts.observe = service.images.observe = batch_sizes.observe
+    service.set_observer(batch_sizes.observe)
 
     from contextlib import asynccontextmanager
 
@@ -313,13 +376,13 @@ def create_app(settings: ServeSettings, service: Service | None = None):
 
     errors = {status: {"model": ErrorAnswer} for status in (400, 401, 404, 409, 413, 422, 503)}
 
-    async def encode_query(text: str | None, image) -> np.ndarray:
+    async def encode_query(text: str | None, image, model: Model) -> np.ndarray:
         started = time.perf_counter()
         if image is not None:
-            vector = await asyncio.wrap_future(service.images.submit([image])[0])
+            vector = await asyncio.wrap_future(model.images.submit([image])[0])
             encode_seconds.labels("image").observe(time.perf_counter() - started)
         else:
-            vector = await asyncio.wrap_future(service.texts.submit([text])[0])
+            vector = await asyncio.wrap_future(model.texts.submit([text])[0])
             encode_seconds.labels("text").observe(time.perf_counter() - started)
         return vector
 
@@ -328,9 +391,9 @@ def create_app(settings: ServeSettings, service: Service | None = None):
         from mmindex.pipeline.query import search
 
         name = collection or settings.store.collection
-        store = service.checked_store(name)
+        store, model = await asyncio.to_thread(service.checked_store, name)
         started = time.perf_counter()
-        vector = await like_vector(store, like) if like is not None else await encode_query(text, image)
+        vector = await like_vector(store, like) if like is not None else await encode_query(text, image, model)
         encoded = time.perf_counter()
         where = filter_value if isinstance(filter_value, str) else None
         raw = filter_value if isinstance(filter_value, dict) else None

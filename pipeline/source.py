@@ -123,6 +123,16 @@ class Source:
     display_names: dict[str, str] = field(default_factory=dict)
     shard: tuple[int, int] | None = None  # (index, count): this worker's share of the row groups
     dataset: DatasetSchema | None = None  # how each file differs from ``schema`` (None: they do not)
+    inputs: tuple[str, ...] = ()  # as given: files, folders, globs, URIs
+
+    def default_name(self) -> str:
+        """The source name a run records when none is given: its inputs, local ones as absolute paths.
+
+        ``data/`` run from /srv is ``/srv/data``; several inputs are sorted and joined with ``" + "``;
+        a URI stays as written. The same inputs give the same name from any working folder.
+        """
+        names = sorted(item if "://" in item else os.path.abspath(item) for item in self.inputs)
+        return " + ".join(names)
 
     def units(self) -> list[Unit]:
         """Every row group of every file, in order; a file with an unreadable footer is one unit."""
@@ -465,4 +475,4 @@ def open_source(
     dataset = unify(schemas, roots, display)
     mapping = map_columns(dataset.schema, image_col, caption_col, id_col, payload_cols)
     mapping = replace(mapping, notes=mapping.notes + tuple(dataset.notes))
-    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset)
+    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs))

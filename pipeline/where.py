@@ -46,7 +46,7 @@ from mmindex.pipeline.errors import FilterError
 # Keys mmindex itself writes into every payload, with their types (None: an object).
 SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None,
                                         '"_source".file': "keyword", '"_source".row': "integer",
-                                        '"_source".path': "keyword"}
+                                        '"_source".path': "keyword", '"_source".name': "keyword"}
 
 _TOKEN = re.compile(
     r"""\s*(?:

@@ -34,10 +34,12 @@ class Served:
             self.process.kill()
 
 
-def start(data_dir: Path, collection: str, model: str, *extra: str, log: Path) -> Served:
+def start(data_dir: Path, collection: str, model: str | None, *extra: str, log: Path) -> Served:
+    """``model`` None: the service loads the model the collection records."""
     port = free_port()
     args = [sys.executable, "-m", "mmindex", "serve", "-c", collection, "--data-dir", str(data_dir),
-            "--model", model, "--device", "cpu", "--port", str(port), "--log-level", "warning", *extra]
+            *(["--model", model] if model else []), "--device", "cpu", "--port", str(port),
+            "--log-level", "warning", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     handle = open(log, "w")
     process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

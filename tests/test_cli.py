@@ -83,7 +83,9 @@ def test_info_json(run, ingested, tiny_model):
     result = run("info", "-c", "shapes", "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["points"] == 60 and info["model"] == tiny_model and info["vectors"] == ["image", "text"]
+    assert info["points"] == 60 and info["model"] == "tiny-clip" and info["vectors"] == ["image", "text"]
+    assert info["model_path"] == tiny_model and info["model_fingerprint"].startswith("sha256:")
+    assert info["id_rule"] == {"rule": "column", "column": "id"}
     assert info["indexed_fields"] == {"color": "keyword", "year": "integer"}
 
 
@@ -197,7 +199,7 @@ def test_query_json_names_the_query_and_rank(run, ingested, sample_dir, tmp_path
 
 def test_info_shows_the_model_by_name(run, ingested, tiny_model):
     line = next(l for l in run("info", "-c", "shapes").stdout.splitlines() if l.startswith("model"))
-    assert line.split()[1] == "tiny-clip" and f"recorded as {tiny_model}" in line
+    assert line.split()[1] == "tiny-clip" and f"loaded from {tiny_model}" in line and "(sha256:" in line
 
 
 def test_version():
@@ -234,7 +236,8 @@ def test_sectioned_help_places_every_option_once():
 def test_ingest_help_starts_with_what_people_need(run):
     text = run("ingest", "--help").stdout
     titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
-    assert titles == ["Input, model and collection", "Reliability", "Throughput", "Output",
+    assert titles == ["Input, model and collection", "Keeping the collection in sync", "Reliability", "Throughput",
+                      "Output",
                           "Server connection and collection layout (Qdrant server or cluster)", "Other options"]
     options = text[text.index("Input, model and collection:"):]
     order = [options.index(flag) for flag in ("--collection", "--model", "--caption-col", "--missing-caption",

@@ -39,7 +39,7 @@ def test_precedence_flag_over_env_over_file_over_default(run, tmp_path):
     assert (settings["timeout"]["value"], settings["timeout"]["source"]) == (60, "default")
 
     # A flag beats both: the dry run prints what ingest would use.
-    result = run("ingest", "data/", "--dry-run", "--workers", "7", "-c", "flag", env={"MMINDEX_WORKERS": "5"})
+    result = run("ingest", "data/", "--print-config", "--workers", "7", "-c", "flag", env={"MMINDEX_WORKERS": "5"})
     plan = json.loads(result.output)
     assert (plan["workers"], plan["batch_size"], plan["store"]["collection"]) == (7, 32, "flag")
     assert plan["store"]["url"] == "https://qdrant.example.com" and plan["config_file"] == "mmindex.toml"
@@ -61,7 +61,7 @@ def test_secrets_are_masked_and_plain_http_keys_warned(run):
     assert "over plain http://" in data["warnings"][0]
     human = run("config", "show", env=env)
     assert "s3cr3t" not in human.output and "***" in human.output
-    dry = run("ingest", "x", "--dry-run", env=env)
+    dry = run("ingest", "x", "--print-config", env=env)
     assert "s3cr3t" not in dry.output
     local = run("config", "show", "--json", env={**env, "QDRANT_URL": "http://localhost:6333"})
     assert json.loads(local.output)["warnings"] == []

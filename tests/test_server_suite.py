@@ -56,3 +56,44 @@ def test_cli_against_a_real_server(name, sample_dir, tiny_model):
     assert result.exit_code == 0, result.output
     info = json.loads(CliRunner().invoke(main, ["info", "-c", name, "--json"], env=env).output)
     assert info["points"] == 60 and info["store"] == "qdrant-server"
+
+
+def test_sync_delete_alias_and_copy_on_a_real_server(name, tmp_path, encoder):
+    """Issue 13 on a real server: a sync after deletes and an edit, a delete by filter, an alias
+    switch, and a copy to the embedded store and back that compares equal."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmindex import copy_collection, delete
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.pipeline.sample import write_sample
+
+    data = tmp_path / "d"
+    write_sample(data, rows=20, seed=41, width=32, height=32)
+    store = QdrantServerStore(name, url=URL, api_key=KEY, parallel_writes=4)
+    ingest([str(data)], store, encoder, IngestOptions(sync=True, source_name="s", batch_size=8))
+    path = data / "part-00000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[0]["caption"] += " (fixed)"
+    pq.write_table(pa.Table.from_pylist(rows[:15], schema=pq.read_schema(path)), path)
+    synced = ingest([str(data)], store, encoder, IngestOptions(sync=True, source_name="s", batch_size=8))
+    assert (synced.embedded, synced.deleted, store.count()) == (1, 5, 15)
+    old = sum(r["year"] < 2018 for r in rows[:15])
+    assert delete(store, where="year < 2018") == old and store.count() == 15 - old
+    alias, back = f"{name}-live", f"{name}-back"
+    store.set_alias(alias, name)
+    try:
+        assert QdrantServerStore(alias, url=URL, api_key=KEY).count() == 15 - old
+        edge = QdrantEdgeStore("copy", data_dir=tmp_path / "edge")
+        assert copy_collection(store, edge).target_points == 15 - old
+        returned = QdrantServerStore(back, url=URL, api_key=KEY)
+        assert copy_collection(edge, returned).target_points == 15 - old
+        first, _ = store.scroll(limit=100, with_vectors=True)
+        second, _ = returned.scroll(limit=100, with_vectors=True)
+        assert [(p.id, p.payload) for p in first] == [(p.id, p.payload) for p in second]
+        edge.close()
+    finally:
+        store.delete_alias(alias)
+        if store.client.collection_exists(back):
+            store.client.delete_collection(back)
+    store.close()

@@ -1,0 +1,415 @@
+"""Scheduled runs leave the collection equal to its source: deletes (--sync), edits, moved
+images, later thumbnails, id rules, and sources that share a collection.
+
+Every test asserts exact point counts, ids and payloads after the second run; the central
+one compares a --sync run after deletes, edits and moves with a fresh ingest of the new
+source (ids, payloads, vectors within 1e-5), with and without an id column, on both stores.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmindex import IngestOptions, ingest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.errors import CollectionMismatchError
+from mmindex.pipeline.images import THUMBNAIL_KEY
+from mmindex.pipeline.records import content_hash, point_id_from_key
+from mmindex.pipeline.sample import write_sample
+
+FAST = dict(batch_size=16, workers=1, optimize=False)
+
+
+class Stores:
+    """Opens one collection again for each run (the embedded store, or one shared in-memory server)."""
+
+    def __init__(self, kind, folder):
+        self.kind, self.folder = kind, folder
+        self.client = None
+        if kind == "memory":
+            from qdrant_client import QdrantClient
+
+            self.client = QdrantClient(":memory:")
+
+    def open(self, name="c"):
+        if self.kind == "edge":
+            return QdrantEdgeStore(name, data_dir=self.folder)
+        return QdrantServerStore(name, url=":memory:", client=self.client)
+
+    def run(self, data, encoder, name="c", **options):
+        store = self.open(name)
+        try:
+            inputs = [str(d) for d in data] if isinstance(data, (list, tuple)) else [str(data)]
+            return ingest(inputs, store, encoder, IngestOptions(**{**FAST, **options}))
+        finally:
+            if self.kind == "edge":
+                store.close()
+
+    def points(self, name="c", vectors=False):
+        store = self.open(name)
+        try:
+            found, offset = {}, None
+            while True:
+                page, offset = store.scroll(limit=256, offset=offset, with_vectors=vectors)
+                found.update((p.id, p) for p in page)
+                if offset is None:
+                    return found
+        finally:
+            if self.kind == "edge":
+                store.close()
+
+
+@pytest.fixture(params=["edge", "memory"])
+def stores(request, tmp_path):
+    return Stores(request.param, tmp_path / "store")
+
+
+def edge(tmp_path):
+    return Stores("edge", tmp_path / "store")
+
+
+def rewrite(path, change):
+    """Read a Parquet file as rows, let ``change`` edit the list, write it back."""
+    table = pq.read_table(path)
+    rows = change(table.to_pylist())
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+
+
+def drop_column(folder, name):
+    for path in sorted(folder.glob("*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns([name]), path)
+
+
+def ids_of(rows):
+    return {point_id_from_key(row["id"]) for row in rows}
+
+
+def all_rows(folder):
+    return [row for path in sorted(folder.glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def test_deleted_rows_are_stale_until_sync_deletes_exactly_them(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=40, seed=5, files=2, width=32, height=32)
+    first = stores.run(data, encoder)
+    assert (first.upserted, first.stale, first.deleted) == (40, 0, 0)
+    rewrite(data / "part-00001.parquet", lambda rows: rows[10:])
+    plain = stores.run(data, encoder)
+    # The rows after the deleted ones moved up: their _source.row is updated, nothing embedded.
+    assert (plain.read, plain.embedded, plain.unchanged, plain.payload_updated) == (30, 0, 20, 10)
+    assert (plain.stale, plain.deleted) == (10, 0)
+    assert len(stores.points()) == 40  # without --sync nothing is deleted, only counted
+    synced = stores.run(data, encoder, sync=True)
+    assert (synced.read, synced.unchanged, synced.embedded, synced.deleted, synced.stale) == (30, 30, 0, 10, 0)
+    assert set(stores.points()) == ids_of(all_rows(data))
+    again = stores.run(data, encoder, sync=True)
+    assert (again.deleted, again.stale) == (0, 0) and len(stores.points()) == 30
+
+
+@pytest.mark.parametrize("id_column", [True, False], ids=["id-column", "content-ids"])
+def test_sync_after_deletes_edits_and_moves_equals_a_fresh_ingest(tmp_path, encoder, stores, id_column):
+    data = tmp_path / "d"
+    write_sample(data, rows=24, seed=6, files=2, width=32, height=32, image_kind="path", image_format="png")
+    if not id_column:
+        drop_column(data, "id")
+    stores.run(data, encoder, sync=True, source_name="photos")
+    assert len(stores.points()) == 24
+    images = data / "images"
+    # Two files swap names (the rows follow their pictures), one file moves to a subfolder,
+    # a caption typo is fixed, a payload column is edited, two rows are deleted.
+    first = pq.read_table(data / "part-00000.parquet").to_pylist()
+    a, b = first[0]["image"], first[1]["image"]
+    os.rename(data / a, images / "tmp.png")
+    os.rename(data / b, data / a)
+    os.rename(images / "tmp.png", data / b)
+    (images / "moved").mkdir()
+    c = first[2]["image"]
+    os.rename(data / c, images / "moved" / os.path.basename(c))
+
+    def edit(rows):
+        rows[0]["image"], rows[1]["image"] = b, a
+        rows[2]["image"] = f"images/moved/{os.path.basename(c)}"
+        rows[3]["caption"] = rows[3]["caption"] + " (fixed)"
+        rows[4]["color"] = "ultraviolet"
+        return rows[:-2]
+
+    rewrite(data / "part-00000.parquet", edit)
+    synced = stores.run(data, encoder, sync=True, source_name="photos")
+    assert synced.embedded == 1  # only the fixed caption; moves and the column edit keep their vectors
+    assert synced.payload_updated == 4  # two swapped paths, one moved file, one edited column
+    assert synced.deleted == (2 if id_column else 3)  # content ids: the typo's old point goes too
+    fresh = Stores(stores.kind, tmp_path / "fresh")
+    fresh.run(data, encoder, name="c", source_name="photos")
+    got, want = stores.points(vectors=True), fresh.points(vectors=True)
+    assert set(got) == set(want) and len(got) == 22
+    for point_id, point in want.items():
+        assert got[point_id].payload == point.payload, point_id
+        assert set(got[point_id].vectors) == set(point.vectors)
+        for name, vector in point.vectors.items():
+            np.testing.assert_allclose(got[point_id].vectors[name], vector, atol=1e-5)
+    # Each point's stored path holds the picture its vectors were made from (its content hash says so).
+    for point in got.values():
+        picture = (data / point.payload["_source"]["path"]).read_bytes()
+        assert content_hash(picture, point.payload.get("caption"), encoder.identity) == point.payload["_hash"]
+
+
+def test_fixing_a_caption_typo_without_an_id_column_keeps_one_point(tmp_path, encoder):
+    stores = edge(tmp_path)
+    data = tmp_path / "d"
+    write_sample(data, rows=10, seed=7, width=32, height=32)
+    drop_column(data, "id")
+    stores.run(data, encoder)
+    rewrite(data / "part-00000.parquet", lambda rows: [{**r, "caption": r["caption"] + "!"} if i == 0 else r
+                                                       for i, r in enumerate(rows)])
+    plain = stores.run(data, encoder)
+    assert (plain.embedded, plain.stale) == (1, 1) and len(stores.points()) == 11
+    synced = stores.run(data, encoder, sync=True)
+    assert synced.deleted == 1 and len(stores.points()) == 10
+    captions = sorted(p.payload["caption"] for p in stores.points().values())
+    assert captions == sorted(r["caption"] for r in all_rows(data))
+
+
+def test_changing_the_id_column_is_refused_then_rebuilt_with_sync(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=12, seed=8, width=32, height=32)
+    table = pq.read_table(data / "part-00000.parquet")
+    table = table.append_column("sku", pa.array([f"sku-{i}" for i in range(table.num_rows)]))
+    pq.write_table(table, data / "part-00000.parquet")
+    stores.run(data, encoder, id_col="id")
+    with pytest.raises(CollectionMismatchError, match=r"from column 'id'.*from column 'sku'.*--id-col id.*--sync"):
+        stores.run(data, encoder, id_col="sku")
+    assert set(stores.points()) == {point_id_from_key(r["id"]) for r in table.to_pylist()}
+    rebuilt = stores.run(data, encoder, id_col="sku", sync=True)
+    assert (rebuilt.upserted, rebuilt.deleted) == (12, 12)
+    assert set(stores.points()) == {point_id_from_key(f"sku-{i}") for i in range(12)}
+    assert stores.run(data, encoder, id_col="sku").unchanged == 12  # the new rule is recorded
+
+
+def test_thumbnails_asked_later_are_added_without_embedding(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=10, seed=9, width=48, height=40)
+    stores.run(data, encoder)
+    assert not any(THUMBNAIL_KEY in p.payload for p in stores.points().values())
+    later = stores.run(data, encoder, thumbnails=24)
+    assert (later.embedded, later.payload_updated, later.unchanged) == (0, 10, 0)
+    thumbs = {i: p.payload[THUMBNAIL_KEY] for i, p in stores.points().items()}
+    assert len(thumbs) == 10 and all(thumbs.values())
+    assert stores.run(data, encoder, thumbnails=24).unchanged == 10  # the stored ones fit
+    assert stores.run(data, encoder).unchanged == 10  # a run without --thumbnails keeps them
+    bigger = stores.run(data, encoder, thumbnails=32)
+    assert bigger.payload_updated == 10
+    assert all(p.payload[THUMBNAIL_KEY] != thumbs[i] for i, p in stores.points().items())
+
+
+def test_new_payload_column_updates_payload_only(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=8, seed=10, width=32, height=32)
+    stores.run(data, encoder)
+    table = pq.read_table(data / "part-00000.parquet")
+    pq.write_table(table.append_column("rating", pa.array(range(8), pa.int64())), data / "part-00000.parquet")
+    summary = stores.run(data, encoder)
+    assert (summary.embedded, summary.payload_updated) == (0, 8)
+    assert sorted(p.payload["rating"] for p in stores.points().values()) == list(range(8))
+
+
+def test_two_sources_share_a_collection_and_sync_only_their_own(tmp_path, encoder, stores):
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_sample(one, rows=10, seed=11, width=32, height=32)
+    write_sample(two, rows=10, seed=12, width=32, height=32, start_index=100)
+    stores.run(one, encoder, source_name="one")
+    stores.run(two, encoder, source_name="two")
+    assert len(stores.points()) == 20
+    rewrite(one / "part-00000.parquet", lambda rows: rows[:6])
+    synced = stores.run(one, encoder, source_name="one", sync=True)
+    assert synced.deleted == 4
+    assert set(stores.points()) == ids_of(all_rows(one)) | ids_of(all_rows(two))
+    names = {p.payload["_source"]["name"] for p in stores.points().values()}
+    assert names == {"one", "two"}
+
+
+def test_default_source_name_is_the_inputs_as_absolute_paths(tmp_path, encoder, monkeypatch):
+    stores = edge(tmp_path)
+    data = tmp_path / "d"
+    write_sample(data, rows=4, seed=13, width=32, height=32)
+    monkeypatch.chdir(tmp_path)
+    summary = stores.run("d", encoder)
+    assert summary.source == str(data)
+    assert {p.payload["_source"]["name"] for p in stores.points().values()} == {str(data)}
+    store = stores.open()
+    assert list(store.metadata()["sources"]) == [str(data)]
+    store.close()
+
+
+def test_rejected_rows_keep_their_points_and_unreadable_files_stop_the_sync(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=12, seed=14, files=2, width=32, height=32)
+    stores.run(data, encoder)
+    rewrite(data / "part-00000.parquet", lambda rows: [{**r, "image": b"not an image"} if i == 0 else r
+                                                       for i, r in enumerate(rows)])
+    summary = stores.run(data, encoder, sync=True)
+    assert (summary.rejected, summary.deleted) == (1, 0) and len(stores.points()) == 12
+    rewrite(data / "part-00000.parquet", lambda rows: rows[2:])  # two rows really gone…
+    (data / "part-00001.parquet").write_bytes(b"PAR1 broken PAR1")  # …but a file cannot be read
+    summary = stores.run(data, encoder, sync=True, skip_bad_files=True)
+    assert summary.deleted == 0 and summary.stale is None and len(stores.points()) == 12
+    assert "--sync deleted nothing" in summary.warnings[0] and "part-00001.parquet" in summary.warnings[0]
+
+
+def test_dry_run_counts_and_writes_nothing(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=12, seed=15, width=32, height=32)
+    stores.run(data, encoder)
+    before = stores.points(vectors=True)
+
+    def edit(rows):
+        rows[0]["caption"] += " edited"
+        rows[1]["color"] = "ultraviolet"
+        return rows[:-3]
+
+    rewrite(data / "part-00000.parquet", edit)
+    plan = stores.run(data, encoder, sync=True, dry_run=True, thumbnails=16)
+    assert plan.dry_run and (plan.upserted, plan.payload_updated, plan.unchanged, plan.deleted) == (1, 8, 0, 3)
+    assert plan.embedded == 0
+    after = stores.points(vectors=True)
+    assert {i: (p.payload, p.vectors) for i, p in after.items()} == {i: (p.payload, p.vectors) for i, p in
+                                                                    before.items()}
+    fresh = Stores(stores.kind, tmp_path / "none")
+    plan = fresh.run(data, encoder, name="absent", dry_run=True)
+    assert (plan.upserted, plan.stale) == (9, 0)
+    if stores.kind == "edge":
+        assert not (tmp_path / "none" / "absent").exists()
+
+
+def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_model):
+    data, data_dir = tmp_path / "d", tmp_path / "store"
+    write_sample(data, rows=30, seed=16, width=32, height=32)
+    base = ["ingest", str(data), "-c", "k", "--data-dir", str(data_dir), "--model", tiny_model, "--device", "cpu",
+            "--no-optimize", "--json", "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "mmindex", *base], check=True, env=env, cwd=root, capture_output=True)
+    rewrite(data / "part-00000.parquet", lambda rows: rows[:10])
+    # The same CLI, with deletes of 2 ids per request and a pause after the first request.
+    script = tmp_path / "slow_delete.py"
+    script.write_text(
+        "import sys, time\n"
+        "import mmindex.pipeline.ingestion as ingestion\n"
+        "from mmindex.connectors.qdrant_edge import QdrantEdgeStore\n"
+        "ingestion.DELETE_BATCH = 2\n"
+        "real = QdrantEdgeStore.delete\n"
+        "def slow(self, ids):\n"
+        "    real(self, ids)\n"
+        "    print('DELETED', len(ids), file=sys.stderr, flush=True)\n"
+        "    time.sleep(120)\n"
+        "QdrantEdgeStore.delete = slow\n"
+        "from mmindex.pipeline.cli import main\n"
+        "main(sys.argv[1:], prog_name='mmindex')\n")
+    process = subprocess.Popen([sys.executable, str(script), *base, "--sync"], env=env, cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"DELETED" not in seen and time.monotonic() < deadline:
+        chunk = os.read(process.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert b"DELETED 2" in seen
+    store = QdrantEdgeStore("k", data_dir=data_dir)
+    assert store.count() == 28  # killed after the first of ten delete requests
+    store.close()
+    rerun = subprocess.run([sys.executable, "-m", "mmindex", *base, "--sync"], env=env, cwd=root,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = __import__("json").loads(rerun.stdout)
+    assert (summary["deleted"], summary["unchanged"], summary["embedded"]) == (18, 10, 0)
+    store = QdrantEdgeStore("k", data_dir=data_dir)
+    found, _ = store.scroll(limit=100, with_payload=False)
+    assert {p.id for p in found} == ids_of(all_rows(data))
+    store.close()
+
+
+def test_sync_with_a_shard_is_refused(tmp_path, encoder):
+    from mmindex.pipeline.errors import InputError
+    from mmindex.pipeline.source import open_source
+
+    data = tmp_path / "d"
+    write_sample(data, rows=4, seed=17, width=32, height=32)
+    store = QdrantEdgeStore("c", data_dir=tmp_path / "store")
+    with pytest.raises(InputError, match="--sync needs the whole source"):
+        ingest(open_source([str(data)], shard=(0, 2)), store, encoder, IngestOptions(sync=True))
+    assert not (tmp_path / "store" / "c").exists()
+
+
+# -- the model is known by its files, not by its path ---------------------------------------------
+
+def test_a_moved_or_copied_model_folder_is_the_same_model(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from mmindex.pipeline.cli import main
+
+    model = tmp_path / "models" / "clip-a"
+    shutil.copytree(tiny_model, model)
+    data = tmp_path / "d"
+    write_sample(data, rows=6, seed=18, width=32, height=32)
+    store_args = ["-c", "m", "--data-dir", str(tmp_path / "store")]
+    runner = CliRunner()
+    first = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "--json", "-q",
+                                 "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    copy = tmp_path / "elsewhere" / "clip-copy"
+    shutil.copytree(model, copy)
+    again = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(copy), "--json", "-q",
+                                 "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert '"unchanged": 6' in again.output and '"embedded": 0' in again.output
+    # The collection now loads the model from where it was last used; move that folder away.
+    moved = tmp_path / "moved"
+    os.rename(copy, moved)
+    lost = runner.invoke(main, ["query", "a red circle", *store_args])
+    assert lost.exit_code == 1 and str(copy) in lost.output and "--model" in lost.output
+    assert "Traceback" not in lost.output
+    found = runner.invoke(main, ["query", "a red circle", *store_args, "--model", str(moved), "--json"])
+    assert found.exit_code == 0, found.output
+    assert found.output.count('"rank"') == 6
+    info = runner.invoke(main, ["info", *store_args, "--json"])
+    assert '"model": "clip-a"' in info.output and '"model_fingerprint": "sha256:' in info.output
+
+
+def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sample_dir):
+    from click.testing import CliRunner
+
+    from mmindex.pipeline.cli import main
+    from mmindex.pipeline.scratch import build_scratch_model
+
+    model = tmp_path / "models" / "clip"
+    shutil.copytree(tiny_model, model)
+    data = tmp_path / "d"
+    write_sample(data, rows=4, seed=19, width=32, height=32)
+    store_args = ["-c", "w", "--data-dir", str(tmp_path / "store")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "-q"]).exit_code == 0
+    other = tmp_path / "other"
+    texts = [r["caption"] for r in all_rows(sample_dir)]
+    build_scratch_model(other, size="tiny", texts=texts, seed=99)  # same sizes, other random weights
+    shutil.rmtree(model)
+    shutil.copytree(other, model)
+    refused = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "-q"])
+    assert refused.exit_code == 1 and "the files differ" in refused.output
+    query = runner.invoke(main, ["query", "a red circle", *store_args])
+    assert query.exit_code == 1 and "the files differ" in query.output
+    store = QdrantEdgeStore("w", data_dir=tmp_path / "store")
+    assert store.count() == 4
+    store.close()
