@@ -56,3 +56,20 @@ def live_site(tmp_path_factory, tiny_model):
     served = start(base / "store", "shapes", tiny_model, "--image-root", str(data), log=base / "serve.log")
     yield served
     served.stop()
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run the `mmindex` CLI in-process, in a fresh working folder, with no server configured.
+
+    Arguments may be paths; an uncaught exception fails the test (it would be a traceback).
+    """
+    from click.testing import CliRunner
+
+    from mmindex.pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("QDRANT_URL", "QDRANT_API_KEY", "MMINDEX_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -42,11 +42,8 @@ def data_dir(tmp_path):
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, [str(a) for a in args])
+def run(cli):
+    return cli
 
 
 def test_set_list_delete(run, data_dir):

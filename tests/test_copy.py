@@ -6,12 +6,10 @@ import uuid
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.cli import main
 from mmindex.pipeline.copy import COPY_KEY, copy_collection
 from mmindex.pipeline.errors import CollectionMismatchError, StoreError
 
@@ -229,11 +227,8 @@ def test_a_missing_source_is_refused_and_nothing_is_created(tmp_path):
 
 # -- the command ------------------------------------------------------------------------
 @pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("QDRANT_URL", raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, [str(a) for a in args])
+def run(cli):
+    return cli
 
 
 def test_cli_copies_between_data_dirs_and_refuses_a_second_copy(run, source, tmp_path):

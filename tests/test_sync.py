@@ -355,43 +355,35 @@ def test_sync_with_a_shard_is_refused(tmp_path, encoder):
 
 # -- the model is known by its files, not by its path ---------------------------------------------
 
-def test_a_moved_or_copied_model_folder_is_the_same_model(tmp_path, tiny_model):
-    from click.testing import CliRunner
-
-    from mmindex.pipeline.cli import main
-
+def test_a_moved_or_copied_model_folder_is_the_same_model(tmp_path, tiny_model, cli):
     model = tmp_path / "models" / "clip-a"
     shutil.copytree(tiny_model, model)
     data = tmp_path / "d"
     write_sample(data, rows=6, seed=18, width=32, height=32)
     store_args = ["-c", "m", "--data-dir", str(tmp_path / "store")]
-    runner = CliRunner()
-    first = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "--json", "-q",
-                                 "--device", "cpu"])
+    first = cli("ingest", str(data), *store_args, "--model", str(model), "--json", "-q",
+                                 "--device", "cpu")
     assert first.exit_code == 0, first.output
     copy = tmp_path / "elsewhere" / "clip-copy"
     shutil.copytree(model, copy)
-    again = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(copy), "--json", "-q",
-                                 "--device", "cpu"])
+    again = cli("ingest", str(data), *store_args, "--model", str(copy), "--json", "-q",
+                                 "--device", "cpu")
     assert again.exit_code == 0, again.output
     assert '"unchanged": 6' in again.output and '"embedded": 0' in again.output
     # The collection now loads the model from where it was last used; move that folder away.
     moved = tmp_path / "moved"
     os.rename(copy, moved)
-    lost = runner.invoke(main, ["query", "a red circle", *store_args])
+    lost = cli("query", "a red circle", *store_args)
     assert lost.exit_code == 1 and str(copy) in lost.output and "--model" in lost.output
     assert "Traceback" not in lost.output
-    found = runner.invoke(main, ["query", "a red circle", *store_args, "--model", str(moved), "--json"])
+    found = cli("query", "a red circle", *store_args, "--model", str(moved), "--json")
     assert found.exit_code == 0, found.output
     assert found.output.count('"rank"') == 6
-    info = runner.invoke(main, ["info", *store_args, "--json"])
+    info = cli("info", *store_args, "--json")
     assert '"model": "clip-a"' in info.output and '"model_fingerprint": "sha256:' in info.output
 
 
-def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sample_dir):
-    from click.testing import CliRunner
-
-    from mmindex.pipeline.cli import main
+def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sample_dir, cli):
     from mmindex.pipeline.scratch import build_scratch_model
 
     model = tmp_path / "models" / "clip"
@@ -399,16 +391,15 @@ def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sam
     data = tmp_path / "d"
     write_sample(data, rows=4, seed=19, width=32, height=32)
     store_args = ["-c", "w", "--data-dir", str(tmp_path / "store")]
-    runner = CliRunner()
-    assert runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "-q"]).exit_code == 0
+    assert cli("ingest", str(data), *store_args, "--model", str(model), "-q").exit_code == 0
     other = tmp_path / "other"
     texts = [r["caption"] for r in all_rows(sample_dir)]
     build_scratch_model(other, size="tiny", texts=texts, seed=99)  # same sizes, other random weights
     shutil.rmtree(model)
     shutil.copytree(other, model)
-    refused = runner.invoke(main, ["ingest", str(data), *store_args, "--model", str(model), "-q"])
+    refused = cli("ingest", str(data), *store_args, "--model", str(model), "-q")
     assert refused.exit_code == 1 and "the files differ" in refused.output
-    query = runner.invoke(main, ["query", "a red circle", *store_args])
+    query = cli("query", "a red circle", *store_args)
     assert query.exit_code == 1 and "the files differ" in query.output
     store = QdrantEdgeStore("w", data_dir=tmp_path / "store")
     assert store.count() == 4
