@@ -234,6 +234,10 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
                          "same inputs once with --sync (stored rows are not embedded again)")
     if options.source_name is not None and not options.source_name.strip():
         raise InputError("--source must not be empty")
+    if options.sync and not options.source_name and len(source.inputs) > 1:
+        raise InputError(f"--sync with several inputs ({len(source.inputs)}; a glob the shell expanded?) needs "
+                         "--source NAME, so that the next run, with other files, syncs the same points; or quote "
+                         "the glob ('data/*.parquet') to pass it as one input")
     return options if options.source_name else replace(options, source_name=source.default_name())
 
 

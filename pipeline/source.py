@@ -126,13 +126,25 @@ class Source:
     inputs: tuple[str, ...] = ()  # as given: files, folders, globs, URIs
 
     def default_name(self) -> str:
-        """The source name a run records when none is given: its inputs, local ones as absolute paths.
+        """The source name a run records when none is given (``ingest --source``).
 
-        ``data/`` run from /srv is ``/srv/data``; several inputs are sorted and joined with ``" + "``;
-        a URI stays as written. The same inputs give the same name from any working folder.
+        One input is its own name, a local one as an absolute path (``data/`` run from /srv is
+        ``/srv/data``, a quoted glob ``/srv/data/*.parquet``); a URI stays as written. Several
+        inputs (a glob the shell expanded) are named by the folder they share, since the
+        list of files changes from run to run; ``--sync`` then needs an explicit ``--source``.
         """
-        names = sorted(item if "://" in item else os.path.abspath(item) for item in self.inputs)
-        return " + ".join(names)
+        names = [item.rstrip("/") if "://" in item else os.path.abspath(item) for item in self.inputs]
+        if len(names) == 1:
+            return names[0]
+        folders = [name.rsplit("/", 1)[0] if "://" in name or not os.path.isdir(name) else name for name in names]
+        common = folders[0].split("/")
+        for folder in folders[1:]:
+            parts = folder.split("/")
+            size = 0
+            while size < min(len(common), len(parts)) and common[size] == parts[size]:
+                size += 1
+            common = common[:size]
+        return "/".join(common) or "/"
 
     def units(self) -> list[Unit]:
         """Every row group of every file, in order; a file with an unreadable footer is one unit."""

@@ -404,3 +404,21 @@ def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sam
     store = QdrantEdgeStore("w", data_dir=tmp_path / "store")
     assert store.count() == 4
     store.close()
+
+
+def test_several_inputs_are_named_by_their_folder_and_sync_needs_a_source(tmp_path, encoder):
+    """A glob the shell expanded lists other files tomorrow: the name must not depend on the list."""
+    from mmindex.pipeline.errors import InputError
+
+    stores = edge(tmp_path)
+    data = tmp_path / "d"
+    files = write_sample(data, rows=8, seed=20, files=2, width=32, height=32)
+    summary = stores.run(files, encoder)
+    assert summary.source == str(data)
+    with pytest.raises(InputError, match="--sync with several inputs .* needs --source NAME"):
+        stores.run(files, encoder, sync=True)
+    first = stores.run(files, encoder, sync=True, source_name="shapes")
+    assert (first.payload_updated, first.deleted) == (8, 0)  # the points now belong to source "shapes"
+    rewrite(files[1], lambda rows: rows[:2])
+    synced = stores.run(files, encoder, sync=True, source_name="shapes")
+    assert (synced.deleted, synced.unchanged, len(stores.points())) == (2, 6, 6)
