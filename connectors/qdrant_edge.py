@@ -44,6 +44,46 @@ DEFAULT_MIN_FREE_BYTES = 100 * 1024 * 1024
 SETTLED_NS = 2_000_000_000
 
 
+class _OpenShards:
+    """The Edge shards open in this process, shared by every store object on the same folder.
+
+    The engine locks a shard folder per handle, so a second handle in one process (``serve``
+    reaching a collection by its name and by an alias) would be refused as "another process".
+    Each store takes a reference; the last one to let go flushes and closes the shard.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.shards: dict[str, list] = {}  # real path → [shard, references]
+
+    def take(self, folder: Path, load) -> Any:
+        key = os.path.realpath(folder)
+        with self.lock:
+            entry = self.shards.get(key)
+            if entry is None:
+                entry = self.shards[key] = [load(), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, folder: Path, flush) -> None:
+        key = os.path.realpath(folder)
+        with self.lock:
+            entry = self.shards.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self.shards[key]
+        try:
+            flush(entry[0])
+        finally:
+            entry[0].close()
+
+
+_OPEN = _OpenShards()
+
+
 def _edge():
     # Imported lazily so that `import mmindex` stays light.
     import qdrant_edge
@@ -66,7 +106,7 @@ class QdrantEdgeStore(LayoutOnce):
         self._shard = None
         # Shards of collections the alias pointed to before a switch, by collection: a search may
         # still run on one, and a switch back takes it up again (a second load would hit its lock).
-        self._retired: dict[str, Any] = {}
+        self._retired: dict[str, Any] = {}  # collection → its shard
         self._lock = threading.RLock()  # searches in several threads (serve) share this store
         self._wrote = False
         self._aliases_seen: int | None = None
@@ -102,8 +142,8 @@ class QdrantEdgeStore(LayoutOnce):
             # written to it (writes start after the metadata exists), so start it again.
             shutil.rmtree(self.folder / SHARD_DIR)
         self._check_space("create the collection")
-        self._shard = self._engine("create the collection", _edge().EdgeShard.create, str(self.folder / SHARD_DIR),
-                                   config)
+        self._shard = _OPEN.take(self.folder, lambda: self._engine(
+            "create the collection", _edge().EdgeShard.create, str(self.folder / SHARD_DIR), config))
         self._save_metadata({
             "format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
             "distance": "cosine", "vectors": list(VECTOR_NAMES), "payload_types": dict(spec.payload_types),
@@ -112,14 +152,12 @@ class QdrantEdgeStore(LayoutOnce):
 
     def close(self) -> None:
         retired, self._retired = self._retired, {}
-        for shard in retired.values():
-            shard.close()
+        held = [self.data_dir / name for name in retired]
         if self._shard is not None:
-            shard, self._shard = self._shard, None
-            try:
-                self._engine("flush", shard.flush)
-            finally:
-                shard.close()
+            self._shard = None
+            held.append(self.folder)
+        for folder in held:
+            _OPEN.release(folder, lambda shard: self._engine("flush", shard.flush))
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -356,7 +394,7 @@ class QdrantEdgeStore(LayoutOnce):
             return shard
         with self._lock:  # two threads' first reads must not both load the shard (its lock refuses the second)
             if self._shard is None:
-                self._shard = self._load()
+                self._shard = _OPEN.take(self.folder, self._load)
             return self._shard
 
     def _load(self):
@@ -388,8 +426,10 @@ class QdrantEdgeStore(LayoutOnce):
 
 def check_name(name: str) -> None:
     """A collection or alias name that is one folder name under the data directory."""
-    if (not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name or len(name.encode()) > 200
-            or name in (ALIASES_FILE, ALIASES_FILE + ".lock", ALIASES_FILE + ".tmp")):
+    if name in (ALIASES_FILE, ALIASES_FILE + ".lock", ALIASES_FILE + ".tmp"):
+        raise StoreError(f"{name!r} is reserved in the data directory (it holds the aliases); choose another name")
+    if (not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name
+            or len(name.encode()) > 200):
         raise StoreError(f"invalid collection name {name!r} (one folder name: no '/', not starting with '.', "
                          "at most 200 bytes)")
 

@@ -377,6 +377,9 @@ class QdrantServerStore(LayoutOnce):
         """Qdrant's own alias switch: the delete and the create are one atomic request."""
         from qdrant_client import models
 
+        if not alias or "/" in alias or alias != alias.strip() or len(alias.encode()) > 255:
+            raise StoreError(f"invalid alias name {alias!r} (no '/', no leading or trailing spaces, at most "
+                             "255 bytes)")
         aliases = self.aliases()
         if alias in self._collection_names():
             raise StoreError(f"{alias!r} is a collection on {self.url}; an alias needs a name of its own")

@@ -244,7 +244,8 @@ def progress_interval_option(function):
 @click.option("--report", default=None, type=click.Path(dir_okay=False),
               help="Also write the run summary as JSON to this file (status, counts, rejections, timings).")
 @click.option("--max-reject-rate", default=0.05, show_default=True, type=click.FloatRange(0, 1),
-              help="Exit with code 3 if more than this fraction of the rows read was rejected.")
+              help="Exit with code 3 if more than this fraction of the rows read was rejected (and then --sync "
+                   "deletes nothing).")
 @click.option("--shard", "shard_spec", default=None, metavar="I/N",
               help="Take only part I of N of the input (0-based; split by file and row group), so N workers "
                    "(an Indexed Job, a Slurm array) together ingest every row exactly once. auto/N takes I "
@@ -313,7 +314,13 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     import signal
     import threading
 
-    from mmindex.pipeline.encoder import Encoder, model_display_name, model_fingerprint, model_to_load
+    from mmindex.pipeline.encoder import (
+        Encoder,
+        model_display_name,
+        model_fingerprint,
+        model_to_load,
+        recorded_model_changed,
+    )
     from mmindex.pipeline.ingestion import IngestOptions, write_report
     from mmindex.pipeline.ingestion import ingest as run_ingest
     from mmindex.pipeline.source import open_source, parse_shard
@@ -374,14 +381,17 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     model_name = None
     try:
         existing = store.spec()
-        model = model_to_load(store.metadata() if existing else None, model)
+        given, model = model, model_to_load(store.metadata() if existing else None, model)
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:  # refused before the model loads (it may take minutes)
             from mmindex.connectors.base import CollectionSpec
 
-            CollectionSpec(model_display_name(os.path.abspath(model) if os.path.isdir(model) else model), -1,
-                           fingerprint=model_fingerprint(model)).check_matches(existing, collection)
+            ours = CollectionSpec(model_display_name(os.path.abspath(model) if os.path.isdir(model) else model), -1,
+                                  fingerprint=model_fingerprint(model))
+            if not given and not ours.same_model(existing):
+                raise recorded_model_changed(store.metadata(), model, ours.fingerprint, collection)
+            ours.check_matches(existing, collection)
         total = source.count_rows(skip_bad_files)
         if not quiet:
             for note in source.mapping.notes:
@@ -404,7 +414,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
             rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
             skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop, thumbnails=thumbnails,
-            source_name=source_name, sync=sync, dry_run=dry_run,
+            source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate,
         )
         with open_progress("ingest", "rows", total, quiet=quiet, interval=progress_interval) as bar:
             def stage(message: str) -> None:
@@ -594,7 +604,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
       mmindex query "a red circle" --target text --json         # text → captions, JSON lines
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
     """
-    from mmindex.pipeline.encoder import Encoder, model_display_name, model_to_load
+    from mmindex.pipeline.encoder import encoder_for, model_display_name
     from mmindex.pipeline.errors import InputError, StoreError
     from mmindex.pipeline.images import RejectedImage, decode_image
     from mmindex.pipeline.query import load_filter_json, search
@@ -611,17 +621,19 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
     try:
         spec = store.spec()
         if spec is None:
-            raise StoreError(f"collection {collection!r} does not exist"
+            target = getattr(store, "alias_of", None)
+            raise StoreError((f"alias {collection!r} points to collection {target!r}, which" if target else
+                              f"collection {collection!r}") + " does not exist"
                              + (f" on {settings.url}" if settings.url else f" under {settings.data_dir}")
-                             + "; run `mmindex ingest` first")
+                             + ("; point the alias at a collection (mmindex alias set)" if target else
+                                "; run `mmindex ingest` first"))
         if chosen:
             known = {key for key in spec.payload_types if not key.startswith('"')} | {"caption"}
             unknown = [name for name in chosen if name not in known]
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
                                        f"{collection!r} (fields: {', '.join(sorted(known))})")
-        encoder = Encoder(model_to_load(store.metadata(), model), device=device)
-        encoder.spec().check_matches(spec, collection)
+        encoder = encoder_for(store.metadata(), model, collection, device=device)
         raw_filter = load_filter_json(filter_json)
         vectors = list(encoder.encode_texts(texts)) if texts else []
         for image_path in image_paths:
@@ -743,6 +755,8 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
     from mmindex.pipeline.delete import delete_points, select_points
     from mmindex.pipeline.query import load_filter_json
 
+    if not (ids or point_ids or where or filter_json or source_name is not None):
+        raise click.UsageError("name the points to delete: --ids, --point-ids, --where, --filter-json or --source")
     settings = store
     store = settings.open()
     try:
@@ -806,7 +820,7 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
       mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
     """
-    from mmindex.pipeline.encoder import Encoder, model_display_name, model_to_load
+    from mmindex.pipeline.encoder import encoder_for, model_display_name
     from mmindex.pipeline.evaluate import evaluate
 
     groups = _split(group_col) or []
@@ -815,9 +829,7 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
     store = settings.open() if collection else None
     try:
         spec = store.spec() if store is not None else None
-        encoder = Encoder(model_to_load(store.metadata() if spec else None, model), device=device)
-        if spec is not None:
-            encoder.spec().check_matches(spec, collection)
+        encoder = encoder_for(store.metadata() if spec else None, model, collection, device=device)
         if store is not None and do_ingest:
             from mmindex.pipeline.ingestion import IngestOptions
             from mmindex.pipeline.ingestion import ingest as run_ingest
@@ -1014,7 +1026,8 @@ SERVE_SECTIONS = [
                    "from elsewhere. (Collections ingested with --thumbnails need nothing.)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Least severe server log messages to print (access logs are info).")
-@click.option("--dry-run", is_flag=True, help="Check the options and print the resolved settings as JSON; serve nothing.")
+@click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
+              help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
 def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body_bytes, batch_window_ms, max_batch,
           image_root, log_level, dry_run):
@@ -1241,6 +1254,14 @@ def _alias_store(settings, name: str):
     return replace(settings, collection=name).open()
 
 
+def _exists(settings, name: str) -> bool:
+    target = _alias_store(settings, name)
+    try:
+        return target.exists()
+    finally:
+        target.close()
+
+
 def _without_collection_option(command: click.Command) -> click.Command:
     """Alias commands take names as arguments: hide the store options' --collection."""
     for param in command.params:
@@ -1280,6 +1301,7 @@ def alias_list(store, as_json):
     opened = _alias_store(store, store.collection or "default")
     try:
         aliases = opened.aliases()
+        missing = {c for c in set(aliases.values()) if not _exists(store, c)}
     finally:
         opened.close()
     if as_json:
@@ -1288,7 +1310,7 @@ def alias_list(store, as_json):
     if not aliases:
         click.echo("no aliases")
     for name, collection in sorted(aliases.items()):
-        click.echo(f"{name} → {collection}")
+        click.echo(f"{name} → {collection}" + ("  (missing: no such collection)" if collection in missing else ""))
 
 
 @_without_collection_option

@@ -45,6 +45,11 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
     given, or an invalid point id; FilterError for an invalid filter; StoreError when the
     collection does not exist.
     """
+    ids = [ids] if isinstance(ids, (str, int, float)) else list(ids)
+    point_ids = [point_ids] if isinstance(point_ids, str) else list(point_ids)
+    if filter_json is not None and not filter_json:
+        raise InputError("an empty filter ({}) matches every point; name the points to delete (to remove the whole "
+                         "collection, delete it: its folder under the data directory, or the collection on the server)")
     kinds = [bool(ids), bool(point_ids), bool(where or filter_json), source is not None]
     if sum(kinds) != 1:
         raise InputError("name the points to delete one way: --ids, --point-ids, --where/--filter-json or --source")
@@ -64,7 +69,10 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
         return selection
     if source is not None:
         query = source_filter(source)
+        known = sorted(meta.get("sources", {}))
         selection.described, selection.source = f"source {source!r}", source
+        if source not in known:
+            selection.described += f" (the collection records {', '.join(map(repr, known)) or 'no sources'})"
     else:
         query = combine_filters(parse_where(where, meta.get("payload_types", {})) if where else None,
                                 validate_filter(filter_json) if filter_json else None)

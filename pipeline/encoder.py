@@ -87,6 +87,39 @@ def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
     )
 
 
+def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, **kwargs) -> "Encoder":
+    """Load the encoder for a collection (``given`` --model, else the one it records) and check it fills it.
+
+    ``kwargs`` go to ``Encoder``. Raises ModelError when the recorded folder is gone, and
+    CollectionMismatchError when the model is not the collection's, saying which folder changed
+    when no --model was given.
+    """
+    from mmindex.connectors.base import CollectionSpec
+
+    encoder = Encoder(model_to_load(meta, given), **kwargs)
+    if meta is None:
+        return encoder
+    recorded = CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
+                              meta.get("model_fingerprint"))
+    if given or encoder.spec().same_model(recorded):
+        encoder.spec().check_matches(recorded, collection)
+        return encoder
+    raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
+
+
+def recorded_model_changed(meta: dict[str, Any], loaded_from: str, fingerprint: str | None,
+                           collection: str) -> Exception:
+    """The error for a collection whose recorded model folder now holds another model."""
+    from mmindex.pipeline.errors import CollectionMismatchError
+
+    return CollectionMismatchError(
+        f"collection {collection!r} loads its model {meta['model']!r} from {loaded_from}, but the files there are "
+        f"no longer that model (fingerprint {str(fingerprint)[:19]}…, recorded "
+        f"{str(meta.get('model_fingerprint'))[:19]}…); pass --model with the folder of the model the collection "
+        "was made with"
+    )
+
+
 def _is_path(identity: str) -> bool:
     return identity.startswith(("/", "\\")) or (len(identity) > 2 and identity[1] == ":" and identity[2] in "/\\")
 

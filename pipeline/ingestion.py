@@ -80,6 +80,7 @@ class IngestOptions:
     source_name: str | None = None  # recorded in each point's _source.name; default: the inputs (Source.default_name)
     sync: bool = False  # after a complete run, delete this source's points that no input row produced
     dry_run: bool = False  # read and compare only: count what would be embedded, updated and deleted; write nothing
+    max_reject_rate: float = 0.05  # a sync whose run rejected more than this fraction of its rows deletes nothing
 
 
 @dataclass
@@ -121,8 +122,10 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    taken_over: int = 0  # rows whose point was recorded under another source (they share ids)
     # Point ids of rows rejected this run whose id is known: a sync keeps their stored points.
     kept_ids: list[str] = field(default_factory=list, repr=False)
+    lost_files: list[str] = field(default_factory=list, repr=False)  # files not read in full
 
     @property
     def rows_per_second(self) -> float:
@@ -148,7 +151,7 @@ class IngestSummary:
 
     def to_dict(self, max_rejections: int = 1000) -> dict[str, Any]:
         data = asdict(self)
-        del data["kept_ids"]
+        del data["kept_ids"], data["lost_files"]
         data["rows_per_second"] = round(self.rows_per_second, 2)
         data["reject_rate"] = round(self.reject_rate, 6)
         data["rejected_by_stage"] = self.rejections_by_stage()
@@ -213,6 +216,8 @@ def ingest(
     try:
         _ingest(source, store, encoder, options, summary, on_progress, on_stage)
     except BaseException as error:
+        if isinstance(error, MmindexError) and not summary.read:
+            raise  # refused before reading a row (another model, id rule, the store's lock): no run to report
         summary.stopped_early("failed", str(error) or type(error).__name__)
         summary.seconds = time.perf_counter() - started
         if summary.read and not options.dry_run:  # a run refused before reading a row keeps the last rejects file
@@ -303,27 +308,30 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     meta = store.metadata() if store.exists() else None
     rule = id_rule(source)
     rule_change = None
+    renamed = False
     if meta is not None:
         spec.check_matches(store.spec(), store.collection)
         recorded = meta.get("id_rule")
-        if recorded is not None and recorded != rule:
+        if recorded is not None and recorded != rule and _renamed_id_column(source, store, recorded, rule):
+            renamed = True  # the same values under another column name: the same points
+        elif recorded is not None and recorded != rule:
             others = store.count({"must_not": source_filter(options.source_name)["must"]}) if options.sync else 0
             if not options.sync or others:
-                how = (f"{others:,} of its points come from other sources, so --sync cannot rebuild it; ingest "
-                       "into another --collection" if others else
-                       "run with the same rule, or rebuild it with --sync (points of the old rule are deleted, "
+                same = ("Run with the same rule (--id-col " + recorded["column"] + ")"
+                        if recorded.get("rule") == "column" else "Run with the same rule (no --id-col)")
+                how = (f"; --sync cannot rebuild it under the new rule, since {others:,} of its points come from "
+                       "other sources: ingest into another --collection" if others else
+                       ", or rebuild the collection under the new rule with --sync (its points are deleted and the "
                        "rows embedded again)")
                 raise CollectionMismatchError(
                     f"collection {store.collection!r} makes point ids {describe_id_rule(recorded)}; this run would "
-                    f"make them {describe_id_rule(rule)}, and every row would be stored twice. "
-                    + ("Pass --id-col " + recorded["column"] + ", or " if recorded.get("rule") == "column" else "")
-                    + how)
+                    f"make them {describe_id_rule(rule)}, so its rows would be stored a second time. {same}{how}")
             rule_change = rule
     if options.dry_run:
         return rule_change
     store.ensure_collection(spec)
     changes = _model_changes(meta or {}, encoder)
-    if meta is None or meta.get("id_rule") is None:
+    if meta is None or meta.get("id_rule") is None or renamed:
         changes["id_rule"] = rule
     sources = dict((meta or {}).get("sources", {}))
     if options.source_name not in sources:
@@ -335,6 +343,23 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
         store.create_payload_index(name, kind)
     store.begin_load()
     return rule_change
+
+
+def _renamed_id_column(source: Source, store: Store, recorded: dict, rule: dict, sample: int = 256) -> bool:
+    """Whether this run's id column holds the recorded one's values under a new name (a renamed column).
+
+    Decided on the first rows: if at least half of their ids are points already, the ids are the
+    same and nothing would be stored twice.
+    """
+    if recorded.get("rule") != "column" or rule.get("rule") != "column":
+        return False
+    for source_batch in source.batches(sample):
+        if source_batch.batch is None:
+            continue
+        keys = source_batch.batch.column(source.mapping.id).to_pylist()
+        ids = list(dict.fromkeys(point_id_from_key(k) for k in keys if id_problem(k) is None))
+        return bool(ids) and 2 * len(store.retrieve(ids)) >= len(ids)
+    return False
 
 
 def _model_changes(meta: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
@@ -360,11 +385,17 @@ def finish_source(store: Store, summary: IngestSummary, options: IngestOptions, 
     A run that skipped files or lost rows of a file did not see its whole source, so it
     counts and deletes nothing.
     """
-    incomplete = [f["file"] for f in summary.skipped_files] + sorted(run.lost_files)
+    incomplete = sorted(run.lost_files | {f["file"] for f in summary.skipped_files})
     if incomplete:
         if options.sync:
             summary.warnings.insert(0, f"--sync deleted nothing: {len(incomplete)} input file(s) could not be read "
                                        f"in full ({', '.join(incomplete[:3])}{' …' if len(incomplete) > 3 else ''})")
+        return
+    if options.sync and summary.read and summary.reject_rate > options.max_reject_rate:
+        summary.warnings.insert(0, f"--sync deleted nothing: {summary.rejected:,} of {summary.read:,} rows were "
+                                   f"rejected ({summary.reject_rate:.1%}, over --max-reject-rate "
+                                   f"{options.max_reject_rate:.1%}); an unreachable image store must not empty "
+                                   "the collection")
         return
     stale = stale_points(store, options.source_name, run) if store.exists() else []
     summary.stale = len(stale)
@@ -394,7 +425,7 @@ def source_filter(name: str) -> dict[str, Any]:
     return {"must": [{"key": "_source.name", "match": {"value": name}}]}
 
 
-def stale_points(store: Store, source_name: str, run: "_Run", page: int = 2048) -> list[str]:
+def stale_points(store: Store, source_name: str, run: "_Run", page: int = 8192) -> list[str]:
     """Ids of the points recorded under ``source_name`` that this run neither produced nor rejected."""
     stale = []
     offset = None
@@ -454,6 +485,7 @@ class _Run:
         # The point ids this run produced or kept, as 128-bit ints (a UUID string would take ~2x more).
         self.seen: set[int] = set()
         self.lost_files: set[str] = set()  # files whose rows could not all be read
+        self.owners: set[str] = set()  # other sources whose points rows of this run took over
         self.exists = store.exists() if options.dry_run else True
 
     def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
@@ -462,8 +494,6 @@ class _Run:
             if stop is not None and stop.is_set():
                 return
             tally, rows = read_batch(source, source_batch, model, self.options, self.too_long)
-            if source_batch.batch is None:
-                self.lost_files.add(source_batch.file)
             yield Job(seq, self.admit(tally, rows), source_batch.batch.num_rows if source_batch.batch else 0,
                       self.options.thumbnails)
 
@@ -472,6 +502,7 @@ class _Run:
         with self.summary_lock:
             _add_tally(self.summary, tally)
             self.seen.update(uuid.UUID(point_id).int for point_id in tally.kept_ids)
+            self.lost_files.update(tally.lost_files)
             repeated = self._count_duplicates(rows)
         return self._changed(rows, repeated)
 
@@ -523,8 +554,12 @@ class _Run:
                 stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
         todo, updates = [], []
         unchanged = 0
+        others: dict[str, int] = {}
         for row in rows:
             previous = stored.get(row.id)
+            owner = ((previous or {}).get(SOURCE_KEY) or {}).get("name")
+            if owner is not None and owner != self.options.source_name:
+                others[owner] = others.get(owner, 0) + 1
             if row.id in repeated or previous is None or previous.get(HASH_KEY) != row.hash:
                 todo.append(row)
                 continue
@@ -541,7 +576,20 @@ class _Run:
         with self.summary_lock:
             self.summary.unchanged += unchanged
             self.summary.payload_updated += len(updates)
+            for owner, count in others.items():
+                self._taken_over(owner, count)
         return todo
+
+    def _taken_over(self, owner: str, count: int) -> None:
+        """Rows whose ids another source's points have: the points move to this source (one warning per source)."""
+        first = self.summary.taken_over == 0 or owner not in self.owners
+        self.summary.taken_over += count
+        self.owners.add(owner)
+        if first:
+            self.summary.warnings.insert(0, (
+                f"rows of this source have the ids of points that source {owner!r} wrote; those points now belong "
+                f"to this source (and a --sync of {owner!r} will not delete them). Two sources whose id values "
+                "overlap overwrite each other's points: give them distinct ids, or separate collections"))
 
     def _payload_for(self, row: SourceRow, previous: dict[str, Any]) -> dict[str, Any] | None:
         """The payload a stored point with this row's content should have (None: the image does not decode).
@@ -602,6 +650,7 @@ def _add_tally(summary: IngestSummary, tally: IngestSummary) -> None:
 
 def _lost_rows(source_batch: SourceBatch, summary: IngestSummary) -> list[SourceRow]:
     """Account for a file skipped with skip_bad_files: its unreadable rows are rejected, one by one."""
+    summary.lost_files.append(source_batch.file)
     if source_batch.lost_rows is None:
         summary.skipped_files.append({"file": source_batch.file, "reason": source_batch.error})
         summary.warnings.append(f"{source_batch.file}: skipped, {source_batch.error}")

@@ -27,9 +27,15 @@ INT64_MIN = -(2**63)
 
 
 def point_id_from_key(key: Any) -> str:
-    """The point id for a row whose id column holds ``key``."""
+    """The point id for a row whose id column holds ``key``.
+
+    A whole float is its integer (``20.0`` and ``20`` are one id: pandas writes an integer id
+    column that has a null as float64); text and numbers with the same digits are one id too.
+    """
     if isinstance(key, bytes):
         key = key.hex()
+    elif isinstance(key, float) and key.is_integer():
+        key = int(key)
     return str(uuid.uuid5(ID_NAMESPACE, f"id:{key}"))
 
 

@@ -161,10 +161,11 @@ class Service:
             model.texts.observe = model.images.observe = observe
 
     def _load(self, meta: dict[str, Any] | None) -> Model:
-        from mmindex.pipeline.encoder import Encoder, model_to_load
+        from mmindex.pipeline.encoder import Encoder, encoder_for
 
-        model = Model(Encoder(model_to_load(meta, self.settings.model), device=self.settings.device), self.settings,
-                      self.observe)
+        encoder = (Encoder(self.settings.model, device=self.settings.device) if self.settings.model else
+                   encoder_for(meta, None, self.settings.store.collection, device=self.settings.device))
+        model = Model(encoder, self.settings, self.observe)
         self.models.append(model)
         return model
 

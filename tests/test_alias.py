@@ -204,3 +204,26 @@ def test_serve_follows_an_alias_switched_to_a_collection_of_another_model(tmp_pa
         assert (before, after) == ("tiny-clip", "clip-v2")
     finally:
         site.stop()
+
+
+def test_a_collection_and_its_alias_open_in_one_process(data_dir):
+    """serve may reach a collection by its name and by an alias: one shard, shared, not a lock error."""
+    direct = QdrantEdgeStore("v1", data_dir=data_dir)
+    direct.set_alias("live", "v1")
+    by_alias = QdrantEdgeStore("live", data_dir=data_dir)
+    probe = SearchRequest(vector=np.ones(DIM, np.float32).tolist(), limit=3)
+    assert direct.search(probe) and by_alias.search(probe)
+    by_alias.close()
+    assert direct.count() == 20  # the shard stays open for the store that still holds it
+    direct.close()
+
+
+def test_a_dangling_alias_says_where_it_points(run, data_dir):
+    import shutil
+
+    assert run("alias", "set", "gone", "v2", "--data-dir", data_dir).exit_code == 0
+    shutil.rmtree(data_dir / "v2")
+    listed = run("alias", "list", "--data-dir", data_dir)
+    assert "gone → v2  (missing: no such collection)" in listed.output
+    query = run("query", "x", "-c", "gone", "--data-dir", data_dir)
+    assert query.exit_code == 1 and "alias 'gone' points to collection 'v2', which does not exist" in query.output

@@ -164,7 +164,7 @@ def test_write_batches_are_sized_by_bytes():
     assert all(len(c) <= 9 for c in chunks) and len(chunks) >= 6
 
 
-def in_another_process(script: str) -> "subprocess.CompletedProcess":
+def in_another_process(script: str):
     """Run ``script`` in a fresh Python process (the embedded store locks per process)."""
     import subprocess
     import sys

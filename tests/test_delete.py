@@ -104,3 +104,18 @@ def test_cli_counts_asks_and_deletes(tmp_path, data, tiny_model):
     assert bad.exit_code == 1 and "Traceback" not in bad.output and "nope" in bad.output
     missing = runner.invoke(main, ["delete", "-c", "absent", "--data-dir", str(tmp_path / "store"), "--ids", "a"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_selector_mistakes_are_usage_errors(tmp_path, data, tiny_model, cli):
+    where = ["-c", "u", "--data-dir", tmp_path / "store"]
+    assert cli("ingest", data, *where, "--model", tiny_model, "-q", "--source", "s").exit_code == 0
+    nothing = cli("delete", *where)
+    assert nothing.exit_code == 2 and "name the points to delete" in nothing.output
+    everything = cli("delete", *where, "--filter-json", "{}", "--yes")
+    assert everything.exit_code == 1 and "matches every point" in everything.output
+    unknown = cli("delete", *where, "--source", "nope", "--yes")
+    assert unknown.exit_code == 0 and "0 point(s)" in unknown.output and "records 's'" in unknown.output
+
+
+def test_one_id_given_as_a_string_is_one_id(store, data):
+    assert delete(store, ids=rows(data)[0]["id"]) == 1 and store.count() == 19

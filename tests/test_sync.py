@@ -263,7 +263,8 @@ def test_rejected_rows_keep_their_points_and_unreadable_files_stop_the_sync(tmp_
     (data / "part-00001.parquet").write_bytes(b"PAR1 broken PAR1")  # …but a file cannot be read
     summary = stores.run(data, encoder, sync=True, skip_bad_files=True)
     assert summary.deleted == 0 and summary.stale is None and len(stores.points()) == 12
-    assert "--sync deleted nothing" in summary.warnings[0] and "part-00001.parquet" in summary.warnings[0]
+    assert "--sync deleted nothing: 1 input file(s)" in summary.warnings[0]
+    assert "part-00001.parquet" in summary.warnings[0]
 
 
 def test_dry_run_counts_and_writes_nothing(tmp_path, encoder, stores):
@@ -319,7 +320,7 @@ def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_mo
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = b""
     deadline = time.monotonic() + 120
-    while b"DELETED" not in seen and time.monotonic() < deadline:
+    while b"DELETED 2\n" not in seen and time.monotonic() < deadline:
         chunk = os.read(process.stderr.fileno(), 4096)
         if not chunk:
             break
@@ -400,7 +401,9 @@ def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sam
     refused = cli("ingest", str(data), *store_args, "--model", str(model), "-q")
     assert refused.exit_code == 1 and "the files differ" in refused.output
     query = cli("query", "a red circle", *store_args)
-    assert query.exit_code == 1 and "the files differ" in query.output
+    assert query.exit_code == 1 and "no longer that model" in query.output and "pass --model" in query.output
+    plain = cli("ingest", str(data), *store_args, "-q")  # no --model: the recorded folder changed
+    assert plain.exit_code == 1 and "no longer that model" in plain.output
     store = QdrantEdgeStore("w", data_dir=tmp_path / "store")
     assert store.count() == 4
     store.close()
@@ -422,3 +425,89 @@ def test_several_inputs_are_named_by_their_folder_and_sync_needs_a_source(tmp_pa
     rewrite(files[1], lambda rows: rows[:2])
     synced = stores.run(files, encoder, sync=True, source_name="shapes")
     assert (synced.deleted, synced.unchanged, len(stores.points())) == (2, 6, 6)
+
+
+# -- what a fresh review found ---------------------------------------------------------------------
+
+def test_sources_with_overlapping_ids_are_reported_as_taking_points_over(tmp_path, encoder, stores):
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_sample(one, rows=10, seed=23, width=32, height=32)
+    write_sample(two, rows=6, seed=24, width=32, height=32, start_index=7)  # ids 7..12: three shared
+    assert stores.run(one, encoder, source_name="one").taken_over == 0
+    second = stores.run(two, encoder, source_name="two")
+    assert second.taken_over == 3 and "source 'one'" in second.warnings[0] and "overlap" in second.warnings[0]
+    owners = [p.payload["_source"]["name"] for p in stores.points().values()]
+    assert (owners.count("one"), owners.count("two"), len(owners)) == (7, 6, 13)
+
+
+def test_a_sync_that_rejects_too_many_rows_deletes_nothing(tmp_path, encoder, stores):
+    """Content ids: rows whose images cannot be read have no id, so only the reject rate can tell
+    an unreachable image share from deleted rows."""
+    data = tmp_path / "d"
+    write_sample(data, rows=10, seed=25, width=32, height=32, image_kind="path")
+    drop_column(data, "id")
+    stores.run(data, encoder)
+    os.rename(data / "images", data / "images.off")
+    summary = stores.run(data, encoder, sync=True)
+    assert (summary.rejected, summary.deleted) == (10, 0) and len(stores.points()) == 10
+    assert "--sync deleted nothing: 10 of 10 rows were rejected" in summary.warnings[0]
+    os.rename(data / "images.off", data / "images")
+    rewrite(data / "part-00000.parquet", lambda rows: rows[:9])
+    assert stores.run(data, encoder, sync=True, max_reject_rate=0.0).deleted == 1
+
+
+def test_whole_float_ids_are_the_integer_ids(tmp_path, encoder, stores):
+    """pandas writes an integer id column with a null as float64; 20.0 and 20 must be one point."""
+    data = tmp_path / "d"
+    write_sample(data, rows=6, seed=26, width=32, height=32)
+    path = data / "part-00000.parquet"
+    table = pq.read_table(path)
+    floats = table.set_column(0, "id", pa.array([float(i) for i in range(6)], pa.float64()))
+    pq.write_table(floats, path)
+    stores.run(data, encoder)
+    pq.write_table(floats.set_column(0, "id", pa.array(range(6), pa.int64())), path)
+    again = stores.run(data, encoder)
+    assert (again.embedded, len(stores.points())) == (0, 6)
+    assert set(stores.points()) == {point_id_from_key(i) for i in range(6)}
+
+
+def test_a_renamed_id_column_keeps_its_points(tmp_path, encoder, stores):
+    data = tmp_path / "d"
+    write_sample(data, rows=8, seed=27, width=32, height=32)
+    stores.run(data, encoder, id_col="id")
+    path = data / "part-00000.parquet"
+    pq.write_table(pq.read_table(path).rename_columns(
+        ["sku" if n == "id" else n for n in pq.read_schema(path).names]), path)
+    renamed = stores.run(data, encoder, id_col="sku")
+    assert (renamed.embedded, len(stores.points())) == (0, 8)
+    store = stores.open()
+    assert store.metadata()["id_rule"] == {"rule": "column", "column": "sku"}
+
+
+def test_a_refused_run_is_one_line_not_a_failed_run(tmp_path, tiny_model, cli):
+    data = tmp_path / "d"
+    write_sample(data, rows=4, seed=28, width=32, height=32)
+    where = ["-c", "r", "--data-dir", tmp_path / "store"]
+    assert cli("ingest", data, *where, "--model", tiny_model, "-q").exit_code == 0
+    refused = cli("ingest", data, *where, "--id-col", "caption", "-q")
+    assert refused.exit_code == 1 and "FAILED" not in refused.output and "run the same command" not in refused.output
+    assert refused.output.count("\n") == 1 and "from column 'id'" in refused.output
+
+
+def test_lost_rows_of_a_file_stop_the_sync_in_every_engine(tmp_path, encoder):
+    """The Ray engine's writer counts through the same `_Run.admit`: a file whose rows could not
+    all be read must reach it through the batch's tally."""
+    from mmindex.pipeline.ingestion import IngestSummary, _Run, read_batch
+    from mmindex.pipeline.source import SourceBatch, open_source
+
+    data = tmp_path / "d"
+    write_sample(data, rows=4, seed=29, width=32, height=32)
+    source = open_source([str(data)])
+    store = QdrantEdgeStore("c", data_dir=tmp_path / "store")
+    run = _Run(store, IngestSummary("c"), IngestOptions(source_name="s"), None, None)
+    lost = SourceBatch(file="x.parquet", path="x.parquet", first_row=0, batch=None, error="corrupt row group",
+                       lost_rows=3)
+    tally, rows = read_batch(source, lost, "m", IngestOptions())
+    run.admit(tally, rows)
+    assert run.lost_files == {"x.parquet"} and run.summary.rejected == 3
+    store.close()
