@@ -163,6 +163,7 @@ class SearchRequest:
     offset: int = 0
     score_threshold: float | None = None
     with_vectors: bool = False
+    with_payload: bool = True  # False: ids and scores only (fusion fetches candidates this way)
     exact: bool = False  # brute force instead of HNSW (for checking recall)
     hnsw_ef: int | None = None  # search-time beam width; larger is slower and more exact
     oversampling: float = 2.0  # with quantization: candidates fetched per result, then rescored

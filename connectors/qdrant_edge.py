@@ -271,7 +271,7 @@ class QdrantEdgeStore(LayoutOnce):
             query=qe.Query.Nearest([float(x) for x in request.vector], using=request.using),
             filter=edge_filter(request.filter),
             score_threshold=request.score_threshold,
-            with_payload=True,
+            with_payload=request.with_payload,
             with_vector=request.with_vectors,
             params=qe.SearchParams(
                 hnsw_ef=request.hnsw_ef, exact=request.exact,

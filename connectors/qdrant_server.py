@@ -296,7 +296,7 @@ class QdrantServerStore(LayoutOnce):
             offset=request.offset or None,
             score_threshold=request.score_threshold,
             search_params=None if self.local else params,
-            with_payload=True,
+            with_payload=request.with_payload,
             with_vectors=request.with_vectors,
         )
         return [ScoredPoint.from_engine(p, request.with_vectors) for p in response.points]

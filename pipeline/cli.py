@@ -996,8 +996,10 @@ def init_model(output, size, texts_from, seed):
 
 
 SERVE_SECTIONS = [
-    ("Service", ["collection", "model", "device", "host", "port", "image_root", "log_level", "dry_run"]),
-    ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes"]),
+    ("Service", ["collection", "allow_collection", "model", "device", "host", "port", "image_root", "log_level",
+                 "dry_run"]),
+    ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_window",
+                           "store_timeout"]),
     ("Query batching", ["batch_window_ms", "max_batch"]),
     STORE_SECTION,
 ]
@@ -1015,8 +1017,17 @@ SERVE_SECTIONS = [
               help="Require this key (Authorization: Bearer KEY, or X-API-Key) on every route but /healthz, /readyz "
                    "and the page. Env: MMINDEX_SERVE_API_KEY. (--api-key is the Qdrant server's key.)")
 @click.option("--cors-origin", multiple=True, help="Origin allowed to call the API from a browser (repeatable).")
+@click.option("--allow-collection", multiple=True, metavar="NAME",
+              help="Another collection clients may name in `collection` (repeatable); -c is always served. Any "
+                   "other name is 404 and never opened.")
 @click.option("--max-body-bytes", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
-              help="Largest request body (413 above it).")
+              help="Largest request body, counted as it arrives whatever the transfer encoding (413 above it).")
+@click.option("--max-query-pixels", default=16_777_216, show_default=True, type=click.IntRange(1),
+              help="Largest query image in pixels, read from its header before decoding (400 above it).")
+@click.option("--max-window", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Most results one can page through: offset + limit (target both fuses this many per vector).")
+@click.option("--store-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds a store call may take before the request gets 503.")
 @click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long concurrent encode requests wait to share one forward pass.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
@@ -1029,8 +1040,8 @@ SERVE_SECTIONS = [
 @click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
-def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body_bytes, batch_window_ms, max_batch,
-          image_root, log_level, dry_run):
+def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
+          max_query_pixels, max_window, store_timeout, batch_window_ms, max_batch, image_root, log_level, dry_run):
     """Serve search and embedding over HTTP, with a search page at /.
 
     \b
@@ -1047,21 +1058,30 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, max_body
     """
     from mmindex.pipeline.config import mask
 
+    if store.api_key and not store.url:
+        raise click.UsageError("--api-key (or QDRANT_API_KEY) is the Qdrant server's key, and this service uses the "
+                               "embedded store, so it would protect nothing; to require a key from clients use "
+                               "--serve-api-key (or MMINDEX_SERVE_API_KEY)")
     root = _image_root(image_root) if image_root and not dry_run else image_root
     if dry_run:
         click.echo(json.dumps({
             "command": "serve", "store": store.to_dict(), "model": model, "device": device, "host": host, "port": port,
             "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
             "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
-            "image_root": image_root,
+            "image_root": image_root, "allow_collection": list(allow_collection), "max_query_pixels": max_query_pixels,
+            "max_window": max_window, "store_timeout": store_timeout,
         }))
         return
-    try:
-        from mmindex.pipeline.serve import ServeSettings, run
-    except ImportError as error:
-        raise click.ClickException(f"mmindex serve needs its extra: pip install 'mmindex[serve]' ({error})")
-    settings = ServeSettings(store=store, model=model, device=device, api_key=serve_api_key,
-                             cors_origins=tuple(cors_origin), max_body_bytes=max_body_bytes,
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise click.ClickException("mmindex serve needs its extra: pip install 'mmindex[serve]'")
+    from mmindex.pipeline.serve import Limits, ServeSettings, run
+
+    limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
+                    store_timeout=store_timeout)
+    settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, device=device,
+                             api_key=serve_api_key, cors_origins=tuple(cors_origin), limits=limits,
                              batch_window_ms=batch_window_ms, max_batch=max_batch, image_root=root)
     run(settings, host, port, log_level)
 

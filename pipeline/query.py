@@ -52,6 +52,10 @@ def load_filter_json(text: str | None) -> dict[str, Any] | None:
     return validate_filter(value, "--filter-json")
 
 
+RRF_K = 60
+FUSION_DEPTH = 1000  # candidates per vector that target "both" fuses
+
+
 def search(
     store: Store,
     vector: Sequence[float],
@@ -64,12 +68,16 @@ def search(
     exact: bool = False,
     hnsw_ef: int | None = None,
     oversampling: float = 2.0,
+    fusion_depth: int = FUSION_DEPTH,
 ) -> list[Hit]:
     """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered.
 
     ``target`` is ``image``, ``text``, or ``both``: both vector sets are searched and the two
-    rankings fused by reciprocal rank fusion (score = Σ 1 / (60 + rank)), so a point that is
-    near as an image *and* as a caption comes first. ``exact`` searches by brute force (to
+    rankings fused by reciprocal rank fusion (score = Σ 1 / (60 + rank); Cormack, Clarke and
+    Büttcher, SIGIR 2009), so a point that is near as an image *and* as a caption comes first.
+    Fusion ranks the top ``fusion_depth`` candidates of each list whatever the page, so pages
+    are slices of one ranking (page 2 of 10 is hits 11–20 of a limit-20 search);
+    ``offset + limit`` must not exceed it (FilterError). ``exact`` searches by brute force (to
     check the index's recall); ``hnsw_ef`` widens the index search; on a quantized
     collection ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
     """
@@ -81,17 +89,21 @@ def search(
     query_filter = combine_filters(parse_where(where, spec.payload_types) if where else None,
                                    validate_filter(filter_json, "filter") if filter_json is not None else None)
 
-    def request(using: str, size: int, skip: int) -> SearchRequest:
+    def request(using: str, size: int, skip: int, payload: bool = True) -> SearchRequest:
         return SearchRequest(vector=vector, using=using, filter=query_filter, limit=size, offset=skip,
-                             score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
+                             score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling,
+                             with_payload=payload)
 
     if target != "both":
-        return [_hit(point) for point in store.search(request(target, limit, offset))]
-    rankings = [store.search(request(using, offset + limit, 0)) for using in ("image", "text")]
-    return fuse(rankings)[offset:offset + limit]
+        return [_hit(p.id, p.score, p.payload) for p in store.search(request(target, limit, offset))]
+    if offset + limit > fusion_depth:
+        raise FilterError(f"target both ranks the top {fusion_depth:,} candidates of each vector: offset + limit "
+                          f"({offset + limit:,}) must be at most {fusion_depth:,}")
+    rankings = [store.search(request(using, fusion_depth, 0, payload=False)) for using in ("image", "text")]
+    page = fuse(rankings)[offset:offset + limit]
+    payloads = {p.id: p.payload for p in store.retrieve([hit.id for hit in page])} if page else {}
+    return [_with_payload(hit, payloads.get(hit.id, {})) for hit in page]
 
-
-RRF_K = 60
 TARGETS = ("image", "text", "both")
 
 
@@ -106,16 +118,21 @@ def fuse(rankings: Sequence[Sequence[Any]]) -> list[Hit]:
     ordered = sorted(scores, key=lambda pid: (-scores[pid], pid))
     hits = []
     for point_id in ordered:
-        hit = _hit(points[point_id])
+        hit = _hit(point_id, 0.0, points[point_id].payload)
         hit.score = round(scores[point_id], 6)
         hits.append(hit)
     return hits
 
 
-def _hit(point) -> Hit:
-    payload = dict(point.payload)
+def _with_payload(hit: Hit, payload: dict[str, Any]) -> Hit:
+    """A fused hit (found without its payload) with the payload read by id."""
+    return _hit(hit.id, hit.score, payload)
+
+
+def _hit(point_id: str, score: float, payload: dict[str, Any] | None) -> Hit:
+    payload = dict(payload or {})
     payload.pop("_hash", None)
     has_thumbnail = payload.pop("_thumbnail", None) is not None
     source = payload.pop("_source", None) or {}
     caption = payload.pop("caption", None)
-    return Hit(point.id, point.score, caption, payload, source, has_thumbnail)
+    return Hit(point_id, score, caption, payload, source, has_thumbnail)
