@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import threading
 import subprocess
 import sys
 import time
@@ -266,3 +267,55 @@ def test_normal_queries_stay_fast_while_abusive_requests_are_in_flight(site):
         assert loaded_ms / 1000 <= 5 * idle_p99 + 0.25, (name, loaded_ms, idle_p99)
         assert statuses and (statuses == [200] if name in allowed else all(400 <= s < 500 for s in statuses)), name
     assert grown < 300
+
+
+def test_a_slow_store_never_holds_the_event_loop(tmp_path, tiny_model):
+    """Every store call runs in the store pool with --store-timeout: while eight searches wait on a
+    store that takes 3 s per search, /healthz answers at once and each search gets 503 after 1 s."""
+    import uvicorn
+
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.pipeline.config import StoreSettings
+    from mmindex.pipeline.serve import Limits, ServeSettings, create_app
+    from serving import free_port
+
+    data, store = tmp_path / "data", tmp_path / "store"
+    write_sample(data, rows=8, seed=7, width=32, height=32)
+    assert CliRunner().invoke(main, ["ingest", str(data), "-c", "slow", "--data-dir", str(store), "--model",
+                                     tiny_model, "--device", "cpu", "-q"]).exit_code == 0
+    settings = ServeSettings(store=StoreSettings(collection="slow", data_dir=str(store)), device="cpu",
+                             limits=Limits(store_timeout=1.0))
+    app = create_app(settings)
+    real_search = QdrantEdgeStore.search
+
+    def slow_search(self, request):
+        time.sleep(3)
+        return real_search(self, request)
+
+    QdrantEdgeStore.search = slow_search
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answers: list[httpx.Response] = []
+        searches = [threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/search", json={"text": "a red circle"}, timeout=30))) for _ in range(8)]
+        for search in searches:
+            search.start()
+        time.sleep(0.3)
+        started = time.perf_counter()
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert time.perf_counter() - started < 0.2
+        for search in searches:
+            search.join()
+        assert [r.status_code for r in answers] == [503] * 8
+        assert {r.json()["error"]["code"] for r in answers} == {"store_timeout"}
+    finally:
+        QdrantEdgeStore.search = real_search
+        server.should_exit = True
+        thread.join(timeout=30)
