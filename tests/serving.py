@@ -56,3 +56,21 @@ def start(data_dir: Path, collection: str, model: str | None, *extra: str, log: 
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"mmindex serve did not start in 90 s: {log.read_text()[-2000:]}")
+
+
+def ingest_sample(base: Path, model: str, collections: tuple[str, ...] = ("shapes",), rows: int = 48,
+                  seed: int = 3, width: int = 48, height: int = 40, image_kind: str = "path",
+                  thumbnails: int = 64) -> tuple[Path, Path]:
+    """Sample Parquet under ``base/data``, ingested into each collection under ``base/store``."""
+    from click.testing import CliRunner
+
+    from mmindex.pipeline.cli import main
+    from mmindex.pipeline.sample import write_sample
+
+    data, store = base / "data", base / "store"
+    write_sample(data, rows=rows, seed=seed, width=width, height=height, image_kind=image_kind)
+    for name in collections:
+        result = CliRunner().invoke(main, ["ingest", str(data), "-c", name, "--data-dir", str(store), "--model",
+                                           model, "--device", "cpu", "--thumbnails", str(thumbnails), "-q"])
+        assert result.exit_code == 0, result.output
+    return data, store

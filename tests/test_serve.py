@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.sample import write_sample
-from serving import start
+from serving import ingest_sample, start
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")
 QUERY = "a blue triangle"
@@ -25,13 +24,8 @@ KEY = "test-key-123"
 def site(tmp_path_factory, tiny_model):
     """Two live services over the same data: one open, one with an API key and a small body limit."""
     base = tmp_path_factory.mktemp("serve")
-    data = base / "data"
-    write_sample(data, rows=48, seed=3, width=48, height=40, image_kind="path")
-    store = base / "store"
+    data, store = ingest_sample(base, tiny_model)
     run = CliRunner()
-    result = run.invoke(main, ["ingest", str(data), "-c", "shapes", "--data-dir", str(store), "--model", tiny_model,
-                               "--device", "cpu", "--thumbnails", "64", "-q"])
-    assert result.exit_code == 0, result.output
     cli = run.invoke(main, ["query", QUERY, "-c", "shapes", "--data-dir", str(store), "--where", "year >= 2020",
                             "--limit", "5", "--json", "--device", "cpu"])
     expected = [json.loads(line) for line in cli.output.splitlines()]

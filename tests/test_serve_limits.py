@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
 from mmindex.pipeline.sample import write_sample
-from serving import ROOT, start
+from serving import ROOT, ingest_sample, start
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")
 KEY = "limits-key-1"
@@ -31,13 +31,8 @@ AUTH = {"X-API-Key": KEY}
 def site(tmp_path_factory, tiny_model):
     """A service with a key over "shapes" and "a+b"; "private" exists in the store but is not served."""
     base = tmp_path_factory.mktemp("limits")
-    data = base / "data"
-    write_sample(data, rows=120, seed=4, width=40, height=40, image_kind="path")
-    store = base / "store"
-    for name in ("shapes", "a+b", "private"):
-        result = CliRunner().invoke(main, ["ingest", str(data), "-c", name, "--data-dir", str(store), "--model",
-                                           tiny_model, "--device", "cpu", "--thumbnails", "32", "-q"])
-        assert result.exit_code == 0, result.output
+    data, store = ingest_sample(base, tiny_model, ("shapes", "a+b", "private"), rows=120, seed=4, width=40,
+                                height=40, thumbnails=32)
     served = start(store, "shapes", tiny_model, "--serve-api-key", KEY, "--allow-collection", "a+b",
                    "--image-root", str(data), log=base / "serve.log")
     yield {"url": served.url, "store": store, "data": data, "model": tiny_model, "process": served.process}

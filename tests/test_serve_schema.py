@@ -30,18 +30,11 @@ def test_every_operation_survives_generated_requests(live_site):
 
 @pytest.fixture(scope="module")
 def keyed_site(tmp_path_factory, tiny_model):
-    from click.testing import CliRunner
-
-    from mmindex.pipeline.cli import main
-    from mmindex.pipeline.sample import write_sample
-    from serving import start
+    from serving import ingest_sample, start
 
     base = tmp_path_factory.mktemp("schema-keyed")
-    write_sample(base / "data", rows=40, seed=6, width=40, height=40)
-    result = CliRunner().invoke(main, ["ingest", str(base / "data"), "-c", "shapes", "--data-dir", str(base / "store"),
-                                       "--model", tiny_model, "--device", "cpu", "--thumbnails", "32", "-q"])
-    assert result.exit_code == 0, result.output
-    served = start(base / "store", "shapes", tiny_model, "--serve-api-key", "schema-key", log=base / "serve.log")
+    _, store = ingest_sample(base, tiny_model, rows=40, seed=6, width=40, height=40, image_kind="bytes", thumbnails=32)
+    served = start(store, "shapes", tiny_model, "--serve-api-key", "schema-key", log=base / "serve.log")
     yield served
     served.stop()
 
