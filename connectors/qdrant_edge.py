@@ -416,7 +416,13 @@ class QdrantEdgeStore(LayoutOnce):
         path = self.folder / METADATA_FILE
         if not path.is_file():
             return None
-        return json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read {path}: {error}") from error
+        if not isinstance(meta, dict) or "model" not in meta or "dim" not in meta:
+            raise StoreError(f"{path} is not a collection record of mmindex (no model or vector size in it)")
+        return meta
 
     def _save_metadata(self, meta: dict[str, Any]) -> None:
         tmp = self.folder / (METADATA_FILE + ".tmp")

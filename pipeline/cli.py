@@ -999,7 +999,7 @@ SERVE_SECTIONS = [
     ("Service", ["collection", "allow_collection", "model", "device", "host", "port", "image_root", "log_level",
                  "dry_run"]),
     ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_window",
-                           "store_timeout"]),
+                           "store_timeout", "max_connections"]),
     ("Query batching", ["batch_window_ms", "max_batch"]),
     STORE_SECTION,
 ]
@@ -1028,6 +1028,8 @@ SERVE_SECTIONS = [
               help="Most results one can page through: offset + limit (target both fuses this many per vector).")
 @click.option("--store-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a store call may take before the request gets 503.")
+@click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1),
+              help="Connections open at once; past it new ones get 503.")
 @click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long concurrent encode requests wait to share one forward pass.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
@@ -1041,7 +1043,8 @@ SERVE_SECTIONS = [
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
 def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
-          max_query_pixels, max_window, store_timeout, batch_window_ms, max_batch, image_root, log_level, dry_run):
+          max_query_pixels, max_window, store_timeout, max_connections, batch_window_ms, max_batch, image_root,
+          log_level, dry_run):
     """Serve search and embedding over HTTP, with a search page at /.
 
     \b
@@ -1062,6 +1065,9 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_co
         raise click.UsageError("--api-key (or QDRANT_API_KEY) is the Qdrant server's key, and this service uses the "
                                "embedded store, so it would protect nothing; to require a key from clients use "
                                "--serve-api-key (or MMINDEX_SERVE_API_KEY)")
+    if serve_api_key is not None and not serve_api_key.strip():
+        raise click.UsageError("--serve-api-key (or MMINDEX_SERVE_API_KEY) is empty, which would leave the service "
+                               "open; give a key, or leave the option out")
     root = _image_root(image_root) if image_root and not dry_run else image_root
     if dry_run:
         click.echo(json.dumps({
@@ -1069,7 +1075,7 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_co
             "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
             "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
             "image_root": image_root, "allow_collection": list(allow_collection), "max_query_pixels": max_query_pixels,
-            "max_window": max_window, "store_timeout": store_timeout,
+            "max_window": max_window, "store_timeout": store_timeout, "max_connections": max_connections,
         }))
         return
     import importlib.util
@@ -1083,7 +1089,7 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_co
     settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, device=device,
                              api_key=serve_api_key, cors_origins=tuple(cors_origin), limits=limits,
                              batch_window_ms=batch_window_ms, max_batch=max_batch, image_root=root)
-    run(settings, host, port, log_level)
+    run(settings, host, port, log_level, max_connections)
 
 
 @main.group("config")

@@ -95,7 +95,12 @@ def search(
                              with_payload=payload)
 
     if target != "both":
-        return [_hit(p.id, p.score, p.payload) for p in store.search(request(target, limit, offset))]
+        # Candidates by score, then by id among equal scores: pages are slices of one ranking even
+        # where scores tie (the engine breaks ties its own way, which can differ from page to page).
+        ranked = sorted(store.search(request(target, offset + limit, 0, payload=False)), key=lambda p: (-p.score, p.id))
+        page = ranked[offset:offset + limit]
+        payloads = {p.id: p.payload for p in store.retrieve([p.id for p in page])} if page else {}
+        return [_hit(p.id, p.score, payloads.get(p.id, {})) for p in page]
     if offset + limit > fusion_depth:
         raise FilterError(f"target both ranks the top {fusion_depth:,} candidates of each vector: offset + limit "
                           f"({offset + limit:,}) must be at most {fusion_depth:,}")

@@ -42,7 +42,9 @@ class Limits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_text_chars: int = 2_000  # a CLIP reads 77 tokens (~300 characters); longer is cut by the model anyway
     max_filter_chars: int = 4_000  # a where expression, or a raw filter as JSON text
-    max_filter_depth: int = 8  # nesting of a raw filter's must/should/must_not
+    max_filter_depth: int = 8  # nesting of must/should/must_not (a where expression's parentheses compile to it)
+    max_filter_conditions: int = 64  # the store checks each one on every candidate point
+    body_timeout: float = 30.0  # seconds to receive a request body before 408
     max_embed_texts: int = 64
     max_embed_images: int = 16
     max_query_pixels: int = 16_777_216  # 4096 × 4096; ingest's --max-pixels is 89 M
@@ -164,7 +166,11 @@ class Service:
         # Store calls may block for as long as the server takes; they get their own threads, so a
         # slow store never holds back decoding or the event loop.
         self.store_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mmindex-store")
+        # Query images and /embed images decode in pools of their own: /embed never delays a search.
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmindex-decode")
+        self.bulk_decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmindex-decode-embed")
+        for name in settings.allowed[1:]:
+            self.lookup(name)  # a name no collection can have is refused now, not on each request
         store, spec = self.lookup(settings.store.collection)
         self.current = self._load(store.metadata() if spec else None)
 
@@ -189,9 +195,10 @@ class Service:
             raise ApiError(503, "store_timeout", f"the vector store did not answer within "
                                                  f"{self.settings.limits.store_timeout:g} s") from None
 
-    async def decode(self, function, *args):
-        """Run image decoding in its own small pool (CPU-bound, bounded in pixels)."""
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, functools.partial(function, *args))
+    async def decode(self, function, *args, bulk: bool = False):
+        """Run image decoding in its own small pool (CPU-bound, bounded in pixels); /embed's in another."""
+        pool = self.bulk_decode_pool if bulk else self.decode_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
     def _load(self, meta: dict[str, Any] | None) -> Model:
         from mmindex.pipeline.encoder import Encoder, encoder_for
@@ -250,8 +257,8 @@ class Service:
     def close(self) -> None:
         for model in self.models:
             model.close()
-        self.store_pool.shutdown(wait=False, cancel_futures=True)
-        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.store_pool, self.decode_pool, self.bulk_decode_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
         for store in self.stores.values():
             try:
                 store.close()
@@ -289,18 +296,20 @@ def create_app(settings: ServeSettings, service: Service | None = None):
     app.include_router(serve_api.router)
     # Outermost first: CORS (so preflights and errors carry its headers), then the guard.
     app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes, api_key=settings.api_key,
-                       observe=metrics.request)
+                       observe=metrics.request, body_timeout=settings.limits.body_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
     return app
 
 
-def run(settings: ServeSettings, host: str, port: int, log_level: str = "info") -> None:
+def run(settings: ServeSettings, host: str, port: int, log_level: str = "info", max_connections: int = 256) -> None:
+    """Serve on ``host:port``; past ``max_connections`` open at once, new ones get 503 (uvicorn's limit)."""
     import uvicorn
 
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                limit_concurrency=max_connections, timeout_keep_alive=5)
 
 
 def _version() -> str:

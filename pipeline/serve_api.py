@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmindex.pipeline.errors import CollectionMismatchError, FilterError, InputError, MmindexError, StoreError
@@ -56,7 +56,12 @@ class Metrics:
 
 # -- request and answer models ----------------------------------------------------------------
 
+WINDOW_CEILING = 100_000  # the request models' bound; --max-window (default 1,000) is checked in the route
+
+
 class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     text: str | None = Field(None, max_length=LIMITS.max_text_chars, description="Query text (or give image).")
     image: str | None = Field(None, description="Query image, base64-encoded bytes (JPEG, PNG, WebP, …).")
     target: Literal["image", "text", "both"] = Field(
@@ -64,10 +69,13 @@ class SearchBody(BaseModel):
     filter: str | dict[str, Any] | None = Field(
         None, description="A where expression (\"year >= 2020 and color in (red, blue)\") or a raw Qdrant filter; "
                           f"at most {LIMITS.max_filter_chars:,} characters (a raw one as JSON).")
-    limit: int = Field(10, ge=1, le=LIMITS.max_window)
-    offset: int = Field(0, ge=0, le=LIMITS.max_window,
-                        description=f"offset + limit is at most {LIMITS.max_window:,} (pages of one ranking).")
-    score_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    limit: int = Field(10, ge=1, le=WINDOW_CEILING)
+    offset: int = Field(0, ge=0, le=WINDOW_CEILING,
+                        description="offset + limit is at most the service's --max-window (default 1,000); pages "
+                                    "are slices of one ranking.")
+    score_threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                          description="Cosine score below which hits are dropped (not with target both, "
+                                                      "whose scores are fused ranks).")
     collection: str | None = Field(None, max_length=255, description="Default: the service's collection.")
     like: str | None = Field(None, max_length=64,
                              description="A point id: search with that point's image vector (more like this).")
@@ -91,6 +99,8 @@ class SearchAnswer(BaseModel):
 
 
 class EmbedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     texts: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_texts)
     images: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_images,
                               description="base64-encoded image bytes")
@@ -129,6 +139,9 @@ async def search_route(body: SearchBody, request: Request):
         raise ApiError(400, "bad_request", "give exactly one of text, image or like")
     check_window(body.offset, body.limit, settings.limits)
     check_filter(body.filter, settings.limits)
+    if body.target == "both" and body.score_threshold is not None:
+        raise ApiError(400, "bad_request", "score_threshold compares one vector's cosine score; with target both the "
+                                           "scores are fused ranks: search image or text to use it")
     image = None
     if body.image is not None:
         image = await service.decode(decode_base64_image, body.image, "image", settings.limits.max_query_pixels)
@@ -141,21 +154,15 @@ async def search_route(body: SearchBody, request: Request):
 async def search_upload(request: Request, image: UploadFile = File(...),
                         target: Literal["image", "text", "both"] = Form("image"),
                         filter: str | None = Form(None, max_length=LIMITS.max_filter_chars),
-                        limit: int = Form(10, ge=1, le=LIMITS.max_window),
-                        offset: int = Form(0, ge=0, le=LIMITS.max_window),
+                        limit: int = Form(10, ge=1, le=WINDOW_CEILING),
+                        offset: int = Form(0, ge=0, le=WINDOW_CEILING),
                         collection: str | None = Form(None, max_length=255)):
     service, settings, _ = _context(request)
     check_window(offset, limit, settings.limits)
     raw = await image.read(settings.limits.max_body_bytes + 1)  # the guard bounded the whole body already
     decoded = await service.decode(decode_bytes, raw, "image", settings.limits.max_query_pixels)
-    parsed_filter: str | dict | None = filter
-    if filter and filter.strip().startswith("{"):
-        try:
-            parsed_filter = json.loads(filter)
-        except ValueError as failure:
-            raise ApiError(400, "bad_filter", f"filter is not valid JSON: {failure}") from None
-    check_filter(parsed_filter, settings.limits)
-    return await run_search(request, None, decoded, target, parsed_filter or None, limit, offset, None, collection)
+    check_filter(filter, settings.limits)
+    return await run_search(request, None, decoded, target, filter or None, limit, offset, None, collection)
 
 
 @router.post("/embed", response_model=EmbedAnswer, responses=ERRORS, summary="Texts and images to vectors")
@@ -168,7 +175,7 @@ async def embed_route(body: EmbedBody, request: Request):
         if len(text) > limits.max_text_chars:
             raise ApiError(400, "text_too_long", f"texts[{index}] has {len(text):,} characters; at most "
                                                  f"{limits.max_text_chars:,} (a CLIP reads about 300)")
-    images = [await service.decode(decode_base64_image, data, f"images[{i}]", limits.max_query_pixels)
+    images = [await service.decode(decode_base64_image, data, f"images[{i}]", limits.max_query_pixels, bulk=True)
               for i, data in enumerate(body.images)]
     model = service.current
     text_futures = model.bulk_texts.submit(body.texts) if body.texts else []
@@ -258,9 +265,8 @@ async def run_search(request: Request, text, image, target, filter_value, limit,
     else:
         vector = await encode_query(text, image, model, metrics)
     encoded = time.perf_counter()
-    where = filter_value if isinstance(filter_value, str) else None
-    raw = filter_value if isinstance(filter_value, dict) else None
-    hits = await service.call(functools.partial(search, store, vector, target, where, raw, limit, offset,
+    compiled = await service.call(compile_filter, store, filter_value, settings.limits)
+    hits = await service.call(functools.partial(search, store, vector, target, None, compiled, limit, offset,
                                                 score_threshold, fusion_depth=settings.limits.max_window))
     done = time.perf_counter()
     metrics.search.observe(done - encoded)
@@ -295,6 +301,30 @@ def check_window(offset: int, limit: int, limits: Limits) -> None:
     if offset + limit > limits.max_window:
         raise ApiError(400, "window_too_large", f"offset + limit is {offset + limit:,}; at most "
                                                 f"{limits.max_window:,} results can be paged through")
+
+
+def compile_filter(store, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
+    """A where expression or raw filter (JSON text or object) → a checked Qdrant filter, bounded in shape.
+
+    Raises FilterError (400) for an invalid filter, or one nested deeper or with more
+    conditions than the limits allow: the store evaluates each condition on every candidate.
+    """
+    from mmindex.pipeline.where import check_filter_shape, parse_where, validate_filter
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError as failure:
+            raise FilterError(f"filter is not valid JSON: {failure}") from None
+    if isinstance(value, str):
+        spec = store.spec()
+        compiled = parse_where(value, spec.payload_types if spec else None)
+    else:
+        compiled = validate_filter(value, "filter")
+    check_filter_shape(compiled, "filter", limits.max_filter_depth, limits.max_filter_conditions)
+    return compiled
 
 
 def check_filter(value: Any, limits: Limits) -> None:

@@ -7,6 +7,7 @@ one byte over, and the caller gets 413 without the app ever seeing the request.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Any, Callable
 log = logging.getLogger("mmindex.serve")
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/", "/favicon.ico")
+BODY_ROUTES = ("/search", "/search/upload", "/embed")  # the only routes that read a body
 KNOWN_ROUTES = ("/search", "/search/upload", "/embed", "/healthz", "/readyz", "/metrics", "/")
 
 
@@ -44,8 +46,10 @@ class Guard:
     ``observe(route, status, seconds)`` records each request.
     """
 
-    def __init__(self, app, max_body_bytes: int, api_key: str | None, observe: Callable[[str, int, float], None]):
+    def __init__(self, app, max_body_bytes: int, api_key: str | None, observe: Callable[[str, int, float], None],
+                 body_timeout: float = 30.0):
         self.app, self.max_body_bytes, self.api_key, self.observe = app, max_body_bytes, api_key, observe
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -73,15 +77,23 @@ class Guard:
                 and not authorised(headers, self.api_key):
             return await reply(send, 401, "unauthorized",
                                "missing or wrong API key (Authorization: Bearer KEY or X-API-Key)")
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                return await reply(send, 413, "body_too_large", self._too_large())
+        if scope.get("method") != "POST" or scope["path"] not in BODY_ROUTES:
+            return await self._call(scope, receive, send)  # no route here reads a body: none is buffered
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_body_bytes:
+                        return await reply(send, 413, "body_too_large", self._too_large())
+        except TimeoutError:
+            return await reply(send, 408, "body_timeout", f"the request body did not arrive within "
+                                                          f"{self.body_timeout:g} s")
         sent = False
 
         async def replay():
@@ -91,6 +103,9 @@ class Guard:
             sent = True
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
+        await self._call(scope, replay, send)
+
+    async def _call(self, scope, receive, send):
         started = {"done": False}
 
         async def tracked(message):
@@ -99,7 +114,7 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, replay, tracked)
+            await self.app(scope, receive, tracked)
         except Exception as failure:  # noqa: BLE001 - never a bare 500 page, never a traceback to the caller
             log.exception("request %s %s failed", scope.get("method"), route_of(scope["path"]))
             if not started["done"]:

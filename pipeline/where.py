@@ -107,11 +107,55 @@ def parse_where(expression: str | None, field_types: dict[str, str] | None = Non
     if expression is None or not expression.strip():
         return None
     parser = _Parser(tokenize(expression), field_types, expression)
-    result = parser.disjunction()
+    try:
+        result = parser.disjunction()
+    except RecursionError:
+        raise FilterError("the where expression nests too deeply (parentheses or 'not')") from None
     if parser.position != len(parser.tokens):
         token = parser.tokens[parser.position]
         raise FilterError(f"expected 'and' or 'or' after a condition, found {token.text!r} in: {expression}")
-    return result if _looks_like_filter(result) else {"must": [result]}
+    compiled = result if _looks_like_filter(result) else {"must": [result]}
+    check_filter_shape(compiled, "the where expression", max_depth=32, max_conditions=None)
+    return compiled
+
+
+def check_filter_shape(spec: Any, origin: str = "filter", max_depth: int = 8,
+                       max_conditions: int | None = 64) -> None:
+    """Refuse a filter (Qdrant JSON form) nested deeper than ``max_depth`` or with more conditions.
+
+    The store evaluates every condition for every candidate point, so a filter's cost grows
+    with its size times the collection's; these bounds keep one query's cost bounded.
+    Raises ``FilterError``.
+    """
+    conditions = 0
+
+    def walk(value: Any, depth: int) -> None:
+        nonlocal conditions
+        if depth > max_depth:
+            raise FilterError(f"{origin} nests deeper than {max_depth} levels of must/should/must_not")
+        if isinstance(value, dict):
+            clauses = [value[k] for k in ("must", "should", "must_not") if k in value]
+            if isinstance(value.get("min_should"), dict):
+                clauses.append(value["min_should"].get("conditions"))
+            if not clauses and ("key" in value or "has_id" in value or "is_empty" in value or "is_null" in value
+                                or "nested" in value):
+                conditions += 1
+                if max_conditions is not None and conditions > max_conditions:
+                    raise FilterError(f"{origin} has more than {max_conditions} conditions")
+                nested = value.get("nested")
+                if isinstance(nested, dict):
+                    walk(nested.get("filter"), depth + 1)
+                return
+            for clause in clauses:
+                walk(clause, depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, depth)
+
+    try:
+        walk(spec, 0)
+    except RecursionError:
+        raise FilterError(f"{origin} nests too deeply") from None
 
 
 class _Parser:
@@ -455,6 +499,7 @@ def validate_filter(spec: Any, origin: str = "--filter-json") -> dict[str, Any] 
     from pydantic import ValidationError
     from qdrant_client.http import models
 
+    check_filter_shape(spec, origin, max_depth=32, max_conditions=None)
     _check_values(spec, origin, "")
     try:
         models.Filter.model_validate(spec)

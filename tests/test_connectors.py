@@ -276,3 +276,15 @@ def test_parallel_writes_land_every_point(tmp_path):
     assert served.count() == 40
     assert served.client.most > 1  # requests really were in flight together
     store.close(), served.close()
+
+
+@pytest.mark.parametrize("text", ["{garbage", '{"x": 1}', "[]"])
+def test_a_damaged_collection_record_is_a_store_error(tmp_path, text):
+    """A collection.json that is not a record (hand-edited, half-written by another tool) is one clear
+    StoreError, which the service answers as 503, never a JSONDecodeError or KeyError (500)."""
+    store = QdrantEdgeStore("c", data_dir=tmp_path)
+    store.ensure_collection(SPEC)
+    store.close()
+    (tmp_path / "c" / "collection.json").write_text(text)
+    with pytest.raises(StoreError, match="collection.json"):
+        QdrantEdgeStore("c", data_dir=tmp_path).spec()
