@@ -514,6 +514,8 @@ class _Run:
         with self.summary_lock:
             for row, reason in embedded.rejected:
                 _reject(self.summary, row.file, row.row, row.key, "decode", reason)
+            for row, reason in embedded.failed:
+                _reject(self.summary, row.file, row.row, row.key, "embed", reason)
             self.summary.embedded += len(points)
             self.summary.upserted += len(points)
             rejected = self.summary.rejected

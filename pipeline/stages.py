@@ -60,6 +60,7 @@ class Embedded:
     captioned: list[int]
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     source_rows: int = 0
+    failed: list[tuple[Any, str]] = field(default_factory=list)  # rows whose forward pass raised (stage embed)
 
     def points(self) -> list[PointRecord]:
         """One point per embedded row; rows without a caption get an image vector only."""
@@ -102,24 +103,85 @@ def prepare(job: Job, encoder: Encoder, max_pixels: int) -> Prepared:
 
 
 def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
-    """Model stage: forward passes on ready tensors."""
+    """Model stage: forward passes on ready tensors.
+
+    A forward pass that raises (for any reason but memory, which ``Encoder.forward`` handles by
+    halving) is split in two, and so on, down to the rows that fail: those are returned in
+    ``failed`` with the error, and the other rows are embedded as usual (CocoIndex's way with a
+    poison row). A row fails if its image or its caption fails.
+    """
+    from mmindex.pipeline.encoder import _batch_size, _slice
+
     empty = np.zeros((0, encoder.dim), dtype=np.float32)
-    images = encoder.forward(prepared.images) if prepared.images is not None else empty
-    texts = encoder.forward(prepared.texts) if prepared.texts is not None else empty
-    return Embedded(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
-                    prepared.source_rows)
+    images, image_errors = (isolate(encoder.forward, prepared.images, _batch_size(prepared.images), _slice,
+                                    encoder.dim) if prepared.images is not None else (empty, {}))
+    texts, text_errors = (isolate(encoder.forward, prepared.texts, _batch_size(prepared.texts), _slice, encoder.dim)
+                          if prepared.texts is not None else (empty, {}))
+    return _assemble(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
+                     prepared.source_rows, image_errors, text_errors)
 
 
 def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
-    """The single-threaded reference: decode, then sentence-transformers' own ``encode``."""
+    """The single-threaded reference: decode, then sentence-transformers' own ``encode`` (poison rows isolated too)."""
     rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
     captioned = [i for i, row in enumerate(rows) if row.caption]
-    return Embedded(
-        job.seq, rows,
-        encoder.encode_images(images) if images else np.zeros((0, encoder.dim), np.float32),
-        encoder.encode_texts([rows[i].caption for i in captioned]),
-        captioned, rejected, job.source_rows,
-    )
+    captions = [rows[i].caption for i in captioned]
+
+    def part(items: list, start: int, stop: int) -> list:
+        return items[start:stop]
+
+    image_vectors, image_errors = isolate(encoder.encode_images, images, len(images), part, encoder.dim)
+    text_vectors, text_errors = isolate(encoder.encode_texts, captions, len(captions), part, encoder.dim)
+    return _assemble(job.seq, rows, image_vectors, text_vectors, captioned, rejected, job.source_rows, image_errors,
+                     text_errors)
+
+
+def _assemble(seq: int, rows: list, images: np.ndarray, texts: np.ndarray, captioned: list[int], rejected: list,
+              source_rows: int, image_errors: dict[int, str], text_errors: dict[int, str]) -> Embedded:
+    """An ``Embedded`` without the rows whose image or caption the model failed on (those go to ``failed``)."""
+    if not image_errors and not text_errors:
+        return Embedded(seq, rows, images, texts, captioned, rejected, source_rows)
+    errors = dict(image_errors)
+    for position, reason in text_errors.items():
+        errors.setdefault(captioned[position], f"caption: {reason}")
+    keep = [i for i in range(len(rows)) if i not in errors]
+    text_of = dict(zip(captioned, texts))
+    kept_captioned = [new for new, old in enumerate(keep) if old in text_of]
+    text_rows = [text_of[old] for old in keep if old in text_of]
+    empty = np.zeros((0, images.shape[1] if images.ndim == 2 else 0), dtype=np.float32)
+    return Embedded(seq, [rows[i] for i in keep], images[keep], np.stack(text_rows) if text_rows else empty,
+                    kept_captioned, rejected, source_rows,
+                    [(rows[i], f"the model failed on this row: {errors[i]}") for i in sorted(errors)])
+
+
+def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Callable[[Any, int, int], Any],
+            dim: int) -> tuple[np.ndarray, dict[int, str]]:
+    """``run(items)`` (``size`` rows → ``size × dim`` vectors), bisected down to the rows that raise.
+
+    Returns the vectors (a failing row's are NaN) and each failing row's error by index. Out of
+    memory is not a row's fault: it is raised (``Encoder.forward`` has already halved the batch).
+    """
+    if size == 0:
+        return np.zeros((0, dim), dtype=np.float32), {}
+    try:
+        return np.asarray(run(items), dtype=np.float32), {}
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - narrowed down to the rows, then reported per row
+        if _is_out_of_memory(error):
+            raise
+        if size == 1:
+            return np.full((1, dim), np.nan, dtype=np.float32), {0: f"{type(error).__name__}: {error}"}
+    half = size // 2
+    first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
+    second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
+    return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError)
 
 
 @dataclass

@@ -191,3 +191,47 @@ def test_text_preprocessing_is_safe_from_many_threads(encoder):
         thread.join()
     assert errors == []
     assert encoder.captions_too_long(["word " * 200, "a red circle", "é" * 10]) == [True, False, False]
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipeline", "reference"])
+def test_a_poison_row_is_isolated_and_rejected_at_stage_embed(tmp_path, encoder, monkeypatch, pipelined):
+    """A forward pass that raises on one row (here: any uniform image) is split down to that row;
+    the run writes every other row and rejects that one with stage `embed`, on every run."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from mmindex import IngestOptions, ingest
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.pipeline.sample import write_sample
+
+    data = tmp_path / "d"
+    write_sample(data, rows=20, seed=9, width=32, height=32)
+    path = data / "part-00000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    gray = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(gray, format="PNG")
+    rows[5]["image"] = gray.getvalue()
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    model_class = type(encoder.model)
+    real = model_class.forward
+
+    def poisoned(self, features, *args, **kwargs):
+        pixels = features.get("pixel_values")
+        if pixels is not None and bool((pixels.flatten(2).std(dim=2) < 1e-6).all(dim=1).any()):
+            raise RuntimeError("a poison row")
+        return real(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", poisoned)
+    for run in range(2):
+        store = QdrantEdgeStore("p", data_dir=tmp_path / "store")
+        summary = ingest([str(data)], store, encoder, IngestOptions(batch_size=8, workers=1, optimize=False,
+                                                                    pipelined=pipelined))
+        assert (summary.read, summary.rejected) == (20, 1) and summary.adds_up()
+        rejection = summary.rejections[0]
+        assert (rejection.row, rejection.stage) == (5, "embed") and "a poison row" in rejection.reason
+        assert store.count() == 19
+        assert summary.upserted == (19 if run == 0 else 0) and summary.unchanged == (0 if run == 0 else 19)
+        store.close()
