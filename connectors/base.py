@@ -37,6 +37,11 @@ class CollectionSpec:
     payload_types: dict[str, str] = field(default_factory=dict)
     fingerprint: str | None = None
 
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> "CollectionSpec":
+        """The spec a collection's record (``Store.metadata()``) describes."""
+        return cls(meta["model"], int(meta["dim"]), dict(meta.get("payload_types", {})), meta.get("model_fingerprint"))
+
     def same_model(self, existing: "CollectionSpec") -> bool:
         if self.dim != existing.dim and self.dim >= 0:
             return False

@@ -122,8 +122,7 @@ class QdrantEdgeStore(LayoutOnce):
         meta = self._metadata()
         if meta is None:
             return None
-        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
-                              meta.get("model_fingerprint"))
+        return CollectionSpec.from_metadata(meta)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         self._wrote = True

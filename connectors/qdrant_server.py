@@ -157,8 +157,7 @@ class QdrantServerStore(LayoutOnce):
         meta = self._metadata()
         if meta is None:
             return None
-        return CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
-                              meta.get("model_fingerprint"))
+        return CollectionSpec.from_metadata(meta)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         from qdrant_client import models

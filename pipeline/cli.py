@@ -321,11 +321,11 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         model_to_load,
         recorded_model_changed,
     )
-    from mmindex.pipeline.ingestion import IngestOptions, write_report
+    from mmindex.pipeline.ingestion import IngestOptions, utc_now, write_report
     from mmindex.pipeline.ingestion import ingest as run_ingest
     from mmindex.pipeline.source import open_source, parse_shard
 
-    started_at = _now()
+    started_at = utc_now()
     settings = store
     collection = settings.collection
     shard = parse_shard(shard_spec)
@@ -466,7 +466,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         exit_code, problem = 1, "internal error: the run summary does not add up"
     if report:
         write_report(summary, report, {
-            "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": _now(),
+            "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": utc_now(),
             "inputs": list(inputs), "store": settings.kind, "shard": shard_spec, "engine": engine,
             "model": model_name,
             "max_reject_rate": max_reject_rate,
@@ -480,12 +480,6 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     if problem:
         click.echo(f"Error: {problem}", err=True)
         sys.exit(exit_code)
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _image_root(root: str | None) -> str | None:

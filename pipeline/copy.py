@@ -82,8 +82,7 @@ def copy_collection(source: Store, target: Store, page: int = 256,
     if _same_collection(source, target):
         raise StoreError(f"source and target are the same collection ({source_name}); copy to another "
                          "collection name, data directory or server")
-    spec = CollectionSpec(meta["model"], int(meta["dim"]), dict(meta.get("payload_types", {})),
-                          meta.get("model_fingerprint"))
+    spec = CollectionSpec.from_metadata(meta)
     cursor, done, complete = _resume_point(target, spec, source_name)
     summary = CopySummary(source_name, target_name, meta["model"], resumed_from=cursor)
     _prepare_target(source, target, spec, meta, options)

@@ -99,8 +99,7 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     encoder = Encoder(model_to_load(meta, given), **kwargs)
     if meta is None:
         return encoder
-    recorded = CollectionSpec(meta["model"], int(meta["dim"]), meta.get("payload_types", {}),
-                              meta.get("model_fingerprint"))
+    recorded = CollectionSpec.from_metadata(meta)
     if given or encoder.spec().same_model(recorded):
         encoder.spec().check_matches(recorded, collection)
         return encoder

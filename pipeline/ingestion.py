@@ -310,7 +310,7 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     rule_change = None
     renamed = False
     if meta is not None:
-        spec.check_matches(store.spec(), store.collection)
+        spec.check_matches(CollectionSpec.from_metadata(meta), store.collection)
         recorded = meta.get("id_rule")
         if recorded is not None and recorded != rule and _renamed_id_column(source, store, recorded, rule):
             renamed = True  # the same values under another column name: the same points
@@ -415,7 +415,7 @@ def finish_source(store: Store, summary: IngestSummary, options: IngestOptions, 
         changes["id_rule"] = rule_change
     meta = store.metadata() or {}
     sources = dict(meta.get("sources", {}))
-    sources[options.source_name] = {**sources.get(options.source_name, {}), "synced_at": _now()}
+    sources[options.source_name] = {**sources.get(options.source_name, {}), "synced_at": utc_now()}
     changes["sources"] = sources
     store.update_metadata(changes)
 
@@ -436,7 +436,7 @@ def stale_points(store: Store, source_name: str, run: "_Run", page: int = 8192) 
             return stale
 
 
-def _now() -> str:
+def utc_now() -> str:
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
