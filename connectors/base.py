@@ -36,23 +36,37 @@ class CollectionSpec:
     dim: int
     payload_types: dict[str, str] = field(default_factory=dict)
     fingerprint: str | None = None
+    # A separate text model (``--text-model``) that embeds captions and text queries, or None.
+    text_model: str | None = None
+    text_fingerprint: str | None = None
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> "CollectionSpec":
         """The spec a collection's record (``Store.metadata()``) describes."""
-        return cls(meta["model"], int(meta["dim"]), dict(meta.get("payload_types", {})), meta.get("model_fingerprint"))
+        return cls(meta["model"], int(meta["dim"]), dict(meta.get("payload_types", {})), meta.get("model_fingerprint"),
+                   meta.get("text_model"), meta.get("text_model_fingerprint"))
+
+    def text_model_record(self) -> dict[str, Any]:
+        """The text model keys of a collection's record (none without a separate text model)."""
+        if self.text_model is None:
+            return {}
+        return {"text_model": self.text_model, "text_model_fingerprint": self.text_fingerprint}
 
     def same_model(self, existing: "CollectionSpec") -> bool:
+        """Whether these models made ``existing``'s vectors: the image model and the text model (if any) both."""
         if self.dim != existing.dim and self.dim >= 0:
             return False
-        if self.fingerprint and existing.fingerprint:
-            return self.fingerprint == existing.fingerprint
-        if not self.fingerprint and not existing.fingerprint:
-            return self.model == existing.model  # Hub ids
-        if existing.fingerprint is None and existing.model.startswith("/"):
-            # Recorded before fingerprints existed, by absolute folder: the folder's name must agree.
-            return self.model == existing.model.rstrip("/").rsplit("/", 1)[-1]
-        return False  # a folder and a Hub id: nothing shows they are the same weights
+        if (self.text_model is None) != (existing.text_model is None):
+            return False
+        if self.text_model is not None and not _same_weights(self.text_model, self.text_fingerprint,
+                                                             existing.text_model, existing.text_fingerprint):
+            return False
+        return _same_weights(self.model, self.fingerprint, existing.model, existing.fingerprint)
+
+    def same_image_model(self, existing: "CollectionSpec") -> bool:
+        """Whether the image model is ``existing``'s (a query given its own --text-model checks only this)."""
+        return (self.dim == existing.dim or self.dim < 0) and _same_weights(
+            self.model, self.fingerprint, existing.model, existing.fingerprint)
 
     def check_matches(self, existing: "CollectionSpec", collection: str) -> None:
         """Refuse, before any write, to mix two models, or two types of one payload field, in one collection.
@@ -86,8 +100,25 @@ class CollectionSpec:
         return merged
 
 
+def _same_weights(name: str, fingerprint: str | None, existing: str, existing_fingerprint: str | None) -> bool:
+    if fingerprint and existing_fingerprint:
+        return fingerprint == existing_fingerprint
+    if not fingerprint and not existing_fingerprint:
+        return name == existing  # Hub ids
+    if existing_fingerprint is None and existing.startswith("/"):
+        # Recorded before fingerprints existed, by absolute folder: the folder's name must agree.
+        return name == existing.rstrip("/").rsplit("/", 1)[-1]
+    return False  # a folder and a Hub id: nothing shows they are the same weights
+
+
 def model_mismatch(existing: CollectionSpec, spec: CollectionSpec, collection: str) -> str:
     """Why ``spec``'s model cannot fill ``collection`` (which holds ``existing``'s vectors)."""
+    if spec.same_image_model(existing):  # only the text model differs
+        theirs = f"text model {existing.text_model!r}" if existing.text_model else "no separate text model"
+        ours = f"text model {spec.text_model!r}" if spec.text_model else "no separate text model"
+        return (f"collection {collection!r} holds caption vectors of {theirs} (beside image model "
+                f"{existing.model!r}); this run uses {ours}. Pass the same --text-model as the collection's "
+                "first run, or another --collection; a query may use its own --text-model")
     ours = f"model {spec.model!r}" + (f" (size {spec.dim})" if spec.dim >= 0 else "")
     if existing.model == spec.model and existing.fingerprint and spec.fingerprint:
         why = (f"; the names agree but the files differ (fingerprint {spec.fingerprint[:12]} here, "
@@ -207,6 +238,9 @@ class CollectionInfo:
     alias_of: str | None = None  # the collection this name points to, when the name is an alias
     model_fingerprint: str | None = None
     model_path: str | None = None  # where the model was loaded from on the last run that wrote
+    text_model: str | None = None  # the separate text model (--text-model) that embeds captions and queries
+    text_model_fingerprint: str | None = None
+    text_model_path: str | None = None
     id_rule: dict[str, Any] | None = None  # how point ids are made: {"rule": "column", "column": …} or content
     sources: dict[str, Any] = field(default_factory=dict)  # source name → what its last run read and wrote
 
@@ -226,6 +260,9 @@ class CollectionInfo:
             "options": dict(sorted(self.options.items())),
             "model_fingerprint": self.model_fingerprint,
             "model_path": self.model_path,
+            "text_model": self.text_model,
+            "text_model_fingerprint": self.text_model_fingerprint,
+            "text_model_path": self.text_model_path,
             "id_rule": self.id_rule,
             "sources": dict(sorted(self.sources.items())),
         }
@@ -238,6 +275,8 @@ class CollectionInfo:
                    dim=int(meta.get("dim", 0)), payload_types=meta.get("payload_types", {}),
                    indexed_fields=indexed, options=meta.get("options", {}), alias_of=alias_of,
                    model_fingerprint=meta.get("model_fingerprint"), model_path=meta.get("model_path"),
+                   text_model=meta.get("text_model"), text_model_fingerprint=meta.get("text_model_fingerprint"),
+                   text_model_path=meta.get("text_model_path"),
                    id_rule=meta.get("id_rule"), sources=meta.get("sources", {}))
 
 

@@ -146,7 +146,7 @@ class QdrantEdgeStore(LayoutOnce):
         self._save_metadata({
             "format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
             "distance": "cosine", "vectors": list(VECTOR_NAMES), "payload_types": dict(spec.payload_types),
-            "indexed_fields": {}, "options": self.options.to_dict(),
+            "indexed_fields": {}, "options": self.options.to_dict(), **spec.text_model_record(),
         })
 
     def close(self) -> None:

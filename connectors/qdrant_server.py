@@ -184,7 +184,7 @@ class QdrantServerStore(LayoutOnce):
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
         meta = {"format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
-                "payload_types": dict(spec.payload_types), "options": options.to_dict()}
+                "payload_types": dict(spec.payload_types), "options": options.to_dict(), **spec.text_model_record()}
         meta = {k: v for k, v in meta.items() if v is not None}
         self._call(
             "create collection",

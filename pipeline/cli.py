@@ -158,7 +158,7 @@ def _configurable() -> dict[str, click.Command]:
 STORE_SECTION = ("Store (embedded, or a Qdrant server)",
                  ["data_dir", "url", "api_key", "ca_cert", "timeout", "prefer_grpc", "retries", "retry_wait"])
 INGEST_SECTIONS = [
-    ("Input, model and collection", ["collection", "model", "image_col", "caption_col", "id_col", "payload_cols",
+    ("Input, model and collection", ["collection", "model", "text_model", "image_col", "caption_col", "id_col", "payload_cols",
                                      "index_fields", "image_root", "thumbnails", "data_dir", "url"]),
     ("Keeping the collection in sync", ["sync", "source_name", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
@@ -202,8 +202,13 @@ def progress_interval_option(function):
 @click.argument("inputs", nargs=-1, required=True)
 @store_options(layout=True)
 @click.option("--model", "-m", default=None,
-              help="sentence-transformers CLIP model: a Hub id or a local folder. Default: the model the "
-                   "collection was built with, else clip-ViT-B-32.")
+              help="CLIP-style model: a sentence-transformers or transformers Hub id or local folder (CLIP, SigLIP, "
+                   "Chinese-CLIP), or an open_clip model (open_clip:ARCH/TAG, hf-hub:ORG/NAME, a local open_clip "
+                   "folder). Default: the model the collection was built with, else clip-ViT-B-32.")
+@click.option("--text-model", default=None,
+              help="A text model trained into --model's space (e.g. sentence-transformers/clip-ViT-B-32-multilingual-"
+                   "v1 beside clip-ViT-B-32): it embeds captions and text queries; recorded in the collection, so "
+                   "query, serve and eval use it. Default: the collection's, else --model embeds text too.")
 @device_option("run the model")
 @click.option("--devices", default=None,
               help="Several devices, one model replica each, fed by one decode pool: e.g. cuda:0,cuda:1.")
@@ -273,7 +278,7 @@ def progress_interval_option(function):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, progress lines or notes.")
 @progress_interval_option
 @friendly_errors
-def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
+def ingest(inputs, store, model, text_model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
            max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
            engine, ray_address, ray_actors, ray_gpus_per_actor, sync, source_name, dry_run, print_config, as_json, quiet,
@@ -308,6 +313,9 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
       mmindex ingest s3://bucket/laion/ --image-col jpg --caption-col txt --index-fields year,lang
       mmindex ingest photos.parquet --image-root /srv/photos --report run.json --max-reject-rate 0.01
       QDRANT_URL=http://localhost:6333 mmindex ingest data/ -c photos --model ./my-clip
+      mmindex ingest data/ -c photos --model open_clip:ViT-B-32/laion2b_s34b_b79k
+      mmindex ingest data/ -c photos --model clip-ViT-B-32 \\
+          --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1   # queries in 50+ languages
       mmindex ingest data/ -c photos --sync --dry-run            # what a nightly sync would do
       mmindex ingest data/ -c photos --sync --source nightly     # then do it
     """
@@ -316,10 +324,10 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
 
     from mmindex.pipeline.encoder import (
         Encoder,
-        model_display_name,
-        model_fingerprint,
+        model_source,
         model_to_load,
         recorded_model_changed,
+        text_model_to_load,
     )
     from mmindex.pipeline.ingestion import IngestOptions, utc_now, write_report
     from mmindex.pipeline.ingestion import ingest as run_ingest
@@ -338,6 +346,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     if print_config:
         click.echo(json.dumps({
             "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
+            "text_model": text_model,
             "engine": engine, "shard": list(shard) if shard else None, "batch_size": batch_size, "workers": workers,
             "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate, "sync": sync,
             "source": source_name, "dry_run": dry_run,
@@ -382,15 +391,21 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
     try:
         existing = store.spec()
         given, model = model, model_to_load(store.metadata() if existing else None, model)
+        given_text, text_model = text_model, text_model_to_load(store.metadata() if existing else None, text_model)
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:  # refused before the model loads (it may take minutes)
             from mmindex.connectors.base import CollectionSpec
 
-            ours = CollectionSpec(model_display_name(os.path.abspath(model) if os.path.isdir(model) else model), -1,
-                                  fingerprint=model_fingerprint(model))
-            if not given and not ours.same_model(existing):
+            _, name, fingerprint = model_source(model)
+            _, text_name, text_fingerprint = model_source(text_model) if text_model else (None, None, None)
+            ours = CollectionSpec(name, -1, fingerprint=fingerprint, text_model=text_name,
+                                  text_fingerprint=text_fingerprint)
+            if not given and not ours.same_image_model(existing):
                 raise recorded_model_changed(store.metadata(), model, ours.fingerprint, collection)
+            if text_model and not given_text and not ours.same_model(existing) and ours.same_image_model(existing):
+                raise recorded_model_changed(store.metadata(), text_model, ours.text_fingerprint, collection,
+                                             key="text_model")
             ours.check_matches(existing, collection)
         total = source.count_rows(skip_bad_files)
         if not quiet:
@@ -404,7 +419,8 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
         if engine == "local":
             if not quiet:
                 click.echo(f"loading model {model} …", err=True)
-            encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size)
+            encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size,
+                              text_model=text_model)
             model_name = encoder.name
             if not quiet:
                 click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
@@ -429,7 +445,7 @@ def ingest(inputs, store, model, device, devices, batch_size, workers, no_pipeli
                     store.close()  # the Ray run's writer opens the store in its own process
                     summary = ingest_on_ray(source, settings, model, options, RayOptions(
                         address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
-                        device=device), on_progress=bar.update, on_stage=stage)
+                        device=device), on_progress=bar.update, on_stage=stage, text_model=text_model)
                     model_name = summary.model
                 else:
                     summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
@@ -546,7 +562,7 @@ def _print_summary(summary) -> None:
 
 QUERY_SECTIONS = [
     ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
-               "model", "device"]),
+               "model", "text_model", "device"]),
     ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
     STORE_SECTION,
 ]
@@ -562,6 +578,9 @@ QUERY_SECTIONS = [
 @store_options
 @click.option("--model", "-m", default=None,
               help="Model to encode the query. Default: the one the collection was built with.")
+@click.option("--text-model", default=None,
+              help="Encode text queries with this text model, trained into the collection's image model space "
+                   "(same vector size). Default: the collection's text model, else its model.")
 @device_option("encode the queries")
 @click.option("--where", "-w", default=None,
               help="Filter, e.g. \"year >= 2020 and color in ('red', 'blue') and shape != 'star'\".")
@@ -581,7 +600,7 @@ QUERY_SECTIONS = [
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per hit, one per line, with the query it answers and its rank.")
 @friendly_errors
-def query(texts, image_paths, target, store, model, device, where, filter_json, limit, offset, fields, score_threshold,
+def query(texts, image_paths, target, store, model, text_model, device, where, filter_json, limit, offset, fields, score_threshold,
           exact, hnsw_ef, oversampling, as_json):
     """Search a collection with TEXT or an --image, across modalities.
 
@@ -597,6 +616,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
       mmindex query "a red circle" "a blue square" --fields color,shape,year
       mmindex query "a red circle" --target text --json         # text → captions, JSON lines
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
+      mmindex query "海滩上的狗" -c photos --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1
     """
     from mmindex.pipeline.encoder import encoder_for, model_display_name
     from mmindex.pipeline.errors import InputError, StoreError
@@ -627,7 +647,7 @@ def query(texts, image_paths, target, store, model, device, where, filter_json, 
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
                                        f"{collection!r} (fields: {', '.join(sorted(known))})")
-        encoder = encoder_for(store.metadata(), model, collection, device=device)
+        encoder = encoder_for(store.metadata(), model, collection, text_model=text_model, device=device)
         raw_filter = load_filter_json(filter_json)
         vectors = list(encoder.encode_texts(texts)) if texts else []
         for image_path in image_paths:
@@ -709,6 +729,12 @@ def info(store, as_json):
              f"loaded from {details['model_path'] or details['model']}" if details["model_path"] or name != details["model"]
              else ""]
     click.echo(f"model        {name}" + (f"  ({', '.join(filter(None, known))})" if any(known) else ""))
+    if details.get("text_model"):
+        text_known = [(details["text_model_fingerprint"] or "")[:19] + ("…" if details["text_model_fingerprint"] else ""),
+                      f"loaded from {details['text_model_path']}" if details["text_model_path"] else ""]
+        click.echo(f"text model   {model_display_name(details['text_model'])}"
+                   + (f"  ({', '.join(filter(None, text_known))})" if any(text_known) else "")
+                   + "  — embeds captions and text queries")
     if details["id_rule"]:
         click.echo(f"point ids    {describe_id_rule(details['id_rule'])}")
     for number, (source, record) in enumerate(details["sources"].items()):
@@ -789,6 +815,8 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "-m", default=None,
               help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32).")
+@click.option("--text-model", default=None,
+              help="Text model for captions, trained into --model's space (default: the collection's, if any).")
 @store_options(collection_required=False)
 @click.option("--ingest/--no-ingest", "do_ingest", default=False, show_default=True,
               help="With --collection: ingest INPUTS into it first (unchanged rows are skipped).")
@@ -799,7 +827,7 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @device_option("run the model")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
-def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, caption_col,
+def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, image_col, caption_col,
                      id_col, device, as_json):
     """Measure retrieval quality on image–caption pairs in INPUTS.
 
@@ -823,7 +851,8 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
     store = settings.open() if collection else None
     try:
         spec = store.spec() if store is not None else None
-        encoder = encoder_for(store.metadata() if spec else None, model, collection, device=device)
+        encoder = encoder_for(store.metadata() if spec else None, model, collection, text_model=text_model,
+                              device=device)
         if store is not None and do_ingest:
             from mmindex.pipeline.ingestion import IngestOptions
             from mmindex.pipeline.ingestion import ingest as run_ingest
@@ -871,13 +900,19 @@ def evaluate_command(inputs, model, store, do_ingest, group_col, image_col, capt
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data loading processes.")
 @device_option("train")
 @click.option("--save-half", is_flag=True, help="Save weights in fp16 (half the size on disk).")
+@click.option("--freeze", multiple=True, type=click.Choice(["image", "text"]),
+              help="Keep this tower's weights as they are (image: its vectors stay valid for collections "
+                   "ingested before; its features are computed once, so epochs are much faster).")
+@click.option("--add-char-tokens", is_flag=True,
+              help="Give every non-ASCII character of the training captions (e.g. Chinese) that has no token "
+                   "of its own a new one, instead of several byte pieces; for teaching a model a new language.")
 @column_options
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @progress_interval_option
 @friendly_errors
 def train_command(inputs, output, model, from_scratch, epochs, batch_size, learning_rate, weight_decay, val_fraction,
-                  group_col, seed, workers, device, save_half, image_col, caption_col, id_col, as_json,
-                  progress_interval):
+                  group_col, seed, workers, device, save_half, freeze, add_char_tokens, image_col, caption_col, id_col,
+                  as_json, progress_interval):
     """Fine-tune a CLIP contrastively on image–caption pairs in INPUTS.
 
     Symmetric InfoNCE (the CLIP loss) over in-batch negatives. A fixed share of rows
@@ -889,6 +924,8 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
       mmindex train data/ --model clip-ViT-B-32 --lr 1e-5 --epochs 3 -o models/my-clip
       mmindex sample train --rows 6000 --caption-style mixed && \\
         mmindex train train --from-scratch small --epochs 30 -o models/shapes
+      mmindex sample zh --rows 6000 --caption-style mixed --caption-lang mixed && \\
+        mmindex train zh --model demo/shapes-clip --freeze image --add-char-tokens -o models/shapes-zh
     """
     from mmindex.pipeline.train import TrainOptions, train
 
@@ -897,7 +934,8 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
         val_fraction=val_fraction, seed=seed, workers=workers, device=device, group_cols=_split(group_col) or (),
-        from_scratch=from_scratch, save_half=save_half, image_col=image_col, caption_col=caption_col, id_col=id_col,
+        from_scratch=from_scratch, save_half=save_half, freeze=freeze, add_char_tokens=add_char_tokens,
+        image_col=image_col, caption_col=caption_col, id_col=id_col,
     )
     bar = open_progress("train", "steps", interval=progress_interval)
 
@@ -938,24 +976,31 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
               help="Image file format.")
 @click.option("--caption-style", type=click.Choice(["full", "mixed"]), default="full", show_default=True,
               help="full: every caption names the whole scene; mixed: some name only part of it (for training).")
+@click.option("--caption-lang", type=click.Choice(["en", "zh", "both", "mixed"]), default="en", show_default=True,
+              help="en: English captions; zh: Chinese ones; both: English, plus Chinese in caption_zh and "
+                   "short_caption_zh; mixed: each row's in English or Chinese at random (for training). "
+                   "The images of a seed are the same in every language.")
 @click.option("--start-index", default=0, show_default=True, type=click.IntRange(0),
               help="First row number, so that several samples have distinct ids.")
-def sample(output, rows, seed, files, width, height, image_kind, image_format, caption_style, start_index):
+def sample(output, rows, seed, files, width, height, image_kind, image_format, caption_style, caption_lang,
+           start_index):
     """Write synthetic image–caption Parquet (coloured shapes) to OUTPUT.
 
     Columns: id, image, caption, short_caption ("a red circle"), color, shape, size,
-    position, background, second_object, year, score, created (timestamp), tags (list).
+    position, background, second_object, year, score, created (timestamp), tags (list);
+    with --caption-lang both also caption_zh and short_caption_zh ("一个红色的圆形").
     Same seed, same data.
 
     \b
-    Example:
+    Examples:
       mmindex sample data --rows 1000 --files 4 --width 640 --height 480
+      mmindex sample heldout --rows 1000 --seed 1234 --caption-lang both
     """
     from mmindex.pipeline.sample import write_sample
 
     paths = write_sample(output, rows=rows, seed=seed, files=files, width=width, height=height,
                          image_kind=image_kind, image_format=image_format, caption_style=caption_style,
-                         start_index=start_index)
+                         start_index=start_index, caption_lang=caption_lang)
     click.echo(f"wrote {rows:,} rows to {len(paths)} file(s) under {output}")
 
 
@@ -990,7 +1035,7 @@ def init_model(output, size, texts_from, seed):
 
 
 SERVE_SECTIONS = [
-    ("Service", ["collection", "allow_collection", "model", "device", "host", "port", "image_root", "log_level",
+    ("Service", ["collection", "allow_collection", "model", "text_model", "device", "host", "port", "image_root", "log_level",
                  "dry_run"]),
     ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_window",
                            "store_timeout", "max_connections"]),
@@ -1003,6 +1048,8 @@ SERVE_SECTIONS = [
 @store_options
 @click.option("--model", "-m", default=None,
               help="Model to encode queries. Default: the one the collection was built with.")
+@click.option("--text-model", default=None,
+              help="Text model for text queries, trained into the model's space. Default: the collection's.")
 @device_option("encode the queries")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
@@ -1036,7 +1083,7 @@ SERVE_SECTIONS = [
 @click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
-def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
+def serve(store, model, text_model, device, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
           max_query_pixels, max_window, store_timeout, max_connections, batch_window_ms, max_batch, image_root,
           log_level, dry_run):
     """Serve search and embedding over HTTP, with a search page at /.
@@ -1065,7 +1112,8 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_co
     root = _image_root(image_root) if image_root and not dry_run else image_root
     if dry_run:
         click.echo(json.dumps({
-            "command": "serve", "store": store.to_dict(), "model": model, "device": device, "host": host, "port": port,
+            "command": "serve", "store": store.to_dict(), "model": model, "text_model": text_model, "device": device,
+            "host": host, "port": port,
             "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
             "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
             "image_root": image_root, "allow_collection": list(allow_collection), "max_query_pixels": max_query_pixels,
@@ -1080,7 +1128,8 @@ def serve(store, model, device, host, port, serve_api_key, cors_origin, allow_co
 
     limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
                     store_timeout=store_timeout)
-    settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, device=device,
+    settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, text_model=text_model,
+                             device=device,
                              api_key=serve_api_key, cors_origins=tuple(cors_origin), limits=limits,
                              batch_window_ms=batch_window_ms, max_batch=max_batch, image_root=root)
     run(settings, host, port, log_level, max_connections)

@@ -1,21 +1,26 @@
-"""Load a sentence-transformers CLIP model and turn images and captions into vectors.
+"""Load a CLIP-style model (and optionally a separate query text model) and turn images and captions into vectors.
 
-One model encodes both modalities into the same space. Vectors come back L2-normalised
-as float32 numpy arrays. The device is chosen automatically (CUDA, then Apple MPS, then
-CPU); on CUDA the model runs in fp16.
+One model encodes both modalities into the same space, or an image model is paired with a
+text model trained into its space (``text_model``, e.g. a multilingual student). Vectors come
+back L2-normalised as float32 numpy arrays. The device is chosen automatically (CUDA, then
+Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themselves sit behind
+``pipeline/backend.py``: sentence-transformers (``st_model.py``) and open_clip (``open_clip_model.py``).
 """
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from mmindex.pipeline.backend import check_backend
 from mmindex.pipeline.errors import ModelError
+from mmindex.pipeline.open_clip_model import is_open_clip, parse_spec  # light: open_clip itself loads on use
+from mmindex.pipeline.st_model import quiet_transformers  # noqa: F401  (re-exported: scratch.py, train.py)
 
 if TYPE_CHECKING:
     from mmindex.connectors.base import CollectionSpec
+    from mmindex.pipeline.backend import Backend
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 
@@ -75,47 +80,77 @@ def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
         return given
     if meta is None:
         return DEFAULT_MODEL
-    path = meta.get("model_path") or (meta["model"] if _is_path(meta["model"]) else None)
+    return _recorded_location(meta, "model", "--model")
+
+
+def text_model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str | None:
+    """The separate text model for a collection: ``given`` (--text-model), else the one it records, else None."""
+    if given:
+        return given
+    if meta is None or not meta.get("text_model"):
+        return None
+    return _recorded_location(meta, "text_model", "--text-model")
+
+
+def _recorded_location(meta: dict[str, Any], key: str, option: str) -> str:
+    path = meta.get(f"{key}_path") or (meta[key] if _is_path(meta[key]) else None)
     if path is None:
-        return meta["model"]
-    if os.path.isdir(path):
+        return meta[key]
+    if os.path.exists(path) or (is_open_clip(path) and os.path.exists(parse_spec(path).local_path or "")):
         return path
+    what = "text model" if key == "text_model" else "model"
     raise ModelError(
-        f"the collection's model {model_display_name(meta['model'])!r} was loaded from {path}, which is not there "
-        "any more; pass --model with the model's folder (a moved or copied folder is accepted: the files are "
+        f"the collection's {what} {model_display_name(meta[key])!r} was loaded from {path}, which is not there "
+        f"any more; pass {option} with the model's folder (a moved or copied folder is accepted: the files are "
         "checked by fingerprint, not by path)"
     )
 
 
-def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, **kwargs) -> "Encoder":
+def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, text_model: str | None = None,
+                **kwargs) -> "Encoder":
     """Load the encoder for a collection (``given`` --model, else the one it records) and check it fills it.
 
-    ``kwargs`` go to ``Encoder``. Raises ModelError when the recorded folder is gone, and
-    CollectionMismatchError when the model is not the collection's, saying which folder changed
-    when no --model was given.
+    The text model is ``text_model`` (a query's own --text-model: only its vector size must
+    agree), else the one the collection records. ``kwargs`` go to ``Encoder``. Raises
+    ModelError when a recorded folder is gone, and CollectionMismatchError when a model is not
+    the collection's, saying which folder changed when no --model was given.
     """
     from mmindex.connectors.base import CollectionSpec
 
-    encoder = Encoder(model_to_load(meta, given), **kwargs)
+    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model), **kwargs)
     if meta is None:
         return encoder
     recorded = CollectionSpec.from_metadata(meta)
-    if given or encoder.spec().same_model(recorded):
-        encoder.spec().check_matches(recorded, collection)
+    spec = encoder.spec()
+    if text_model:  # the caller's own text model embeds only queries here: the image model must be the collection's
+        if spec.same_image_model(recorded):
+            return encoder
+        if given:
+            from mmindex.connectors.base import model_mismatch
+            from mmindex.pipeline.errors import CollectionMismatchError
+
+            raise CollectionMismatchError(model_mismatch(recorded, spec, collection))
+        raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
+    if given or spec.same_model(recorded):
+        spec.check_matches(recorded, collection)
         return encoder
+    if spec.same_image_model(recorded):
+        raise recorded_model_changed(meta, encoder.text_path or str(encoder.text_name), encoder.text_fingerprint,
+                                     collection, key="text_model")
     raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
 
 
 def recorded_model_changed(meta: dict[str, Any], loaded_from: str, fingerprint: str | None,
-                           collection: str) -> Exception:
+                           collection: str, key: str = "model") -> Exception:
     """The error for a collection whose recorded model folder now holds another model."""
     from mmindex.pipeline.errors import CollectionMismatchError
 
+    what, option = ("text model", "--text-model") if key == "text_model" else ("model", "--model")
     return CollectionMismatchError(
-        f"collection {collection!r} loads its model {meta['model']!r} from {loaded_from}, but the files there are "
+        f"collection {collection!r} loads its {what} {meta.get(key)!r} from {loaded_from}, but the files there are "
         f"no longer that model (fingerprint {str(fingerprint)[:19]}…, recorded "
-        f"{str(meta.get('model_fingerprint'))[:19]}…); pass --model with the folder of the model the collection "
-        "was made with"
+        f"{str(meta.get(key + '_fingerprint'))[:19]}…); pass {option} with the folder of the model the "
+        "collection was made with"
     )
 
 
@@ -135,70 +170,107 @@ def model_display_name(identity: str) -> str:
     return identity
 
 
+def load_backend(model: str, device: str, half: bool) -> "Backend":
+    """The backend for a model spec: open_clip for ``is_open_clip`` specs, else sentence-transformers
+    (ST folders and Hub ids, plain transformers CLIP-style folders, text-only ST models)."""
+    if is_open_clip(model):
+        from mmindex.pipeline.open_clip_model import OpenClipModel
+
+        return OpenClipModel(model, device, half)
+    from mmindex.pipeline.st_model import SentenceTransformerModel
+
+    return SentenceTransformerModel(model, device, half)
+
+
 class Encoder:
-    """A CLIP-style sentence-transformers model that embeds images and texts."""
+    """A CLIP-style model that embeds images and texts, optionally with a separate text model for captions and queries.
+
+    ``model``: a sentence-transformers folder or Hub id, a transformers CLIP-style folder, or an
+    open_clip name (``open_clip:ARCH/TAG``, ``hf-hub:ORG/NAME``, a local open_clip folder).
+    ``text_model``: a text encoder trained into ``model``'s space (same vector size); when given it
+    embeds every text (captions at ingest, text queries) and ``model`` only images.
+    Raises ModelError when a model cannot be loaded, lacks a modality, has another vector size
+    than its partner, or fails the load-time check (``backend.check_backend``).
+    """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
-                 half: bool | None = None):
-        self.path = os.path.abspath(model) if os.path.isdir(model) else None  # a local folder, absolute
-        self.name = model_display_name(self.path or model)  # shown to people and recorded as the model's name
-        self.fingerprint = model_fingerprint(model)
-        self.identity = self.fingerprint or model  # what content hashes are made with
+                 half: bool | None = None, text_model: str | None = None):
+        # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
+        self.path, self.name, self.fingerprint = model_source(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
-        self.model = load_model(model, self.device, self.device.startswith("cuda") if half is None else half)
-        modalities = set(getattr(self.model, "modalities", []) or [])
-        if modalities and not {"image", "text"} <= modalities:
+        half = self.device.startswith("cuda") if half is None else half
+        self.backend = load_backend(model, self.device, half)
+        if "image" not in self.backend.modalities:
             raise ModelError(
-                f"model {model!r} encodes {', '.join(sorted(modalities))}, but mmindex needs a model that "
-                "encodes both images and text (a CLIP-style model such as clip-ViT-B-32)"
+                f"model {model!r} encodes {', '.join(sorted(self.backend.modalities))} only, but mmindex needs a "
+                "model that encodes images (a CLIP-style model such as clip-ViT-B-32); a text model trained into "
+                "a CLIP model's space goes with --text-model, beside that CLIP model"
             )
-        self.dim = int(self.model.get_embedding_dimension())
+        self.text_path = self.text_name = self.text_fingerprint = None
+        if text_model:
+            self.text_path, self.text_name, self.text_fingerprint = model_source(text_model)
+            self.text_backend = load_backend(text_model, self.device, half)
+            if "text" not in self.text_backend.modalities:
+                raise ModelError(f"text model {text_model!r} does not encode text")
+            if self.text_backend.dim != self.backend.dim:
+                raise ModelError(
+                    f"text model {text_model!r} makes {self.text_backend.dim}-d vectors but model {model!r} makes "
+                    f"{self.backend.dim}-d ones; a query text model must be trained into the image model's space"
+                )
+        elif "text" not in self.backend.modalities:
+            raise ModelError(f"model {model!r} does not encode text; pass --text-model with a text model trained "
+                             "into its space")
+        else:
+            self.text_backend = self.backend
+        self.dim = int(self.backend.dim)
+        model_identity = self.fingerprint or model
+        text_identity = (self.text_fingerprint or text_model) if text_model else None
+        # What content hashes are made with: a row is re-embedded when either model changes.
+        self.identity = model_identity if text_identity is None else f"{model_identity}+text:{text_identity}"
+        # The sentence-transformers model itself, for training (None for other backends).
+        self.model = getattr(self.backend, "st", None)
         self.max_forward: int | None = None  # lowered after a CUDA out-of-memory error
         self.oom_retries = 0
-        self._fast_images = fast_clip_preprocessor(self.model)
-        # A fast (Rust) tokenizer keeps its truncation/padding settings in shared mutable state:
-        # calls from several threads with different settings corrupt each other's batches.
-        self._text_lock = threading.Lock()
+        tolerance = 5e-3 if half else 1e-4
+        check_backend(self.backend, self.name, self._encoder_of(self.backend), tolerance)
+        if self.text_backend is not self.backend:
+            check_backend(self.text_backend, self.text_name, self._encoder_of(self.text_backend), tolerance)
 
     @property
     def image_size(self) -> int | None:
-        """The square side the model's image processor crops to, when it says."""
-        processor = getattr(self.model[0], "processor", None)
-        image_processor = getattr(processor, "image_processor", None)
-        for size in (getattr(image_processor, "crop_size", None), getattr(image_processor, "size", None)):
-            values = [int(v) for v in (_size_value(size, k) for k in ("height", "width", "shortest_edge")) if v]
-            if values:
-                return max(values)
-        return None
+        """The square side the image model's processor crops to, when it says."""
+        return self.backend.image_size
 
     @property
     def max_text_tokens(self) -> int | None:
-        return getattr(self.model, "max_seq_length", None)
+        """Tokens (special ones included) a caption is cut at, or None when the text model has no limit."""
+        rule = self.text_backend.text_rule
+        return rule.max_length if rule else None
 
     def captions_too_long(self, texts: Sequence[str]) -> list[bool]:
         """For each text, whether the model will cut it at its token limit (the vector ignores the rest)."""
         limit = self.max_text_tokens
         result = [False] * len(texts)
-        # Byte-level BPE: a token covers at least one UTF-8 byte, plus start and end tokens,
-        # so only texts longer than that in bytes need tokenizing (in one batched call).
-        maybe = [i for i, text in enumerate(texts) if limit and len(text.encode("utf-8")) + 2 > limit]
-        if not maybe:
+        if not limit:
             return result
-        tokenizer = getattr(getattr(self.model[0], "processor", None), "tokenizer", None)
-        tokenizer = tokenizer or getattr(self.model[0], "tokenizer", None)
-        if tokenizer is None:
-            lengths = [len(texts[i].split()) + 2 for i in maybe]
-        else:
-            with self._text_lock:
-                lengths = [len(ids) for ids in tokenizer([texts[i] for i in maybe], truncation=False)["input_ids"]]
-        for i, length in zip(maybe, lengths):
-            result[i] = length > limit
+        # Every tokenizer mmindex meets (byte-level BPE, WordPiece, SentencePiece with byte fallback)
+        # makes at most one token per UTF-8 byte, plus a word-start piece per word and at most four
+        # special tokens; only texts above that bound need tokenizing (in one batched call).
+        maybe = [i for i, text in enumerate(texts) if len(text.encode("utf-8")) + len(text.split()) + 4 > limit]
+        if maybe:
+            for i, count in zip(maybe, self.text_backend.token_counts([texts[i] for i in maybe])):
+                result[i] = count > limit
         return result
 
     def encode_images(self, images: Sequence) -> np.ndarray:
+        """(n, dim) float32, L2-normalised: RGB PIL images through the image model."""
         return self._encode(list(images))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised: texts through the text model (cut at ``max_text_tokens``)."""
+        return self._encode(list(texts))
 
     # -- the pipelined path: preprocessing in workers, forward passes on ready tensors ----------
     def preprocess(self, items: Sequence) -> dict[str, Any]:
@@ -208,13 +280,10 @@ class Encoder:
         CUDA the tensors are pinned so the host-to-device copy can overlap compute.
         """
         items = list(items)
-        if items and not isinstance(items[0], str) and self._fast_images is not None:
-            features = {"pixel_values": self._fast_images(items), "modality": "image"}
-        elif items and isinstance(items[0], str):
-            with self._text_lock:
-                features = self.model.preprocess(items)
+        if items and isinstance(items[0], str):
+            features = dict(self.text_backend.preprocess_texts(items), modality="text")
         else:
-            features = self.model.preprocess(items)
+            features = dict(self.backend.preprocess_images(items), modality="image")
         if self.device.startswith("cuda"):
             for key, value in features.items():
                 if hasattr(value, "pin_memory"):
@@ -248,91 +317,76 @@ class Encoder:
     def _forward(self, features: dict[str, Any]) -> np.ndarray:
         import torch
 
+        modality = features.get("modality", "image")
+        backend = self.text_backend if modality == "text" else self.backend
         on_device = {
             key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for key, value in features.items()
         }
-        embeddings = self.model(on_device)["sentence_embedding"]
+        embeddings = backend.embed(on_device, modality)
         embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
         return embeddings.cpu().numpy()
-
-    def spec(self) -> "CollectionSpec":
-        """The collection spec this model fills: its name, vector size and fingerprint."""
-        from mmindex.connectors.base import CollectionSpec
-
-        return CollectionSpec(self.name, self.dim, fingerprint=self.fingerprint)
-
-    def recorded(self) -> dict[str, Any]:
-        """The model keys a collection records after a run with this model."""
-        return {"model": self.name, "model_fingerprint": self.fingerprint, "model_path": self.path}
-
-    def replica(self, device: str) -> "Encoder":
-        """The same model on another device, for one-replica-per-GPU encoding."""
-        import copy
-
-        twin = copy.copy(self)
-        twin.device = pick_device(device)
-        twin.model = copy.deepcopy(self.model).to(twin.device)
-        twin.max_forward, twin.oom_retries = None, 0
-        return twin
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts))
 
     def _encode(self, items: list) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if isinstance(items[0], str):
-            with self._text_lock:
-                return self._st_encode(items)
-        return self._st_encode(items)
+        step = max(1, self.batch_size)
+        parts = [self.forward(self.preprocess(items[start:start + step])) for start in range(0, len(items), step)]
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
-    def _st_encode(self, items: list) -> np.ndarray:
-        vectors = self.model.encode(
-            items,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+    def _encoder_of(self, backend: "Backend"):
+        """``encode(items, modality)`` through one backend, by mmindex's own path (for ``check_backend``)."""
+        import torch
+
+        def encode(items: list, modality: str) -> np.ndarray:
+            features = (backend.preprocess_texts(items) if modality == "text" else backend.preprocess_images(items))
+            features = dict(features, modality=modality)
+            on_device = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            with torch.inference_mode():
+                vectors = backend.embed(on_device, modality)
+            return torch.nn.functional.normalize(vectors.float(), p=2, dim=1).cpu().numpy()
+
+        return encode
+
+    def spec(self) -> "CollectionSpec":
+        """The collection spec these models fill: names, vector size and fingerprints."""
+        from mmindex.connectors.base import CollectionSpec
+
+        return CollectionSpec(self.name, self.dim, fingerprint=self.fingerprint, text_model=self.text_name,
+                              text_fingerprint=self.text_fingerprint)
+
+    def recorded(self) -> dict[str, Any]:
+        """The model keys a collection records after a run with these models."""
+        return {"model": self.name, "model_fingerprint": self.fingerprint, "model_path": self.path,
+                "text_model": self.text_name, "text_model_fingerprint": self.text_fingerprint,
+                "text_model_path": self.text_path}
+
+    def weight_bytes(self) -> int:
+        """Bytes of the loaded weights (image and text model), a memory hint for schedulers."""
+        modules = {id(b.module): b.module for b in (self.backend, self.text_backend)}
+        return sum(p.numel() * p.element_size() for module in modules.values() for p in module.parameters())
+
+    def replica(self, device: str) -> "Encoder":
+        """The same models on another device, for one-replica-per-GPU encoding."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.device = pick_device(device)
+        twin.backend = self.backend.replica(twin.device)
+        twin.text_backend = twin.backend if self.text_backend is self.backend else self.text_backend.replica(twin.device)
+        twin.model = getattr(twin.backend, "st", None)
+        twin.max_forward, twin.oom_retries = None, 0
+        return twin
 
 
-def load_model(model: str, device: str, half: bool = False):
-    """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    quiet_transformers()
-    try:
-        # Load straight into the compute precision: fp16 on request (CUDA), else fp32, even for
-        # models saved in fp16 such as the bundled demo.
-        dtype = torch.float16 if half else torch.float32
-        loaded = SentenceTransformer(model, device=device, model_kwargs={"dtype": dtype})
-    except Exception as error:
-        hint = ""
-        if not os.path.isdir(model):
-            from huggingface_hub import constants
-
-            offline = bool(constants.HF_HUB_OFFLINE)
-            hint = (
-                " It is not a local folder, so it must come from the Hugging Face Hub"
-                + (" — but HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
-                   " (is the network reachable, and the name right?).")
-                + " Pass --model PATH to a local sentence-transformers CLIP model folder to work offline."
-            )
-        raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {error}.{hint}") from error
-    loaded = loaded.half() if half else loaded.float()
-    loaded.eval()
-    return loaded
-
-
-def quiet_transformers() -> None:
-    """Hide transformers' per-file progress bars; mmindex shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+def model_source(model: str) -> tuple[str | None, str, str | None]:
+    """(where it loads from: an absolute folder or a loadable open_clip spec, else None; the name shown and
+    recorded; its fingerprint, or None for a Hub id or pretrained tag)."""
+    if is_open_clip(model):
+        spec = parse_spec(model)
+        return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()
+    path = os.path.abspath(model) if os.path.isdir(model) else None
+    return path, model_display_name(path or model), model_fingerprint(model)
 
 
 def _batch_size(features: dict[str, Any]) -> int:
@@ -347,64 +401,3 @@ def _slice(features: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
         key: value[start:stop] if hasattr(value, "shape") and len(value.shape) > 0 else value
         for key, value in features.items()
     }
-
-
-def fast_clip_preprocessor(model):
-    """A faster equivalent of a CLIP image processor (resize, centre crop, normalise), or None.
-
-    The model's own processor converts every image through several float64 numpy steps;
-    this does the resize and crop in Pillow and the normalisation once per batch in torch.
-    It is used only if it reproduces the model's processor on test images (max abs
-    difference < 1e-4 after normalisation); otherwise the processor itself is used.
-    """
-    import torch
-    from PIL import Image
-
-    processor = getattr(getattr(model[0], "processor", None), "image_processor", None)
-    if processor is None or "CLIPImageProcessor" not in type(processor).__name__:
-        return None
-    try:
-        shortest = int(_size_value(processor.size, "shortest_edge"))
-        crop_h = int(_size_value(processor.crop_size, "height"))
-        crop_w = int(_size_value(processor.crop_size, "width"))
-        flags = (processor.do_resize, processor.do_center_crop, processor.do_rescale, processor.do_normalize)
-        resample = int(getattr(processor.resample, "value", processor.resample))
-        mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        scale = float(processor.rescale_factor)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if not all(flags) or abs(scale - 1 / 255) > 1e-9:
-        return None
-
-    def preprocess(images):
-        arrays = []
-        for image in images:
-            width, height = image.size
-            if width <= height:
-                size = (shortest, int(shortest * height / width))
-            else:
-                size = (int(shortest * width / height), shortest)
-            if size != image.size:
-                image = image.resize(size, resample)
-            left, top = (size[0] - crop_w) // 2, (size[1] - crop_h) // 2
-            image = image.crop((left, top, left + crop_w, top + crop_h))
-            arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale)
-        return batch.sub_(mean).div_(std).contiguous()
-
-    rng = np.random.default_rng(0)
-    probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 91), (300, 240), (64, 64))]
-    try:
-        expected = model.preprocess(probes)["pixel_values"].float()
-        got = preprocess(probes)
-        if expected.shape == got.shape and float((expected - got).abs().max()) < 1e-4:
-            return preprocess
-    except Exception:  # any surprise: keep the model's own processor
-        return None
-    return None
-
-
-def _size_value(size, key):
-    """A field of an image processor's size: a dict in older transformers, a SizeDict in newer ones."""
-    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
@@ -232,8 +232,6 @@ def ingest(
 
 def run_options(source: Source, options: IngestOptions) -> IngestOptions:
     """The options as this source runs them: the source name filled in, and a sync of one shard refused."""
-    from dataclasses import replace
-
     if options.sync and source.shard is not None:
         raise InputError("--sync needs the whole source, not one shard: run the shards without --sync, then the "
                          "same inputs once with --sync (stored rows are not embedded again)")
@@ -302,9 +300,8 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     to record at the end of the run when a sync changes it (else None). A dry run only checks.
     """
     indexes = _index_plan(source, options.index_fields)
-    spec = CollectionSpec(encoder.name, encoder.dim,
-                          payload_types(source.schema, source.mapping.payload, source.mapping.payload_key),
-                          encoder.fingerprint)
+    spec = replace(encoder.spec(),
+                   payload_types=payload_types(source.schema, source.mapping.payload, source.mapping.payload_key))
     meta = store.metadata() if store.exists() else None
     rule = id_rule(source)
     rule_change = None
@@ -375,6 +372,8 @@ def _model_changes(meta: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
     if not meta.get("model_fingerprint") and recorded["model_fingerprint"]:
         changes["model_fingerprint"] = recorded["model_fingerprint"]
         changes["model"] = recorded["model"]  # a collection from before fingerprints recorded a path here
+    if recorded["text_model"] and meta.get("text_model_path") != recorded["text_model_path"]:
+        changes["text_model_path"] = recorded["text_model_path"]
     return changes
 
 

@@ -38,11 +38,11 @@ class RayOptions:
 class StoreGate:
     """The one place that touches the store: admits rows (change check, counting) and writes them."""
 
-    def __init__(self, settings, source, model: str, options):
+    def __init__(self, settings, source, model: str, options, text_model: str | None = None):
         from mmindex.pipeline.encoder import Encoder
         from mmindex.pipeline.ingestion import IngestSummary, _Run, prepare_collection
 
-        self.encoder = Encoder(model, device="cpu")  # for the caption-length check; never embeds
+        self.encoder = Encoder(model, device="cpu", text_model=text_model)  # for the caption-length check; never embeds
         self.store = settings.open()
         self.options = options
         self.rule_change = prepare_collection(source, self.store, self.encoder, options)
@@ -53,7 +53,7 @@ class StoreGate:
 
     def describe(self) -> tuple[str, int | None, int]:
         """The model's identity (for content hashes), image side and weight bytes, to plan the other stages."""
-        weights = sum(p.numel() * p.element_size() for p in self.encoder.model.parameters())
+        weights = self.encoder.weight_bytes()
         return self.encoder.identity, self.encoder.image_size, weights
 
     def admit(self, tally, rows) -> list:
@@ -87,10 +87,10 @@ class StoreGate:
 class EmbedActor:
     """Holds one model replica; turns decoded batches into vectors."""
 
-    def __init__(self, model: str, device: str, batch_size: int):
+    def __init__(self, model: str, device: str, batch_size: int, text_model: str | None = None):
         from mmindex.pipeline.encoder import Encoder
 
-        self.encoder = Encoder(model, device=device, batch_size=batch_size)
+        self.encoder = Encoder(model, device=device, batch_size=batch_size, text_model=text_model)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
@@ -110,7 +110,7 @@ class EmbedActor:
 
 def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions | None = None,
                   on_progress: Callable[[int, int], None] | None = None,
-                  on_stage: Callable[[str], None] | None = None):
+                  on_stage: Callable[[str], None] | None = None, text_model: str | None = None):
     """Run an ingest on Ray; returns the same ``IngestSummary`` as the local engine."""
     try:
         import ray
@@ -132,7 +132,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
                  ignore_reinit_error=True)
     # The writer loads the model on its CPU (it needs the tokenizer); it also tells the driver what it is.
-    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options))
+    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options), text_model)
     try:
         name, image_size, weights = ray.get(gate.describe.remote())
     except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
@@ -158,7 +158,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                 .map(_Decoder(image_size, options.max_pixels), num_cpus=1)
                 # The memory reservation also keeps Ray from fusing decoding into the model's actor
                 # when there are no GPUs to tell the stages apart.
-                .map(EmbedActor, fn_constructor_args=(model, device, options.batch_size),
+                .map(EmbedActor, fn_constructor_args=(model, device, options.batch_size, text_model),
                      concurrency=(1, max_actors), num_gpus=gpus_per_actor, num_cpus=1, memory=actor_memory)
             )
             for item in dataset.iter_rows():

@@ -2,6 +2,7 @@
 
 Deterministic for a seed, any size, written as Parquet with the image as raw bytes, a
 Hugging Face ``{bytes, path}`` struct, or a relative path to a file beside the Parquet.
+Captions in English, Chinese or both (the Chinese ones say the same thing as the English).
 """
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ BACKGROUNDS = {
 
 
 CAPTION_STYLES = ("full", "mixed")
+# en: English captions (the default); zh: Chinese captions in the same columns; both: English
+# in caption/short_caption and Chinese in caption_zh/short_caption_zh; mixed: each row's
+# captions in English or Chinese at random (for training a bilingual model).
+CAPTION_LANGS = ("en", "zh", "both", "mixed")
+
+# The words of the Chinese captions, for the same scene as the English ones.
+COLORS_ZH = {
+    "red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "orange": "橙色", "purple": "紫色",
+    "pink": "粉色", "white": "白色", "black": "黑色", "cyan": "青色",
+}
+SHAPES_ZH = {
+    "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "五角星", "hexagon": "六边形",
+    "diamond": "菱形", "cross": "十字形", "ring": "圆环",
+}
+SIZES_ZH = {"small": "小", "medium": "中等大小", "large": "大"}
+POSITIONS_ZH = {"center": "位于画面中央", "left": "位于左侧", "right": "位于右侧", "top": "位于上方", "bottom": "位于下方"}
+BACKGROUNDS_ZH = {
+    "gray": "灰色", "beige": "米色", "dark": "深色", "sky": "天蓝色", "grass": "草绿色", "noisy": "噪点",
+    "striped": "条纹",
+}
 
 
 @dataclass
@@ -46,6 +67,8 @@ class SampleRow:
     background: str
     second: str | None
     image: Image.Image
+    caption_zh: str = ""
+    short_caption_zh: str = ""
 
 
 def make_row(rng: random.Random, index: int, width: int, height: int, caption_style: str = "full") -> SampleRow:
@@ -71,17 +94,35 @@ def make_row(rng: random.Random, index: int, width: int, height: int, caption_st
     jitter = (rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05))
     center = (POSITIONS[position][0] + jitter[0], POSITIONS[position][1] + jitter[1])
     _draw_shape(draw, shape, COLORS[color], center, SIZES[size] * rng.uniform(0.9, 1.1), width, height, rng)
+    english = _captions_en(color, shape, size, position, background, second)
+    chinese = _captions_zh(color, shape, size, position, background, second)
+    # mixed: one draw picks which part of the scene the caption names, the same in both languages.
+    pick = rng.choice(range(len(english))) if caption_style == "mixed" else 0
+    return SampleRow(f"shape-{index:07d}", english[pick], english[2], color, shape, size, position, background,
+                     second, image, chinese[pick], chinese[2])
+
+
+def _captions_en(color, shape, size, position, background, second) -> list[str]:
+    """The full caption, then the partial ones ``mixed`` picks from (index 2: colour and shape)."""
     where = "in the center" if position == "center" else f"at the {position}"
     caption = f"a {size} {color} {shape} {where} on a {background} background"
     if second:
         caption += f", with a small {second} in the corner"
-    short = f"a {color} {shape}"
-    if caption_style == "mixed":
-        caption = rng.choice([
-            caption, caption, short, f"a {size} {color} {shape}", f"a {color} {shape} {where}",
-            f"a {color} {shape} on a {background} background",
-        ])
-    return SampleRow(f"shape-{index:07d}", caption, short, color, shape, size, position, background, second, image)
+    return [
+        caption, caption, f"a {color} {shape}", f"a {size} {color} {shape}", f"a {color} {shape} {where}",
+        f"a {color} {shape} on a {background} background",
+    ]
+
+
+def _captions_zh(color, shape, size, position, background, second) -> list[str]:
+    """The same captions as ``_captions_en``, in Chinese, in the same order."""
+    c, s, z = COLORS_ZH[color], SHAPES_ZH[shape], SIZES_ZH[size]
+    where, ground = POSITIONS_ZH[position], BACKGROUNDS_ZH[background]
+    caption = f"一个{z}的{c}{s}{where}，{ground}背景"
+    if second:
+        second_color, second_shape = second.split()
+        caption += f"，角落里有一个小的{COLORS_ZH[second_color]}{SHAPES_ZH[second_shape]}"
+    return [caption, caption, f"一个{c}的{s}", f"一个{z}的{c}{s}", f"一个{c}的{s}{where}", f"{ground}背景上的一个{c}{s}"]
 
 
 def _background(rng: random.Random, name: str, width: int, height: int) -> Image.Image:
@@ -153,15 +194,21 @@ def write_sample(
     image_format: str = "jpeg",
     start_index: int = 0,
     caption_style: str = "full",
+    caption_lang: str = "en",
 ) -> list[Path]:
     """Write ``rows`` synthetic rows into ``files`` Parquet files under ``output``; returns their paths."""
     if image_kind not in ("bytes", "struct", "path"):
         raise ValueError("image_kind must be bytes, struct or path")
     if caption_style not in CAPTION_STYLES:
         raise ValueError(f"caption_style must be one of {', '.join(CAPTION_STYLES)}")
+    if caption_lang not in CAPTION_LANGS:
+        raise ValueError(f"caption_lang must be one of {', '.join(CAPTION_LANGS)}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    # A generator of its own, so that the scenes (and English captions) of a seed are the same in every language.
+    lang_rng = random.Random(f"caption-lang-{seed}")
+    zh_columns = ["caption_zh", "short_caption_zh"] if caption_lang == "both" else []
     base_time = dt.datetime(2015, 1, 1, tzinfo=dt.timezone.utc)
     written = []
     per_file = math.ceil(rows / max(1, files))
@@ -172,8 +219,8 @@ def write_sample(
         if count <= 0:
             break
         columns: dict[str, list] = {k: [] for k in (
-            "id", "image", "caption", "short_caption", "color", "shape", "size", "position", "background",
-            "second_object", "year", "score", "created", "tags")}
+            "id", "image", "caption", "short_caption", *zh_columns, "color", "shape", "size", "position",
+            "background", "second_object", "year", "score", "created", "tags")}
         for i in range(first, first + count):
             row = make_row(rng, start_index + i, width, height, caption_style)
             data = _encode(row.image, image_format)
@@ -187,8 +234,12 @@ def write_sample(
                 (out / relative).write_bytes(data)
                 columns["image"].append(relative)
             columns["id"].append(row.id)
-            columns["caption"].append(row.caption)
-            columns["short_caption"].append(row.short_caption)
+            chinese = caption_lang == "zh" or (caption_lang == "mixed" and lang_rng.random() < 0.5)
+            columns["caption"].append(row.caption_zh if chinese else row.caption)
+            columns["short_caption"].append(row.short_caption_zh if chinese else row.short_caption)
+            if zh_columns:
+                columns["caption_zh"].append(row.caption_zh)
+                columns["short_caption_zh"].append(row.short_caption_zh)
             columns["color"].append(row.color)
             columns["shape"].append(row.shape)
             columns["size"].append(row.size)
@@ -203,7 +254,7 @@ def write_sample(
                       "struct": pa.struct([("bytes", pa.binary()), ("path", pa.string())])}[image_kind]
         schema = pa.schema([
             ("id", pa.string()), ("image", image_type), ("caption", pa.string()), ("short_caption", pa.string()),
-            ("color", pa.string()),
+            *[(name, pa.string()) for name in zh_columns], ("color", pa.string()),
             ("shape", pa.string()), ("size", pa.string()), ("position", pa.string()), ("background", pa.string()),
             ("second_object", pa.string()), ("year", pa.int32()), ("score", pa.float64()),
             ("created", pa.timestamp("us", tz="UTC")), ("tags", pa.list_(pa.string())),

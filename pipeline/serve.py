@@ -59,6 +59,7 @@ class ServeSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     collections: tuple[str, ...] = ()  # more collections clients may name (the store's collection always)
     model: str | None = None  # default: the model of the default collection
+    text_model: str | None = None  # default: the text model the collection records (if any)
     device: str = "auto"
     api_key: str | None = None  # required on every route but health when set
     cors_origins: tuple[str, ...] = ()
@@ -203,8 +204,13 @@ class Service:
     def _load(self, meta: dict[str, Any] | None) -> Model:
         from mmindex.pipeline.encoder import Encoder, encoder_for
 
-        encoder = (Encoder(self.settings.model, device=self.settings.device) if self.settings.model else
-                   encoder_for(meta, None, self.settings.store.collection, device=self.settings.device))
+        from mmindex.pipeline.encoder import text_model_to_load
+
+        text_model = text_model_to_load(meta, self.settings.text_model)
+        encoder = (Encoder(self.settings.model, device=self.settings.device, text_model=text_model)
+                   if self.settings.model else
+                   encoder_for(meta, None, self.settings.store.collection, text_model=self.settings.text_model,
+                               device=self.settings.device))
         model = Model(encoder, self.settings, self.observe)
         self.models.append(model)
         return model
@@ -243,16 +249,21 @@ class Service:
         """
         spec = store.spec()
         for model in [self.current, *self.models]:
-            if model.encoder.spec().same_model(spec):
+            if self._fills(model, spec):
                 return model
         if name != self.settings.store.collection or self.settings.model:
             raise ApiError(409, "model_mismatch", f"collection {name!r} was built with model {spec.model!r}; this "
                                                   f"service encodes with {self.encoder.name!r}")
         with self.model_lock:
-            if not self.current.encoder.spec().same_model(spec):
+            if not self._fills(self.current, spec):
                 log.info("collection %r now holds model %s; loading it", name, spec.model)
                 self.current = self._load(store.metadata())
         return self.current
+
+    def _fills(self, model: Model, spec) -> bool:
+        """Whether ``model`` made ``spec``'s vectors (with --text-model, only the image model must agree)."""
+        ours = model.encoder.spec()
+        return ours.same_image_model(spec) if self.settings.text_model else ours.same_model(spec)
 
     def close(self) -> None:
         for model in self.models:

@@ -108,30 +108,32 @@ def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
     A forward pass that raises (for any reason but memory, which ``Encoder.forward`` handles by
     halving) is split in two, and so on, down to the rows that fail: those are returned in
     ``failed`` with the error, and the other rows are embedded as usual (CocoIndex's way with a
-    poison row). A row fails if its image or its caption fails.
+    poison row). A row fails if its image or its caption fails. Captions are split as text and
+    tokenized again, since a part of an already padded batch keeps the batch's length.
     """
     from mmindex.pipeline.encoder import _batch_size, _slice
 
     empty = np.zeros((0, encoder.dim), dtype=np.float32)
     images, image_errors = (isolate(encoder.forward, prepared.images, _batch_size(prepared.images), _slice,
                                     encoder.dim) if prepared.images is not None else (empty, {}))
-    texts, text_errors = (isolate(encoder.forward, prepared.texts, _batch_size(prepared.texts), _slice, encoder.dim)
+    captions = [prepared.rows[i].caption for i in prepared.captioned]
+
+    def embed_captions(part: list[str]) -> np.ndarray:
+        return encoder.forward(prepared.texts if part is captions else encoder.preprocess(part))
+
+    texts, text_errors = (isolate(embed_captions, captions, len(captions), _part, encoder.dim)
                           if prepared.texts is not None else (empty, {}))
     return _assemble(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
                      prepared.source_rows, image_errors, text_errors)
 
 
 def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
-    """The single-threaded reference: decode, then sentence-transformers' own ``encode`` (poison rows isolated too)."""
+    """The single-threaded reference: decode, then ``Encoder.encode_images``/``encode_texts`` (poison rows isolated too)."""
     rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
     captioned = [i for i, row in enumerate(rows) if row.caption]
     captions = [rows[i].caption for i in captioned]
-
-    def part(items: list, start: int, stop: int) -> list:
-        return items[start:stop]
-
-    image_vectors, image_errors = isolate(encoder.encode_images, images, len(images), part, encoder.dim)
-    text_vectors, text_errors = isolate(encoder.encode_texts, captions, len(captions), part, encoder.dim)
+    image_vectors, image_errors = isolate(encoder.encode_images, images, len(images), _part, encoder.dim)
+    text_vectors, text_errors = isolate(encoder.encode_texts, captions, len(captions), _part, encoder.dim)
     return _assemble(job.seq, rows, image_vectors, text_vectors, captioned, rejected, job.source_rows, image_errors,
                      text_errors)
 
@@ -176,6 +178,10 @@ def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Calla
     first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
     second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
     return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
+
+
+def _part(items: list, start: int, stop: int) -> list:
+    return items[start:stop]
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -3,7 +3,8 @@
 The CLIP loss: symmetric InfoNCE over in-batch negatives with a learned temperature.
 A deterministic validation split is evaluated after every epoch with the same metrics as
 ``mmindex eval``; the best epoch is saved. Training can start from a pretrained model or
-from a fresh small CLIP (``from_scratch``), which needs no download.
+from a fresh small CLIP (``from_scratch``), which needs no download. A tower can be frozen
+and new characters given tokens of their own, to teach a trained model another language.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class TrainOptions:
     group_cols: Sequence[str] = ()
     from_scratch: str | None = None
     save_half: bool = False
+    freeze: Sequence[str] = ()  # towers that keep their weights: "image", "text"
+    add_char_tokens: bool = False  # give new characters of the captions tokens of their own
     image_col: str | None = None
     caption_col: str | None = None
     id_col: str | None = None
@@ -67,6 +70,8 @@ class TrainReport:
     epochs: list[EpochReport] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = 0.0
+    frozen: list[str] = field(default_factory=list)
+    added_tokens: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,26 +125,85 @@ def train(
             start = build_scratch_model(Path(scratch_dir) / "start", size=options.from_scratch,
                                         texts=[r.caption for r in train_rows], seed=options.seed)
         encoder = Encoder(start, device=options.device, batch_size=256, half=False)
+        if encoder.model is None or len(encoder.model) != 1:
+            raise ModelError(f"model {start!r} is a {encoder.backend.kind} model; mmindex train fine-tunes "
+                             "sentence-transformers / transformers CLIP-style folders (open_clip has its own "
+                             "training code: open_clip_train)")
         clip = encoder.model[0].auto_model
         for needed in ("get_image_features", "get_text_features", "logit_scale"):
             if not hasattr(clip, needed):
                 raise ModelError(f"model {start!r} is not a CLIP-style dual encoder (no {needed}); cannot train it")
+        if options.add_char_tokens and "text" in options.freeze:
+            raise InputError("new tokens are learnt by the text tower: do not freeze it with --add-char-tokens")
+        added = add_char_tokens(encoder, clip, [r.caption for r in train_rows]) if options.add_char_tokens else []
+        frozen = freeze_towers(clip, options.freeze)
         baseline = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
         report = TrainReport(str(output), f"scratch:{options.from_scratch}" if options.from_scratch else str(model),
                              len(train_rows), len(val_rows), summary.rejected,
-                             [m.to_dict() for m in baseline], score_of(baseline))
+                             [m.to_dict() for m in baseline], score_of(baseline), frozen=frozen, added_tokens=added)
         report.best_score = report.baseline_score
         _fit(encoder, clip, train_rows, val_rows, options, report, Path(output), on_step, on_epoch, command)
     return report
+
+
+TOWERS = {
+    "image": ("vision_model", "visual_projection"),
+    "text": ("text_model", "text_projection"),
+}
+
+
+def freeze_towers(clip, towers: Sequence[str]) -> list[str]:
+    """Stop training the named towers; returns their names, sorted."""
+    if set(towers) >= set(TOWERS):
+        raise InputError("freezing both towers leaves nothing to train")
+    for tower in towers:
+        if tower not in TOWERS:
+            raise InputError(f"cannot freeze {tower!r}; choose from {', '.join(TOWERS)}")
+        for name in TOWERS[tower]:
+            if not hasattr(clip, name):
+                raise ModelError(f"cannot freeze the {tower} tower: the model has no {name}")
+            getattr(clip, name).requires_grad_(False)
+    return sorted(set(towers))
+
+
+def add_char_tokens(encoder, clip, captions: Sequence[str]) -> list[str]:
+    """Give each non-ASCII character of ``captions`` that is not in the vocabulary a token of its own.
+
+    A byte-level BPE tokenizer trained on English spends two to four byte tokens on each
+    Chinese character (its vocabulary holds bytes, so every such character is added), and
+    the text tower has few positions. Each new embedding starts at the mean of the
+    embeddings of the pieces it replaces. Returns the characters added.
+    """
+    import torch
+
+    tokenizer = encoder.model[0].processor.tokenizer
+    vocabulary = tokenizer.get_vocab()
+    new = sorted({c for text in captions for c in text if ord(c) > 127 and not c.isspace()} - set(vocabulary))
+    if not new:
+        return []
+    pieces = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in new]
+    old = clip.text_model.embeddings.token_embedding
+    tokenizer.add_tokens(new)
+    grown = torch.nn.Embedding(len(tokenizer), old.embedding_dim, dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        grown.weight[:old.num_embeddings] = old.weight
+        for char, ids in zip(new, pieces):
+            grown.weight[tokenizer.convert_tokens_to_ids(char)] = old.weight[ids].mean(dim=0)
+    clip.text_model.embeddings.token_embedding = grown
+    clip.config.text_config.vocab_size = len(tokenizer)
+    return new
 
 
 def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_step, on_epoch, command):
     import torch
 
     device = torch.device(encoder.device)
-    loader = _loader(encoder, train_rows, options)
+    # A frozen image tower gives each image the same features in every epoch: compute them once.
+    cached = _image_features(encoder, clip, train_rows, options) if "image" in report.frozen else None
+    loader = _loader(encoder, train_rows, options, cached)
     steps = max(1, len(loader) * options.epochs)
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    trainable = [p for p in clip.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=options.weight_decay)
     warmup = max(1, int(options.warmup_fraction * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
@@ -152,15 +216,18 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
     for epoch in range(1, options.epochs + 1):
         clip.train()
         started, total, batches = time.perf_counter(), 0.0, 0
-        for pixels, input_ids, attention in loader:
-            pixels = pixels.to(device, non_blocking=True)
+        for images, input_ids, attention in loader:
+            images = images.to(device, non_blocking=True)
             input_ids, attention = input_ids.to(device, non_blocking=True), attention.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = clip_loss(clip, pixels, input_ids, attention)
+                if cached is None:
+                    loss = clip_loss(clip, images, input_ids, attention)
+                else:
+                    loss = clip_loss(clip, None, input_ids, attention, image_features=images)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
@@ -183,12 +250,15 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
             on_epoch(epoch_report)
 
 
-def clip_loss(clip, pixels, input_ids, attention):
-    """Symmetric InfoNCE: each image's caption is its positive, the batch's others negatives."""
+def clip_loss(clip, pixels, input_ids, attention, image_features=None):
+    """Symmetric InfoNCE: each image's caption is its positive, the batch's others negatives.
+
+    ``image_features`` (the image tower's output, precomputed) stand in for ``pixels``.
+    """
     import torch
     import torch.nn.functional as F
 
-    image = _features(clip.get_image_features(pixel_values=pixels))
+    image = image_features if image_features is not None else _features(clip.get_image_features(pixel_values=pixels))
     text = _features(clip.get_text_features(input_ids=input_ids, attention_mask=attention))
     image = F.normalize(image.float(), dim=-1)
     text = F.normalize(text.float(), dim=-1)
@@ -222,7 +292,40 @@ class PairDataset:
         return pixels, row.caption
 
 
-def _loader(encoder, rows, options):
+def _image_features(encoder, clip, rows, options) -> list:
+    """Each row's image features (None for an image that does not decode), from the frozen image tower."""
+    import torch
+
+    module = encoder.model[0]
+    dataset = PairDataset(rows, module.processor.image_processor, encoder.image_size)
+    indexed = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=options.workers, collate_fn=list)
+    features: list = []
+    clip.eval()
+    with torch.inference_mode():
+        for items in indexed:
+            good = [pixels for pixels, _ in filter(None, items)]
+            vectors = iter(_features(clip.get_image_features(pixel_values=torch.stack(good).to(encoder.device)))
+                           if good else [])
+            features.extend(None if item is None else next(vectors).float().cpu().clone() for item in items)
+    return features
+
+
+class FeatureDataset:
+    """Precomputed image features and their captions (rows whose image did not decode are None)."""
+
+    def __init__(self, rows: Sequence[SourceRow], features: Sequence):
+        self.rows = rows
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        vector = self.features[index]
+        return None if vector is None else (vector, self.rows[index].caption)
+
+
+def _loader(encoder, rows, options, cached=None):
     import torch
 
     module = encoder.model[0]
@@ -233,13 +336,17 @@ def _loader(encoder, rows, options):
         items = [item for item in items if item is not None]
         tokens = tokenizer([caption for _, caption in items], padding=True, truncation=True,
                            max_length=max_length, return_tensors="pt")
-        return torch.stack([pixels for pixels, _ in items]), tokens["input_ids"], tokens["attention_mask"]
+        return torch.stack([images for images, _ in items]), tokens["input_ids"], tokens["attention_mask"]
 
-    dataset = PairDataset(rows, module.processor.image_processor, encoder.image_size)
+    if cached is None:
+        dataset = PairDataset(rows, module.processor.image_processor, encoder.image_size)
+    else:
+        dataset = FeatureDataset(rows, cached)
+    workers = options.workers if cached is None else 0  # nothing left to decode
     return torch.utils.data.DataLoader(
         dataset, batch_size=min(options.batch_size, len(rows)), shuffle=True, drop_last=len(rows) > options.batch_size,
-        num_workers=options.workers, collate_fn=collate, pin_memory=encoder.device.startswith("cuda"),
-        generator=torch.Generator().manual_seed(options.seed), persistent_workers=options.workers > 0,
+        num_workers=workers, collate_fn=collate, pin_memory=encoder.device.startswith("cuda"),
+        generator=torch.Generator().manual_seed(options.seed), persistent_workers=workers > 0,
     )
 
 
@@ -264,6 +371,11 @@ def model_card(report: TrainReport, command: str = "") -> str:
         f"| {m['mrr']:.3f} | {m['median_rank']} |"
         for m in rows
     )
+    extras = ""
+    if report.frozen:
+        extras += f"- frozen: the {' and '.join(report.frozen)} tower{'s' if len(report.frozen) > 1 else ''}\n"
+    if report.added_tokens:
+        extras += f"- {len(report.added_tokens)} characters added as tokens: {''.join(report.added_tokens)}\n"
     return f"""# {Path(report.output).name}
 
 A CLIP-style dual encoder for mmindex (sentence-transformers format), trained with
@@ -271,7 +383,7 @@ A CLIP-style dual encoder for mmindex (sentence-transformers format), trained wi
 
 - started from: `{report.start_model}`
 - pairs: {report.train_rows} for training, {report.validation_rows} held out for validation
-- best epoch: {report.best_epoch} (of {len(report.epochs)} so far)
+{extras}- best epoch: {report.best_epoch} (of {len(report.epochs)} so far)
 
 ## Validation metrics at the best epoch (measured by `mmindex train`)
 

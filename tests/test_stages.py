@@ -235,3 +235,44 @@ def test_a_poison_row_is_isolated_and_rejected_at_stage_embed(tmp_path, encoder,
         assert store.count() == 19
         assert summary.upserted == (19 if run == 0 else 0) and summary.unchanged == (0 if run == 0 else 19)
         store.close()
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipeline", "reference"])
+def test_a_caption_that_fails_by_its_length_takes_no_batch_mate_with_it(tmp_path, encoder, monkeypatch, pipelined):
+    """A forward pass that fails on one long caption: its batch-mates are tokenized again without it (a slice of
+    the padded batch would keep the long caption's length and fail too), so only that row is rejected."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmindex import IngestOptions, ingest
+    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+    from mmindex.pipeline.sample import write_sample
+
+    data = tmp_path / "d"
+    write_sample(data, rows=16, seed=4, width=32, height=32)
+    path = data / "part-00000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    others = max(encoder.text_backend.token_counts([r["caption"] for r in rows]))
+    words = 1
+    while encoder.text_backend.token_counts([" ".join(["red"] * words)])[0] <= others:
+        words += 1
+    rows[3]["caption"] = " ".join(["red"] * words)  # the longest caption, and within the model's limit
+    assert encoder.text_backend.token_counts([rows[3]["caption"]])[0] <= encoder.max_text_tokens
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    model_class = type(encoder.model)
+    real = model_class.forward
+
+    def fails_on_long_batches(self, features, *args, **kwargs):
+        ids = features.get("input_ids")
+        if ids is not None and ids.shape[1] > others:
+            raise RuntimeError("sequence too long for this kernel")
+        return real(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", fails_on_long_batches)
+    store = QdrantEdgeStore("p", data_dir=tmp_path / "store")
+    summary = ingest([str(data)], store, encoder, IngestOptions(batch_size=8, workers=1, optimize=False,
+                                                                pipelined=pipelined))
+    assert (summary.read, summary.rejected) == (16, 1) and summary.adds_up()
+    assert summary.rejections[0].row == 3 and summary.rejections[0].stage == "embed"
+    assert store.count() == 15
+    store.close()

@@ -62,3 +62,67 @@ def test_train_cli_reports_and_saves(tmp_path, train_dir):
 def test_train_needs_exactly_one_start():
     result = CliRunner().invoke(main, ["train", "x", "-o", "y"])
     assert result.exit_code == 2 and "exactly one of --model or --from-scratch" in result.output
+
+
+@pytest.fixture(scope="module")
+def bilingual_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-zh")
+    write_sample(folder, rows=320, seed=11, width=48, height=48, caption_style="mixed", caption_lang="mixed")
+    return folder
+
+
+def test_teaching_chinese_keeps_the_image_tower_and_gives_characters_tokens(tmp_path, train_dir, bilingual_dir):
+    from PIL import Image
+
+    from mmindex.pipeline.scratch import build_scratch_model
+
+    start = build_scratch_model(tmp_path / "start", size="tiny", texts=["a red circle", "a blue triangle"])
+    options = TrainOptions(epochs=12, batch_size=32, learning_rate=3e-3, val_fraction=0.2, device="cpu",
+                           group_cols=("color", "shape"), freeze=("image",), add_char_tokens=True)
+    report = train([str(bilingual_dir)], tmp_path / "zh", model=start, options=options)
+    assert report.frozen == ["image"] and {"蓝", "三", "角", "形", "，"} <= set(report.added_tokens)
+    # Only the text tower learns (against a random image tower here): slower, but well clear of chance.
+    assert report.best_score > max(2.5 * report.baseline_score, report.baseline_score + 0.05), (
+        report.baseline_score, report.best_score)
+    before, after = Encoder(start, device="cpu"), Encoder(str(tmp_path / "zh"), device="cpu")
+    # The image tower is untouched: image vectors are exactly those of the starting model.
+    images = [Image.new("RGB", (48, 48), (30, 70, 220)), Image.effect_noise((48, 48), 50).convert("RGB")]
+    assert (before.encode_images(images) == after.encode_images(images)).all()
+    # Each Chinese character is one token now (it was two or more byte pieces), in the saved folder.
+    tokenizer = after.model[0].processor.tokenizer
+    assert len(tokenizer("一个蓝色的三角形", add_special_tokens=False)["input_ids"]) == 8
+    assert len(before.model[0].processor.tokenizer("一个蓝色的三角形", add_special_tokens=False)["input_ids"]) > 16
+    assert after.model[0].auto_model.config.text_config.vocab_size == len(tokenizer)
+    assert "image tower" in (tmp_path / "zh" / "README.md").read_text()
+
+
+def test_cached_image_features_equal_the_encoders_vectors(train_dir, tiny_model):
+    # The frozen-tower cache must feed the loss what the model itself computes for each image.
+    import numpy as np
+
+    from mmindex.pipeline.evaluate import collect_rows
+    from mmindex.pipeline.images import decode_image
+    from mmindex.pipeline.ingestion import IngestSummary
+    from mmindex.pipeline.train import _image_features
+
+    encoder = Encoder(tiny_model, device="cpu", half=False)
+    rows = collect_rows(open_source([str(train_dir)]), "m", IngestSummary("x"))[:40]
+    cached = np.stack([v.numpy() for v in _image_features(encoder, encoder.model[0].auto_model, rows, TrainOptions())])
+    cached /= np.linalg.norm(cached, axis=1, keepdims=True)
+    expected = encoder.encode_images([decode_image(r.image.data, encoder.image_size) for r in rows])
+    assert np.abs(cached - expected).max() < 1e-5
+
+
+def test_freezing_what_must_learn_is_refused(tmp_path, train_dir, tiny_model):
+    result = CliRunner().invoke(main, ["train", str(train_dir), "--model", tiny_model, "--freeze", "image",
+                                       "--freeze", "text", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "freezing both towers leaves nothing to train" in result.output
+    result = CliRunner().invoke(main, ["train", str(train_dir), "--model", tiny_model, "--freeze", "text",
+                                       "--add-char-tokens", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "do not freeze it with --add-char-tokens" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_help_documents_freeze_and_new_tokens():
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert "--freeze [image|text]" in result.output and "--add-char-tokens" in result.output

@@ -1,0 +1,258 @@
+"""sentence-transformers models as an mmindex backend: ST folders and Hub ids, plain transformers CLIP-style
+folders (CLIP, SigLIP, Chinese-CLIP, …) that sentence-transformers wraps, and text-only ST models.
+
+What sentence-transformers leaves to the caller, this module decides from the model's own files:
+- where a caption is cut: the smallest of the tokenizer's ``model_max_length``, the module's
+  ``max_seq_length`` and the text tower's ``max_position_embeddings`` (read from ``text_config``
+  for two-tower models, where sentence-transformers does not look; Chinese-CLIP's tokenizer
+  declares no limit at all);
+- how a batch is padded: to ``max_length`` for the families trained that way (SigLIP; transformers'
+  model docs: "use padding='max_length' as that's how the model was trained"), else to the longest
+  caption (models that pool by attention mask or at the end token are unaffected by padding).
+``check_backend`` then verifies both against transformers' own ``get_*_features`` when the model is loaded.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmindex.pipeline.backend import TextRule
+from mmindex.pipeline.errors import ModelError
+
+# Model types (config.json "model_type") whose text tower must see captions padded to the full length.
+FIXED_LENGTH_TEXT = {"siglip": 64, "siglip2": 64}
+NO_LIMIT = 1_000_000  # transformers' "no model_max_length" sentinel is int(1e30); anything above this is none
+
+
+class SentenceTransformerModel:
+    """A sentence-transformers model (``SentenceTransformer``) behind the ``Backend`` interface."""
+
+    kind = "sentence-transformers"
+
+    def __init__(self, model: str, device: str, half: bool = False):
+        self.st = load_model(model, device, half)
+        self.module = self.st
+        first = self.st[0]
+        self.modalities = frozenset(_modality_names(getattr(self.st, "modalities", None) or ["text"]))
+        self.dim = int(self.st.get_embedding_dimension())
+        self.tokenizer = getattr(first, "tokenizer", None)
+        self.text_rule = text_rule(first) if "text" in self.modalities else None
+        self._text_kwargs = {"text": _processing_kwargs(self.text_rule)} if self.text_rule else None
+        self._fast_images = fast_clip_preprocessor(self.st) if "image" in self.modalities else None
+        # A fast (Rust) tokenizer keeps its truncation/padding settings in shared mutable state:
+        # calls from several threads with different settings corrupt each other's batches.
+        self._text_lock = threading.Lock()
+
+    @property
+    def image_size(self) -> int | None:
+        processor = getattr(getattr(self.st[0], "processor", None), "image_processor", None)
+        for size in (getattr(processor, "crop_size", None), getattr(processor, "size", None)):
+            values = [int(v) for v in (_size_value(size, k) for k in ("height", "width", "shortest_edge")) if v]
+            if values:
+                return max(values)
+        return None
+
+    def preprocess_images(self, images: Sequence[Any]) -> dict[str, Any]:
+        if self._fast_images is not None:
+            return {"pixel_values": self._fast_images(list(images)), "modality": "image"}
+        return self.st.preprocess(list(images))
+
+    def preprocess_texts(self, texts: Sequence[str]) -> dict[str, Any]:
+        with self._text_lock:
+            if self._text_kwargs is None:
+                return self.st.preprocess(list(texts))
+            return self.st.preprocess(list(texts), processing_kwargs=self._text_kwargs)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        if self.tokenizer is None:
+            return [len(text.split()) + 2 for text in texts]
+        with self._text_lock:
+            return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+
+    def embed(self, features: dict[str, Any], modality: str) -> Any:
+        return self.st(features)["sentence_embedding"]
+
+    def replica(self, device: str) -> "SentenceTransformerModel":
+        """The same model on another device (a deep copy of the weights; the tokenizer lock is shared)."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.st = twin.module = copy.deepcopy(self.st).to(device)
+        return twin
+
+    def reference(self, items: Sequence[Any], modality: str) -> np.ndarray | None:
+        """transformers' own ``get_text_features``/``get_image_features`` with the model's processor, one at a time.
+
+        Only for two-tower models whose sentence-transformers module is the bare transformers
+        model (its output is what ``get_*_features`` returns); None for anything else (a text-only
+        model with pooling and dense layers has no other reference than itself).
+        """
+        import torch
+
+        first = self.st[0]
+        model = getattr(first, "auto_model", None)
+        processor = getattr(first, "processor", None)
+        method = getattr(model, "get_text_features" if modality == "text" else "get_image_features", None)
+        if method is None or processor is None or len(self.st) != 1:
+            return None
+        rows = []
+        with torch.inference_mode():
+            for item in items:
+                if modality == "text":
+                    rule = self.text_rule
+                    inputs = processor(text=[item], return_tensors="pt", truncation=True, max_length=rule.max_length,
+                                       padding=rule.padding)
+                else:
+                    inputs = processor(images=[item], return_tensors="pt")
+                inputs = {k: v.to(model.device) for k, v in inputs.items() if hasattr(v, "to")}
+                output = method(**inputs)
+                vector = getattr(output, "pooler_output", output)
+                rows.append(torch.nn.functional.normalize(vector.float(), dim=-1).cpu().numpy())
+        return np.concatenate(rows)
+
+
+def text_rule(module) -> TextRule:
+    """Where a transformers-backed module cuts captions and how it pads them (see the module docstring)."""
+    config = getattr(getattr(module, "auto_model", None), "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model_type = getattr(config, "model_type", "") or ""
+    limits: list[tuple[int, str]] = []
+    tokenizer = getattr(module, "tokenizer", None)
+    declared = getattr(tokenizer, "model_max_length", None)
+    if declared and declared < NO_LIMIT:
+        limits.append((int(declared), "the tokenizer's model_max_length"))
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if positions and positions > 0:
+        usable = int(positions) - _position_offset(text_config)
+        limits.append((usable, "the text tower's max_position_embeddings"))
+    if not limits:
+        return TextRule(None, "longest", "no limit declared")
+    length, source = min(limits)
+    if model_type in FIXED_LENGTH_TEXT:
+        return TextRule(length, "max_length", source + f"; padded to it ({model_type} is trained that way)")
+    return TextRule(length, "longest", source)
+
+
+def _position_offset(text_config) -> int:
+    """Positions a RoBERTa-style model reserves before the first token (padding_idx + 1), else 0."""
+    if getattr(text_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "xlm_roberta"):
+        return int(getattr(text_config, "pad_token_id", 1) or 1) + 1
+    return 0
+
+
+def _processing_kwargs(rule: TextRule) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"padding": rule.padding, "truncation": True}
+    if rule.max_length:
+        kwargs["max_length"] = rule.max_length
+    return kwargs
+
+
+def _modality_names(modalities) -> set[str]:
+    names: set[str] = set()
+    for modality in modalities:
+        names.update([modality] if isinstance(modality, str) else list(modality))
+    return names
+
+
+def load_model(model: str, device: str, half: bool = False):
+    """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    quiet_transformers()
+    try:
+        # Load straight into the compute precision: fp16 on request (CUDA), else fp32, even for
+        # models saved in fp16 such as the bundled demo.
+        dtype = torch.float16 if half else torch.float32
+        loaded = SentenceTransformer(model, device=device, model_kwargs={"dtype": dtype})
+    except Exception as error:
+        hint = ""
+        text = str(error)
+        if "sentencepiece" in text.lower() or "SentencePiece" in text:
+            hint = " The model's tokenizer needs the sentencepiece package: pip install sentencepiece."
+        elif not os.path.isdir(model):
+            from huggingface_hub import constants
+
+            offline = bool(constants.HF_HUB_OFFLINE)
+            hint = (
+                " It is not a local folder, so it must come from the Hugging Face Hub"
+                + (" — but HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
+                   " (is the network reachable, and the name right?).")
+                + " Pass --model PATH to a local sentence-transformers CLIP model folder to work offline."
+            )
+        raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {error}.{hint}") from error
+    loaded = loaded.half() if half else loaded.float()
+    loaded.eval()
+    return loaded
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' per-file progress bars; mmindex shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def fast_clip_preprocessor(model):
+    """A faster equivalent of a CLIP image processor (resize, centre crop, normalise), or None.
+
+    The model's own processor converts every image through several float64 numpy steps;
+    this does the resize and crop in Pillow and the normalisation once per batch in torch.
+    It is used only if it reproduces the model's processor on test images (max abs
+    difference < 1e-4 after normalisation); otherwise the processor itself is used.
+    """
+    import torch
+    from PIL import Image
+
+    processor = getattr(getattr(model[0], "processor", None), "image_processor", None)
+    if processor is None or "CLIPImageProcessor" not in type(processor).__name__:
+        return None
+    try:
+        shortest = int(_size_value(processor.size, "shortest_edge"))
+        crop_h = int(_size_value(processor.crop_size, "height"))
+        crop_w = int(_size_value(processor.crop_size, "width"))
+        flags = (processor.do_resize, processor.do_center_crop, processor.do_rescale, processor.do_normalize)
+        resample = int(getattr(processor.resample, "value", processor.resample))
+        mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        scale = float(processor.rescale_factor)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not all(flags) or abs(scale - 1 / 255) > 1e-9:
+        return None
+
+    def preprocess(images):
+        arrays = []
+        for image in images:
+            width, height = image.size
+            if width <= height:
+                size = (shortest, int(shortest * height / width))
+            else:
+                size = (int(shortest * width / height), shortest)
+            if size != image.size:
+                image = image.resize(size, resample)
+            left, top = (size[0] - crop_w) // 2, (size[1] - crop_h) // 2
+            image = image.crop((left, top, left + crop_w, top + crop_h))
+            arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale)
+        return batch.sub_(mean).div_(std).contiguous()
+
+    rng = np.random.default_rng(0)
+    probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 91), (300, 240), (64, 64))]
+    try:
+        expected = model.preprocess(probes)["pixel_values"].float()
+        got = preprocess(probes)
+        if expected.shape == got.shape and float((expected - got).abs().max()) < 1e-4:
+            return preprocess
+    except Exception:  # any surprise: keep the model's own processor
+        return None
+    return None
+
+
+def _size_value(size, key):
+    """A field of an image processor's size: a dict in older transformers, a SizeDict in newer ones."""
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)

@@ -1,0 +1,104 @@
+"""A separate text model (``--text-model``) beside a CLIP model: recorded, used by query/eval/serve, checked.
+
+The pair is a replica of sentence-transformers/clip-ViT-B-32 and of
+sentence-transformers/clip-ViT-B-32-multilingual-v1 (its text student), as Weaviate and
+clip-retrieval ship them (tests/replicas.py).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.errors import ModelError
+from mmindex.pipeline.sample import write_sample
+from replicas import write_multilingual_text, write_st_clip
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    clip = write_st_clip(root / "clip-ViT-B-32")
+    student = write_multilingual_text(root / "clip-ViT-B-32-multilingual-v1")
+    data = root / "data"
+    write_sample(data, rows=12, seed=3)
+    return clip.path, student.path, data
+
+
+def test_texts_go_through_the_text_model_and_images_through_the_clip(pair):
+    from sentence_transformers import SentenceTransformer
+
+    clip, student, _ = pair
+    encoder = Encoder(str(clip), device="cpu", text_model=str(student))
+    texts = ["a red circle", "一个蓝色的三角形", "x"]
+    reference = SentenceTransformer(str(student), device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.abs(encoder.encode_texts(texts) - reference).max() < 1e-4
+    alone = Encoder(str(clip), device="cpu")
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 30), (200, 10, 10))
+    assert np.abs(encoder.encode_images([image]) - alone.encode_images([image])).max() < 1e-6
+    assert encoder.text_backend is not encoder.backend  # captions are cut at the student's limit
+    assert encoder.max_text_tokens == encoder.text_backend.text_rule.max_length
+    assert encoder.identity != alone.identity  # content hashes change with the text model
+
+
+def test_ingest_records_both_and_query_uses_the_recorded_text_model(pair, cli, tmp_path):
+    clip, student, data = pair
+    result = cli("ingest", str(data), "-c", "pair", "--model", str(clip), "--text-model", str(student))
+    assert result.exit_code == 0, result.output
+    info = json.loads(cli("info", "-c", "pair", "--json").output)
+    assert info["model"] == "clip-ViT-B-32" and info["text_model"] == "clip-ViT-B-32-multilingual-v1"
+    assert info["text_model_fingerprint"].startswith("sha256:") and info["text_model_path"] == str(student)
+    shown = cli("info", "-c", "pair").output
+    assert "text model   clip-ViT-B-32-multilingual-v1" in shown
+    # query with no model options: the collection's pair, and the text vector is the student's
+    out = cli("query", "蓝色的三角形", "-c", "pair", "--target", "text", "--limit", "12", "--json")
+    assert out.exit_code == 0, out.output
+    hits = [json.loads(line) for line in out.output.splitlines()]
+    encoder = Encoder(str(clip), device="cpu", text_model=str(student))
+    query = encoder.encode_texts(["蓝色的三角形"])[0]
+    captions = encoder.encode_texts([h["caption"] for h in hits])
+    assert [h["score"] for h in hits] == pytest.approx(list(captions @ query), abs=1e-4)
+    # eval uses the recorded text model too
+    assert cli("eval", str(data), "-c", "pair").exit_code == 0
+    # a rerun with no model options is recognised (nothing re-embedded)
+    again = cli("ingest", str(data), "-c", "pair", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output.strip().splitlines()[-1])["embedded"] == 0
+
+
+def test_mixing_text_models_in_one_collection_is_refused(pair, cli):
+    clip, student, data = pair
+    assert cli("ingest", str(data), "-c", "mono", "--model", str(clip)).exit_code == 0
+    mixed = cli("ingest", str(data), "-c", "mono", "--model", str(clip), "--text-model", str(student))
+    assert mixed.exit_code != 0 and "text model" in mixed.output and "Traceback" not in mixed.output
+    # a query may bring its own text model: only the vector size must agree
+    ok = cli("query", "a red circle", "-c", "mono", "--text-model", str(student), "--limit", "2")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_text_model_folder_replaced_is_named(pair, cli, tmp_path):
+    import shutil
+
+    clip, student, data = pair
+    moving = tmp_path / "student"
+    shutil.copytree(student, moving)
+    assert cli("ingest", str(data), "-c", "moved", "--model", str(clip), "--text-model", str(moving)).exit_code == 0
+    shutil.rmtree(moving)
+    gone = cli("query", "a red circle", "-c", "moved")
+    assert gone.exit_code != 0 and "text model" in gone.output and "--text-model" in gone.output
+    write_multilingual_text(moving, seed=5)  # other weights under the same path
+    changed = cli("query", "a red circle", "-c", "moved")
+    assert changed.exit_code != 0 and "no longer that model" in changed.output and "--text-model" in changed.output
+
+
+def test_refusals(pair, tmp_path):
+    clip, student, _ = pair
+    with pytest.raises(ModelError, match="encodes text only"):
+        Encoder(str(student), device="cpu")
+    other = write_multilingual_text(tmp_path / "wide", out_features=40)
+    with pytest.raises(ModelError, match="40-d vectors"):
+        Encoder(str(clip), device="cpu", text_model=str(other.path))
