@@ -39,6 +39,8 @@ class Backend(Protocol):
     - ``dim``: the size of the vectors ``embed`` returns.
     - ``image_size``: the square side images are resized/cropped to (None for a text model).
     - ``text_rule``: the truncation and padding applied to captions.
+    - ``center_crop``: the image is resized by its shortest edge and its centre square kept (CLIP); False
+      when the whole image is resized (SigLIP, Chinese-CLIP) or padded.
     - ``module``: the ``torch.nn.Module`` holding the weights (moved, cast and copied by ``Encoder``).
     """
 
@@ -46,6 +48,7 @@ class Backend(Protocol):
     modalities: frozenset[str]
     dim: int
     image_size: int | None
+    center_crop: bool
     text_rule: TextRule | None
     module: Any
 
@@ -88,7 +91,7 @@ def check_backend(backend: Backend, name: str, encode, tolerance: float) -> None
         short = ["a red circle", "蓝色的三角形", "x"]
         rule = backend.text_rule
         limit = rule.max_length if rule and rule.max_length else 512
-        long = " ".join(["a large purple ring at the top on a dark background"] * (limit // 4 + 4))
+        long = " ".join(["a small green square on the left on a gray background"] * (limit // 4 + 4))
         try:
             together = encode(short + [long], "text")
         except Exception as error:

@@ -292,7 +292,7 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
     killed resumes by running the same command again.
 
     Every row read is counted once: upserted, payload updated (same content, other payload:
-    vectors kept), unchanged, or rejected with a stage (read, decode) and a reason, kept in
+    vectors kept), unchanged, or rejected with a stage (read, decode, embed) and a reason, kept in
     the rejects file.
 
     Scheduled runs: points record their source (--source, default the inputs); --sync then
@@ -324,6 +324,7 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
 
     from mmindex.pipeline.encoder import (
         Encoder,
+        check_model_spec,
         model_source,
         model_to_load,
         recorded_model_changed,
@@ -392,6 +393,9 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
         existing = store.spec()
         given, model = model, model_to_load(store.metadata() if existing else None, model)
         given_text, text_model = text_model, text_model_to_load(store.metadata() if existing else None, text_model)
+        check_model_spec(model, "--model")
+        if text_model is not None:
+            check_model_spec(text_model, "--text-model")
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:  # refused before the model loads (it may take minutes)
@@ -642,7 +646,9 @@ def query(texts, image_paths, target, store, model, text_model, device, where, f
                              + ("; point the alias at a collection (mmindex alias set)" if target else
                                 "; run `mmindex ingest` first"))
         if chosen:
-            known = {key for key in spec.payload_types if not key.startswith('"')} | {"caption"}
+            from mmindex.pipeline.ingestion import TRUNCATED_KEY
+
+            known = {key for key in spec.payload_types if not key.startswith('"')} | {"caption", TRUNCATED_KEY}
             unknown = [name for name in chosen if name not in known]
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
@@ -653,7 +659,7 @@ def query(texts, image_paths, target, store, model, text_model, device, where, f
         for image_path in image_paths:
             try:
                 with open(image_path, "rb") as handle:
-                    image = decode_image(handle.read(), encoder.image_size)
+                    image = decode_image(handle.read(), encoder.image_size, center_crop=encoder.center_crop)
             except RejectedImage as error:
                 raise InputError(f"{image_path}: {error.message}") from error
             vectors.append(encoder.encode_images([image])[0])
@@ -681,7 +687,9 @@ def query(texts, image_paths, target, store, model, text_model, device, where, f
             click.echo()
         conditions = " and ".join(filter(None, [f"where {where}" if where else "",
                                                 "a raw filter" if raw_filter else ""]))
-        rest = (f" → {searched} of {collection!r} (model {model_display_name(encoder.name)})"
+        text_model = (f", text model {model_display_name(encoder.text_name)}"
+                      if kind == "text" and encoder.text_name else "")
+        rest = (f" → {searched} of {collection!r} (model {model_display_name(encoder.name)}{text_model})"
                 + (f", {conditions}" if conditions else "")
                 + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
                 + (f" from rank {offset + 1}" if offset else ""))
@@ -868,8 +876,12 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(f"model {model_display_name(report['model'])}: {report['images']:,} images, {report['captions']:,} captions, "
+    text_model = f" + text model {model_display_name(report['text_model'])}" if report.get("text_model") else ""
+    click.echo(f"model {model_display_name(report['model'])}{text_model}: {report['images']:,} images, "
+               f"{report['captions']:,} captions, "
                f"{report['groups']:,} groups" + (f", {report['rejected']} rejected" if report["rejected"] else ""))
+    for warning in report.get("warnings", [])[:5]:
+        click.echo(f"  warning: {warning}", err=True)
     _print_metrics("exact (in memory):", report["exact"])
     if "store" in report:
         _print_metrics(f"through collection {report['collection']!r}:", report["store"])

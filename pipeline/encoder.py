@@ -9,12 +9,12 @@ Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themse
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from mmindex.pipeline.backend import check_backend
-from mmindex.pipeline.errors import ModelError
+from mmindex.pipeline.errors import EncodeError, ModelError
 from mmindex.pipeline.open_clip_model import is_open_clip, parse_spec  # light: open_clip itself loads on use
 from mmindex.pipeline.st_model import quiet_transformers  # noqa: F401  (re-exported: scratch.py, train.py)
 
@@ -76,7 +76,7 @@ def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
 
     Raises ModelError when the recorded folder is gone, naming it and what to do.
     """
-    if given:
+    if given is not None:  # an empty --model is refused by the Encoder, not taken for the default
         return given
     if meta is None:
         return DEFAULT_MODEL
@@ -85,7 +85,7 @@ def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
 
 def text_model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str | None:
     """The separate text model for a collection: ``given`` (--text-model), else the one it records, else None."""
-    if given:
+    if given is not None:
         return given
     if meta is None or not meta.get("text_model"):
         return None
@@ -99,10 +99,12 @@ def _recorded_location(meta: dict[str, Any], key: str, option: str) -> str:
     if os.path.exists(path) or (is_open_clip(path) and os.path.exists(parse_spec(path).local_path or "")):
         return path
     what = "text model" if key == "text_model" else "model"
+    where = (f"{option} open_clip:ARCH/NEW_PATH with the checkpoint's new place" if is_open_clip(path)
+             else f"{option} with the model's folder")
     raise ModelError(
         f"the collection's {what} {model_display_name(meta[key])!r} was loaded from {path}, which is not there "
-        f"any more; pass {option} with the model's folder (a moved or copied folder is accepted: the files are "
-        "checked by fingerprint, not by path)"
+        f"any more; pass {where} (a moved or copied model is accepted: the files are checked by fingerprint, "
+        "not by path)"
     )
 
 
@@ -170,6 +172,22 @@ def model_display_name(identity: str) -> str:
     return identity
 
 
+def check_model_spec(model: str, option: str = "--model") -> None:
+    """Refuse at once, naming ``option``, a model spec that can only fail: empty, a local path that is not
+    there, or a file that is not an open_clip checkpoint. (A Hub id is looked up by the library.)"""
+    if not model or not model.strip():
+        raise ModelError(f"{option} is empty; give a model folder, a Hub id or an open_clip name")
+    if is_open_clip(model):
+        return
+    if os.path.isfile(model):
+        raise ModelError(f"{option} {model!r} is a file; give the model's folder (the one holding its config), or "
+                         "open_clip:ARCH/FILE for an open_clip checkpoint")
+    looks_local = model.startswith(("/", "./", "../", "~", "\\")) or _is_path(model) or (
+        os.sep in model and os.path.isdir(os.path.dirname(model)))
+    if looks_local and not os.path.exists(model):
+        raise ModelError(f"{option} {model!r}: no such folder ({os.path.abspath(os.path.expanduser(model))})")
+
+
 def load_backend(model: str, device: str, half: bool) -> "Backend":
     """The backend for a model spec: open_clip for ``is_open_clip`` specs, else sentence-transformers
     (ST folders and Hub ids, plain transformers CLIP-style folders, text-only ST models)."""
@@ -197,6 +215,9 @@ class Encoder:
                  half: bool | None = None, text_model: str | None = None):
         # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
         self.path, self.name, self.fingerprint = model_source(model)
+        check_model_spec(model, "--model")
+        if text_model is not None:
+            check_model_spec(text_model, "--text-model")
         self.device = pick_device(device)
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
@@ -244,6 +265,11 @@ class Encoder:
         return self.backend.image_size
 
     @property
+    def center_crop(self) -> bool:
+        """Whether the image model resizes the shortest edge and crops the centre (so decoding may cut far ends)."""
+        return bool(getattr(self.backend, "center_crop", False))
+
+    @property
     def max_text_tokens(self) -> int | None:
         """Tokens (special ones included) a caption is cut at, or None when the text model has no limit."""
         rule = self.text_backend.text_rule
@@ -265,12 +291,34 @@ class Encoder:
         return result
 
     def encode_images(self, images: Sequence) -> np.ndarray:
-        """(n, dim) float32, L2-normalised: RGB PIL images through the image model."""
-        return self._encode(list(images))
+        """(n, dim) float32, L2-normalised: RGB PIL images through the image model.
+
+        Raises EncodeError (naming each input the model failed on, with its error) when the forward
+        pass raises for some inputs; the error carries the other inputs' vectors.
+        """
+        return self._raise_failures(list(images), "image")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) float32, L2-normalised: texts through the text model (cut at ``max_text_tokens``)."""
-        return self._encode(list(texts))
+        """(n, dim) float32, L2-normalised: texts through the text model (cut at ``max_text_tokens``).
+
+        Raises EncodeError like ``encode_images``.
+        """
+        return self._raise_failures(list(texts), "text")
+
+    def encode_each(self, items: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+        """Images or texts → ((n, dim) vectors, {index: error} for the inputs the model fails on).
+
+        A forward pass that raises (for any reason but memory) is bisected down to the inputs
+        that fail (``isolate``); their rows of the result are NaN.
+        """
+        items = list(items)
+        return isolate(self._encode, items, len(items), part_of, self.dim)
+
+    def _raise_failures(self, items: list, kind: str) -> np.ndarray:
+        vectors, failures = self.encode_each(items)
+        if failures:
+            raise EncodeError(failures, vectors, items, kind)
+        return vectors
 
     # -- the pipelined path: preprocessing in workers, forward passes on ready tensors ----------
     def preprocess(self, items: Sequence) -> dict[str, Any]:
@@ -387,6 +435,40 @@ def model_source(model: str) -> tuple[str | None, str, str | None]:
         return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()
     path = os.path.abspath(model) if os.path.isdir(model) else None
     return path, model_display_name(path or model), model_fingerprint(model)
+
+
+def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Callable[[Any, int, int], Any],
+            dim: int) -> tuple[np.ndarray, dict[int, str]]:
+    """``run(items)`` (``size`` rows → ``size × dim`` vectors), bisected down to the rows that raise.
+
+    Returns the vectors (a failing row's are NaN) and each failing row's error by index. Out of
+    memory is not a row's fault: it is raised (``Encoder.forward`` has already halved the batch).
+    """
+    if size == 0:
+        return np.zeros((0, dim), dtype=np.float32), {}
+    try:
+        return np.asarray(run(items), dtype=np.float32), {}
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - narrowed down to the rows, then reported per row
+        if _is_out_of_memory(error):
+            raise
+        if size == 1:
+            return np.full((1, dim), np.nan, dtype=np.float32), {0: f"{type(error).__name__}: {error}"}
+    half = size // 2
+    first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
+    second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
+    return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
+
+
+def part_of(items: list, start: int, stop: int) -> list:
+    return items[start:stop]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError)
 
 
 def _batch_size(features: dict[str, Any]) -> int:

@@ -33,6 +33,20 @@ class ModelError(MmindexError):
     """The embedding model cannot be loaded or used."""
 
 
+class EncodeError(ModelError):
+    """The model's forward pass raised for some inputs (``failures``: index → error); ``vectors`` holds the
+    others' (NaN rows for the failed ones)."""
+
+    def __init__(self, failures: dict[int, str], vectors, items, kind: str):
+        self.failures, self.vectors = failures, vectors
+        first = min(failures)
+        shown = items[first] if isinstance(items[first], str) else f"image {first + 1}"
+        if isinstance(shown, str) and len(shown) > 60:
+            shown = shown[:57] + "…"
+        more = f" (and {len(failures) - 1} more of {len(items)})" if len(failures) > 1 else ""
+        super().__init__(f"the model failed on {kind} {shown!r}{more}: {failures[first]}")
+
+
 class CollectionMismatchError(MmindexError):
     """The collection was built with another model or vector size."""
 

@@ -138,7 +138,7 @@ def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence
         key = tuple(row.payload.get(c) for c in group_cols) if group_cols else ("image", digest)
         if digest not in image_index:
             try:
-                image = decode_image(row.image.data, encoder.image_size)
+                image = decode_image(row.image.data, encoder.image_size, center_crop=encoder.center_crop)
             except RejectedImage as error:
                 summary.rejected += 1
                 summary.warnings.append(f"{row.file} row {row.row}: {error.message}")
@@ -155,9 +155,28 @@ def embed_rows(rows: Sequence[SourceRow], encoder: Encoder, group_cols: Sequence
         text_rows.append(row)
     if not images or not texts:
         raise InputError("no usable image–caption pairs to evaluate")
+    image_vectors, image_failures = encoder.encode_each(images)
+    text_vectors, text_failures = encoder.encode_each(texts)
+    if image_failures or text_failures:  # set aside what the model fails on, and the pairs left without an image
+        failed_images = {image_of_point[image_rows[i].id] for i in image_failures}
+        for failures, kind, kept in ((image_failures, "image", image_rows), (text_failures, "caption", text_rows)):
+            for index, reason in sorted(failures.items()):
+                summary.rejected += 1
+                summary.warnings.append(f"{kept[index].file} row {kept[index].row}: the model failed on its "
+                                        f"{kind}: {reason}")
+        keep_images = [i for i in range(len(images)) if i not in image_failures]
+        keep_texts = [i for i in range(len(texts))
+                      if i not in text_failures and image_of_point[text_rows[i].id] not in failed_images]
+        image_vectors, image_groups = image_vectors[keep_images], [image_groups[i] for i in keep_images]
+        image_rows = [image_rows[i] for i in keep_images]
+        text_vectors, text_groups = text_vectors[keep_texts], [text_groups[i] for i in keep_texts]
+        text_rows = [text_rows[i] for i in keep_texts]
+        if not image_rows or not text_rows:
+            raise InputError("no usable image–caption pairs to evaluate: the model failed on them all "
+                             f"({(image_failures or text_failures)[min(image_failures or text_failures)]})")
     return EvalPairs(
-        encoder.encode_images(images), np.asarray(image_groups), image_rows,
-        encoder.encode_texts(texts), np.asarray(text_groups), text_rows, summary, skipped, image_of_point,
+        image_vectors, np.asarray(image_groups), image_rows,
+        text_vectors, np.asarray(text_groups), text_rows, summary, skipped, image_of_point,
     )
 
 
@@ -206,10 +225,12 @@ def evaluate(inputs: Sequence[str] | Source, encoder: Encoder, group_cols: Seque
     pairs = embed_pairs(source, encoder, group_cols)
     report: dict[str, Any] = {
         "model": encoder.name,
+        "text_model": encoder.text_name,
         "images": len(pairs.image_rows),
         "captions": len(pairs.text_rows),
         "groups": int(len(set(pairs.image_groups.tolist()) | set(pairs.text_groups.tolist()))),
         "rejected": pairs.summary.rejected,
+        "warnings": pairs.summary.warnings[:20],
         "exact": [m.to_dict() for m in exact_metrics(pairs)],
     }
     if store is not None:

@@ -26,7 +26,8 @@ PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, 256 * 1024 
 # Raster formats read from data files. Others Pillow knows (EPS runs Ghostscript, PSD, …) are refused.
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "MPO", "AVIF", "ICO", "PPM", "TGA", "JPEG2000",
            "PCX", "QOI")
-# Beyond this aspect ratio the model's centre crop sees only the middle; cut the rest before resizing.
+# Beyond this aspect ratio a centre-cropping model (CLIP) sees only the middle; cut the rest before
+# resizing. Only for such models: SigLIP and Chinese-CLIP resize the whole image (no crop).
 MAX_ASPECT = 4
 _SIGNATURES = (
     (b"<svg", "an SVG drawing (vector graphics are not supported)"),
@@ -122,8 +123,14 @@ def _read_path(path: str, parquet_file: str, open_file: Callable[[str], Any], im
         raise RejectedImage(f"cannot read image file {resolved}: {error}") from None
 
 
-def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode bytes into an upright RGB image no larger than needed for ``target_size``."""
+def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 center_crop: bool = False) -> Image.Image:
+    """Decode bytes into an upright RGB image no larger than needed for ``target_size``.
+
+    ``center_crop``: the model resizes the shortest edge and crops the centre square (CLIP's
+    processor), so the far ends of a very long image (beyond ``MAX_ASPECT``:1) can be cut here;
+    False keeps the whole image (models that squash or pad it). Raises RejectedImage.
+    """
     if not data:
         raise RejectedImage("image is empty (0 bytes)")
     try:
@@ -151,7 +158,8 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     except Exception as error:  # Pillow raises many kinds on corrupt data
         raise RejectedImage(f"image cannot be decoded: {type(error).__name__}: {error}") from None
     if target_size:
-        image = _crop_extreme_aspect(image)
+        if center_crop:
+            image = _crop_extreme_aspect(image)
         if min(image.size) > 2 * target_size:
             image = image.resize(_shrunk(image.size, 2 * target_size), Image.BICUBIC)
     return image

@@ -167,6 +167,9 @@ class OpenClipModel:
         # open_clip's fp16 keeps some weights (layer norms, embeddings) in fp32 and expects fp16 pixels.
         self._input_dtype = torch.float16 if half else torch.float32
         self.image_size = _square_side(getattr(self.module.visual, "image_size", None))
+        # open_clip's resize modes: "shortest" (resize, then centre crop: CLIP's way), "longest" (pad), "squash".
+        resize_mode = (getattr(self.module.visual, "preprocess_cfg", None) or {}).get("resize_mode", "shortest")
+        self.center_crop = resize_mode == "shortest"
         context_length = int(self.tokenizer.context_length)
         self.text_rule = TextRule(context_length, "max_length", "open_clip tokenizer context_length")
         self._count_tokens = _token_counter(self.tokenizer)
@@ -301,6 +304,9 @@ def _load(open_clip, spec: OpenClipSpec, given: str, device: str, half: bool):
         tokenizer = open_clip.get_tokenizer(spec.model_name)
     except Exception as error:
         hint = ""
+        if spec.is_checkpoint:
+            hint = (f" Is {os.path.basename(spec.local_path)} a checkpoint of architecture {spec.model_name!r}? Its "
+                    "weights must fit that architecture (open_clip.list_models() names them).")
         if spec.local_path is None:
             from huggingface_hub import constants
 

@@ -51,10 +51,10 @@ class StoreGate:
                                      source=options.source_name)
         self.run = _Run(self.store, self.summary, options, None, None)
 
-    def describe(self) -> tuple[str, int | None, int]:
+    def describe(self) -> tuple[str, tuple[int | None, bool], int]:
         """The model's identity (for content hashes), image side and weight bytes, to plan the other stages."""
         weights = self.encoder.weight_bytes()
-        return self.encoder.identity, self.encoder.image_size, weights
+        return self.encoder.identity, (self.encoder.image_size, self.encoder.center_crop), weights
 
     def admit(self, tally, rows) -> list:
         from mmindex.pipeline.ingestion import _flag_truncated
@@ -134,7 +134,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
     # The writer loads the model on its CPU (it needs the tokenizer); it also tells the driver what it is.
     gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options), text_model)
     try:
-        name, image_size, weights = ray.get(gate.describe.remote())
+        name, image_size, weights = ray.get(gate.describe.remote())  # image_size: (side, center_crop)
     except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
         raise MmindexError(f"the Ray run cannot start its store writer: {_reason(error)}") from error
     # What one embedding actor holds: the weights, activations and a batch in flight (a scheduling hint).
@@ -155,7 +155,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
             dataset = (
                 ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=len(units))
                 .flat_map(_Reader(source, units, name, _portable(options), gate), num_cpus=1)
-                .map(_Decoder(image_size, options.max_pixels), num_cpus=1)
+                .map(_Decoder(*image_size, options.max_pixels), num_cpus=1)
                 # The memory reservation also keeps Ray from fusing decoding into the model's actor
                 # when there are no GPUs to tell the stages apart.
                 .map(EmbedActor, fn_constructor_args=(model, device, options.batch_size, text_model),
@@ -211,14 +211,14 @@ class _Reader:
 class _Decoder:
     """Decode task: image bytes → RGB arrays (the rejected rows travel with the job, to be counted)."""
 
-    def __init__(self, image_size: int | None, max_pixels: int):
-        self.image_size, self.max_pixels = image_size, max_pixels
+    def __init__(self, image_size: int | None, center_crop: bool, max_pixels: int):
+        self.image_size, self.center_crop, self.max_pixels = image_size, center_crop, max_pixels
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from mmindex.pipeline.stages import Job, decode_rows
 
         job = pickle.loads(item["job"])
-        rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels)
+        rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels, self.center_crop)
         arrays = [np.asarray(image, dtype=np.uint8) for image in images]
         return {"job": pickle.dumps((Job(job.seq, rows, job.source_rows, job.thumbnail), arrays, rejected))}
 

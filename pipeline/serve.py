@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmindex.pipeline.config import StoreSettings
-from mmindex.pipeline.errors import StoreError
+from mmindex.pipeline.errors import EncodeError, StoreError
 
 log = logging.getLogger("mmindex.serve")
 
@@ -123,6 +123,13 @@ class Batcher:
                     future.set_result(vector)
                 if self.observe:
                     self.observe(len(batch))
+            except EncodeError as error:  # only the requests the model failed on fail; their batch-mates do not
+                for index, (item, future) in enumerate(batch):
+                    if index in error.failures:
+                        future.set_exception(EncodeError({0: error.failures[index]}, None, [item],
+                                                         "text" if isinstance(item, str) else "image"))
+                    else:
+                        future.set_result(error.vectors[index])
             except BaseException as error:  # noqa: BLE001 - handed to each waiting caller
                 for _, future in batch:
                     future.set_exception(error)
@@ -202,15 +209,15 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
     def _load(self, meta: dict[str, Any] | None) -> Model:
-        from mmindex.pipeline.encoder import Encoder, encoder_for
+        """Load the models of the collection ``meta`` records (or --model / --text-model), checked against it.
 
-        from mmindex.pipeline.encoder import text_model_to_load
+        Raises CollectionMismatchError when a --model given is not the collection's: the service
+        would otherwise start, say it is ready, and answer every search with 409.
+        """
+        from mmindex.pipeline.encoder import encoder_for
 
-        text_model = text_model_to_load(meta, self.settings.text_model)
-        encoder = (Encoder(self.settings.model, device=self.settings.device, text_model=text_model)
-                   if self.settings.model else
-                   encoder_for(meta, None, self.settings.store.collection, text_model=self.settings.text_model,
-                               device=self.settings.device))
+        encoder = encoder_for(meta, self.settings.model, self.settings.store.collection,
+                              text_model=self.settings.text_model, device=self.settings.device)
         model = Model(encoder, self.settings, self.observe)
         self.models.append(model)
         return model
@@ -252,8 +259,9 @@ class Service:
             if self._fills(model, spec):
                 return model
         if name != self.settings.store.collection or self.settings.model:
-            raise ApiError(409, "model_mismatch", f"collection {name!r} was built with model {spec.model!r}; this "
-                                                  f"service encodes with {self.encoder.name!r}")
+            from mmindex.connectors.base import model_mismatch
+
+            raise ApiError(409, "model_mismatch", model_mismatch(spec, self.encoder.spec(), name))
         with self.model_lock:
             if not self._fills(self.current, spec):
                 log.info("collection %r now holds model %s; loading it", name, spec.model)

@@ -25,7 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmindex.pipeline.errors import CollectionMismatchError, FilterError, InputError, MmindexError, StoreError
+from mmindex.pipeline.errors import (CollectionMismatchError, EncodeError, FilterError, InputError, MmindexError,
+                                     StoreError)
 from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
 from mmindex.pipeline.serve import ApiError, Limits, Model, Service, ServeSettings, log
 from mmindex.pipeline.serve_guard import error_body
@@ -108,6 +109,7 @@ class EmbedBody(BaseModel):
 
 class EmbedAnswer(BaseModel):
     model: str
+    text_model: str | None = None  # the text model that embedded ``texts``, when the collection has one
     dim: int
     texts: list[list[float]]
     images: list[list[float]]
@@ -182,7 +184,8 @@ async def embed_route(body: EmbedBody, request: Request):
     image_futures = model.bulk_images.submit(images) if images else []
     texts = [np.asarray(await asyncio.wrap_future(f)).tolist() for f in text_futures]
     vectors = [np.asarray(await asyncio.wrap_future(f)).tolist() for f in image_futures]
-    return {"model": model.encoder.name, "dim": model.encoder.dim, "texts": texts, "images": vectors}
+    return {"model": model.encoder.name, "text_model": model.encoder.text_name, "dim": model.encoder.dim,
+            "texts": texts, "images": vectors}
 
 
 @router.get("/collections/{name}", responses=ERRORS, summary="A collection: points, model, vectors, payload")
@@ -232,7 +235,8 @@ async def readyz(request: Request):
             log.warning("readiness: %s", failure)
         return JSONResponse(error_body("not_ready", message), status_code=503)
     model = service.current
-    return {"status": "ready", "model": model.encoder.name, "dim": model.encoder.dim, "collection": name,
+    return {"status": "ready", "model": model.encoder.name, "text_model": model.encoder.text_name,
+            "dim": model.encoder.dim, "collection": name,
             "store": settings.store.kind}
 
 
@@ -441,6 +445,7 @@ def add_error_handlers(app) -> None:
     # The project's errors, most specific first: (status, stable code). Store errors can name
     # server paths and hosts: the caller gets a fixed message, the log the details.
     project_errors = [(FilterError, 400, "bad_filter"), (CollectionMismatchError, 409, "model_mismatch"),
+                      (EncodeError, 400, "cannot_embed"),
                       (InputError, 400, "bad_request"), (StoreError, 503, "store_unavailable"),
                       (MmindexError, 400, "bad_request")]
 

@@ -55,6 +55,13 @@ class SentenceTransformerModel:
                 return max(values)
         return None
 
+    @property
+    def center_crop(self) -> bool:
+        """True when the image processor resizes the shortest edge and then crops the centre (CLIP's way)."""
+        processor = getattr(getattr(self.st[0], "processor", None), "image_processor", None)
+        return bool(processor is not None and getattr(processor, "do_center_crop", False)
+                    and _size_value(getattr(processor, "size", None), "shortest_edge"))
+
     def preprocess_images(self, images: Sequence[Any]) -> dict[str, Any]:
         if self._fast_images is not None:
             return {"pixel_values": self._fast_images(list(images)), "modality": "image"}
@@ -181,9 +188,10 @@ def load_model(model: str, device: str, half: bool = False):
                 " It is not a local folder, so it must come from the Hugging Face Hub"
                 + (" — but HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
                    " (is the network reachable, and the name right?).")
-                + " Pass --model PATH to a local sentence-transformers CLIP model folder to work offline."
+                + " Pass a local model folder to work offline."
             )
-        raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {error}.{hint}") from error
+        reason = str(error).rstrip(". ")
+        raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {reason}.{hint}") from error
     loaded = loaded.half() if half else loaded.float()
     loaded.eval()
     return loaded

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import PointRecord
-from mmindex.pipeline.encoder import Encoder
+from mmindex.pipeline.encoder import Encoder, isolate, part_of
 from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 
 HASH_KEY = "_hash"
@@ -74,12 +74,12 @@ class Embedded:
         return points
 
 
-def decode_rows(job: Job, target_size: int | None, max_pixels: int):
-    """Decode every row of a job; returns the good rows, their images and the rejections."""
+def decode_rows(job: Job, target_size: int | None, max_pixels: int, center_crop: bool = False):
+    """Decode every row of a job; returns the good rows, their images and the rejections (``decode_image``)."""
     rows, images, rejected = [], [], []
     for row in job.rows:
         try:
-            image = decode_image(row.image.data, target_size, max_pixels)
+            image = decode_image(row.image.data, target_size, max_pixels, center_crop)
         except RejectedImage as error:
             rejected.append((row, error.message))
             continue
@@ -92,7 +92,7 @@ def decode_rows(job: Job, target_size: int | None, max_pixels: int):
 
 def prepare(job: Job, encoder: Encoder, max_pixels: int) -> Prepared:
     """Worker stage: decode images and turn images and captions into model inputs."""
-    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
+    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels, encoder.center_crop)
     captioned = [i for i, row in enumerate(rows) if row.caption]
     return Prepared(
         job.seq, rows,
@@ -121,7 +121,7 @@ def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
     def embed_captions(part: list[str]) -> np.ndarray:
         return encoder.forward(prepared.texts if part is captions else encoder.preprocess(part))
 
-    texts, text_errors = (isolate(embed_captions, captions, len(captions), _part, encoder.dim)
+    texts, text_errors = (isolate(embed_captions, captions, len(captions), part_of, encoder.dim)
                           if prepared.texts is not None else (empty, {}))
     return _assemble(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
                      prepared.source_rows, image_errors, text_errors)
@@ -129,11 +129,11 @@ def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
 
 def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
     """The single-threaded reference: decode, then ``Encoder.encode_images``/``encode_texts`` (poison rows isolated too)."""
-    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels)
+    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels, encoder.center_crop)
     captioned = [i for i, row in enumerate(rows) if row.caption]
     captions = [rows[i].caption for i in captioned]
-    image_vectors, image_errors = isolate(encoder.encode_images, images, len(images), _part, encoder.dim)
-    text_vectors, text_errors = isolate(encoder.encode_texts, captions, len(captions), _part, encoder.dim)
+    image_vectors, image_errors = encoder.encode_each(images)
+    text_vectors, text_errors = encoder.encode_each(captions)
     return _assemble(job.seq, rows, image_vectors, text_vectors, captioned, rejected, job.source_rows, image_errors,
                      text_errors)
 
@@ -154,40 +154,6 @@ def _assemble(seq: int, rows: list, images: np.ndarray, texts: np.ndarray, capti
     return Embedded(seq, [rows[i] for i in keep], images[keep], np.stack(text_rows) if text_rows else empty,
                     kept_captioned, rejected, source_rows,
                     [(rows[i], f"the model failed on this row: {errors[i]}") for i in sorted(errors)])
-
-
-def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Callable[[Any, int, int], Any],
-            dim: int) -> tuple[np.ndarray, dict[int, str]]:
-    """``run(items)`` (``size`` rows → ``size × dim`` vectors), bisected down to the rows that raise.
-
-    Returns the vectors (a failing row's are NaN) and each failing row's error by index. Out of
-    memory is not a row's fault: it is raised (``Encoder.forward`` has already halved the batch).
-    """
-    if size == 0:
-        return np.zeros((0, dim), dtype=np.float32), {}
-    try:
-        return np.asarray(run(items), dtype=np.float32), {}
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except Exception as error:  # noqa: BLE001 - narrowed down to the rows, then reported per row
-        if _is_out_of_memory(error):
-            raise
-        if size == 1:
-            return np.full((1, dim), np.nan, dtype=np.float32), {0: f"{type(error).__name__}: {error}"}
-    half = size // 2
-    first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
-    second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
-    return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
-
-
-def _part(items: list, start: int, stop: int) -> list:
-    return items[start:stop]
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError)
 
 
 @dataclass

@@ -218,17 +218,16 @@ def wordpiece_vocabulary(words: list[str], cjk: list[str], *, cased: bool) -> li
 
 
 def _bert_tokenizer_json(folder: Path, vocab_file: Path, *, lower: bool, max_length: int | None) -> None:
-    """tokenizer.json as transformers writes it for a BERT WordPiece vocabulary."""
-    from transformers import BertTokenizer
+    """tokenizer.json for a BERT WordPiece vocabulary, as the tokenizers library writes it (BertNormalizer,
+    BertPreTokenizer, WordPiece over the whole vocab.txt, ``[CLS] $A [SEP]``). (transformers 5's
+    ``BertTokenizer(vocab_file=…)`` ignores the file and saves only the special tokens.)"""
+    from tokenizers import BertWordPieceTokenizer
 
-    kwargs = {"do_lower_case": lower}
-    if max_length:
-        kwargs["model_max_length"] = max_length
-    with tempfile.TemporaryDirectory() as scratch:
-        shutil.copy(vocab_file, Path(scratch) / "vocab.txt")
-        tokenizer = BertTokenizer(vocab_file=str(Path(scratch) / "vocab.txt"), **kwargs)
-        tokenizer.save_pretrained(scratch)
-        shutil.copy(Path(scratch) / "tokenizer.json", folder / "tokenizer.json")
+    tokenizer = BertWordPieceTokenizer(str(vocab_file), lowercase=lower, handle_chinese_chars=True,
+                                       strip_accents=None if lower else False, clean_text=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    vocabulary = tokenizer.get_vocab()
+    assert len(vocabulary) == len(vocab_file.read_text(encoding="utf-8").splitlines()), "tokenizer.json lost words"
 
 
 def _corpus() -> list[str]:

@@ -180,6 +180,23 @@ def test_image_vectors_equal_the_reference(replica, model, reference):
         assert_close(vector, reference.image(image), f"{replica.repo}: image {index} ({image.size})")
 
 
+@pytest.mark.parametrize("height, width", [(64, 300), (300, 64), (40, 180), (180, 40), (50, 150)])
+def test_images_decoded_by_mmindex_equal_the_reference_whatever_their_shape(replica, model, reference, height, width):
+    """Through mmindex's own decoding (as ingest, query and eval do): the whole image reaches a model that
+    squashes it (SigLIP, Chinese-CLIP); a centre-cropping model (CLIP) may lose only what its crop drops."""
+    import io
+
+    from mmindex.pipeline.images import decode_image
+
+    rng = np.random.default_rng(height * 1000 + width)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    decoded = decode_image(encoded.getvalue(), model.image_size, center_crop=model.center_crop)
+    assert_close(model.encode_images([decoded])[0], reference.image(image),
+                 f"{replica.repo}: a {width}x{height} image decoded by mmindex")
+
+
 # -- a caption's vector does not depend on its batch ----------------------------------------------------------
 
 captions = st.one_of(

@@ -102,3 +102,56 @@ def test_refusals(pair, tmp_path):
     other = write_multilingual_text(tmp_path / "wide", out_features=40)
     with pytest.raises(ModelError, match="40-d vectors"):
         Encoder(str(clip), device="cpu", text_model=str(other.path))
+
+
+def test_the_student_replica_tokenizes_words_not_unknowns(pair):
+    """The replica's tokenizer knows its vocabulary (else every caption would be one [UNK] vector)."""
+    from transformers import AutoTokenizer
+
+    _, student, _ = pair
+    tokens = AutoTokenizer.from_pretrained(str(student)).tokenize("a medium yellow triangle 蓝色的三角形")
+    assert tokens and "[UNK]" not in tokens
+    encoder = Encoder(str(pair[0]), device="cpu", text_model=str(student))
+    vectors = encoder.encode_texts(["a red circle", "a blue star", "一个蓝色的三角形"])
+    assert float((vectors @ vectors.T)[np.triu_indices(3, 1)].max()) < 0.99  # distinct captions, distinct vectors
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text-model", "./nope"], "--text-model './nope': no such folder"),
+    (["--model", "./nope"], "--model './nope': no such folder"),
+    (["--model", ""], "--model is empty"),
+    (["--text-model", " "], "--text-model is empty"),
+])
+def test_a_model_that_is_not_there_is_named_at_once(pair, cli, args, message):
+    result = cli("eval", pair[2], *args)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_file_given_as_model_is_refused_with_what_to_give(pair, cli):
+    clip, _, data = pair
+    result = cli("ingest", data, "-c", "f", "--model", clip / "modules.json")
+    assert result.exit_code != 0 and "is a file; give the model's folder" in result.output
+
+
+def test_serve_refuses_a_model_that_does_not_fill_its_collection_and_names_text_models(pair, cli, tmp_path):
+    """serve --model M on a collection of another model stops at start (it used to start, say ready, then 409 every
+    search); a served collection of another text model is a 409 that names the text models."""
+    from mmindex.pipeline.config import StoreSettings
+    from mmindex.pipeline.errors import CollectionMismatchError
+    from mmindex.pipeline.serve import ApiError, Service, ServeSettings
+
+    clip, student, data = pair
+    assert cli("ingest", data, "-c", "with", "--model", clip, "--text-model", student).exit_code == 0
+    assert cli("ingest", data, "-c", "without", "--model", clip).exit_code == 0
+    store = StoreSettings(collection="with", data_dir=str(tmp_path / "mmindex_data"))
+    other = write_st_clip(tmp_path / "other-clip", seed=9)
+    with pytest.raises(CollectionMismatchError, match="holds vectors of model 'clip-ViT-B-32'"):
+        Service(ServeSettings(store=store, device="cpu", model=str(other.path))).close()
+    service = Service(ServeSettings(store=store, collections=("without",), device="cpu"))
+    try:
+        assert service.encoder.text_name == "clip-ViT-B-32-multilingual-v1"
+        with pytest.raises(ApiError, match="no separate text model") as caught:
+            service.checked("without")
+        assert caught.value.status == 409
+    finally:
+        service.close()
