@@ -28,7 +28,7 @@ HUB_PREFIX = "hf-hub:"  # open_clip's scheme for a Hub repository in its layout
 LOCAL_PREFIX = "local-dir:"  # open_clip's scheme for a local folder in that layout
 CONFIG_NAME = "open_clip_config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz")
-INSTALL_HINT = ("pip install 'mmindex[open_clip]' (it installs open_clip_torch and torchvision; torchvision must be the "
+INSTALL_HINT = ("pip install 'mmindex[openclip]' (it installs open_clip_torch and torchvision; torchvision must be the "
                 "build made for your torch version, e.g. torch 2.14.1 with torchvision 0.29.1)")
 
 

@@ -4,7 +4,7 @@ open_clip_model.safetensors or open_clip_pytorch_model.bin) and as an open_clip 
 against open_clip's own documented path and driven through the real CLI.
 
 open_clip needs torchvision, which the main test venv cannot import beside its torch; `.ci/run` runs this file in
-a second venv (torch 2.14.1 + torchvision 0.29.1 + '.[test,open_clip]').
+a second venv (torch 2.14.1 + torchvision 0.29.1 + '.[test,openclip]').
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 open_clip = pytest.importorskip(
     "open_clip",
     reason="open_clip_torch is not installed in this venv; .ci/run runs tests/test_open_clip.py in its second venv "
-           "(pip install torch==2.14.1 torchvision==0.29.1, then pip install -e '.[test,open_clip]')",
+           "(pip install torch==2.14.1 torchvision==0.29.1, then pip install -e '.[test,openclip]')",
 )
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -356,6 +356,6 @@ def test_without_open_clip_the_error_says_how_to_install_it(failure, cli, hub_fo
         monkeypatch.setattr(builtins, "__import__", broken)
     with pytest.raises(ModelError) as raised:
         Encoder(str(hub_folder), device="cpu")
-    assert "pip install 'mmindex[open_clip]'" in str(raised.value) and "torchvision" in str(raised.value)
+    assert "pip install 'mmindex[openclip]'" in str(raised.value) and "torchvision" in str(raised.value)
     result = cli("ingest", sample, "-c", "oc", "--model", hub_folder, "--device", "cpu", "-q")
-    assert result.exit_code == 1 and "mmindex[open_clip]" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 1 and "mmindex[openclip]" in result.stderr and "Traceback" not in result.output
