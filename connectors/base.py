@@ -39,22 +39,29 @@ class CollectionSpec:
     # A separate text model (``--text-model``) that embeds captions and text queries, or None.
     text_model: str | None = None
     text_fingerprint: str | None = None
+    # The precision the towers ran in: fp32, or int8 (ONNX Runtime's dynamic quantisation; other vectors).
+    precision: str = "fp32"
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> "CollectionSpec":
         """The spec a collection's record (``Store.metadata()``) describes."""
         return cls(meta["model"], int(meta["dim"]), dict(meta.get("payload_types", {})), meta.get("model_fingerprint"),
-                   meta.get("text_model"), meta.get("text_model_fingerprint"))
+                   meta.get("text_model"), meta.get("text_model_fingerprint"), meta.get("model_precision", "fp32"))
 
     def text_model_record(self) -> dict[str, Any]:
-        """The text model keys of a collection's record (none without a separate text model)."""
-        if self.text_model is None:
-            return {}
-        return {"text_model": self.text_model, "text_model_fingerprint": self.text_fingerprint}
+        """The record's keys for a separate text model and a precision other than fp32 (none by default)."""
+        record: dict[str, Any] = {}
+        if self.text_model is not None:
+            record.update(text_model=self.text_model, text_model_fingerprint=self.text_fingerprint)
+        if self.precision != "fp32":
+            record["model_precision"] = self.precision
+        return record
 
     def same_model(self, existing: "CollectionSpec") -> bool:
         """Whether these models made ``existing``'s vectors: the image model and the text model (if any) both."""
         if self.dim != existing.dim and self.dim >= 0:
+            return False
+        if self.precision != existing.precision:
             return False
         if (self.text_model is None) != (existing.text_model is None):
             return False
@@ -65,7 +72,7 @@ class CollectionSpec:
 
     def same_image_model(self, existing: "CollectionSpec") -> bool:
         """Whether the image model is ``existing``'s (a query given its own --text-model checks only this)."""
-        return (self.dim == existing.dim or self.dim < 0) and _same_weights(
+        return (self.dim == existing.dim or self.dim < 0) and self.precision == existing.precision and _same_weights(
             self.model, self.fingerprint, existing.model, existing.fingerprint)
 
     def check_matches(self, existing: "CollectionSpec", collection: str) -> None:
@@ -113,6 +120,10 @@ def _same_weights(name: str, fingerprint: str | None, existing: str, existing_fi
 
 def model_mismatch(existing: CollectionSpec, spec: CollectionSpec, collection: str) -> str:
     """Why ``spec``'s model cannot fill ``collection`` (which holds ``existing``'s vectors)."""
+    if spec.precision != existing.precision:
+        return (f"collection {collection!r} holds {existing.precision} vectors of model {existing.model!r}; this run "
+                f"makes {spec.precision} ones, which lie elsewhere in the space. Use --model-precision "
+                f"{existing.precision}, or another --collection")
     if spec.same_image_model(existing):  # only the text model differs
         theirs = f"text model {existing.text_model!r}" if existing.text_model else "no separate text model"
         ours = f"text model {spec.text_model!r}" if spec.text_model else "no separate text model"
@@ -241,6 +252,7 @@ class CollectionInfo:
     text_model: str | None = None  # the separate text model (--text-model) that embeds captions and queries
     text_model_fingerprint: str | None = None
     text_model_path: str | None = None
+    model_precision: str = "fp32"  # int8: the towers ran quantised (ONNX Runtime)
     id_rule: dict[str, Any] | None = None  # how point ids are made: {"rule": "column", "column": …} or content
     sources: dict[str, Any] = field(default_factory=dict)  # source name → what its last run read and wrote
 
@@ -263,6 +275,7 @@ class CollectionInfo:
             "text_model": self.text_model,
             "text_model_fingerprint": self.text_model_fingerprint,
             "text_model_path": self.text_model_path,
+            "model_precision": self.model_precision,
             "id_rule": self.id_rule,
             "sources": dict(sorted(self.sources.items())),
         }
@@ -276,7 +289,7 @@ class CollectionInfo:
                    indexed_fields=indexed, options=meta.get("options", {}), alias_of=alias_of,
                    model_fingerprint=meta.get("model_fingerprint"), model_path=meta.get("model_path"),
                    text_model=meta.get("text_model"), text_model_fingerprint=meta.get("text_model_fingerprint"),
-                   text_model_path=meta.get("text_model_path"),
+                   text_model_path=meta.get("text_model_path"), model_precision=meta.get("model_precision", "fp32"),
                    id_rule=meta.get("id_rule"), sources=meta.get("sources", {}))
 
 

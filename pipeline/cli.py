@@ -163,7 +163,7 @@ INGEST_SECTIONS = [
     ("Keeping the collection in sync", ["sync", "source_name", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
-    ("Throughput", ["device", "devices", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
+    ("Throughput", ["device", "backend", "model_precision", "model_threads", "devices", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
                     "no_optimize", "shard_spec", "engine", "ray_address", "ray_actors", "ray_gpus_per_actor"]),
     ("Output", ["as_json", "quiet", "progress_interval", "print_config"]),
     ("Server connection and collection layout (Qdrant server or cluster)",
@@ -191,6 +191,23 @@ def device_option(purpose: str):
                         help=f"Where to {purpose}: cuda, cuda:1, mps, cpu, or auto (CUDA, then MPS, then CPU).")
 
 
+def inference_options(function):
+    """--backend, --model-precision and --model-threads: how the model's forward passes run."""
+    function = click.option("--model-threads", default=None, type=click.IntRange(1), envvar="MMINDEX_MODEL_THREADS",
+                            help="Threads for the model's forward passes (default: the library's own, one per core); "
+                                 "the rest of the cores are left to decode workers.")(function)
+    function = click.option("--model-precision", "model_precision", default=None,
+                            type=click.Choice(["fp32", "int8"]), envvar="MMINDEX_MODEL_PRECISION",
+                            help="int8: ONNX Runtime's dynamic int8 quantisation of the towers (faster, other "
+                                 "vectors: recorded in the collection, mixing refused). Default: the collection's, "
+                                 "else fp32.")(function)
+    return click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]),
+                        envvar="MMINDEX_BACKEND",
+                        help="Run the model in torch (eager) or onnx (ONNX Runtime: the towers are exported once per "
+                             "model into $MMINDEX_CACHE/onnx and checked against torch; pip install "
+                             "'mmindex[onnx]'). auto: onnx for int8, else torch.")(function)
+
+
 def progress_interval_option(function):
     return click.option("--progress-interval", default=DEFAULT_INTERVAL, show_default=True, type=click.FloatRange(0),
                         metavar="SECONDS",
@@ -210,6 +227,7 @@ def progress_interval_option(function):
                    "v1 beside clip-ViT-B-32): it embeds captions and text queries; recorded in the collection, so "
                    "query, serve and eval use it. Default: the collection's, else --model embeds text too.")
 @device_option("run the model")
+@inference_options
 @click.option("--devices", default=None,
               help="Several devices, one model replica each, fed by one decode pool: e.g. cuda:0,cuda:1.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
@@ -278,7 +296,7 @@ def progress_interval_option(function):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, progress lines or notes.")
 @progress_interval_option
 @friendly_errors
-def ingest(inputs, store, model, text_model, device, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
+def ingest(inputs, store, model, text_model, device, backend, model_precision, model_threads, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
            max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
            engine, ray_address, ray_actors, ray_gpus_per_actor, sync, source_name, dry_run, print_config, as_json, quiet,
@@ -347,7 +365,8 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
     if print_config:
         click.echo(json.dumps({
             "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
-            "text_model": text_model,
+            "text_model": text_model, "backend": backend, "model_precision": model_precision,
+            "model_threads": model_threads,
             "engine": engine, "shard": list(shard) if shard else None, "batch_size": batch_size, "workers": workers,
             "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate, "sync": sync,
             "source": source_name, "dry_run": dry_run,
@@ -396,6 +415,7 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
         check_model_spec(model, "--model")
         if text_model is not None:
             check_model_spec(text_model, "--text-model")
+        precision = model_precision or (store.metadata().get("model_precision", "fp32") if existing else "fp32")
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:  # refused before the model loads (it may take minutes)
@@ -404,7 +424,7 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
             _, name, fingerprint = model_source(model)
             _, text_name, text_fingerprint = model_source(text_model) if text_model else (None, None, None)
             ours = CollectionSpec(name, -1, fingerprint=fingerprint, text_model=text_name,
-                                  text_fingerprint=text_fingerprint)
+                                  text_fingerprint=text_fingerprint, precision=precision)
             if not given and not ours.same_image_model(existing):
                 raise recorded_model_changed(store.metadata(), model, ours.fingerprint, collection)
             if text_model and not given_text and not ours.same_model(existing) and ours.same_image_model(existing):
@@ -424,7 +444,7 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
             if not quiet:
                 click.echo(f"loading model {model} …", err=True)
             encoder = Encoder(model, device=device_list[0] if device_list else device, batch_size=batch_size,
-                              text_model=text_model)
+                              text_model=text_model, backend=backend, precision=precision, threads=model_threads)
             model_name = encoder.name
             if not quiet:
                 click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
@@ -449,7 +469,8 @@ def ingest(inputs, store, model, text_model, device, devices, batch_size, worker
                     store.close()  # the Ray run's writer opens the store in its own process
                     summary = ingest_on_ray(source, settings, model, options, RayOptions(
                         address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
-                        device=device), on_progress=bar.update, on_stage=stage, text_model=text_model)
+                        device=device), on_progress=bar.update, on_stage=stage, text_model=text_model,
+                        encoder_options={"backend": backend, "precision": precision, "threads": model_threads})
                     model_name = summary.model
                 else:
                     summary = run_ingest(source, store, encoder, options, on_progress=bar.update, on_stage=stage)
@@ -566,7 +587,7 @@ def _print_summary(summary) -> None:
 
 QUERY_SECTIONS = [
     ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
-               "model", "text_model", "device"]),
+               "model", "text_model", "device", "backend", "model_precision", "model_threads"]),
     ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
     STORE_SECTION,
 ]
@@ -586,6 +607,7 @@ QUERY_SECTIONS = [
               help="Encode text queries with this text model, trained into the collection's image model space "
                    "(same vector size). Default: the collection's text model, else its model.")
 @device_option("encode the queries")
+@inference_options
 @click.option("--where", "-w", default=None,
               help="Filter, e.g. \"year >= 2020 and color in ('red', 'blue') and shape != 'star'\".")
 @click.option("--filter-json", default=None, help="A raw Qdrant filter as JSON (ANDed with --where).")
@@ -604,7 +626,7 @@ QUERY_SECTIONS = [
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per hit, one per line, with the query it answers and its rank.")
 @friendly_errors
-def query(texts, image_paths, target, store, model, text_model, device, where, filter_json, limit, offset, fields, score_threshold,
+def query(texts, image_paths, target, store, model, text_model, device, backend, model_precision, model_threads, where, filter_json, limit, offset, fields, score_threshold,
           exact, hnsw_ef, oversampling, as_json):
     """Search a collection with TEXT or an --image, across modalities.
 
@@ -653,7 +675,8 @@ def query(texts, image_paths, target, store, model, text_model, device, where, f
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
                                        f"{collection!r} (fields: {', '.join(sorted(known))})")
-        encoder = encoder_for(store.metadata(), model, collection, text_model=text_model, device=device)
+        encoder = encoder_for(store.metadata(), model, collection, text_model=text_model, device=device,
+                              backend=backend, precision=model_precision, threads=model_threads)
         raw_filter = load_filter_json(filter_json)
         vectors = list(encoder.encode_texts(texts)) if texts else []
         for image_path in image_paths:
@@ -736,6 +759,8 @@ def info(store, as_json):
     known = [details["model_fingerprint"][:19] + "…" if details["model_fingerprint"] else "",
              f"loaded from {details['model_path'] or details['model']}" if details["model_path"] or name != details["model"]
              else ""]
+    if details.get("model_precision", "fp32") != "fp32":
+        known.insert(0, f"{details['model_precision']} towers")
     click.echo(f"model        {name}" + (f"  ({', '.join(filter(None, known))})" if any(known) else ""))
     if details.get("text_model"):
         text_known = [(details["text_model_fingerprint"] or "")[:19] + ("…" if details["text_model_fingerprint"] else ""),
@@ -833,10 +858,11 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
                    "for several captions per image). Comma-separated for a combined key.")
 @column_options
 @device_option("run the model")
+@inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
 def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, image_col, caption_col,
-                     id_col, device, as_json):
+                     id_col, device, backend, model_precision, model_threads, as_json):
     """Measure retrieval quality on image–caption pairs in INPUTS.
 
     Reports Recall@1/5/10, MRR and median rank for text→image and image→text, computed
@@ -860,7 +886,7 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
     try:
         spec = store.spec() if store is not None else None
         encoder = encoder_for(store.metadata() if spec else None, model, collection, text_model=text_model,
-                              device=device)
+                              device=device, backend=backend, precision=model_precision, threads=model_threads)
         if store is not None and do_ingest:
             from mmindex.pipeline.ingestion import IngestOptions
             from mmindex.pipeline.ingestion import ingest as run_ingest
@@ -1047,7 +1073,8 @@ def init_model(output, size, texts_from, seed):
 
 
 SERVE_SECTIONS = [
-    ("Service", ["collection", "allow_collection", "model", "text_model", "device", "host", "port", "image_root", "log_level",
+    ("Service", ["collection", "allow_collection", "model", "text_model", "device", "backend", "model_precision",
+                 "model_threads", "host", "port", "image_root", "log_level",
                  "dry_run"]),
     ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_window",
                            "store_timeout", "max_connections"]),
@@ -1063,6 +1090,7 @@ SERVE_SECTIONS = [
 @click.option("--text-model", default=None,
               help="Text model for text queries, trained into the model's space. Default: the collection's.")
 @device_option("encode the queries")
+@inference_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on.")
@@ -1095,7 +1123,7 @@ SERVE_SECTIONS = [
 @click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
-def serve(store, model, text_model, device, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
+def serve(store, model, text_model, device, backend, model_precision, model_threads, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
           max_query_pixels, max_window, store_timeout, max_connections, batch_window_ms, max_batch, image_root,
           log_level, dry_run):
     """Serve search and embedding over HTTP, with a search page at /.
@@ -1125,6 +1153,7 @@ def serve(store, model, text_model, device, host, port, serve_api_key, cors_orig
     if dry_run:
         click.echo(json.dumps({
             "command": "serve", "store": store.to_dict(), "model": model, "text_model": text_model, "device": device,
+            "backend": backend, "model_precision": model_precision, "model_threads": model_threads,
             "host": host, "port": port,
             "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
             "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
@@ -1141,7 +1170,7 @@ def serve(store, model, text_model, device, host, port, serve_api_key, cors_orig
     limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
                     store_timeout=store_timeout)
     settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, text_model=text_model,
-                             device=device,
+                             device=device, backend=backend, precision=model_precision, threads=model_threads,
                              api_key=serve_api_key, cors_origins=tuple(cors_origin), limits=limits,
                              batch_window_ms=batch_window_ms, max_batch=max_batch, image_root=root)
     run(settings, host, port, log_level, max_connections)

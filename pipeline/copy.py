@@ -21,7 +21,7 @@ COPY_KEY = "copy_from"  # in the target's record while a copy into it is unfinis
 # Keys of the record each store writes itself (when it creates the collection or an index),
 # or that belong to one run on one store; every other key is carried over as it is.
 OWN_KEYS = {"format", "dim", "distance", "vectors", "options", "indexed_fields", "payload_types", "model",
-            "model_fingerprint", "text_model", "text_model_fingerprint", "indexing_threshold_before_load", COPY_KEY}
+            "model_fingerprint", "text_model", "text_model_fingerprint", "model_precision", "indexing_threshold_before_load", COPY_KEY}
 
 
 @dataclass

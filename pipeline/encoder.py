@@ -109,17 +109,20 @@ def _recorded_location(meta: dict[str, Any], key: str, option: str) -> str:
 
 
 def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, text_model: str | None = None,
-                **kwargs) -> "Encoder":
+                precision: str | None = None, **kwargs) -> "Encoder":
     """Load the encoder for a collection (``given`` --model, else the one it records) and check it fills it.
 
     The text model is ``text_model`` (a query's own --text-model: only its vector size must
-    agree), else the one the collection records. ``kwargs`` go to ``Encoder``. Raises
+    agree), else the one the collection records; the precision is ``precision``, else the
+    collection's (an int8 collection runs on ONNX Runtime with ``backend="auto"``). ``kwargs`` go to ``Encoder``. Raises
     ModelError when a recorded folder is gone, and CollectionMismatchError when a model is not
     the collection's, saying which folder changed when no --model was given.
     """
     from mmindex.connectors.base import CollectionSpec
 
-    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model), **kwargs)
+    precision = precision or (meta or {}).get("model_precision", "fp32")  # default: the collection's
+    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model), precision=precision,
+                      **kwargs)
     if meta is None:
         return encoder
     recorded = CollectionSpec.from_metadata(meta)
@@ -188,9 +191,41 @@ def check_model_spec(model: str, option: str = "--model") -> None:
         raise ModelError(f"{option} {model!r}: no such folder ({os.path.abspath(os.path.expanduser(model))})")
 
 
-def load_backend(model: str, device: str, half: bool) -> "Backend":
-    """The backend for a model spec: open_clip for ``is_open_clip`` specs, else sentence-transformers
+BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("fp32", "int8")
+
+
+def choose_backend(backend: str, precision: str) -> str:
+    """``auto``: ONNX Runtime for int8 (only it runs int8 towers), else torch (the default until
+    bench/peers.py shows ONNX Runtime faster end to end on the device). Raises ModelError for a
+    precision the backend cannot run."""
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown model precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend == "auto":
+        return "onnx" if precision != "fp32" else "torch"
+    if precision != "fp32" and backend != "onnx":
+        raise ModelError(f"--model-precision {precision} runs on ONNX Runtime: use --backend onnx (or auto)")
+    return backend
+
+
+def load_backend(model: str, device: str, half: bool, backend: str = "torch", *, threads: int | None = None,
+                 precision: str = "fp32", fingerprint: str | None = None) -> "Backend":
+    """The backend for a model spec: ONNX Runtime when ``backend`` is onnx (sentence-transformers /
+    transformers CLIP-style models), else open_clip for ``is_open_clip`` specs, else sentence-transformers
     (ST folders and Hub ids, plain transformers CLIP-style folders, text-only ST models)."""
+    if backend == "onnx":
+        if is_open_clip(model):
+            raise ModelError("--backend onnx runs sentence-transformers / transformers CLIP-style models; "
+                             "open_clip models run with --backend torch")
+        from mmindex.pipeline.onnx_model import OnnxModel
+
+        return OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if is_open_clip(model):
         from mmindex.pipeline.open_clip_model import OpenClipModel
 
@@ -207,12 +242,16 @@ class Encoder:
     open_clip name (``open_clip:ARCH/TAG``, ``hf-hub:ORG/NAME``, a local open_clip folder).
     ``text_model``: a text encoder trained into ``model``'s space (same vector size); when given it
     embeds every text (captions at ingest, text queries) and ``model`` only images.
+    ``backend``: torch, onnx (ONNX Runtime, towers exported once per model fingerprint) or auto;
+    ``precision``: fp32 or int8 (ONNX Runtime's dynamic quantisation); ``threads``: the model's
+    intra-op threads (the rest of the cores are left to decode workers).
     Raises ModelError when a model cannot be loaded, lacks a modality, has another vector size
     than its partner, or fails the load-time check (``backend.check_backend``).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
-                 half: bool | None = None, text_model: str | None = None):
+                 half: bool | None = None, text_model: str | None = None, backend: str = "torch",
+                 precision: str = "fp32", threads: int | None = None):
         # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
         self.path, self.name, self.fingerprint = model_source(model)
         check_model_spec(model, "--model")
@@ -222,7 +261,10 @@ class Encoder:
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
         half = self.device.startswith("cuda") if half is None else half
-        self.backend = load_backend(model, self.device, half)
+        self.precision = precision
+        self.backend_name = choose_backend(backend, precision)
+        self.backend = load_backend(model, self.device, half, self.backend_name, threads=threads, precision=precision,
+                                    fingerprint=self.fingerprint)
         if "image" not in self.backend.modalities:
             raise ModelError(
                 f"model {model!r} encodes {', '.join(sorted(self.backend.modalities))} only, but mmindex needs a "
@@ -232,7 +274,14 @@ class Encoder:
         self.text_path = self.text_name = self.text_fingerprint = None
         if text_model:
             self.text_path, self.text_name, self.text_fingerprint = model_source(text_model)
-            self.text_backend = load_backend(text_model, self.device, half)
+            try:
+                self.text_backend = load_backend(text_model, self.device, half, self.backend_name, threads=threads,
+                                                 precision=precision, fingerprint=self.text_fingerprint)
+            except ModelError:
+                if backend != "auto":
+                    raise
+                # a text-only model has no ONNX export here: auto runs it with torch
+                self.text_backend = load_backend(text_model, self.device, half, "torch", threads=threads)
             if "text" not in self.text_backend.modalities:
                 raise ModelError(f"text model {text_model!r} does not encode text")
             if self.text_backend.dim != self.backend.dim:
@@ -250,14 +299,18 @@ class Encoder:
         text_identity = (self.text_fingerprint or text_model) if text_model else None
         # What content hashes are made with: a row is re-embedded when either model changes.
         self.identity = model_identity if text_identity is None else f"{model_identity}+text:{text_identity}"
+        if precision != "fp32":  # int8 vectors differ from fp32 ones: a precision change re-embeds
+            self.identity += f"+{precision}"
         # The sentence-transformers model itself, for training (None for other backends).
         self.model = getattr(self.backend, "st", None)
         self.max_forward: int | None = None  # lowered after a CUDA out-of-memory error
         self.oom_retries = 0
-        tolerance = 5e-3 if half else 1e-4
-        check_backend(self.backend, self.name, self._encoder_of(self.backend), tolerance)
+        parts = [(self.backend, self.name)]
         if self.text_backend is not self.backend:
-            check_backend(self.text_backend, self.text_name, self._encoder_of(self.text_backend), tolerance)
+            parts.append((self.text_backend, self.text_name))
+        for part, name in parts:
+            tolerance = getattr(part, "tolerance", None) or (5e-3 if half else 1e-4)
+            check_backend(part, name, self._encoder_of(part), tolerance)
 
     @property
     def image_size(self) -> int | None:
@@ -401,7 +454,7 @@ class Encoder:
         from mmindex.connectors.base import CollectionSpec
 
         return CollectionSpec(self.name, self.dim, fingerprint=self.fingerprint, text_model=self.text_name,
-                              text_fingerprint=self.text_fingerprint)
+                              text_fingerprint=self.text_fingerprint, precision=self.precision)
 
     def recorded(self) -> dict[str, Any]:
         """The model keys a collection records after a run with these models."""

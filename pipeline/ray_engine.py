@@ -38,11 +38,13 @@ class RayOptions:
 class StoreGate:
     """The one place that touches the store: admits rows (change check, counting) and writes them."""
 
-    def __init__(self, settings, source, model: str, options, text_model: str | None = None):
+    def __init__(self, settings, source, model: str, options, text_model: str | None = None,
+                 encoder_options: dict[str, Any] | None = None):
         from mmindex.pipeline.encoder import Encoder
         from mmindex.pipeline.ingestion import IngestSummary, _Run, prepare_collection
 
-        self.encoder = Encoder(model, device="cpu", text_model=text_model)  # for the caption-length check; never embeds
+        # For the caption-length check and the collection's record; never embeds.
+        self.encoder = Encoder(model, device="cpu", text_model=text_model, **(encoder_options or {}))
         self.store = settings.open()
         self.options = options
         self.rule_change = prepare_collection(source, self.store, self.encoder, options)
@@ -87,10 +89,12 @@ class StoreGate:
 class EmbedActor:
     """Holds one model replica; turns decoded batches into vectors."""
 
-    def __init__(self, model: str, device: str, batch_size: int, text_model: str | None = None):
+    def __init__(self, model: str, device: str, batch_size: int, text_model: str | None = None,
+                 encoder_options: dict[str, Any] | None = None):
         from mmindex.pipeline.encoder import Encoder
 
-        self.encoder = Encoder(model, device=device, batch_size=batch_size, text_model=text_model)
+        self.encoder = Encoder(model, device=device, batch_size=batch_size, text_model=text_model,
+                               **(encoder_options or {}))
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
@@ -110,7 +114,8 @@ class EmbedActor:
 
 def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions | None = None,
                   on_progress: Callable[[int, int], None] | None = None,
-                  on_stage: Callable[[str], None] | None = None, text_model: str | None = None):
+                  on_stage: Callable[[str], None] | None = None, text_model: str | None = None,
+                  encoder_options: dict[str, Any] | None = None):
     """Run an ingest on Ray; returns the same ``IngestSummary`` as the local engine."""
     try:
         import ray
@@ -132,7 +137,8 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
                  ignore_reinit_error=True)
     # The writer loads the model on its CPU (it needs the tokenizer); it also tells the driver what it is.
-    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options), text_model)
+    gate = ray.remote(num_cpus=0)(StoreGate).remote(settings, source, model, _portable(options), text_model,
+                                                              encoder_options or {})
     try:
         name, image_size, weights = ray.get(gate.describe.remote())  # image_size: (side, center_crop)
     except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
@@ -158,7 +164,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                 .map(_Decoder(*image_size, options.max_pixels), num_cpus=1)
                 # The memory reservation also keeps Ray from fusing decoding into the model's actor
                 # when there are no GPUs to tell the stages apart.
-                .map(EmbedActor, fn_constructor_args=(model, device, options.batch_size, text_model),
+                .map(EmbedActor, fn_constructor_args=(model, device, options.batch_size, text_model, encoder_options or {}),
                      concurrency=(1, max_actors), num_gpus=gpus_per_actor, num_cpus=1, memory=actor_memory)
             )
             for item in dataset.iter_rows():

@@ -60,6 +60,9 @@ class ServeSettings:
     collections: tuple[str, ...] = ()  # more collections clients may name (the store's collection always)
     model: str | None = None  # default: the model of the default collection
     text_model: str | None = None  # default: the text model the collection records (if any)
+    backend: str = "auto"  # torch, onnx or auto (Encoder)
+    precision: str | None = None  # default: the collection's
+    threads: int | None = None  # the model's intra-op threads
     device: str = "auto"
     api_key: str | None = None  # required on every route but health when set
     cors_origins: tuple[str, ...] = ()
@@ -216,8 +219,10 @@ class Service:
         """
         from mmindex.pipeline.encoder import encoder_for
 
-        encoder = encoder_for(meta, self.settings.model, self.settings.store.collection,
-                              text_model=self.settings.text_model, device=self.settings.device)
+        settings = self.settings
+        encoder = encoder_for(meta, settings.model, settings.store.collection, text_model=settings.text_model,
+                              device=settings.device, backend=settings.backend, precision=settings.precision,
+                              threads=settings.threads)
         model = Model(encoder, self.settings, self.observe)
         self.models.append(model)
         return model

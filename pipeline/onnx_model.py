@@ -1,0 +1,525 @@
+"""CLIP-style models run by ONNX Runtime: the image and text towers exported once per model fingerprint, then
+loaded from a cache folder (``$MMINDEX_CACHE/onnx/<fingerprint>/<precision>/``, else ``~/.cache/mmindex/...``).
+
+Everything but the forward pass is the sentence-transformers backend's (``st_model``): the model is loaded
+there once, its preprocessing, text rule and reference are used as they are, and its torch forward pass is
+the oracle the ONNX towers are checked against (per vector cosine ≥ 1 - COSINE_BAR[precision]) when they
+are exported and the first time a process loads them (against torch's vectors for the probes, computed at
+export and kept in the cache: a torch forward pass costs seconds at start-up). An export is written to a
+temporary folder and renamed into place, under a lock, so a killed or concurrent export never leaves a half
+cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmindex.pipeline.errors import ModelError
+
+log = logging.getLogger("mmindex.onnx")
+
+FORMAT = 1  # bump when the exported graphs or the manifest change meaning: older caches are rebuilt
+OPSET = 18
+PRECISIONS = ("fp32", "int8")
+# The most a vector may turn from torch's: 1 - cosine. fp32 is the issue's bar (measured: ~1e-7);
+# int8 trades accuracy for speed by design, its retrieval loss is for `eval` to measure.
+COSINE_BAR = {"fp32": 1e-3, "int8": 2e-2}
+INSTALL_HINT = "pip install 'mmindex[onnx]'"
+TOWERS = {"image": "get_image_features", "text": "get_text_features"}
+PROBES = "probes.npz"  # torch's vectors for the probe inputs, by modality
+
+# Caches this process has checked against torch: (folder, export id). Checked once per process.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def default_cache_root() -> Path:
+    """``$MMINDEX_CACHE``, else ``$XDG_CACHE_HOME/mmindex``, else ``~/.cache/mmindex``."""
+    if os.environ.get("MMINDEX_CACHE"):
+        return Path(os.environ["MMINDEX_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmindex"
+
+
+class OnnxModel:
+    """A CLIP-style model whose towers run in ONNX Runtime, behind the ``Backend`` interface.
+
+    ``threads``: ONNX Runtime's intra-op threads for each forward pass (None: one per core), so
+    the pipeline can give the model N cores and its decode workers the rest. ``precision``:
+    ``fp32`` or ``int8`` (dynamic quantisation of the exported fp32 towers, cached beside them).
+    ``fingerprint``: the model's identity (``encoder.model_fingerprint``), computed when not given.
+    ``half`` is accepted for the interface and ignored: the towers run in fp32 (or int8).
+    After loading, ``exported`` says whether this load made the export and ``cache_dir`` where it lies.
+    """
+
+    kind = "onnx"
+
+    def __init__(self, model: str, device: str = "cpu", half: bool = False, *, threads: int | None = None,
+                 precision: str = "fp32", fingerprint: str | None = None, cache_root: str | os.PathLike | None = None):
+        runtime = import_runtime()
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown model precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.providers = _providers(runtime, device)
+        self.device, self.threads, self.precision = device, threads, precision
+        self.name = model
+        from mmindex.pipeline.st_model import SentenceTransformerModel
+
+        # The torch model: preprocessing, the reference, and the oracle for the export. Kept on the CPU in fp32.
+        self.torch_backend = twin = SentenceTransformerModel(model, "cpu", half=False)
+        self._towers = _towers_of(twin, model)
+        self.module, self.modalities, self.dim, self.text_rule = twin.module, twin.modalities, twin.dim, twin.text_rule
+        self.fingerprint = fingerprint or _fingerprint(model, twin.module)
+        folder = self.fingerprint.replace(":", "-").replace("/", "-")
+        self.cache_dir = Path(cache_root or default_cache_root()) / "onnx" / folder / precision
+        self.exported = False
+        self.sessions = self._load()
+
+    # -- Backend -------------------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int | None:
+        return self.torch_backend.image_size
+
+    @property
+    def tolerance(self) -> float:
+        """``check_backend``'s bar (max abs difference of unit vectors against transformers' reference).
+
+        fp32: torch's own 1e-4 (ONNX Runtime measured ~1e-7 from torch). int8: the bar its cosine bar
+        implies: for unit vectors |u - v|∞ ≤ |u - v|₂ = √(2(1 - cos)), so 1 - cos ≤ COSINE_BAR allows at
+        most √(2·COSINE_BAR) = 0.2 in any coordinate. The cosine bar itself is enforced per vector by this
+        backend's own check against torch at export and first load.
+        """
+        return 1e-4 if self.precision == "fp32" else math.sqrt(2 * COSINE_BAR[self.precision])
+
+    def preprocess_images(self, images: Sequence[Any]) -> dict[str, Any]:
+        return self.torch_backend.preprocess_images(images)
+
+    def preprocess_texts(self, texts: Sequence[str]) -> dict[str, Any]:
+        return self.torch_backend.preprocess_texts(texts)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        return self.torch_backend.token_counts(texts)
+
+    def embed(self, features: dict[str, Any], modality: str) -> Any:
+        import torch
+
+        return torch.from_numpy(_run(self.sessions[modality], features))
+
+    def replica(self, device: str) -> "OnnxModel":
+        """The same towers in new sessions (their own thread pools) on ``device``; the torch model is shared."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.device, twin.providers = device, _providers(import_runtime(), device)
+        twin.sessions = {modality: _session(self.cache_dir / f"{modality}.onnx", twin.threads, twin.providers)
+                         for modality in self._towers}
+        return twin
+
+    def reference(self, items: Sequence[Any], modality: str) -> np.ndarray | None:
+        return self.torch_backend.reference(items, modality)
+
+    # -- the cache ----------------------------------------------------------------------------------------
+    def _folder(self, precision: str) -> Path:
+        return self.cache_dir.parent / precision
+
+    def _load(self) -> dict[str, Any]:
+        """Sessions for the cached towers, exporting (or rebuilding a broken cache) first when needed."""
+        if self.precision != "fp32":  # int8 is quantised from the fp32 export
+            fp32 = self._folder("fp32")
+            with _export_lock(fp32):
+                if _cache_problem(fp32, self.fingerprint) is not None:
+                    self._build("fp32")
+        problem = _cache_problem(self.cache_dir, self.fingerprint)
+        if problem is None:
+            try:
+                return self._open_checked(self.cache_dir)
+            except _BrokenCache as error:
+                problem = str(error)
+        with _export_lock(self.cache_dir):
+            if problem == "missing" and _cache_problem(self.cache_dir, self.fingerprint) is None:
+                try:  # another process built it while this one waited for the lock
+                    return self._open_checked(self.cache_dir)
+                except _BrokenCache as error:
+                    problem = str(error)
+            if problem != "missing":
+                log.warning("rebuilding the ONNX cache %s: %s", self.cache_dir, problem)
+            self._build(self.precision)
+        return self._open_checked(self.cache_dir)
+
+    def _open_checked(self, folder: Path) -> dict[str, Any]:
+        """Sessions for ``folder``, checked against torch unless this process already did."""
+        manifest = _read_manifest(folder)
+        key = (str(folder.resolve()), str(manifest.get("export_id")))
+        try:
+            sessions = self._sessions(folder)
+        except Exception as error:  # ONNX Runtime's own errors (a truncated or foreign file)
+            raise _BrokenCache(f"ONNX Runtime cannot load it ({type(error).__name__}: {error})") from error
+        if key not in _VERIFIED:
+            try:
+                expected = _read_probes(folder)
+            except (OSError, ValueError, KeyError) as error:
+                raise _BrokenCache(f"its probe vectors cannot be read ({type(error).__name__})") from error
+            failure = self._check(sessions, manifest.get("precision", self.precision), expected)
+            if failure:
+                raise _BrokenCache(failure)
+            _VERIFIED.add(key)
+        return sessions
+
+    def _sessions(self, folder: Path) -> dict[str, Any]:
+        return {modality: _session(folder / f"{modality}.onnx", self.threads, self.providers)
+                for modality in self._towers}
+
+    def _build(self, precision: str) -> None:
+        """Export (fp32) or quantise (int8) into a temporary folder, check it, then rename it into place.
+
+        The caller holds the folder's lock, so temporary folders of earlier exports are left by killed
+        processes and are removed here.
+        """
+        target = self._folder(precision)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{precision}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = target.parent / f".{precision}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        scratch.mkdir()
+        try:
+            started = time.monotonic()
+            if precision == "fp32":
+                log.info("exporting %s to ONNX once, into %s", self.name, target)
+                inputs = self._export(scratch)
+            else:
+                log.info("quantising %s to %s once, into %s", self.name, precision, target)
+                inputs = self._quantise(scratch)
+            # torch's vectors for the probes: computed now for fp32, the same ones for a quantised copy.
+            expected = self._torch_probes() if precision == "fp32" else _read_probes(self._folder("fp32"))
+            failure = self._check(self._sessions(scratch), precision, expected)
+            if failure:
+                raise ModelError(f"model {self.name!r} cannot run in ONNX Runtime ({precision}): {failure}; "
+                                 "use --backend torch")
+            np.savez(scratch / PROBES, **expected)
+            export_id = _write_manifest(scratch, self, precision, inputs, time.monotonic() - started)
+            _publish(scratch, target)
+            _VERIFIED.add((str(target.resolve()), export_id))  # checked above: no second check on opening
+            self.exported = True
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _export(self, folder: Path) -> dict[str, list[str]]:
+        """Both towers with torch.onnx (the dynamo exporter), batch and sequence axes dynamic."""
+        import torch
+
+        quiet_exporter()
+        examples = {"image": self._features(_probe_images(), "image"),
+                    "text": self._features(["a photo of a red circle on a dark background", "a cat"], "text")}
+        names = {}
+        for modality, method in self._towers.items():
+            example = examples[modality]
+            names[modality] = list(example)
+            axes = {name: ({0: torch.export.Dim("batch")} if value.dim() < 2 or modality == "image"
+                           else {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")})
+                    for name, value in example.items()}
+            tower = _tower(self.torch_backend.st[0].auto_model, method, names[modality]).eval()
+            try:
+                # Also when the caller is in inference mode (torch.export cannot trace there).
+                with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(tower, tuple(example.values()), str(folder / f"{modality}.onnx"),
+                                      input_names=names[modality], output_names=["embeds"],
+                                      dynamic_shapes=(tuple(axes[name] for name in names[modality]),),
+                                      opset_version=OPSET, dynamo=True, external_data=True, verbose=False)
+            except ImportError as error:
+                raise ModelError(f"exporting to ONNX needs onnx and onnxscript ({error}): {INSTALL_HINT}") from error
+            except Exception as error:
+                raise ModelError(f"model {self.name!r}: its {modality} tower cannot be exported to ONNX "
+                                 f"({_export_failure(error)}); use --backend torch") from error
+        return names
+
+    def _quantise(self, folder: Path) -> dict[str, list[str]]:
+        """int8 weights, activations quantised per batch at run time (onnxruntime.quantization.quantize_dynamic)."""
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        source = self._folder("fp32")
+        advice = _DropAdvice()  # quantize_dynamic logs advice on the root logger; mmindex users cannot act on it
+        logging.getLogger().addFilter(advice)
+        try:
+            for modality in self._towers:
+                # reduce_range: 7-bit weights, so u8×s8 products cannot saturate on CPUs without VNNI (AVX2).
+                quantize_dynamic(source / f"{modality}.onnx", folder / f"{modality}.onnx",
+                                 weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                                 use_external_data_format=True)
+        finally:
+            logging.getLogger().removeFilter(advice)
+        return _read_manifest(source)["inputs"]
+
+    # -- the check against torch ----------------------------------------------------------------------------
+    def _features(self, items: list, modality: str) -> dict[str, Any]:
+        import torch
+
+        backend = self.torch_backend
+        raw = backend.preprocess_images(items) if modality == "image" else backend.preprocess_texts(items)
+        return {key: value for key, value in raw.items() if isinstance(value, torch.Tensor)}
+
+    def _probes(self) -> dict[str, list]:
+        return {"image": _probe_images(), "text": _probe_texts(self.text_rule)}
+
+    def _torch_probes(self) -> dict[str, np.ndarray]:
+        """torch's vectors (the sentence-transformers forward pass) for the probes, by modality."""
+        import torch
+
+        vectors = {}
+        for modality, items in self._probes().items():
+            if modality in self._towers:
+                features = dict(self._features(items, modality), modality=modality)
+                with torch.inference_mode():
+                    vectors[modality] = self.torch_backend.embed(features, modality).float().numpy()
+        return vectors
+
+    def _check(self, sessions: dict[str, Any], precision: str, torch_vectors: dict[str, np.ndarray]) -> str | None:
+        """What is wrong with ``sessions`` against torch's vectors for the probes, or None.
+
+        Each probe vector, in a batch and alone (other batch sizes and caption lengths than the
+        export's), within COSINE_BAR of torch's on the same preprocessed inputs.
+        """
+        bar = COSINE_BAR[precision]
+        for modality, items in self._probes().items():
+            if modality not in self._towers:
+                continue
+            features = self._features(items, modality)
+            expected = torch_vectors.get(modality)
+            if expected is None:
+                return f"torch's vectors for its {modality} probes are missing"
+            try:
+                together = _run(sessions[modality], features)
+                alone = _run(sessions[modality], self._features(items[:1], modality))
+            except Exception as error:
+                return f"its {modality} tower fails in ONNX Runtime ({type(error).__name__}: {error})"
+            for got, want, how in ((together, expected, "in a batch"), (alone, expected[:1], "alone")):
+                if got.shape != want.shape:
+                    return f"its {modality} tower returns shape {got.shape}, torch {want.shape}"
+                worst = float(1 - _cosines(got, want).min())
+                if not worst <= bar:
+                    return (f"{modality} vectors {how} differ from torch's by up to 1 - cosine = {worst:.2g} "
+                            f"(allowed {bar:g})")
+        return None
+
+
+class _DropAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+class _BrokenCache(Exception):
+    """A cached export that cannot be used as it is (rebuilt once, then refused)."""
+
+
+def _tower(model, method: str, names: list[str]):
+    """One tower of a transformers CLIP-style model as a module: its inputs by position → the projected embeds
+    (what ``get_image_features`` / ``get_text_features`` return, as sentence-transformers uses them)."""
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            output = getattr(self.model, method)(**dict(zip(names, inputs)))
+            return getattr(output, "pooler_output", output)
+
+    return Tower()
+
+
+def import_runtime():
+    """onnxruntime, or a ModelError saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ModelError(f"--backend onnx needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from error
+    return onnxruntime
+
+
+def quiet_exporter() -> None:
+    """Hide torch.onnx's per-step messages and its notes about torchvision ops it does not need."""
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _providers(runtime, device: str) -> list:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in runtime.get_available_providers():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    raise ModelError(f"ONNX Runtime here cannot run on {device!r} (providers: "
+                     f"{', '.join(runtime.get_available_providers())}); use --backend torch, or --device cpu")
+
+
+def _session(path: Path, threads: int | None, providers: list):
+    runtime = import_runtime()
+    options = runtime.SessionOptions()
+    options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = runtime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads or 0)  # 0: ONNX Runtime's default, one per physical core
+    options.inter_op_num_threads = 1
+    if threads:
+        # Idle model threads sleep instead of spinning, leaving their cores to the decode workers.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return runtime.InferenceSession(str(path), options, providers=providers)
+
+
+def _run(session, features: dict[str, Any]) -> np.ndarray:
+    feed = {}
+    for spec in session.get_inputs():
+        value = features[spec.name]
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        feed[spec.name] = value.astype(np.int64 if "int64" in spec.type else np.float32, copy=False)
+    return session.run(None, feed)[0]
+
+
+def _export_failure(error: Exception) -> str:
+    """The line of a torch.onnx error that says what failed (its message starts with generic advice)."""
+    text = str(error)
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:400]
+
+
+def _towers_of(backend, model: str) -> dict[str, str]:
+    """The tower methods to export, or a ModelError for a model that is not one transformers two-tower model."""
+    inner = getattr(backend.st[0], "auto_model", None)
+    towers = {m: TOWERS[m] for m in sorted(backend.modalities) if m in TOWERS}
+    if len(backend.st) != 1 or inner is None or not all(hasattr(inner, method) for method in towers.values()):
+        raise ModelError(f"model {model!r}: --backend onnx exports CLIP-style models (one transformers model with "
+                         "get_image_features / get_text_features); this one is not, so use --backend torch")
+    return towers
+
+
+def _fingerprint(model: str, module) -> str:
+    """The model folder's fingerprint, or for a Hub id a digest of its loaded weights."""
+    from mmindex.pipeline.encoder import model_fingerprint
+
+    found = model_fingerprint(model)
+    if found:
+        return found
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\n".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "weights-sha256:" + digest.hexdigest()
+
+
+def _probe_images() -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    sizes = ((61, 93), (240, 200))
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def _probe_texts(rule) -> list[str]:
+    limit = rule.max_length if rule and rule.max_length else 64
+    return ["a red circle", "蓝色的三角形", " ".join(["a large purple ring at the top"] * (limit // 3 + 2)), "x"]
+
+
+def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    return (got * expected).sum(axis=1) / np.maximum(norms, 1e-30)
+
+
+# -- cache folder helpers ----------------------------------------------------------------------------------
+
+def _read_probes(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / PROBES, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _cache_problem(folder: Path, fingerprint: str) -> str | None:
+    """Why ``folder`` is not a usable cache ("missing" when there is none), or None."""
+    if not folder.exists():
+        return "missing"
+    try:
+        manifest = _read_manifest(folder)
+    except (OSError, ValueError) as error:
+        return f"its manifest cannot be read ({type(error).__name__})"
+    if manifest.get("format") != FORMAT or manifest.get("fingerprint") != fingerprint:
+        return f"it was written by another version (format {manifest.get('format')}) or for another model"
+    if PROBES not in manifest.get("files", {}):
+        return "it has no probe vectors to check it against"
+    for name, size in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return f"{name} is missing or has another size than when it was written"
+    return None
+
+
+def _write_manifest(folder: Path, model: OnnxModel, precision: str, inputs: dict[str, list[str]],
+                    seconds: float) -> str:
+    """Written last: a folder whose manifest lists every file at its size is a finished export. Returns its id."""
+    import onnxruntime
+    import torch
+
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    manifest = {"format": FORMAT, "fingerprint": model.fingerprint, "model": model.name,
+                "precision": precision, "opset": OPSET, "inputs": inputs, "files": files,
+                "export_id": uuid.uuid4().hex, "seconds": round(seconds, 1), "torch": torch.__version__,
+                "onnxruntime": onnxruntime.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    for file in [*folder.iterdir(), folder]:  # on disk before the rename makes it visible
+        with contextlib.suppress(OSError):
+            handle = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+    return manifest["export_id"]
+
+
+def _publish(scratch: Path, target: Path) -> None:
+    """Rename ``scratch`` to ``target``, first moving aside a broken ``target`` (renames are atomic)."""
+    if target.exists():
+        aside = target.parent / f".{target.name}.broken-{uuid.uuid4().hex[:8]}"
+        os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(scratch, target)
+    except OSError:
+        # Only without file locks (another exporter published first): keep theirs if it is whole.
+        if _cache_problem(target, _read_manifest(scratch)["fingerprint"]) is not None:
+            raise
+
+
+@contextlib.contextmanager
+def _export_lock(folder: Path):
+    """One exporter at a time per cache folder, across processes (an OS file lock, released if killed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache whole
+        yield
+        return
+    with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
