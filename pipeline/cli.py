@@ -345,6 +345,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         check_model_spec,
         model_source,
         model_to_load,
+        precision_to_load,
         recorded_model_changed,
         text_model_to_load,
     )
@@ -410,12 +411,13 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
     model_name = None
     try:
         existing = store.spec()
-        given, model = model, model_to_load(store.metadata() if existing else None, model)
-        given_text, text_model = text_model, text_model_to_load(store.metadata() if existing else None, text_model)
+        meta = store.metadata() if existing else None
+        given, model = model, model_to_load(meta, model)
+        given_text, text_model = text_model, text_model_to_load(meta, text_model)
         check_model_spec(model, "--model")
         if text_model is not None:
             check_model_spec(text_model, "--text-model")
-        precision = model_precision or (store.metadata().get("model_precision", "fp32") if existing else "fp32")
+        precision = precision_to_load(meta, model_precision)
         source = open_source(list(inputs), image_col, caption_col, id_col, _split(payload_cols),
                              skip_bad_files=skip_bad_files, shard=shard)
         if existing is not None:  # refused before the model loads (it may take minutes)
@@ -426,9 +428,9 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
             ours = CollectionSpec(name, -1, fingerprint=fingerprint, text_model=text_name,
                                   text_fingerprint=text_fingerprint, precision=precision)
             if not given and not ours.same_image_model(existing):
-                raise recorded_model_changed(store.metadata(), model, ours.fingerprint, collection)
+                raise recorded_model_changed(meta, model, ours.fingerprint, collection)
             if text_model and not given_text and not ours.same_model(existing) and ours.same_image_model(existing):
-                raise recorded_model_changed(store.metadata(), text_model, ours.text_fingerprint, collection,
+                raise recorded_model_changed(meta, text_model, ours.text_fingerprint, collection,
                                              key="text_model")
             ours.check_matches(existing, collection)
         total = source.count_rows(skip_bad_files)

@@ -92,6 +92,11 @@ def text_model_to_load(meta: dict[str, Any] | None, given: str | None = None) ->
     return _recorded_location(meta, "text_model", "--text-model")
 
 
+def precision_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
+    """The towers' precision for a collection: ``given`` (--model-precision), else the one it records, else fp32."""
+    return given or (meta or {}).get("model_precision", "fp32")
+
+
 def _recorded_location(meta: dict[str, Any], key: str, option: str) -> str:
     path = meta.get(f"{key}_path") or (meta[key] if _is_path(meta[key]) else None)
     if path is None:
@@ -120,9 +125,8 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     """
     from mmindex.connectors.base import CollectionSpec
 
-    precision = precision or (meta or {}).get("model_precision", "fp32")  # default: the collection's
-    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model), precision=precision,
-                      **kwargs)
+    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model),
+                      precision=precision_to_load(meta, precision), **kwargs)
     if meta is None:
         return encoder
     recorded = CollectionSpec.from_metadata(meta)
@@ -252,11 +256,11 @@ class Encoder:
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
                  half: bool | None = None, text_model: str | None = None, backend: str = "torch",
                  precision: str = "fp32", threads: int | None = None):
-        # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
-        self.path, self.name, self.fingerprint = model_source(model)
         check_model_spec(model, "--model")
         if text_model is not None:
             check_model_spec(text_model, "--text-model")
+        # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
+        self.path, self.name, self.fingerprint = model_source(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
@@ -415,11 +419,12 @@ class Encoder:
     def _forward_in_parts(self, features: dict[str, Any], size: int, part: int) -> np.ndarray:
         return np.concatenate([self.forward(_slice(features, start, start + part)) for start in range(0, size, part)])
 
-    def _forward(self, features: dict[str, Any]) -> np.ndarray:
+    def _forward(self, features: dict[str, Any], backend: "Backend | None" = None) -> np.ndarray:
+        """Normalised vectors of ``features`` through ``backend`` (default: the one for its modality)."""
         import torch
 
         modality = features.get("modality", "image")
-        backend = self.text_backend if modality == "text" else self.backend
+        backend = backend or (self.text_backend if modality == "text" else self.backend)
         on_device = {
             key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for key, value in features.items()
@@ -441,11 +446,8 @@ class Encoder:
 
         def encode(items: list, modality: str) -> np.ndarray:
             features = (backend.preprocess_texts(items) if modality == "text" else backend.preprocess_images(items))
-            features = dict(features, modality=modality)
-            on_device = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             with torch.inference_mode():
-                vectors = backend.embed(on_device, modality)
-            return torch.nn.functional.normalize(vectors.float(), p=2, dim=1).cpu().numpy()
+                return self._forward(dict(features, modality=modality), backend)
 
         return encode
 
