@@ -60,8 +60,26 @@ class NullEncoder:
         return vectors
 
 
-def ingest_rate(encoder, folder, batch_size: int, workers: int) -> float:
-    """End-to-end `ingest` rows/s from Parquet into a fresh embedded store (no index build)."""
+def tiled_sample(rows: int, unique: int, width: int = 640, height: int = 480, seed: int = 0) -> Path:
+    """``rows`` rows that cycle through the images of ``sample_data(unique, …)`` under ids of their own: as many
+    JPEGs to decode and rows to embed as a sample of ``rows``, for the price of generating ``unique`` images."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = CACHE / f"tiled-{rows}-of-{unique}-{width}x{height}-{seed}"
+    if not (folder / "done").exists():
+        table = pq.read_table(sorted(sample_data(unique, width, height, seed=seed).glob("*.parquet")))
+        tiled = table.take(pa.array([i % table.num_rows for i in range(rows)]))
+        tiled = tiled.set_column(tiled.schema.get_field_index("id"), "id", pa.array([f"row-{i:08d}" for i in range(rows)]))
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tiled, folder / "part-00000.parquet", row_group_size=4096)
+        (folder / "done").write_text("ok")
+    return folder
+
+
+def ingest_rate(encoder, folder, batch_size: int, workers: int, **options) -> float:
+    """End-to-end `ingest` rows/s from Parquet into a fresh embedded store (no index build); ``options`` go to
+    ``IngestOptions`` (e.g. ``decode="gpu"``)."""
     import shutil
     import tempfile
 
@@ -72,7 +90,7 @@ def ingest_rate(encoder, folder, batch_size: int, workers: int) -> float:
     try:
         store = QdrantEdgeStore("bench", data_dir=data_dir)
         summary, seconds = timed(ingest, [str(folder)], store, encoder,
-                                 IngestOptions(batch_size=batch_size, workers=workers, optimize=False))
+                                 IngestOptions(batch_size=batch_size, workers=workers, optimize=False, **options))
         store.close()
         assert summary.upserted == summary.read, summary
         return summary.read / seconds

@@ -62,6 +62,7 @@ CONTESTANTS = (
     ("mmindex-torch", "mmindex ingest, torch"),
     ("mmindex-onnx-fp32", "mmindex ingest, onnx fp32"),
     ("mmindex-onnx-int8", "mmindex ingest, onnx int8"),
+    ("mmindex-onnx-fp32-2x1", "mmindex ingest, onnx fp32, 2 replicas x 1 thread"),
     ("plain", "plain script: pyarrow+PIL+ST.encode+qdrant local"),
     ("fastembed", "FastEmbed (our ONNX fp32 towers) + qdrant local"),
     ("daft", "Daft UDF + ST.encode + qdrant local"),
@@ -279,6 +280,8 @@ def mmindex_command(key: str, data: Path, model: Path, store: Path, report: Path
                "--no-optimize", "--no-rejects", "--quiet", "--report", str(report)]
     if key == "mmindex-torch":
         return command + (["--backend", "torch"] if mmindex_has("--backend") else [])
+    if key == "mmindex-onnx-fp32-2x1":  # one single-thread replica per core (issue 16 asks whether it is faster)
+        return command + ["--backend", "onnx", "--model-precision", "fp32", "--devices", "cpu,cpu", "--model-threads", "1"]
     return command + ["--backend", "onnx", "--model-precision", key.rsplit("-", 1)[1]]
 
 
@@ -407,7 +410,7 @@ def verdict(contestants: list[Contestant]) -> str:
         return max(rates) if rates else None
 
     ours = best({c.key for c in contestants if c.key.startswith("mmindex")})
-    ours_fp32 = best({"mmindex-torch", "mmindex-onnx-fp32"})
+    ours_fp32 = best({"mmindex-torch", "mmindex-onnx-fp32", "mmindex-onnx-fp32-2x1"})
     peer = best(PEERS)
     paired = paired_ratios(contestants)
     if paired:
@@ -481,10 +484,11 @@ def versions(*names: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--model-size", default="base")
+    parser.add_argument("--rows", type=int, default=256, help="rows of 640x480 JPEG (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: %(default)s)")
+    parser.add_argument("--model-size", default="base",
+                        help="random-weight model shape: tiny, small, base = ViT-B/32 (default: %(default)s)")
     parser.add_argument("--only", type=lambda s: set(s.split(",")), default=None,
                         help="Comma-separated contestants: " + ", ".join(k for k, _ in CONTESTANTS))
     for hidden in ("--worker", "--data", "--model", "--store", "--result"):

@@ -5,7 +5,7 @@ sample), then drives POST /search with 1 and 16 concurrent clients for a fixed t
 and reports requests/s and p50/p99 latency side by side, plus how many queries the
 micro-batcher put in each forward pass.
 
-    python bench/serve_load.py [--rows 2000] [--seconds 15] [--clients 1,16]
+    python bench/serve_load.py [--rows 2000] [--seconds 15] [--clients 1,16] [--backends torch,auto]
 """
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ def batch_sizes(url: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--rows", type=int, default=2000, help="points ingested (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per load level (default: %(default)s)")
+    parser.add_argument("--clients", default="1,16", help="concurrent clients per level (default: %(default)s)")
+    parser.add_argument("--backends", default="torch,auto",
+                        help="serve --backend values to measure one after the other (auto: onnx on the CPU)")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     from click.testing import CliRunner
@@ -75,31 +77,41 @@ def main() -> None:
     from mmindex.pipeline.sample import write_sample
 
     work = Path(tempfile.mkdtemp())
+    os.environ["MMINDEX_CACHE"] = str(work / "cache")  # the demo model's ONNX export, made by the ingest below
     try:
         write_sample(work / "data", rows=args.rows, seed=5, files=2)
         model = str(ROOT / "demo" / "shapes-clip")
         result = CliRunner().invoke(cli, ["ingest", str(work / "data"), "-c", "bench", "--data-dir", str(work / "store"),
                                           "--model", model, "-q"])
         assert result.exit_code == 0, result.output
-        served = start(work / "store", "bench", model, log=work / "serve.log")
-        try:
-            print(f"machine: {machine()}; {args.rows:,} points, demo model, embedded store, {args.seconds:.0f} s per level")
-            asyncio.run(drive(served.url, 4, 2))  # warm up
-            rates = {}
+        print(f"machine: {machine()}; {args.rows:,} points, demo model, embedded store, {args.seconds:.0f} s per level")
+        p50 = {}
+        for backend in args.backends.split(","):
+            served = start(work / "store", "bench", model, "--backend", backend, log=work / f"serve-{backend}.log")
+            try:
+                asyncio.run(drive(served.url, 4, 2))  # warm up
+                rates = {}
+                for clients in (int(c) for c in args.clients.split(",")):
+                    before = batch_sizes(served.url)
+                    count, latencies, errors = asyncio.run(drive(served.url, clients, args.seconds))
+                    after = batch_sizes(served.url)
+                    per_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                    rates[clients] = count / args.seconds
+                    p50[(backend, clients)] = percentile(latencies, 0.5)
+                    print(f"--backend {backend:<5} {clients:>3} client(s)  {rates[clients]:8.1f} req/s   "
+                          f"p50 {p50[(backend, clients)]:7.2f} ms   p99 {percentile(latencies, 0.99):7.2f} ms   "
+                          f"errors {errors}   queries per forward pass {per_batch:.1f}")
+                levels = sorted(rates)
+                if len(levels) > 1:
+                    print(f"--backend {backend}: throughput ratio {levels[-1]} vs {levels[0]} clients: "
+                          f"{rates[levels[-1]] / rates[levels[0]]:.2f}x")
+            finally:
+                served.stop()
+        backends = args.backends.split(",")
+        if len(backends) > 1:
             for clients in (int(c) for c in args.clients.split(",")):
-                before = batch_sizes(served.url)
-                count, latencies, errors = asyncio.run(drive(served.url, clients, args.seconds))
-                after = batch_sizes(served.url)
-                per_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                rates[clients] = count / args.seconds
-                print(f"{clients:>3} client(s)  {rates[clients]:8.1f} req/s   p50 {percentile(latencies, 0.5):7.2f} ms   "
-                      f"p99 {percentile(latencies, 0.99):7.2f} ms   errors {errors}   queries per forward pass "
-                      f"{per_batch:.1f}")
-            levels = sorted(rates)
-            if len(levels) > 1:
-                print(f"throughput ratio {levels[-1]} vs {levels[0]} clients: {rates[levels[-1]] / rates[levels[0]]:.2f}x")
-        finally:
-            served.stop()
+                print(f"p50 {clients} client(s), {backends[-1]} ÷ {backends[0]}: "
+                      f"{p50[(backends[-1], clients)] / p50[(backends[0], clients)]:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

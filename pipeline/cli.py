@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from functools import wraps
 from typing import Any
@@ -138,8 +139,17 @@ def main(ctx, config_path):
     Every option can also come from the environment as MMINDEX_<OPTION> (e.g.
     MMINDEX_BATCH_SIZE=128) or from a TOML file (--config, or ./mmindex.toml): flags win over
     the environment, which wins over the file. `mmindex config show` prints what applies.
+    MMINDEX_LOG_LEVEL=INFO shows mmindex's own notes on stderr (e.g. why a query did not take the
+    fast path).
     """
     from mmindex.pipeline.config import default_map, find_config, read_config
+
+    level = os.environ.get("MMINDEX_LOG_LEVEL", "").strip().upper()
+    if level:
+        import logging
+
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("mmindex").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")
 
     path = find_config(config_path)
     ctx.ensure_object(dict)["config_path"] = path
@@ -163,7 +173,7 @@ INGEST_SECTIONS = [
     ("Keeping the collection in sync", ["sync", "source_name", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
-    ("Throughput", ["device", "backend", "model_precision", "model_threads", "devices", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
+    ("Throughput", ["device", "backend", "model_precision", "model_threads", "devices", "decode", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
                     "no_optimize", "shard_spec", "engine", "ray_address", "ray_actors", "ray_gpus_per_actor"]),
     ("Output", ["as_json", "quiet", "progress_interval", "print_config"]),
     ("Server connection and collection layout (Qdrant server or cluster)",
@@ -204,8 +214,9 @@ def inference_options(function):
     return click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnx"]),
                         envvar="MMINDEX_BACKEND",
                         help="Run the model in torch (eager) or onnx (ONNX Runtime: the towers are exported once per "
-                             "model into $MMINDEX_CACHE/onnx and checked against torch; pip install "
-                             "'mmindex[onnx]'). auto: onnx for int8, else torch.")(function)
+                             "model into $MMINDEX_CACHE/onnx, about a minute for ViT-B/32 on 2 cores, and checked "
+                             "against torch). auto: the fastest for the device: onnx on the CPU and for int8, torch "
+                             "on CUDA and MPS (open_clip models: torch).")(function)
 
 
 def progress_interval_option(function):
@@ -230,6 +241,10 @@ def progress_interval_option(function):
 @inference_options
 @click.option("--devices", default=None,
               help="Several devices, one model replica each, fed by one decode pool: e.g. cuda:0,cuda:1.")
+@click.option("--decode", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gpu"]),
+              envvar="MMINDEX_DECODE",
+              help="Who decodes JPEGs: cpu (Pillow, in the workers) or gpu (torchvision on the model's GPU; pip "
+                   "install 'mmindex[gpu]'). auto: gpu when the model runs on CUDA and torchvision imports.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
               help="Rows per forward pass (halved automatically after a CUDA out-of-memory error).")
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(1),
@@ -296,7 +311,7 @@ def progress_interval_option(function):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, progress lines or notes.")
 @progress_interval_option
 @friendly_errors
-def ingest(inputs, store, model, text_model, device, backend, model_precision, model_threads, devices, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
+def ingest(inputs, store, model, text_model, device, backend, model_precision, model_threads, devices, decode, batch_size, workers, no_pipeline, parallel_writes, bulk_load,
            image_col, caption_col, id_col, payload_cols, index_fields, max_pixels, image_root, missing_caption,
            max_payload_bytes, skip_bad_files, no_optimize, thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec,
            engine, ray_address, ray_actors, ray_gpus_per_actor, sync, source_name, dry_run, print_config, as_json, quiet,
@@ -367,7 +382,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         click.echo(json.dumps({
             "command": "ingest", "inputs": list(inputs), "store": settings.to_dict(), "model": model,
             "text_model": text_model, "backend": backend, "model_precision": model_precision,
-            "model_threads": model_threads,
+            "model_threads": model_threads, "decode": decode,
             "engine": engine, "shard": list(shard) if shard else None, "batch_size": batch_size, "workers": workers,
             "rejects": rejects, "report": report, "max_reject_rate": max_reject_rate, "sync": sync,
             "source": source_name, "dry_run": dry_run,
@@ -410,6 +425,10 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
     failure = None
     model_name = None
     try:
+        if decode == "gpu":  # refused before the model loads (it may take minutes)
+            from mmindex.pipeline.gpu_decode import check_gpu_decode_possible
+
+            check_gpu_decode_possible(_split((devices,))[0] if devices else device, engine, not no_pipeline)
         existing = store.spec()
         meta = store.metadata() if existing else None
         given, model = model, model_to_load(meta, model)
@@ -427,6 +446,8 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
             _, text_name, text_fingerprint = model_source(text_model) if text_model else (None, None, None)
             ours = CollectionSpec(name, -1, fingerprint=fingerprint, text_model=text_name,
                                   text_fingerprint=text_fingerprint, precision=precision)
+            if precision != existing.precision:  # only the precision differs: say so, not "the files changed"
+                ours.check_matches(existing, collection)
             if not given and not ours.same_image_model(existing):
                 raise recorded_model_changed(meta, model, ours.fingerprint, collection)
             if text_model and not given_text and not ours.same_model(existing) and ours.same_image_model(existing):
@@ -441,6 +462,10 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
                 click.echo(f"shard {shard[0]}/{shard[1]}: {len(source.my_units())} of {len(source.units())} "
                            "row groups", err=True)
         device_list = _split((devices,)) if devices else []
+        for name in device_list:  # before the model loads: e.g. "cpu+cpu" (devices are separated by commas)
+            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+                raise click.BadParameter(f"{name!r} is not a device; give devices separated by commas, such as "
+                                         "cuda:0,cuda:1 or cpu,cpu", param_hint="--devices")
         encoder = None
         if engine == "local":
             if not quiet:
@@ -452,7 +477,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
                 click.echo(f"model on {encoder.device}, {encoder.dim}-d vectors; {total:,} rows in "
                            f"{len(source.files)} file(s) → collection {collection!r} ({settings.kind})", err=True)
         options = IngestOptions(
-            batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline,
+            batch_size=batch_size, workers=workers, devices=device_list, pipelined=not no_pipeline, decode=decode,
             index_fields=_split(index_fields) or (), max_pixels=max_pixels, optimize=not no_optimize,
             rejects_path=rejects, image_root=_image_root(image_root), missing_caption=missing_caption,
             skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes, stop=stop, thumbnails=thumbnails,
@@ -650,6 +675,7 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
     from mmindex.pipeline.errors import InputError, StoreError
     from mmindex.pipeline.images import RejectedImage, decode_image
     from mmindex.pipeline.query import load_filter_json, search
+    from mmindex.pipeline.quick import quick_encoder_for
 
     if not texts and not image_paths:
         raise click.UsageError("give a TEXT to search for, or --image FILE")
@@ -677,8 +703,13 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
             if unknown:
                 raise click.UsageError(f"--fields: no field {', '.join(map(repr, unknown))} in collection "
                                        f"{collection!r} (fields: {', '.join(sorted(known))})")
-        encoder = encoder_for(store.metadata(), model, collection, text_model=text_model, device=device,
-                              backend=backend, precision=model_precision, threads=model_threads)
+        meta = store.metadata()
+        # The fast path (ONNX Runtime + tokenizers from the model's query bundle, no torch), else the full one.
+        encoder = quick_encoder_for(meta, model, text_model, model_precision, backend, device, model_threads,
+                                    images=bool(image_paths))
+        if encoder is None:
+            encoder = encoder_for(meta, model, collection, text_model=text_model, device=device, backend=backend,
+                                  precision=model_precision, threads=model_threads)
         raw_filter = load_filter_json(filter_json)
         vectors = list(encoder.encode_texts(texts)) if texts else []
         for image_path in image_paths:

@@ -8,7 +8,10 @@ Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themse
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from mmindex.pipeline.backend import Backend
 
 DEFAULT_MODEL = "clip-ViT-B-32"
+log = logging.getLogger("mmindex.encoder")
 
 
 def pick_device(requested: str | None = None) -> str:
@@ -53,22 +57,42 @@ def model_fingerprint(model: str) -> str | None:
         return None
     import hashlib
 
+    files = model_files(model)
+    # Hashed once per process while no file changes size or time (ingest checks the model before loading it).
+    key = (os.path.abspath(model), tuple((relative, os.stat(path).st_size, os.stat(path).st_mtime_ns)
+                                         for relative, path in files))
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
     total = hashlib.sha256()
-    for root, folders, files in os.walk(model, followlinks=True):
+    for relative, path in files:
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+                size += len(chunk)
+        total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
+    fingerprint = "sha256:" + total.hexdigest()
+    if not any(abs(time.time_ns() - mtime) < 2_000_000_000 for _, _, mtime in key[1]):  # not while files may change
+        _FINGERPRINTS[key] = fingerprint
+    return fingerprint
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def model_files(folder: str) -> list[tuple[str, str]]:
+    """(path relative to ``folder`` with ``/``, path) of the files a model fingerprint covers, in path order:
+    hidden files and folders, ``__pycache__`` and Markdown files (the model card) are left out."""
+    found = []
+    for root, folders, files in os.walk(folder, followlinks=True):
         folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
         for name in sorted(files):
             if name.startswith(".") or name.lower().endswith(".md"):
                 continue
             path = os.path.join(root, name)
-            digest = hashlib.sha256()
-            size = 0
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
-                    size += len(chunk)
-            relative = os.path.relpath(path, model).replace(os.sep, "/")
-            total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
-    return "sha256:" + total.hexdigest()
+            found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
+    return found
 
 
 def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
@@ -123,21 +147,32 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     ModelError when a recorded folder is gone, and CollectionMismatchError when a model is not
     the collection's, saying which folder changed when no --model was given.
     """
-    from mmindex.connectors.base import CollectionSpec
+    from dataclasses import replace
 
-    encoder = Encoder(model_to_load(meta, given), text_model=text_model_to_load(meta, text_model),
-                      precision=precision_to_load(meta, precision), **kwargs)
-    if meta is None:
+    from mmindex.connectors.base import CollectionSpec, model_mismatch
+    from mmindex.pipeline.errors import CollectionMismatchError
+
+    chosen = precision_to_load(meta, precision)
+    recorded = CollectionSpec.from_metadata(meta) if meta is not None else None
+    model = model_to_load(meta, given)
+    if recorded is not None:  # refused before a model is loaded (or exported, or quantised)
+        if chosen != recorded.precision:
+            raise CollectionMismatchError(model_mismatch(recorded, replace(recorded, precision=chosen), collection))
+        check_model_spec(model, "--model")
+        _, name, fingerprint = model_source(model)
+        ours = CollectionSpec(name, -1, fingerprint=fingerprint, precision=chosen)
+        if not ours.same_image_model(replace(recorded, dim=-1)):
+            if given:
+                raise CollectionMismatchError(model_mismatch(recorded, ours, collection))
+            raise recorded_model_changed(meta, model, fingerprint, collection)
+    encoder = Encoder(model, text_model=text_model_to_load(meta, text_model), precision=chosen, **kwargs)
+    if recorded is None:
         return encoder
-    recorded = CollectionSpec.from_metadata(meta)
     spec = encoder.spec()
     if text_model:  # the caller's own text model embeds only queries here: the image model must be the collection's
         if spec.same_image_model(recorded):
             return encoder
         if given:
-            from mmindex.connectors.base import model_mismatch
-            from mmindex.pipeline.errors import CollectionMismatchError
-
             raise CollectionMismatchError(model_mismatch(recorded, spec, collection))
         raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
     if given or spec.same_model(recorded):
@@ -199,19 +234,27 @@ BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("fp32", "int8")
 
 
-def choose_backend(backend: str, precision: str) -> str:
-    """``auto``: ONNX Runtime for int8 (only it runs int8 towers), else torch (the default until
-    bench/peers.py shows ONNX Runtime faster end to end on the device). Raises ModelError for a
-    precision the backend cannot run."""
+def choose_backend(backend: str, precision: str, device: str = "cpu") -> str:
+    """The backend that runs: ``backend`` unless it is ``auto``, which picks the fastest one available for
+    ``device``: ONNX Runtime on the CPU when it and the exporter are installed (bench/peers.py: 1.4× torch
+    end to end on ViT-B/32, 2 cores) and always for int8 (only it runs int8 towers); torch on CUDA and MPS
+    (fp16 on CUDA). Raises ModelError for a precision the backend cannot run."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ModelError(f"unknown model precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if backend == "auto":
-        return "onnx" if precision != "fp32" else "torch"
+        return "onnx" if precision != "fp32" or (device == "cpu" and onnx_available()) else "torch"
     if precision != "fp32" and backend != "onnx":
         raise ModelError(f"--model-precision {precision} runs on ONNX Runtime: use --backend onnx (or auto)")
     return backend
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime and the torch.onnx exporter's packages (onnx, onnxscript) are installed."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
 
 
 def load_backend(model: str, device: str, half: bool, backend: str = "torch", *, threads: int | None = None,
@@ -266,9 +309,19 @@ class Encoder:
         # fp16 on CUDA by default; training asks for full precision.
         half = self.device.startswith("cuda") if half is None else half
         self.precision = precision
-        self.backend_name = choose_backend(backend, precision)
-        self.backend = load_backend(model, self.device, half, self.backend_name, threads=threads, precision=precision,
-                                    fingerprint=self.fingerprint)
+        self.backend_name = choose_backend(backend, precision, self.device)
+        if backend == "auto" and precision == "fp32" and is_open_clip(model):
+            self.backend_name = "torch"  # open_clip models run in torch
+        try:
+            self.backend = load_backend(model, self.device, half, self.backend_name, threads=threads,
+                                        precision=precision, fingerprint=self.fingerprint)
+        except ModelError as error:
+            if backend != "auto" or precision != "fp32" or self.backend_name != "onnx":
+                raise
+            # auto picked ONNX Runtime for speed; a model it cannot export runs in torch, and says so
+            log.warning("model %s runs in torch: %s", self.name, error)
+            self.backend_name = "torch"
+            self.backend = load_backend(model, self.device, half, "torch", threads=threads)
         if "image" not in self.backend.modalities:
             raise ModelError(
                 f"model {model!r} encodes {', '.join(sorted(self.backend.modalities))} only, but mmindex needs a "
@@ -278,13 +331,17 @@ class Encoder:
         self.text_path = self.text_name = self.text_fingerprint = None
         if text_model:
             self.text_path, self.text_name, self.text_fingerprint = model_source(text_model)
+            # auto runs a separate text model (usually a text-only sentence-transformers model, which has no
+            # ONNX export here) in torch, unless int8 asks for ONNX Runtime
+            text_backend = "torch" if backend == "auto" and precision == "fp32" else self.backend_name
             try:
-                self.text_backend = load_backend(text_model, self.device, half, self.backend_name, threads=threads,
+                self.text_backend = load_backend(text_model, self.device, half, text_backend, threads=threads,
                                                  precision=precision, fingerprint=self.text_fingerprint)
-            except ModelError:
-                if backend != "auto":
+            except ModelError as error:
+                if backend != "auto" or text_backend == "torch":
                     raise
-                # a text-only model has no ONNX export here: auto runs it with torch
+                log.warning("text model %s runs in torch fp32 (its captions and queries are not int8): %s",
+                            self.text_name, error)
                 self.text_backend = load_backend(text_model, self.device, half, "torch", threads=threads)
             if "text" not in self.text_backend.modalities:
                 raise ModelError(f"text model {text_model!r} does not encode text")
@@ -521,9 +578,8 @@ def part_of(items: list, start: int, stop: int) -> list:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError)
+    torch = sys.modules.get("torch")  # not imported by the fast query path, whose errors are never torch's
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def _batch_size(features: dict[str, Any]) -> int:

@@ -161,7 +161,7 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
         if center_crop:
             image = _crop_extreme_aspect(image)
         if min(image.size) > 2 * target_size:
-            image = image.resize(_shrunk(image.size, 2 * target_size), Image.BICUBIC)
+            image = image.resize(shrunk_size(image.size, 2 * target_size), Image.BICUBIC)
     return image
 
 
@@ -196,16 +196,21 @@ def sniff(data: bytes) -> str:
 
 def _crop_extreme_aspect(image: Image.Image) -> Image.Image:
     """Keep the centre of very long or very tall images (the model's centre crop is inside it)."""
-    width, height = image.size
+    box = extreme_aspect_box(*image.size)
+    return image if box is None else image.crop(box)
+
+
+def extreme_aspect_box(width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The centre box (left, top, right, bottom) kept of an image over ``MAX_ASPECT``:1, else None."""
     if max(width, height) <= MAX_ASPECT * min(width, height):
-        return image
+        return None
     if width > height:
         keep = MAX_ASPECT * height
         left = (width - keep) // 2
-        return image.crop((left, 0, left + keep, height))
+        return left, 0, left + keep, height
     keep = MAX_ASPECT * width
     top = (height - keep) // 2
-    return image.crop((0, top, width, top + keep))
+    return 0, top, width, top + keep
 
 
 THUMBNAIL_KEY = "_thumbnail"
@@ -222,7 +227,8 @@ def thumbnail(image: Image.Image, size: int = 128) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _shrunk(size: tuple[int, int], shortest: int) -> tuple[int, int]:
+def shrunk_size(size: tuple[int, int], shortest: int) -> tuple[int, int]:
+    """(width, height) scaled so that the shortest side is ``shortest``."""
     width, height = size
     scale = shortest / min(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.pipeline.encoder import Encoder
 from mmindex.pipeline.errors import CollectionMismatchError, InputError, MmindexError
+from mmindex.pipeline.gpu_decode import choose_decoder
 from mmindex.pipeline.images import (
     DEFAULT_MAX_PIXELS,
     THUMBNAIL_KEY,
@@ -68,6 +69,10 @@ class IngestOptions:
     workers: int = 4
     devices: Sequence[str] = ()  # one model replica per device; empty: the encoder's own device
     pipelined: bool = True
+    # auto, cpu or gpu: who decodes JPEGs (gpu_decode.choose_decoder); decode_device runs the torchvision
+    # path on another device than the model's (tests and benchmarks: "cpu"), not a promise of the CLI.
+    decode: str = "auto"
+    decode_device: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     optimize: bool = True
     rejects_path: str | None = None
@@ -246,6 +251,12 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
             on_progress: Callable[[int, int], None] | None, on_stage: Callable[[str], None] | None) -> None:
+    decoder = None
+    if options.pipelined and not options.dry_run:
+        decoder, note = choose_decoder(options.decode, encoder, options.max_pixels, options.decode_device)
+        summary.notes += [note] if note else []
+    elif options.decode == "gpu" and not options.dry_run:
+        raise InputError("--decode gpu decodes in the pipelined ingest; --no-pipeline is the Pillow reference path")
     rule_change = prepare_collection(source, store, encoder, options)
     run = _Run(store, summary, options, encoder.captions_too_long, on_progress)
     if options.dry_run:
@@ -257,7 +268,7 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
         return
     if options.pipelined:
         encoders = [encoder] + [encoder.replica(d) for d in options.devices[1:]] if options.devices else [encoder]
-        pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels, skip=run.skip)
+        pipeline = Pipeline(encoders, options.workers, run.write, options.max_pixels, skip=run.skip, decoder=decoder)
         watcher = _StopWatcher(options.stop, pipeline.cancel)
         try:
             for job in run.jobs(source, encoder.identity, options.batch_size):

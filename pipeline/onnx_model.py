@@ -84,7 +84,14 @@ class OnnxModel:
         folder = self.fingerprint.replace(":", "-").replace("/", "-")
         self.cache_dir = Path(cache_root or default_cache_root()) / "onnx" / folder / precision
         self.exported = False
-        self.sessions = self._load()
+        try:
+            self.sessions = self._load()
+        except OSError as error:  # a cache folder that cannot be written (read-only, a file in the way, full)
+            raise ModelError(f"the ONNX cache {self.cache_dir} cannot be written ({type(error).__name__}: {error}); "
+                             "set MMINDEX_CACHE to a writable folder, or use --backend torch") from error
+        from mmindex.pipeline.quick import write_bundle
+
+        write_bundle(self)  # what `mmindex query` needs to embed without torch (pipeline/quick.py)
 
     # -- Backend -------------------------------------------------------------------------------------------
     @property
@@ -114,7 +121,7 @@ class OnnxModel:
     def embed(self, features: dict[str, Any], modality: str) -> Any:
         import torch
 
-        return torch.from_numpy(_run(self.sessions[modality], features))
+        return torch.from_numpy(run_tower(self.sessions[modality], features, modality, self.precision))
 
     def replica(self, device: str) -> "OnnxModel":
         """The same towers in new sessions (their own thread pools) on ``device``; the torch model is shared."""
@@ -135,11 +142,12 @@ class OnnxModel:
 
     def _load(self) -> dict[str, Any]:
         """Sessions for the cached towers, exporting (or rebuilding a broken cache) first when needed."""
-        if self.precision != "fp32":  # int8 is quantised from the fp32 export
+        if self.precision != "fp32":  # int8 is quantised from the fp32 export (locked only to build it)
             fp32 = self._folder("fp32")
-            with _export_lock(fp32):
-                if _cache_problem(fp32, self.fingerprint) is not None:
-                    self._build("fp32")
+            if _cache_problem(fp32, self.fingerprint) is not None:
+                with _export_lock(fp32):
+                    if _cache_problem(fp32, self.fingerprint) is not None:
+                        self._build("fp32")
         problem = _cache_problem(self.cache_dir, self.fingerprint)
         if problem is None:
             try:
@@ -195,7 +203,10 @@ class OnnxModel:
         try:
             started = time.monotonic()
             if precision == "fp32":
-                log.info("exporting %s to ONNX once, into %s", self.name, target)
+                from mmindex.pipeline.encoder import model_display_name
+
+                log.warning("exporting model %s to ONNX Runtime, once (a minute for ViT-B/32 on 2 cores; cached in "
+                            "%s)", model_display_name(self.name), target)
                 inputs = self._export(scratch)
             else:
                 log.info("quantising %s to %s once, into %s", self.name, precision, target)
@@ -290,7 +301,6 @@ class OnnxModel:
         Each probe vector, in a batch and alone (other batch sizes and caption lengths than the
         export's), within COSINE_BAR of torch's on the same preprocessed inputs.
         """
-        bar = COSINE_BAR[precision]
         for modality, items in self._probes().items():
             if modality not in self._towers:
                 continue
@@ -299,17 +309,14 @@ class OnnxModel:
             if expected is None:
                 return f"torch's vectors for its {modality} probes are missing"
             try:
-                together = _run(sessions[modality], features)
-                alone = _run(sessions[modality], self._features(items[:1], modality))
+                together = run_tower(sessions[modality], features, modality, precision)
+                alone = run_tower(sessions[modality], self._features(items[:1], modality), modality, precision)
             except Exception as error:
                 return f"its {modality} tower fails in ONNX Runtime ({type(error).__name__}: {error})"
             for got, want, how in ((together, expected, "in a batch"), (alone, expected[:1], "alone")):
-                if got.shape != want.shape:
-                    return f"its {modality} tower returns shape {got.shape}, torch {want.shape}"
-                worst = float(1 - _cosines(got, want).min())
-                if not worst <= bar:
-                    return (f"{modality} vectors {how} differ from torch's by up to 1 - cosine = {worst:.2g} "
-                            f"(allowed {bar:g})")
+                failure = probe_gap(got, want, precision)
+                if failure:
+                    return f"{modality} vectors {how} {failure}"
         return None
 
 
@@ -378,6 +385,33 @@ def _session(path: Path, threads: int | None, providers: list):
     return runtime.InferenceSession(str(path), options, providers=providers)
 
 
+def run_tower(session, features: dict[str, Any], modality: str, precision: str) -> np.ndarray:
+    """(n, dim) raw embeddings of a batch of ``features`` through one tower.
+
+    int8 captions run one at a time, each without the batch's padding: dynamic quantisation takes its
+    activation ranges from the whole input of a run, so a caption run among others would get another
+    vector than alone (measured up to 0.06 in one coordinate), and a query's answer would depend on the
+    queries that shared its forward pass. Images are batched (ingest's speed is in them): an int8 image
+    vector depends slightly on its batch-mates (README, "ONNX Runtime and int8").
+    """
+    size = min((len(value) for value in features.values() if hasattr(value, "shape")), default=0)
+    if precision == "fp32" or modality != "text" or size <= 1:  # one caption alone has no batch padding
+        return _run(session, features)
+    return np.concatenate([_run(session, _one_caption(features, row)) for row in range(size)])
+
+
+def _one_caption(features: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row ``row`` of a caption batch as the tokenizer makes it alone: without the batch's padding."""
+    one = {name: (value[row:row + 1].detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)[row:row + 1])
+           for name, value in features.items() if hasattr(value, "shape")}
+    mask = one.get("attention_mask")
+    if mask is None:  # padded to a fixed length (SigLIP): alone it is padded the same way
+        return one
+    keep = mask[0].astype(bool)
+    return {name: value[:, keep] if value.ndim == 2 and value.shape[1] == keep.shape[0] else value
+            for name, value in one.items()}
+
+
 def _run(session, features: dict[str, Any]) -> np.ndarray:
     feed = {}
     for spec in session.get_inputs():
@@ -435,6 +469,26 @@ def _probe_texts(rule) -> list[str]:
     return ["a red circle", "蓝色的三角形", " ".join(["a large purple ring at the top"] * (limit // 3 + 2)), "x"]
 
 
+# fp32 towers are also held to the bar the load-time check (backend.check_backend) holds torch to: each
+# coordinate of the unit vectors within 1e-4 of torch's. A damaged export fails this long before its cosine moves.
+MAX_ABS_FP32 = 1e-4
+
+
+def probe_gap(got: np.ndarray, expected: np.ndarray, precision: str) -> str | None:
+    """How ``got`` (n, dim) differs from torch's ``expected`` beyond the precision's bars, or None."""
+    if got.shape != expected.shape:
+        return f"have shape {got.shape}, torch's {expected.shape}"
+    worst = float(1 - _cosines(got, expected).min())
+    if not worst <= COSINE_BAR[precision]:
+        return f"differ from torch's by up to 1 - cosine = {worst:.2g} (allowed {COSINE_BAR[precision]:g})"
+    if precision == "fp32":
+        unit = lambda v: np.asarray(v, np.float64) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+        largest = float(np.abs(unit(got) - unit(expected)).max()) if got.size else 0.0
+        if not largest <= MAX_ABS_FP32:
+            return f"differ from torch's by up to {largest:.2g} in a coordinate (allowed {MAX_ABS_FP32:g})"
+    return None
+
+
 def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
@@ -464,10 +518,13 @@ def _cache_problem(folder: Path, fingerprint: str) -> str | None:
         return f"it was written by another version (format {manifest.get('format')}) or for another model"
     if PROBES not in manifest.get("files", {}):
         return "it has no probe vectors to check it against"
+    times = manifest.get("times", {})
     for name, size in manifest.get("files", {}).items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != size:
             return f"{name} is missing or has another size than when it was written"
+        if name in times and path.stat().st_mtime_ns != times[name]:
+            return f"{name} was modified after it was written"
     return None
 
 
@@ -477,9 +534,11 @@ def _write_manifest(folder: Path, model: OnnxModel, precision: str, inputs: dict
     import onnxruntime
     import torch
 
-    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    written = [p for p in sorted(folder.iterdir()) if p.is_file()]
+    files = {p.name: p.stat().st_size for p in written}
+    times = {p.name: p.stat().st_mtime_ns for p in written}  # a file changed in place keeps its size, not its time
     manifest = {"format": FORMAT, "fingerprint": model.fingerprint, "model": model.name,
-                "precision": precision, "opset": OPSET, "inputs": inputs, "files": files,
+                "precision": precision, "opset": OPSET, "inputs": inputs, "files": files, "times": times,
                 "export_id": uuid.uuid4().hex, "seconds": round(seconds, 1), "torch": torch.__version__,
                 "onnxruntime": onnxruntime.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = folder / "manifest.json"

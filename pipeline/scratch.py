@@ -32,6 +32,10 @@ class ScratchSize:
     projection: int
     vocab: int
     max_tokens: int
+    # The text tower's width, depth and heads when they differ from the image tower's.
+    text_hidden: int | None = None
+    text_layers: int | None = None
+    text_heads: int | None = None
 
 
 SIZES = {
@@ -40,6 +44,9 @@ SIZES = {
     # The shape of CLIP ViT-B/32, for timing benchmarks with random weights.
     "base": ScratchSize(hidden=768, layers=12, heads=12, image_size=224, patch=32, projection=512, vocab=49408,
                         max_tokens=77),
+    # The shape of CLIP ViT-L/14 at 224 px (its text tower: 768 wide, 12 layers), for bench/gpu.py.
+    "large": ScratchSize(hidden=1024, layers=24, heads=16, image_size=224, patch=14, projection=768, vocab=49408,
+                         max_tokens=77, text_hidden=768, text_layers=12, text_heads=12),
 }
 
 
@@ -60,8 +67,9 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
     tokenizer = _train_tokenizer(list(texts), s.vocab, s.max_tokens)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=s.hidden, intermediate_size=4 * s.hidden,
-            num_hidden_layers=s.layers, num_attention_heads=s.heads, max_position_embeddings=s.max_tokens,
+            vocab_size=len(tokenizer), hidden_size=s.text_hidden or s.hidden,
+            intermediate_size=4 * (s.text_hidden or s.hidden), num_hidden_layers=s.text_layers or s.layers,
+            num_attention_heads=s.text_heads or s.heads, max_position_embeddings=s.max_tokens,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,7 +42,9 @@ class SentenceTransformerModel:
         self.tokenizer = getattr(first, "tokenizer", None)
         self.text_rule = text_rule(first) if "text" in self.modalities else None
         self._text_kwargs = {"text": _processing_kwargs(self.text_rule)} if self.text_rule else None
-        self._fast_images = fast_clip_preprocessor(self.st) if "image" in self.modalities else None
+        # What a CLIP image processor does (None for other processors): the Pillow fast path and --decode gpu follow it.
+        self.image_steps = clip_image_steps(self.st) if "image" in self.modalities else None
+        self._fast_images = fast_clip_preprocessor(self.st, self.image_steps) if self.image_steps else None
         # A fast (Rust) tokenizer keeps its truncation/padding settings in shared mutable state:
         # calls from several threads with different settings corrupt each other's batches.
         self._text_lock = threading.Lock()
@@ -205,49 +208,84 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def fast_clip_preprocessor(model):
+@dataclass(frozen=True)
+class ClipImageSteps:
+    """What a CLIP image processor does: resize the shortest edge (Pillow ``resample``), crop the centre,
+    scale to [0, 1], normalise. The Pillow path (``fast_clip_preprocessor``) and the torchvision one
+    (``gpu_decode``) both follow it."""
+
+    shortest: int
+    crop_height: int
+    crop_width: int
+    resample: int  # a Pillow resampling filter (3: bicubic)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the shortest-edge resize (the processor rounds the long side down)."""
+        if width <= height:
+            return self.shortest, int(self.shortest * height / width)
+        return int(self.shortest * width / height), self.shortest
+
+    def crop_origin(self, width: int, height: int) -> tuple[int, int]:
+        """(left, top) of the centre crop in a resized image."""
+        return (width - self.crop_width) // 2, (height - self.crop_height) // 2
+
+
+def clip_image_steps(model) -> ClipImageSteps | None:
+    """The steps of a sentence-transformers model's CLIP image processor, or None for any other processor."""
+    processor = getattr(getattr(model[0], "processor", None), "image_processor", None)
+    if processor is None or "CLIPImageProcessor" not in type(processor).__name__:
+        return None
+    try:
+        flags = (processor.do_resize, processor.do_center_crop, processor.do_rescale, processor.do_normalize)
+        steps = ClipImageSteps(
+            int(_size_value(processor.size, "shortest_edge")), int(_size_value(processor.crop_size, "height")),
+            int(_size_value(processor.crop_size, "width")), int(getattr(processor.resample, "value", processor.resample)),
+            tuple(float(v) for v in processor.image_mean), tuple(float(v) for v in processor.image_std),
+            float(processor.rescale_factor))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not all(flags) or abs(steps.scale - 1 / 255) > 1e-9:
+        return None
+    return steps
+
+
+def clip_pixels(images: Sequence[Any], steps: ClipImageSteps) -> np.ndarray:
+    """(n, 3, crop_height, crop_width) float32 pixels for RGB PIL images by ``steps``, in numpy (no torch: the
+    fast query path uses it too): Pillow resizes and crops, then (x · scale − mean) / std in float32."""
+    arrays = []
+    for image in images:
+        size = steps.resized(*image.size)
+        if size != image.size:
+            image = image.resize(size, steps.resample)
+        left, top = steps.crop_origin(*size)
+        image = image.crop((left, top, left + steps.crop_width, top + steps.crop_height))
+        arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    batch = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) * np.float32(steps.scale)
+    batch -= np.asarray(steps.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(steps.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray(batch)
+
+
+def fast_clip_preprocessor(model, steps: ClipImageSteps | None = None):
     """A faster equivalent of a CLIP image processor (resize, centre crop, normalise), or None.
 
     The model's own processor converts every image through several float64 numpy steps;
-    this does the resize and crop in Pillow and the normalisation once per batch in torch.
+    this does the resize and crop in Pillow and the normalisation once per batch (``clip_pixels``).
     It is used only if it reproduces the model's processor on test images (max abs
     difference < 1e-4 after normalisation); otherwise the processor itself is used.
     """
     import torch
     from PIL import Image
 
-    processor = getattr(getattr(model[0], "processor", None), "image_processor", None)
-    if processor is None or "CLIPImageProcessor" not in type(processor).__name__:
-        return None
-    try:
-        shortest = int(_size_value(processor.size, "shortest_edge"))
-        crop_h = int(_size_value(processor.crop_size, "height"))
-        crop_w = int(_size_value(processor.crop_size, "width"))
-        flags = (processor.do_resize, processor.do_center_crop, processor.do_rescale, processor.do_normalize)
-        resample = int(getattr(processor.resample, "value", processor.resample))
-        mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        scale = float(processor.rescale_factor)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if not all(flags) or abs(scale - 1 / 255) > 1e-9:
+    steps = steps or clip_image_steps(model)
+    if steps is None:
         return None
 
     def preprocess(images):
-        arrays = []
-        for image in images:
-            width, height = image.size
-            if width <= height:
-                size = (shortest, int(shortest * height / width))
-            else:
-                size = (int(shortest * width / height), shortest)
-            if size != image.size:
-                image = image.resize(size, resample)
-            left, top = (size[0] - crop_w) // 2, (size[1] - crop_h) // 2
-            image = image.crop((left, top, left + crop_w, top + crop_h))
-            arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().mul_(scale)
-        return batch.sub_(mean).div_(std).contiguous()
+        return torch.from_numpy(clip_pixels(images, steps))
 
     rng = np.random.default_rng(0)
     probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 91), (300, 240), (64, 64))]

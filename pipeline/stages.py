@@ -20,6 +20,7 @@ import numpy as np
 
 from mmindex.connectors.base import PointRecord
 from mmindex.pipeline.encoder import Encoder, isolate, part_of
+from mmindex.pipeline.gpu_decode import GpuDecoder, JpegBatch
 from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 
 HASH_KEY = "_hash"
@@ -42,7 +43,7 @@ class Prepared:
 
     seq: int
     rows: list
-    images: dict[str, Any] | None
+    images: dict[str, Any] | JpegBatch | None  # a JpegBatch: JPEGs for the model's thread to decode (--decode gpu)
     texts: dict[str, Any] | None
     captioned: list[int]
     rejected: list[tuple[Any, str]] = field(default_factory=list)
@@ -90,20 +91,27 @@ def decode_rows(job: Job, target_size: int | None, max_pixels: int, center_crop:
     return rows, images, rejected
 
 
-def prepare(job: Job, encoder: Encoder, max_pixels: int) -> Prepared:
-    """Worker stage: decode images and turn images and captions into model inputs."""
-    rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels, encoder.center_crop)
+def prepare(job: Job, encoder: Encoder, max_pixels: int, decoder: GpuDecoder | None = None) -> Prepared:
+    """Worker stage: decode images and turn images and captions into model inputs.
+
+    With a ``decoder`` (``--decode gpu``) JPEGs stay encoded here, for the model's thread to decode;
+    a job that keeps thumbnails is decoded by Pillow, which the thumbnails need anyway.
+    """
+    if decoder is not None and not job.thumbnail:
+        rows, pixels, rejected = decoder.read_rows(job.rows, encoder)
+    else:
+        rows, images, rejected = decode_rows(job, encoder.image_size, max_pixels, encoder.center_crop)
+        pixels = encoder.preprocess(images) if images else None
     captioned = [i for i, row in enumerate(rows) if row.caption]
     return Prepared(
-        job.seq, rows,
-        encoder.preprocess(images) if images else None,
+        job.seq, rows, pixels,
         encoder.preprocess([rows[i].caption for i in captioned]) if captioned else None,
         captioned, rejected, job.source_rows,
     )
 
 
-def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
-    """Model stage: forward passes on ready tensors.
+def embed(prepared: Prepared, encoder: Encoder, decoder: GpuDecoder | None = None) -> Embedded:
+    """Model stage: forward passes on ready tensors (JPEGs are decoded first, on the device, by ``decoder``).
 
     A forward pass that raises (for any reason but memory, which ``Encoder.forward`` handles by
     halving) is split in two, and so on, down to the rows that fail: those are returned in
@@ -114,8 +122,11 @@ def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
     from mmindex.pipeline.encoder import _batch_size, _slice
 
     empty = np.zeros((0, encoder.dim), dtype=np.float32)
-    images, image_errors = (isolate(encoder.forward, prepared.images, _batch_size(prepared.images), _slice,
-                                    encoder.dim) if prepared.images is not None else (empty, {}))
+    pixels, decode_errors = prepared.images, {}
+    if isinstance(pixels, JpegBatch):
+        pixels, decode_errors = decoder.features(pixels, encoder)
+    images, image_errors = (isolate(encoder.forward, pixels, _batch_size(pixels), _slice,
+                                    encoder.dim) if pixels is not None else (empty, {}))
     captions = [prepared.rows[i].caption for i in prepared.captioned]
 
     def embed_captions(part: list[str]) -> np.ndarray:
@@ -124,7 +135,7 @@ def embed(prepared: Prepared, encoder: Encoder) -> Embedded:
     texts, text_errors = (isolate(embed_captions, captions, len(captions), part_of, encoder.dim)
                           if prepared.texts is not None else (empty, {}))
     return _assemble(prepared.seq, prepared.rows, images, texts, prepared.captioned, prepared.rejected,
-                     prepared.source_rows, image_errors, text_errors)
+                     prepared.source_rows, image_errors, text_errors, decode_errors)
 
 
 def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
@@ -139,11 +150,14 @@ def embed_reference(job: Job, encoder: Encoder, max_pixels: int) -> Embedded:
 
 
 def _assemble(seq: int, rows: list, images: np.ndarray, texts: np.ndarray, captioned: list[int], rejected: list,
-              source_rows: int, image_errors: dict[int, str], text_errors: dict[int, str]) -> Embedded:
-    """An ``Embedded`` without the rows whose image or caption the model failed on (those go to ``failed``)."""
-    if not image_errors and not text_errors:
+              source_rows: int, image_errors: dict[int, str], text_errors: dict[int, str],
+              decode_errors: dict[int, str] | None = None) -> Embedded:
+    """An ``Embedded`` without the rows whose image or caption the model failed on (those go to ``failed``) or
+    whose image no decoder could read on the model's side (``decode_errors``: added to ``rejected``)."""
+    decode_errors = decode_errors or {}
+    if not image_errors and not text_errors and not decode_errors:
         return Embedded(seq, rows, images, texts, captioned, rejected, source_rows)
-    errors = dict(image_errors)
+    errors = {**image_errors, **decode_errors}
     for position, reason in text_errors.items():
         errors.setdefault(captioned[position], f"caption: {reason}")
     keep = [i for i in range(len(rows)) if i not in errors]
@@ -152,8 +166,9 @@ def _assemble(seq: int, rows: list, images: np.ndarray, texts: np.ndarray, capti
     text_rows = [text_of[old] for old in keep if old in text_of]
     empty = np.zeros((0, images.shape[1] if images.ndim == 2 else 0), dtype=np.float32)
     return Embedded(seq, [rows[i] for i in keep], images[keep], np.stack(text_rows) if text_rows else empty,
-                    kept_captioned, rejected, source_rows,
-                    [(rows[i], f"the model failed on this row: {errors[i]}") for i in sorted(errors)])
+                    kept_captioned, rejected + [(rows[i], decode_errors[i]) for i in sorted(decode_errors)],
+                    source_rows, [(rows[i], f"the model failed on this row: {errors[i]}") for i in sorted(errors)
+                                  if i not in decode_errors])
 
 
 @dataclass
@@ -172,8 +187,10 @@ class Pipeline:
     """Runs prepare → embed → write concurrently; ``submit`` blocks while the stages are full."""
 
     def __init__(self, encoders: Sequence[Encoder], workers: int, write: Callable[[Embedded], None],
-                 max_pixels: int, depth: int | None = None, skip: Callable[[Job], None] | None = None):
+                 max_pixels: int, depth: int | None = None, skip: Callable[[Job], None] | None = None,
+                 decoder: GpuDecoder | None = None):
         self.encoders = list(encoders)
+        self.decoder = decoder
         self.write = write
         self.skip = skip
         self.cancelled = threading.Event()
@@ -195,7 +212,7 @@ class Pipeline:
             thread.start()
 
     def submit(self, job: Job) -> None:
-        future = self.pool.submit(prepare, job, self.encoders[0], self.max_pixels)
+        future = self.pool.submit(prepare, job, self.encoders[0], self.max_pixels, self.decoder)
         self._put(self.embed_queue, (job.seq, future, job), "embed")
 
     def cancel(self) -> None:
@@ -234,7 +251,7 @@ class Pipeline:
                 prepared = _result(future, self.stop)
                 if prepared is None:
                     break
-                self._put(self.write_queue, embed(prepared, encoder), "write")
+                self._put(self.write_queue, embed(prepared, encoder, self.decoder), "write")
         except PipelineStopped:
             pass
         except BaseException as error:  # noqa: BLE001 - handed to the caller

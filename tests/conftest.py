@@ -5,6 +5,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX exports and query bundles (pipeline/onnx_model.py, quick.py) of the test models: one folder per run.
+os.environ["MMINDEX_CACHE"] = __import__("tempfile").mkdtemp(prefix="mmindex-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -13,6 +13,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import replicas
@@ -281,6 +283,48 @@ def test_int8_is_quantised_beside_fp32_within_its_bar(tiny_onnx, tiny_model, cac
     check_backend(model, "tiny", lambda items, modality: encode(model, items, modality), model.tolerance)
 
 
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_model, cache_root):
+    return OnnxModel(tiny_model, "cpu", precision="int8", cache_root=cache_root)
+
+
+int8_batches = st.lists(st.one_of(st.sampled_from(CAPTIONS + ["a large purple ring at the top on a dark background"]),
+                                  st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lo", "Nd", "Zs")),
+                                          min_size=1, max_size=60)), min_size=2, max_size=8)
+
+
+@needs_runtime
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=int8_batches)
+def test_an_int8_caption_vector_does_not_depend_on_its_batch(tiny_int8, batch):
+    """Dynamic int8 quantisation takes activation ranges per run: captions run one at a time, unpadded, so a
+    query's vector is the same alone, in a serve micro-batch or among long captions."""
+    together = encode(tiny_int8, batch, "text")
+    alone = np.concatenate([encode(tiny_int8, [text], "text") for text in batch])
+    assert float(np.abs(together - alone).max()) <= 1e-6
+
+
+@needs_runtime
+def test_an_int8_quick_query_equals_the_full_path(tiny_int8, tiny_model):
+    from mmindex.pipeline import quick
+
+    fingerprint = tiny_int8.fingerprint
+    fast = quick.open_bundle(tiny_model, "int8", fingerprint)
+    assert fast is not None
+    texts = ["a red circle", long_caption(tiny_int8), "蓝色的三角形"]
+    np.testing.assert_allclose(fast.encode_texts(texts), encode(tiny_int8, texts, "text"), atol=1e-6)
+
+
+@needs_runtime
+def test_int8_from_a_complete_cache_takes_no_lock(tiny_int8, tiny_model, cache_root, monkeypatch):
+    """A cache baked read-only into an image: loading it writes nothing, not even the fp32 export's lock file."""
+    def no_lock(folder):
+        raise AssertionError(f"locked {folder}")
+
+    monkeypatch.setattr(onnx_model, "_export_lock", no_lock)
+    assert not OnnxModel(tiny_model, "cpu", precision="int8", cache_root=cache_root).exported
+
+
 def test_without_onnxruntime_the_error_says_what_to_install(tiny_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime → ImportError
     with pytest.raises(ModelError, match=r"pip install 'mmindex\[onnx\]'"):
@@ -307,6 +351,9 @@ def test_cli_int8_collection_records_its_precision_and_refuses_fp32(tiny_model, 
     # fp32 into the int8 collection: refused before anything is written, naming the precision
     mixed = cli("ingest", sample_dir, "-c", "q8", "--model", tiny_model, "--model-precision", "fp32")
     assert mixed.exit_code != 0 and "int8 vectors" in mixed.output and "--model-precision int8" in mixed.output
+    # the same without --model (the collection's model): the message names the precision, not "other files"
+    mixed = cli("ingest", sample_dir, "-c", "q8", "--model-precision", "fp32")
+    assert mixed.exit_code != 0 and "int8 vectors" in mixed.output and "no longer that model" not in mixed.output
     # a rerun with no precision given takes the collection's: nothing re-embedded
     again = cli("ingest", sample_dir, "-c", "q8", "--model", tiny_model, "--json", "-q")
     assert again.exit_code == 0, again.output

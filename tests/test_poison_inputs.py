@@ -47,11 +47,13 @@ def test_encode_names_the_failing_input_and_keeps_the_others(poisoned):
 
 def test_query_with_a_failing_text_is_one_clear_error(poisoned, tiny_model, sample_dir, cli):
     # ingest rejects the rows with "purple" captions at stage embed (exit 3: over the default reject rate)
-    assert cli("ingest", sample_dir, "-c", "p", "--model", tiny_model, "-q", "--max-reject-rate", "1").exit_code == 0
-    result = cli("query", "a red circle", "a purple ring", "-c", "p")
+    # --backend torch: the poison is in the torch model (the fast path's own case is in test_quick_query.py)
+    assert cli("ingest", sample_dir, "-c", "p", "--model", tiny_model, "-q", "--max-reject-rate", "1",
+               "--backend", "torch").exit_code == 0
+    result = cli("query", "a red circle", "a purple ring", "-c", "p", "--backend", "torch")
     assert result.exit_code == 1
     assert "the model failed on text 'a purple ring'" in result.output and "Traceback" not in result.output
-    assert cli("query", "a red circle", "-c", "p").exit_code == 0
+    assert cli("query", "a red circle", "-c", "p", "--backend", "torch").exit_code == 0
 
 
 def test_eval_sets_aside_the_rows_the_model_fails_on(poisoned, tiny_model, tmp_path, cli):
@@ -62,7 +64,7 @@ def test_eval_sets_aside_the_rows_the_model_fails_on(poisoned, tiny_model, tmp_p
     captions = [c for f in sorted(data.glob("*.parquet")) for c in pq.read_table(f).column("caption").to_pylist()]
     purple = sum("purple" in c for c in captions)
     assert 0 < purple < len(captions)
-    result = cli("eval", data, "--model", tiny_model, "--json")
+    result = cli("eval", data, "--model", tiny_model, "--json", "--backend", "torch")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["rejected"] == purple

@@ -1,0 +1,445 @@
+"""The fast query path: a query's texts (and images) embedded by ONNX Runtime and tokenizers alone, without
+importing torch, transformers or sentence-transformers (together 5–10 s of imports for one sentence).
+
+It runs from a *query bundle*, written beside a model's ONNX export (``onnx_model.py``) whenever an
+``OnnxModel`` is loaded (``write_bundle``): the tokenizer exactly as transformers runs it
+(``tokenizer.json``) with its truncation and padding settings, the CLIP image steps when the model
+has them, and probes — captions with the token ids transformers made for them. A small index file per
+model folder (``$MMINDEX_CACHE/query/<key>.json``) maps the folder to its export by the files' sizes
+and modification times, so a query finds the export without hashing the weights.
+
+``open_bundle`` uses a bundle only when everything still holds, else returns None and the caller loads
+the model the full way (which says what is wrong, and writes a fresh bundle):
+- the model folder's files have the sizes and times they had (a changed file falls back);
+- the export is whole (``onnx_model._cache_problem``) and for the fingerprint the collection records;
+- the tokenizer makes the recorded ids for the probe captions (a tokenizers upgrade that changes
+  them falls back), and the towers give torch's probe vectors within ``onnx_model.COSINE_BAR``.
+The vectors are therefore the ONNX backend's own, which ``OnnxModel`` checks against torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmindex.pipeline.errors import EncodeError
+from mmindex.pipeline.st_model import clip_pixels
+
+log = logging.getLogger("mmindex.quick")
+
+FORMAT = 1
+BUNDLE = "query.json"
+TOKENIZER = "tokenizer.json"
+# The text tower's inputs and the field of a tokenizers Encoding that holds each.
+ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+PROBE_TEXTS = ["a red circle", "蓝色的三角形", "A  Dog's\tday — déjà vu 🐕", "x"]
+
+
+# -- writing (from a loaded OnnxModel, which has torch at hand) ------------------------------------------------
+
+def write_bundle(model) -> Path | None:
+    """Write the query bundle for a loaded ``OnnxModel`` (and its folder's index entry); the bundle path, or
+    None when the model cannot have one (the reason is logged). Never raises for a bundle it cannot write."""
+    try:
+        return _write_bundle(model)
+    except OSError as error:  # a read-only cache (baked into an image): the full path still works
+        log.info("no fast query path for %s: the cache cannot be written (%s)", model.name, error)
+        return None
+    except Exception as error:  # noqa: BLE001 - an optimisation: the full query path still works
+        log.warning("no fast query path for %s: %s: %s", model.name, type(error).__name__, error)
+        return None
+
+
+def _write_bundle(model) -> Path | None:
+    folder = model_folder(model.name)
+    if folder is None:
+        log.info("no fast query path for %s: not a local folder or a model in the Hugging Face cache", model.name)
+        return None
+    signature = folder_signature(folder)
+    if any(racy(mtime) for _, mtime in signature.values()):
+        log.info("no fast query path for %s yet: its files changed in the last 2 s", model.name)
+        return None
+    target = model.cache_dir / BUNDLE
+    manifest = json.loads((model.cache_dir / "manifest.json").read_text(encoding="utf-8"))
+    current = _read_json(target)
+    if not _holds(current, manifest, model):
+        bundle = _bundle_of(model, manifest)
+        if bundle is None:
+            return None
+        _write_json(target, bundle)
+    _write_json(index_path(folder, model.precision),
+                {"format": FORMAT, "model_dir": folder, "files": signature, "fingerprint": model.fingerprint,
+                 "cache_dir": str(model.cache_dir.resolve())})
+    return target
+
+
+def racy(mtime_ns: int) -> bool:
+    """Whether a file's time is within 2 s of now: it may still change without its time moving (the clock's
+    granularity), so a signature made of it proves nothing yet. Times in the future are fine: a change
+    would set the time to now."""
+    return abs(time.time_ns() - mtime_ns) < 2_000_000_000
+
+
+def _holds(bundle: dict[str, Any] | None, manifest: dict[str, Any], model) -> bool:
+    """Whether an existing bundle belongs to this export and still passes its own check."""
+    if not bundle or bundle.get("export_id") != manifest.get("export_id") or bundle.get("format") != FORMAT:
+        return False
+    if _sha256(model.cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
+        return False
+    try:
+        encoder = QuickEncoder(bundle, model.cache_dir, model.name, model.fingerprint, model.threads)
+        return encoder.check(images=bool(bundle.get("image"))) is None
+    except Exception:  # noqa: BLE001 - a damaged bundle is rewritten
+        return False
+
+
+def _bundle_of(model, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``open_bundle`` needs; the tokenizer is checked against transformers' ids first."""
+    twin = model.torch_backend
+    text = image = None
+    if "text" in manifest.get("inputs", {}):
+        text = _text_part(model, twin, manifest["inputs"]["text"])
+        if text is None:
+            return None
+    # The CLIP steps are there only when st_model's numpy path (clip_pixels) reproduced the model's own
+    # processor when it loaded (fast_clip_preprocessor's check); other processors take the full path.
+    steps = getattr(twin, "image_steps", None)
+    if "image" in manifest.get("inputs", {}) and steps is not None and manifest["inputs"]["image"] == ["pixel_values"]:
+        image = {"steps": asdict(steps), "image_size": twin.image_size, "center_crop": bool(twin.center_crop)}
+    return {"format": FORMAT, "export_id": manifest.get("export_id"), "fingerprint": model.fingerprint,
+            "model": model.name, "precision": model.precision, "dim": int(model.dim), "text": text, "image": image,
+            "tokenizer_sha256": _sha256(model.cache_dir / TOKENIZER)}
+
+
+def _text_part(model, twin, inputs: list[str]) -> dict[str, Any] | None:
+    tokenizer = getattr(twin, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    rule = model.text_rule
+    if backend is None or rule is None or not rule.max_length or not set(inputs) <= set(ENCODING_FIELDS):
+        log.info("no fast query path for %s: its tokenizer is not a tokenizers one, or its text tower takes %s",
+                 model.name, inputs)
+        return None
+    _write_text(model.cache_dir / TOKENIZER, backend.to_str())
+    settings = {"max_length": int(rule.max_length), "padding": rule.padding,
+                "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+                "padding_side": getattr(tokenizer, "padding_side", "right"),
+                "pad_id": getattr(tokenizer, "pad_token_id", None), "pad_token": getattr(tokenizer, "pad_token", None),
+                "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0)}
+    if settings["pad_id"] is None or settings["pad_token"] is None:
+        log.info("no fast query path for %s: its tokenizer has no padding token", model.name)
+        return None
+    probes = _probe_texts(int(rule.max_length))
+    quick = _tokenizer(model.cache_dir / TOKENIZER, settings)
+    for texts in (probes, probes[:1]):  # a batch (padded) and one alone
+        want = {name: value.numpy().tolist() for name, value in twin.preprocess_texts(texts).items() if name in inputs}
+        if _listed(_features(quick, texts, inputs)) != want:
+            log.info("no fast query path for %s: tokenizers alone does not reproduce transformers' ids", model.name)
+            return None
+        if len(texts) > 1:
+            expected = want
+    return {"inputs": inputs, "settings": settings, "probes": probes, "probe_features": expected}
+
+
+# -- reading (no torch) --------------------------------------------------------------------------------------
+
+class QuickEncoder:
+    """The parts of ``Encoder`` a query uses, over a query bundle: ``encode_texts``, ``encode_images``
+    (when the bundle has the image steps), ``image_size``, ``center_crop``, ``name``, ``dim``.
+    Vectors: (n, dim) float32, L2-normalised; EncodeError names an input the towers fail on."""
+
+    text_name = None
+    text_fingerprint = None
+
+    def __init__(self, bundle: dict[str, Any], cache_dir: Path, name: str, fingerprint: str | None,
+                 threads: int | None):
+        from mmindex.pipeline.onnx_model import _session
+
+        self.bundle, self.cache_dir, self.name, self.fingerprint = bundle, cache_dir, name, fingerprint
+        self.precision, self.dim, self.threads = bundle["precision"], int(bundle["dim"]), threads
+        self.sessions: dict[str, Any] = {}
+        self._session = lambda modality: _session(cache_dir / f"{modality}.onnx", threads, ["CPUExecutionProvider"])
+        text = bundle["text"]
+        self.tokenizer = _tokenizer(cache_dir / TOKENIZER, text["settings"])
+        self.image_steps = None
+        if bundle.get("image"):
+            from mmindex.pipeline.st_model import ClipImageSteps
+
+            steps = bundle["image"]["steps"]
+            self.image_steps = ClipImageSteps(**{**steps, "mean": tuple(steps["mean"]), "std": tuple(steps["std"])})
+
+    @property
+    def image_size(self) -> int | None:
+        return (self.bundle.get("image") or {}).get("image_size")
+
+    @property
+    def center_crop(self) -> bool:
+        return bool((self.bundle.get("image") or {}).get("center_crop"))
+
+    def tower(self, modality: str):
+        if modality not in self.sessions:
+            self.sessions[modality] = self._session(modality)
+        return self.sessions[modality]
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        inputs = self.bundle["text"]["inputs"]
+        return self._each(list(texts), "text", lambda part: _features(self.tokenizer, part, inputs))
+
+    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
+        if self.image_steps is None:
+            raise RuntimeError("this query bundle has no image steps")  # open_bundle(images=True) prevents it
+        return self._each(list(images), "image", lambda part: {"pixel_values": clip_pixels(part, self.image_steps)})
+
+    def _each(self, items: list, modality: str, features) -> np.ndarray:
+        from mmindex.pipeline.encoder import isolate, part_of
+
+        def run(part: list) -> np.ndarray:
+            return _normalised(_run(self.tower(modality), features(part), modality, self.precision))
+
+        vectors, failures = isolate(run, items, len(items), part_of, self.dim)
+        if failures:
+            raise EncodeError(failures, vectors, items, modality)
+        return vectors
+
+    def check(self, images: bool) -> str | None:
+        """What is wrong with the bundle against its probes (ids and torch's vectors), or None."""
+        from mmindex.pipeline.backend import TextRule
+        from mmindex.pipeline.onnx_model import _probe_texts as export_texts
+        from mmindex.pipeline.onnx_model import _read_probes, probe_gap
+
+        text = self.bundle["text"]
+        got = _features(self.tokenizer, text["probes"], text["inputs"])
+        if _listed(got) != text["probe_features"]:
+            return "the tokenizer here makes other token ids than transformers did for the probe captions"
+        expected = _read_probes(self.cache_dir)
+        probes = {"text": export_texts(TextRule(text["settings"]["max_length"]))}
+        if images:
+            probes["image"] = _probe_images()
+        for modality, items in probes.items():
+            vectors = self.encode_texts(items) if modality == "text" else self.encode_images(items)
+            want = expected.get(modality)
+            if want is None:
+                return f"its {modality} probe vectors are missing"
+            failure = probe_gap(vectors, want, self.precision)  # the bars OnnxModel holds the export to
+            if failure:
+                return f"its {modality} probe vectors {failure}"
+        return None
+
+
+def open_bundle(model: str, precision: str, recorded_fingerprint: str | None, *, images: bool = False,
+                threads: int | None = None) -> QuickEncoder | None:
+    """A ``QuickEncoder`` for ``model`` (a folder or Hub id) at ``precision``, or None when there is no usable
+    bundle (the reason is logged): see the module docstring for what is checked. ``images``: image queries
+    too. ``recorded_fingerprint``: the collection's (None for a Hub id, recorded by name)."""
+    try:
+        return _open_bundle(model, precision, recorded_fingerprint, images, threads)
+    except Exception as error:  # noqa: BLE001 - a damaged index or bundle: the full path rebuilds it
+        return _none(model, f"its bundle or index is damaged ({type(error).__name__}: {error})")
+
+
+def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, images: bool,
+                 threads: int | None) -> QuickEncoder | None:
+    started = time.monotonic()
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") is None or find_spec("tokenizers") is None:
+        return _none(model, "ONNX Runtime or tokenizers is not installed")
+    folder = model_folder(model)
+    if folder is None:
+        return _none(model, "not a local folder or a model in the Hugging Face cache")
+    index = _read_json(index_path(folder, precision))
+    if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
+        return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
+    if index.get("files") != folder_signature(folder):
+        return _none(model, "its files changed since the bundle was written")
+    fingerprint = index.get("fingerprint")
+    if recorded_fingerprint and fingerprint != recorded_fingerprint:
+        return _none(model, "it is not the model the collection records")
+    cache_dir = Path(index["cache_dir"])
+    from mmindex.pipeline.onnx_model import _cache_problem
+
+    problem = _cache_problem(cache_dir, fingerprint)
+    bundle = _read_json(cache_dir / BUNDLE)
+    manifest = _read_json(cache_dir / "manifest.json")
+    if problem or not bundle or bundle.get("format") != FORMAT or bundle.get("export_id") != manifest.get("export_id"):
+        return _none(model, f"its export is not usable ({problem or 'the bundle is stale'})")
+    if not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision:
+        return _none(model, "the bundle cannot run this query")
+    if _sha256(cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
+        return _none(model, "its tokenizer.json is not the one the bundle was checked with")
+    from mmindex.pipeline.encoder import model_display_name
+
+    try:
+        encoder = QuickEncoder(bundle, cache_dir, model_display_name(folder if os.path.isdir(model) else model),
+                               fingerprint, threads)
+        failure = encoder.check(images)
+    except Exception as error:  # noqa: BLE001 - a damaged bundle: the full path rebuilds it
+        failure = f"{type(error).__name__}: {error}"
+    if failure:
+        return _none(model, failure)
+    log.info("fast query path for %s (%.2f s)", model, time.monotonic() - started)
+    return encoder
+
+
+def _none(model: str, reason: str) -> None:
+    log.info("no fast query path for %s: %s", model, reason)
+    return None
+
+
+# -- shared helpers -------------------------------------------------------------------------------------------
+
+def model_folder(model: str) -> str | None:
+    """The local folder ``model`` loads from: itself (absolute) when it is a folder, else the Hub model's
+    snapshot in the local Hugging Face cache (``ORG/NAME``, or ``sentence-transformers/NAME`` for a bare
+    name, as sentence-transformers resolves it); None when neither is there."""
+    if os.path.isdir(model):
+        return os.path.abspath(model)
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or ":" in model:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
+        for name in ("modules.json", "config.json"):
+            try:
+                found = try_to_load_from_cache(repo, name)
+            except Exception:  # noqa: BLE001 - an id the Hub library refuses is simply not cached
+                found = None
+            if isinstance(found, str):
+                return os.path.dirname(found)
+    return None
+
+
+def folder_signature(folder: str) -> dict[str, list[int]]:
+    """{relative path: [size, mtime_ns]} of the files a model fingerprint covers (``encoder.model_files``)."""
+    from mmindex.pipeline.encoder import model_files
+
+    signature = {}
+    for relative, path in model_files(folder):
+        stat = os.stat(path)
+        signature[relative] = [stat.st_size, stat.st_mtime_ns]
+    return signature
+
+
+def index_path(folder: str, precision: str) -> Path:
+    from mmindex.pipeline.onnx_model import default_cache_root
+
+    key = hashlib.sha256(f"{folder}\0{precision}".encode()).hexdigest()[:32]
+    return default_cache_root() / "query" / f"{key}.json"
+
+
+def _tokenizer(path: Path, settings: dict[str, Any]):
+    """A tokenizers ``Tokenizer`` set to truncate and pad as transformers' fast tokenizer does for this model."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(settings["max_length"], strategy="longest_first", direction=settings["truncation_side"])
+    tokenizer.enable_padding(direction=settings["padding_side"], pad_id=settings["pad_id"],
+                             pad_type_id=settings["pad_type_id"], pad_token=settings["pad_token"],
+                             length=settings["max_length"] if settings["padding"] == "max_length" else None)
+    return tokenizer
+
+
+def _features(tokenizer, texts: list[str], inputs: list[str]) -> dict[str, np.ndarray]:
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
+    return {name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=np.int64) for name in inputs}
+
+
+def _run(session, features: dict[str, np.ndarray], modality: str, precision: str) -> np.ndarray:
+    from mmindex.pipeline.onnx_model import run_tower
+
+    return run_tower(session, features, modality, precision)
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _probe_texts(limit: int) -> list[str]:
+    return PROBE_TEXTS + [" ".join(["a large purple ring at the top"] * (limit // 3 + 2))]
+
+
+def _probe_images() -> list:
+    from mmindex.pipeline.onnx_model import _probe_images as probes
+
+    return probes()
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    _write_text(path, json.dumps(value, ensure_ascii=False))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write by temporary file and rename: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
+
+
+def _listed(features: dict[str, np.ndarray]) -> dict[str, list]:
+    return {name: value.tolist() for name, value in features.items()}
+
+
+def torch_loaded() -> bool:
+    """Whether this process has imported torch (the fast path's tests check that it did not)."""
+    return "torch" in sys.modules
+
+
+def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model: str | None, precision: str | None,
+                      backend: str, device: str | None, threads: int | None, images: bool) -> QuickEncoder | None:
+    """The fast path for a query on a collection (``meta``) with these options, or None for the full path.
+
+    Used only where the full path would embed the same way: ``backend`` auto or onnx, on the CPU (a
+    query's few inputs run there even on a GPU machine), one CLIP-style model for both modalities (not
+    open_clip, no separate text model), and the collection's own model and precision; a mismatch is left
+    to the full path, whose error says what differs. ``MMINDEX_QUICK_QUERY=0`` (or false, no, off) turns it off.
+    """
+    if os.environ.get("MMINDEX_QUICK_QUERY", "1").strip().lower() in ("0", "false", "no", "off") or meta is None:
+        return None
+    if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
+        return None
+    from mmindex.pipeline.encoder import (is_open_clip, model_display_name, model_to_load, precision_to_load,
+                                          text_model_to_load)
+    from mmindex.pipeline.errors import ModelError
+
+    try:
+        if text_model_to_load(meta, text_model) is not None:
+            return None
+        model = model_to_load(meta, given)
+    except ModelError:
+        return None
+    chosen = precision_to_load(meta, precision)
+    if is_open_clip(model) or not model.strip() or chosen != meta.get("model_precision", "fp32"):
+        return None
+    recorded = meta.get("model_fingerprint")
+    encoder = open_bundle(model, chosen, recorded, images=images, threads=threads)
+    if encoder is None or encoder.dim != meta.get("dim", encoder.dim):
+        return None
+    if not recorded and model_display_name(meta.get("model", "")) != encoder.name:
+        return None  # a Hub model is recorded by name
+    return encoder
