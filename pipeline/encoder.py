@@ -8,6 +8,7 @@ Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themse
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -57,14 +58,13 @@ def model_fingerprint(model: str) -> str | None:
         return None
     import hashlib
 
-    files = model_files(model)
     # Hashed once per process while no file changes size or time (ingest checks the model before loading it).
-    key = (os.path.abspath(model), tuple((relative, os.stat(path).st_size, os.stat(path).st_mtime_ns)
-                                         for relative, path in files))
+    signature = file_signature(model)
+    key = (os.path.abspath(model), json.dumps(signature))
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
     total = hashlib.sha256()
-    for relative, path in files:
+    for relative, path in model_files(model):
         digest = hashlib.sha256()
         size = 0
         with open(path, "rb") as handle:
@@ -73,12 +73,29 @@ def model_fingerprint(model: str) -> str | None:
                 size += len(chunk)
         total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
     fingerprint = "sha256:" + total.hexdigest()
-    if not any(abs(time.time_ns() - mtime) < 2_000_000_000 for _, _, mtime in key[1]):  # not while files may change
+    if not any(racy(mtime) for _, mtime in signature.values()):
         _FINGERPRINTS[key] = fingerprint
     return fingerprint
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
+
+
+def file_signature(folder: str) -> dict[str, list[int]]:
+    """{relative path: [size, mtime_ns]} of the files a model fingerprint covers (``model_files``): what says,
+    without reading them, that they are still the files a fingerprint was made of (unless ``racy``)."""
+    signature = {}
+    for relative, path in model_files(folder):
+        stat = os.stat(path)
+        signature[relative] = [stat.st_size, stat.st_mtime_ns]
+    return signature
+
+
+def racy(mtime_ns: int) -> bool:
+    """Whether a file's time is within 2 s of now: it may still change without its time moving (the clock's
+    granularity), so a signature made of it proves nothing yet. Times in the future are fine: a change
+    would set the time to now."""
+    return abs(time.time_ns() - mtime_ns) < 2_000_000_000
 
 
 def model_files(folder: str) -> list[tuple[str, str]]:

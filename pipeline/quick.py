@@ -12,8 +12,9 @@ and modification times, so a query finds the export without hashing the weights.
 the model the full way (which says what is wrong, and writes a fresh bundle):
 - the model folder's files have the sizes and times they had (a changed file falls back);
 - the export is whole (``onnx_model._cache_problem``) and for the fingerprint the collection records;
-- the tokenizer makes the recorded ids for the probe captions (a tokenizers upgrade that changes
-  them falls back), and the towers give torch's probe vectors within ``onnx_model.COSINE_BAR``.
+- tokenizer.json has the hash it was checked with, the tokenizer makes the recorded ids for the probe
+  captions (a tokenizers upgrade that changes them falls back), and the towers give torch's probe
+  vectors within the bars ``OnnxModel`` holds its export to (``onnx_model.probe_gap``).
 The vectors are therefore the ONNX backend's own, which ``OnnxModel`` checks against torch.
 """
 from __future__ import annotations
@@ -22,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from dataclasses import asdict
@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmindex.pipeline.encoder import file_signature, racy
 from mmindex.pipeline.errors import EncodeError
 from mmindex.pipeline.st_model import clip_pixels
 
@@ -64,7 +65,7 @@ def _write_bundle(model) -> Path | None:
     if folder is None:
         log.info("no fast query path for %s: not a local folder or a model in the Hugging Face cache", model.name)
         return None
-    signature = folder_signature(folder)
+    signature = file_signature(folder)
     if any(racy(mtime) for _, mtime in signature.values()):
         log.info("no fast query path for %s yet: its files changed in the last 2 s", model.name)
         return None
@@ -82,24 +83,29 @@ def _write_bundle(model) -> Path | None:
     return target
 
 
-def racy(mtime_ns: int) -> bool:
-    """Whether a file's time is within 2 s of now: it may still change without its time moving (the clock's
-    granularity), so a signature made of it proves nothing yet. Times in the future are fine: a change
-    would set the time to now."""
-    return abs(time.time_ns() - mtime_ns) < 2_000_000_000
-
-
 def _holds(bundle: dict[str, Any] | None, manifest: dict[str, Any], model) -> bool:
-    """Whether an existing bundle belongs to this export and still passes its own check."""
-    if not bundle or bundle.get("export_id") != manifest.get("export_id") or bundle.get("format") != FORMAT:
-        return False
-    if _sha256(model.cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
-        return False
+    """Whether an existing bundle belongs to this export and still passes its own check (on the loaded
+    model's own sessions: no second copy of the towers at start-up)."""
+    encoder, _ = _checked(bundle, manifest, model.cache_dir, model.name, model.fingerprint, model.threads,
+                          images=bool((bundle or {}).get("image")), sessions=model.sessions)
+    return encoder is not None
+
+
+def _checked(bundle: dict[str, Any] | None, manifest: dict[str, Any] | None, cache_dir: Path, name: str,
+             fingerprint: str | None, threads: int | None, images: bool,
+             sessions: dict[str, Any] | None = None) -> tuple["QuickEncoder | None", str | None]:
+    """(a QuickEncoder over ``bundle``, None) when it belongs to the export ``manifest`` describes, its
+    tokenizer.json is the one it was checked with and it passes its probes; else (None, why not)."""
+    if not bundle or bundle.get("format") != FORMAT or bundle.get("export_id") != (manifest or {}).get("export_id"):
+        return None, "the bundle is stale"
+    if _sha256(cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
+        return None, "its tokenizer.json is not the one the bundle was checked with"
     try:
-        encoder = QuickEncoder(bundle, model.cache_dir, model.name, model.fingerprint, model.threads)
-        return encoder.check(images=bool(bundle.get("image"))) is None
-    except Exception:  # noqa: BLE001 - a damaged bundle is rewritten
-        return False
+        encoder = QuickEncoder(bundle, cache_dir, name, fingerprint, threads, sessions)
+        failure = encoder.check(images)
+    except Exception as error:  # noqa: BLE001 - a damaged bundle: the full path rebuilds it
+        failure = f"{type(error).__name__}: {error}"
+    return (None, failure) if failure else (encoder, None)
 
 
 def _bundle_of(model, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -139,13 +145,13 @@ def _text_part(model, twin, inputs: list[str]) -> dict[str, Any] | None:
         return None
     probes = _probe_texts(int(rule.max_length))
     quick = _tokenizer(model.cache_dir / TOKENIZER, settings)
+    expected = None
     for texts in (probes, probes[:1]):  # a batch (padded) and one alone
         want = {name: value.numpy().tolist() for name, value in twin.preprocess_texts(texts).items() if name in inputs}
         if _listed(_features(quick, texts, inputs)) != want:
             log.info("no fast query path for %s: tokenizers alone does not reproduce transformers' ids", model.name)
             return None
-        if len(texts) > 1:
-            expected = want
+        expected = expected or want  # the batch's ids are the ones recorded
     return {"inputs": inputs, "settings": settings, "probes": probes, "probe_features": expected}
 
 
@@ -160,12 +166,12 @@ class QuickEncoder:
     text_fingerprint = None
 
     def __init__(self, bundle: dict[str, Any], cache_dir: Path, name: str, fingerprint: str | None,
-                 threads: int | None):
+                 threads: int | None, sessions: dict[str, Any] | None = None):
         from mmindex.pipeline.onnx_model import _session
 
         self.bundle, self.cache_dir, self.name, self.fingerprint = bundle, cache_dir, name, fingerprint
         self.precision, self.dim, self.threads = bundle["precision"], int(bundle["dim"]), threads
-        self.sessions: dict[str, Any] = {}
+        self.sessions: dict[str, Any] = dict(sessions or {})  # opened on first use, unless given
         self._session = lambda modality: _session(cache_dir / f"{modality}.onnx", threads, ["CPUExecutionProvider"])
         text = bundle["text"]
         self.tokenizer = _tokenizer(cache_dir / TOKENIZER, text["settings"])
@@ -213,7 +219,7 @@ class QuickEncoder:
         """What is wrong with the bundle against its probes (ids and torch's vectors), or None."""
         from mmindex.pipeline.backend import TextRule
         from mmindex.pipeline.onnx_model import _probe_texts as export_texts
-        from mmindex.pipeline.onnx_model import _read_probes, probe_gap
+        from mmindex.pipeline.onnx_model import _probe_images, _read_probes, probe_gap
 
         text = self.bundle["text"]
         got = _features(self.tokenizer, text["probes"], text["inputs"])
@@ -258,7 +264,7 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     index = _read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
         return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
-    if index.get("files") != folder_signature(folder):
+    if index.get("files") != file_signature(folder):
         return _none(model, "its files changed since the bundle was written")
     fingerprint = index.get("fingerprint")
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
@@ -267,22 +273,16 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     from mmindex.pipeline.onnx_model import _cache_problem
 
     problem = _cache_problem(cache_dir, fingerprint)
+    if problem:
+        return _none(model, f"its export is not usable ({problem})")
     bundle = _read_json(cache_dir / BUNDLE)
-    manifest = _read_json(cache_dir / "manifest.json")
-    if problem or not bundle or bundle.get("format") != FORMAT or bundle.get("export_id") != manifest.get("export_id"):
-        return _none(model, f"its export is not usable ({problem or 'the bundle is stale'})")
-    if not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision:
+    if bundle and (not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision):
         return _none(model, "the bundle cannot run this query")
-    if _sha256(cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
-        return _none(model, "its tokenizer.json is not the one the bundle was checked with")
     from mmindex.pipeline.encoder import model_display_name
 
-    try:
-        encoder = QuickEncoder(bundle, cache_dir, model_display_name(folder if os.path.isdir(model) else model),
-                               fingerprint, threads)
-        failure = encoder.check(images)
-    except Exception as error:  # noqa: BLE001 - a damaged bundle: the full path rebuilds it
-        failure = f"{type(error).__name__}: {error}"
+    encoder, failure = _checked(bundle, _read_json(cache_dir / "manifest.json"), cache_dir,
+                                model_display_name(folder if os.path.isdir(model) else model), fingerprint, threads,
+                                images)
     if failure:
         return _none(model, failure)
     log.info("fast query path for %s (%.2f s)", model, time.monotonic() - started)
@@ -315,17 +315,6 @@ def model_folder(model: str) -> str | None:
             if isinstance(found, str):
                 return os.path.dirname(found)
     return None
-
-
-def folder_signature(folder: str) -> dict[str, list[int]]:
-    """{relative path: [size, mtime_ns]} of the files a model fingerprint covers (``encoder.model_files``)."""
-    from mmindex.pipeline.encoder import model_files
-
-    signature = {}
-    for relative, path in model_files(folder):
-        stat = os.stat(path)
-        signature[relative] = [stat.st_size, stat.st_mtime_ns]
-    return signature
 
 
 def index_path(folder: str, precision: str) -> Path:
@@ -368,12 +357,6 @@ def _probe_texts(limit: int) -> list[str]:
     return PROBE_TEXTS + [" ".join(["a large purple ring at the top"] * (limit // 3 + 2))]
 
 
-def _probe_images() -> list:
-    from mmindex.pipeline.onnx_model import _probe_images as probes
-
-    return probes()
-
-
 def _sha256(path: Path) -> str | None:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -403,11 +386,6 @@ def _write_text(path: Path, text: str) -> None:
 
 def _listed(features: dict[str, np.ndarray]) -> dict[str, list]:
     return {name: value.tolist() for name, value in features.items()}
-
-
-def torch_loaded() -> bool:
-    """Whether this process has imported torch (the fast path's tests check that it did not)."""
-    return "torch" in sys.modules
 
 
 def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model: str | None, precision: str | None,
