@@ -15,7 +15,7 @@ CACHE = Path(os.environ.get("MMINDEX_BENCH_CACHE", Path(__file__).resolve().pare
 
 def sample_data(rows: int, width: int = 640, height: int = 480, files: int = 1, seed: int = 0) -> Path:
     """Synthetic JPEG rows of realistic size, generated once and cached."""
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     folder = CACHE / f"sample-{rows}-{width}x{height}-{files}-{seed}"
     if not (folder / "done").exists():
@@ -26,7 +26,7 @@ def sample_data(rows: int, width: int = 640, height: int = 480, files: int = 1, 
 
 def model(size: str = "base") -> Path:
     """A randomly initialised CLIP (``base`` has the shape of ViT-B/32), built once and cached."""
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     folder = CACHE / f"model-{size}"
     if not (folder / "modules.json").exists():
@@ -84,7 +84,7 @@ def ingest_rate(encoder, folder, batch_size: int, workers: int, **options) -> fl
     import tempfile
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.ingestion import IngestOptions, ingest
+    from mmindex.pipeline.ingest.run import IngestOptions, ingest
 
     data_dir = tempfile.mkdtemp()
     try:

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import common  # noqa: F401
 from common import ingest_rate, NullEncoder, machine, model, sample_data, timed
 
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.evaluate import collect_rows
-from mmindex.pipeline.images import decode_image
-from mmindex.pipeline.ingestion import IngestSummary
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.pipeline.training.evaluate import collect_rows
+from mmindex.pipeline.ingest.images import decode_image
+from mmindex.pipeline.ingest.run import IngestSummary
+from mmindex.pipeline.ingest.source import open_source
 
 
 def tight_loop(encoder, rows, batch_size, workers):

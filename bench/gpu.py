@@ -1,6 +1,6 @@
 """GPU throughput: ingest images/s for ViT-B/32- and ViT-L/14-shaped CLIPs, JPEGs decoded on the CPU vs the GPU.
 
-For each model shape (random weights, built by ``mmindex.pipeline.scratch``): the encoder alone (forward passes
+For each model shape (random weights, built by ``mmindex.pipeline.training.scratch``): the encoder alone (forward passes
 on ready pixel tensors, the model thread's ceiling), then end-to-end ``ingest`` (Parquet → decode → embed →
 embedded Qdrant Edge store, no index build) with ``decode="cpu"`` (Pillow in the workers) and
 ``decode="gpu"`` (torchvision on the device; skipped, saying why, without torchvision). One table at the end.
@@ -48,8 +48,8 @@ def main() -> int:
 
     import torch
 
-    from mmindex.pipeline.encoder import Encoder
-    from mmindex.pipeline.gpu_decode import torchvision_problem
+    from mmindex.pipeline.models.encoder import Encoder
+    from mmindex.pipeline.ingest.gpu_decode import torchvision_problem
 
     cuda = torch.cuda.is_available()
     batch = args.batch_size or (256 if cuda else 32)

@@ -20,7 +20,7 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
   say "no torch importable by $PYTHON: install the torch build for this machine's CUDA first (this script never does)"
   exit 1
 fi
-if ! "$PYTHON" -c 'import mmindex.pipeline.gpu_decode' 2>/dev/null; then
+if ! "$PYTHON" -c 'import mmindex.pipeline.ingest.gpu_decode' 2>/dev/null; then
   say "mmindex is not installed for $PYTHON: pip install -e . (without network: only if its dependencies are there)"
   "$PYTHON" -m pip install -q --no-build-isolation --no-deps -e . >/dev/null 2>&1 \
     || "$PYTHON" -m pip install -q -e . >/dev/null 2>&1 \

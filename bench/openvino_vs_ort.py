@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     import openvino
 
-    from mmindex.pipeline.onnx_model import OnnxModel, _run, _session
+    from mmindex.pipeline.models.onnx_model import OnnxModel, _run, _session
 
     exported = OnnxModel(str(model("base")), "cpu", cache_root=CACHE / "mmindex").cache_dir
     work = Path(tempfile.mkdtemp())

@@ -230,7 +230,7 @@ def prepare(model: str) -> dict:
     """Export the towers (fp32, int8) into ONNX_CACHE and lay out FastEmbed's folders; what is available."""
     status: dict = {}
     try:
-        from mmindex.pipeline.onnx_model import OnnxModel
+        from mmindex.pipeline.models.onnx_model import OnnxModel
 
         for precision in ("fp32", "int8"):
             onnx = OnnxModel(model, precision=precision, cache_root=ONNX_CACHE)

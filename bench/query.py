@@ -31,7 +31,7 @@ from common import machine, peak_rss_mb, timed
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
 from mmindex.pipeline.config import StoreSettings
-from mmindex.pipeline.records import point_id_from_key
+from mmindex.pipeline.ingest.records import point_id_from_key
 
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "cyan"]
 COLLECTION = "bench"

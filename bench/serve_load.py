@@ -74,7 +74,7 @@ def main() -> None:
     from click.testing import CliRunner
 
     from mmindex.pipeline.cli import main as cli
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     work = Path(tempfile.mkdtemp())
     os.environ["MMINDEX_CACHE"] = str(work / "cache")  # the demo model's ONNX export, made by the ingest below

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
-from mmindex.pipeline.errors import CollectionMismatchError
+from mmindex.errors import CollectionMismatchError
 
 VECTOR_NAMES = ("image", "text")
 # Payload index kinds, named as Qdrant names its payload schema types.
@@ -27,7 +27,7 @@ class CollectionSpec:
     """What a collection must be: the model that fills it, its vector size and payload field types.
 
     ``model`` is the model's display name (a folder's name, a Hub id); ``fingerprint`` is the
-    digest of its files (``mmindex.pipeline.encoder.model_fingerprint``). Two runs use the same
+    digest of its files (``mmindex.pipeline.models.encoder.model_fingerprint``). Two runs use the same
     model when their fingerprints are equal, wherever the folder lies; a collection recorded
     before fingerprints existed is compared by name.
     """

@@ -30,7 +30,7 @@ from mmindex.connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
-from mmindex.pipeline.errors import FilterError, StoreError
+from mmindex.errors import FilterError, StoreError
 
 METADATA_FILE = "collection.json"
 ALIASES_FILE = "aliases.json"
@@ -177,7 +177,7 @@ class QdrantEdgeStore(LayoutOnce):
     # -- writes ----------------------------------------------------------------------
     def create_payload_index(self, field_name: str, kind: str) -> None:
         """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
-        from mmindex.pipeline.where import qdrant_key
+        from mmindex.pipeline.query.where import qdrant_key
 
         qe = _edge()
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
@@ -293,7 +293,7 @@ class QdrantEdgeStore(LayoutOnce):
         if meta is None:
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
         shard_info = self._open().info()
-        from mmindex.pipeline.where import field_of_key
+        from mmindex.pipeline.query.where import field_of_key
 
         indexed = {field_of_key(name): str(info.data_type).split(".")[-1].lower()
                    for name, info in shard_info.payload_schema.items()}
@@ -469,7 +469,7 @@ def _disk_usage(folder: Path) -> int:
 def edge_filter(spec: dict[str, Any] | None):
     """Translate a Qdrant filter (REST JSON form) into qdrant_edge objects; ``FilterError`` if it cannot be.
 
-    Filters are checked against Qdrant's schema before they get here (``pipeline/where.py``);
+    Filters are checked against Qdrant's schema before they get here (``pipeline/query/where.py``);
     what the binding still refuses becomes a ``FilterError`` too, never another exception.
     """
     try:

@@ -29,7 +29,7 @@ from mmindex.connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
-from mmindex.pipeline.errors import FilterError, StoreError
+from mmindex.errors import FilterError, StoreError
 
 METADATA_KEY = "mmindex"
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -203,7 +203,7 @@ class QdrantServerStore(LayoutOnce):
         """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
         from qdrant_client import models
 
-        from mmindex.pipeline.where import qdrant_key
+        from mmindex.pipeline.query.where import qdrant_key
 
         schema = models.PayloadSchemaType(kind)
         with warnings.catch_warnings():
@@ -311,7 +311,7 @@ class QdrantServerStore(LayoutOnce):
         description = self._call("describe collection", self.client.get_collection, self.collection)
         meta = (description.config.metadata or {}).get(METADATA_KEY, {})
         alias_of = self.aliases().get(self.collection)
-        from mmindex.pipeline.where import field_of_key
+        from mmindex.pipeline.query.where import field_of_key
 
         indexed = {
             field_of_key(name): str(getattr(schema.data_type, "value", schema.data_type))

@@ -30,38 +30,38 @@ __version__ = "0.1.0"
 _here = os.path.dirname(os.path.abspath(__file__))
 _checkout = os.path.dirname(_here)
 if not os.path.isdir(os.path.join(_here, "pipeline")) and all(
-        os.path.isfile(os.path.join(_checkout, *parts)) for parts in (("pipeline", "cli.py"),
+        os.path.isfile(os.path.join(_checkout, *parts)) for parts in (("pipeline", "cli", "__init__.py"),
                                                                        ("connectors", "base.py"))):
     __path__.append(_checkout)  # type: ignore[name-defined]  # noqa: F821 - a package's own __path__
 del _here, _checkout
 
 # Public name → the module that owns it. Resolved on first use (PEP 562), so that
-# `import mmindex` stays light and the connectors can import `mmindex.pipeline.errors` freely.
+# `import mmindex` stays light and the connectors can import `mmindex.errors` freely.
 _EXPORTS = {
     "DEFAULT_DATA_DIR": "mmindex.connectors",
     "open_store": "mmindex.connectors",
     "CollectionOptions": "mmindex.connectors",
     "Store": "mmindex.connectors",
-    "DEFAULT_MODEL": "mmindex.pipeline.encoder",
-    "Encoder": "mmindex.pipeline.encoder",
-    "CollectionMismatchError": "mmindex.pipeline.errors",
-    "FilterError": "mmindex.pipeline.errors",
-    "InputError": "mmindex.pipeline.errors",
-    "MmindexError": "mmindex.pipeline.errors",
-    "ModelError": "mmindex.pipeline.errors",
-    "StoreError": "mmindex.pipeline.errors",
-    "Rejection": "mmindex.pipeline.images",
-    "IngestOptions": "mmindex.pipeline.ingestion",
-    "IngestSummary": "mmindex.pipeline.ingestion",
-    "ingest": "mmindex.pipeline.ingestion",
-    "Hit": "mmindex.pipeline.query",
-    "parse_where": "mmindex.pipeline.where",
-    "validate_filter": "mmindex.pipeline.where",
-    "search": "mmindex.pipeline.query",
-    "copy_collection": "mmindex.pipeline.copy",
-    "CopySummary": "mmindex.pipeline.copy",
-    "delete": "mmindex.pipeline.delete",
-    "select_points": "mmindex.pipeline.delete",
+    "DEFAULT_MODEL": "mmindex.pipeline.models.encoder",
+    "Encoder": "mmindex.pipeline.models.encoder",
+    "CollectionMismatchError": "mmindex.errors",
+    "FilterError": "mmindex.errors",
+    "InputError": "mmindex.errors",
+    "MmindexError": "mmindex.errors",
+    "ModelError": "mmindex.errors",
+    "StoreError": "mmindex.errors",
+    "Rejection": "mmindex.pipeline.ingest.images",
+    "IngestOptions": "mmindex.pipeline.ingest.run",
+    "IngestSummary": "mmindex.pipeline.ingest.run",
+    "ingest": "mmindex.pipeline.ingest.run",
+    "Hit": "mmindex.pipeline.query.search",
+    "parse_where": "mmindex.pipeline.query.where",
+    "validate_filter": "mmindex.pipeline.query.where",
+    "search": "mmindex.pipeline.query.search",
+    "copy_collection": "mmindex.pipeline.collection.copy",
+    "CopySummary": "mmindex.pipeline.collection.copy",
+    "delete": "mmindex.pipeline.collection.delete",
+    "select_points": "mmindex.pipeline.collection.delete",
 }
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmindex.connectors.base import CollectionOptions
-from mmindex.pipeline.errors import InputError
+from mmindex.errors import InputError
 
 DEFAULT_CONFIG_FILE = "mmindex.toml"
 ENV_PREFIX = "MMINDEX_"

@@ -5,12 +5,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# ONNX exports and query bundles (pipeline/onnx_model.py, quick.py) of the test models: one folder per run.
+# ONNX exports and query bundles (pipeline/models/onnx_model.py, quick.py) of the test models: one folder per run.
 os.environ["MMINDEX_CACHE"] = __import__("tempfile").mkdtemp(prefix="mmindex-test-cache-")
 
 import pytest  # noqa: E402
 
-from mmindex.pipeline.sample import write_sample  # noqa: E402
+from mmindex.pipeline.ingest.sample import write_sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +24,8 @@ def sample_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, sample_dir):
     """A tiny untrained CLIP (random weights) saved as a sentence-transformers folder."""
-    from mmindex.pipeline.scratch import build_scratch_model
-    from mmindex.pipeline.source import open_source
+    from mmindex.pipeline.training.scratch import build_scratch_model
+    from mmindex.pipeline.ingest.source import open_source
 
     source = open_source([str(sample_dir)])
     texts = [t for b in source.batches(1000) for t in b.batch.column(2).to_pylist()]
@@ -35,7 +35,7 @@ def tiny_model(tmp_path_factory, sample_dir):
 
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
-    from mmindex.pipeline.encoder import Encoder
+    from mmindex.pipeline.models.encoder import Encoder
 
     return Encoder(tiny_model, device="cpu", batch_size=16)
 

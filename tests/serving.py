@@ -65,7 +65,7 @@ def ingest_sample(base: Path, model: str, collections: tuple[str, ...] = ("shape
     from click.testing import CliRunner
 
     from mmindex.pipeline.cli import main
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     data, store = base / "data", base / "store"
     write_sample(data, rows=rows, seed=seed, width=width, height=height, image_kind=image_kind)

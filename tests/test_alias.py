@@ -170,8 +170,8 @@ def test_serve_follows_an_alias_switched_to_a_collection_of_another_model(tmp_pa
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     import httpx
 
-    from mmindex.pipeline.sample import write_sample
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.ingest.sample import write_sample
+    from mmindex.pipeline.training.scratch import build_scratch_model
     from serving import start
 
     data, store = tmp_path / "data", tmp_path / "store"

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.cli_format import SectionedCommand
+from mmindex.pipeline.cli.format import SectionedCommand
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_query_fields_names_an_unknown_field(run, ingested):
 
 
 def test_query_output_fits_the_terminal_in_screen_columns():
-    from mmindex.pipeline.cli_format import display_width, short
+    from mmindex.pipeline.cli.format import display_width, short
 
     assert display_width("蓝色的三角形") == 12 and display_width("é") == 1
     assert display_width(short("蓝色的三角形在白色的背景上", 10)) <= 10

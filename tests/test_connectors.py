@@ -13,8 +13,8 @@ import pytest
 from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest, chunk_by_bytes
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.errors import CollectionMismatchError, FilterError, StoreError
-from mmindex.pipeline.query import parse_where
+from mmindex.errors import CollectionMismatchError, FilterError, StoreError
+from mmindex.pipeline.query.search import parse_where
 
 DIM = 8
 SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime", "tags": "keyword"})
@@ -180,7 +180,7 @@ def test_embedded_store_open_in_another_process_is_a_clear_error(tmp_path):
     store.upsert(points(2))
     out = in_another_process(f"""
         from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-        from mmindex.pipeline.errors import StoreError
+        from mmindex.errors import StoreError
         try:
             QdrantEdgeStore("locked", data_dir={str(tmp_path)!r}).count()
         except StoreError as e:
@@ -199,7 +199,7 @@ def test_a_run_refused_by_the_lock_leaves_the_metadata_untouched(tmp_path):
     out = in_another_process(f"""
         from mmindex.connectors.base import CollectionSpec
         from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-        from mmindex.pipeline.errors import StoreError
+        from mmindex.errors import StoreError
         try:
             QdrantEdgeStore("held", data_dir={str(tmp_path)!r}).ensure_collection(
                 CollectionSpec({SPEC.model!r}, {SPEC.dim}, {{"new_field": "keyword"}}))

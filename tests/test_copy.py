@@ -10,8 +10,8 @@ import pytest
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.copy import COPY_KEY, copy_collection
-from mmindex.pipeline.errors import CollectionMismatchError, StoreError
+from mmindex.pipeline.collection.copy import COPY_KEY, copy_collection
+from mmindex.errors import CollectionMismatchError, StoreError
 
 DIM = 8
 POINTS = 70

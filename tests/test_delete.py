@@ -12,9 +12,9 @@ from mmindex import IngestOptions, delete, ingest, select_points
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.errors import FilterError, InputError
-from mmindex.pipeline.records import point_id_from_key
-from mmindex.pipeline.sample import write_sample
+from mmindex.errors import FilterError, InputError
+from mmindex.pipeline.ingest.records import point_id_from_key
+from mmindex.pipeline.ingest.sample import write_sample
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex import Encoder, ingest, search
-from mmindex.pipeline.evaluate import embed_pairs, exact_metrics
-from mmindex.pipeline.sample import write_sample
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.source import open_source
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "shapes-clip"
 
@@ -61,7 +61,7 @@ def test_readme_queries_find_what_they_name(tmp_path, demo_encoder):
     assert found[3] == ("yellow", "star") and hits[3].payload["id"] == "shape-0000427"
     assert all(h.payload["year"] >= 2020 for h in hits)
     # Image → text: the README's query image finds its own caption first.
-    from mmindex.pipeline.images import decode_image
+    from mmindex.pipeline.ingest.images import decode_image
 
     image = decode_image((tmp_path / "data" / "images" / "shape-0000003.jpg").read_bytes(), demo_encoder.image_size)
     hits = search(store, demo_encoder.encode_images([image])[0], target="text", limit=1)

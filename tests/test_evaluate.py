@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
-from mmindex.pipeline.ingestion import ingest
-from mmindex.pipeline.sample import write_sample
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
+from mmindex.pipeline.ingest.run import ingest
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.source import open_source
 
 
 def test_metrics_from_known_ranks():

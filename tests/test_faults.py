@@ -20,7 +20,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
 from mmindex import ingest
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.errors import StoreError
+from mmindex.errors import StoreError
 
 
 def transient_errors():
@@ -186,7 +186,7 @@ def test_a_full_disk_stops_the_embedded_store_cleanly_and_it_stays_loadable(tmp_
     reason = _can_mount()
     if reason:
         pytest.skip(reason)
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     data = tmp_path / "data"
     write_sample(data, rows=2000, seed=5, files=2, width=32, height=32)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mmindex.pipeline.images import RejectedImage, decode_image, image_bytes
+from mmindex.pipeline.ingest.images import RejectedImage, decode_image, image_bytes
 
 FUZZ = settings(max_examples=600, deadline=3000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 

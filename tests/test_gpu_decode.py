@@ -18,18 +18,18 @@ from PIL import Image
 
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline import gpu_decode
-from mmindex.pipeline.errors import ModelError
-from mmindex.pipeline.gpu_decode import COSINE_BAR, GpuDecoder, choose_decoder
-from mmindex.pipeline.images import DEFAULT_MAX_PIXELS, decode_image
-from mmindex.pipeline.records import point_id_from_key
-from mmindex.pipeline.sample import make_row
+from mmindex.pipeline.ingest import gpu_decode
+from mmindex.errors import ModelError
+from mmindex.pipeline.ingest.gpu_decode import COSINE_BAR, GpuDecoder, choose_decoder
+from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, decode_image
+from mmindex.pipeline.ingest.records import point_id_from_key
+from mmindex.pipeline.ingest.sample import make_row
 
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model):
     """The tiny CLIP in torch (the GPU decode feeds the torch backend), whatever the default backend becomes."""
-    from mmindex.pipeline.encoder import Encoder
+    from mmindex.pipeline.models.encoder import Encoder
 
     return Encoder(tiny_model, device="cpu", batch_size=16, backend="torch")
 
@@ -164,7 +164,7 @@ def test_a_png_and_a_broken_jpeg_fail_or_fall_back_alone(photo_dir, tmp_path, en
 
 
 def _cpu_reason(data: bytes) -> str:
-    from mmindex.pipeline.images import RejectedImage
+    from mmindex.pipeline.ingest.images import RejectedImage
 
     with pytest.raises(RejectedImage) as caught:
         decode_image(data, 32)
@@ -271,7 +271,7 @@ def test_cli_refuses_gpu_decode_before_loading_the_model(cli, sample_dir):
 
 
 def test_no_pipeline_is_refused_with_gpu_decode_in_the_library(sample_dir, tmp_path, encoder):
-    from mmindex.pipeline.errors import InputError
+    from mmindex.errors import InputError
 
     store = QdrantEdgeStore("np", data_dir=tmp_path / "np")
     with pytest.raises(InputError, match="--no-pipeline is the Pillow reference path"):

@@ -9,8 +9,8 @@ import pytest
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex import IngestOptions, ingest
-from mmindex.pipeline.errors import InputError
-from mmindex.pipeline.records import point_id_from_key
+from mmindex.errors import InputError
+from mmindex.pipeline.ingest.records import point_id_from_key
 from hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmindex.pipeline.images import RejectedImage, decode_image, image_bytes
+from mmindex.pipeline.ingest.images import RejectedImage, decode_image, image_bytes
 
 
 def encoded(image: Image.Image, fmt: str, **save) -> bytes:

@@ -11,9 +11,9 @@ import pytest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex import IngestOptions, ingest, search
-from mmindex.pipeline.errors import CollectionMismatchError, InputError
-from mmindex.pipeline.images import decode_image
-from mmindex.pipeline.sample import write_sample
+from mmindex.errors import CollectionMismatchError, InputError
+from mmindex.pipeline.ingest.images import decode_image
+from mmindex.pipeline.ingest.sample import write_sample
 
 
 @pytest.fixture(params=["edge", "memory"])
@@ -104,8 +104,8 @@ def test_where_filters_apply_to_search(sample_dir, encoder, store):
 
 
 def test_other_model_is_refused_before_any_write(tmp_path, sample_dir, encoder, store):
-    from mmindex.pipeline.encoder import Encoder
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.models.encoder import Encoder
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     ingest([str(sample_dir)], store, encoder)
     other = Encoder(build_scratch_model(tmp_path / "other", size="tiny", seed=7), device="cpu")
@@ -193,8 +193,8 @@ def test_report_and_rejects_go_through_links_and_pipes_never_replace_them(tmp_pa
     import threading
 
     from mmindex import IngestSummary
-    from mmindex.pipeline.images import Rejection
-    from mmindex.pipeline.ingestion import write_rejects, write_report
+    from mmindex.pipeline.ingest.images import Rejection
+    from mmindex.pipeline.ingest.run import write_rejects, write_report
 
     summary = IngestSummary(collection="c", read=1, rejected=1)
     real = tmp_path / "reports" / "run.json"

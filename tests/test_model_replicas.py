@@ -17,8 +17,8 @@ from PIL import Image
 
 import replicas
 from mmindex import Encoder
-from mmindex.pipeline.errors import MmindexError
-from mmindex.pipeline.sample import write_sample
+from mmindex.errors import MmindexError
+from mmindex.pipeline.ingest.sample import write_sample
 
 TOLERANCE = 1e-4
 TWO_TOWER = ["st-clip", "openai-clip", "siglip", "chinese-clip"]
@@ -186,7 +186,7 @@ def test_images_decoded_by_mmindex_equal_the_reference_whatever_their_shape(repl
     squashes it (SigLIP, Chinese-CLIP); a centre-cropping model (CLIP) may lose only what its crop drops."""
     import io
 
-    from mmindex.pipeline.images import decode_image
+    from mmindex.pipeline.ingest.images import decode_image
 
     rng = np.random.default_rng(height * 1000 + width)
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -320,8 +320,8 @@ def test_multilingual_replica_maps_into_the_clip_replica_space(replica_folders):
 
 def test_load_check_refuses_batch_dependent_padding(replica_folders, monkeypatch):
     """Without the SigLIP padding rule, SigLIP's vectors would depend on batch-mates: refused at load, not used."""
-    from mmindex.pipeline import st_model
-    from mmindex.pipeline.errors import ModelError
+    from mmindex.pipeline.models import st_model
+    from mmindex.errors import ModelError
 
     monkeypatch.setattr(st_model, "FIXED_LENGTH_TEXT", {})
     with pytest.raises(ModelError, match="depends on the other captions in its batch"):
@@ -330,9 +330,9 @@ def test_load_check_refuses_batch_dependent_padding(replica_folders, monkeypatch
 
 def test_load_check_refuses_a_model_with_no_known_limit(replica_folders, monkeypatch):
     """Without a limit, Chinese-CLIP fails on an over-long caption: refused at load with the reason."""
-    from mmindex.pipeline import st_model
-    from mmindex.pipeline.backend import TextRule
-    from mmindex.pipeline.errors import ModelError
+    from mmindex.pipeline.models import st_model
+    from mmindex.pipeline.models.backend import TextRule
+    from mmindex.errors import ModelError
 
     monkeypatch.setattr(st_model, "text_rule", lambda module: TextRule(None, "longest", "none"))
     with pytest.raises(ModelError, match="fails instead of being cut"):
@@ -341,8 +341,8 @@ def test_load_check_refuses_a_model_with_no_known_limit(replica_folders, monkeyp
 
 def test_load_check_refuses_vectors_unlike_the_reference(replica_folders, monkeypatch):
     """A preprocessing that differs from the model's own (here: images not normalised) is refused at load."""
-    from mmindex.pipeline import st_model
-    from mmindex.pipeline.errors import ModelError
+    from mmindex.pipeline.models import st_model
+    from mmindex.errors import ModelError
 
     original = st_model.SentenceTransformerModel.preprocess_images
 

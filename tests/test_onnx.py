@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend (pipeline/onnx_model.py): its vectors are torch's within the issue's bar (1 - cosine
+"""The ONNX Runtime backend (pipeline/models/onnx_model.py): its vectors are torch's within the issue's bar (1 - cosine
 ≤ 1e-3), whatever the batch, with over-long captions cut; the towers are exported once per model and reused;
 a broken cache is rebuilt, an export off the bar is refused, and a killed export leaves no cache."""
 from __future__ import annotations
@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import replicas
-from mmindex.pipeline import onnx_model
-from mmindex.pipeline.backend import check_backend
-from mmindex.pipeline.errors import ModelError
-from mmindex.pipeline.onnx_model import COSINE_BAR, OnnxModel
+from mmindex.pipeline.models import onnx_model
+from mmindex.pipeline.models.backend import check_backend
+from mmindex.errors import ModelError
+from mmindex.pipeline.models.onnx_model import COSINE_BAR, OnnxModel
 
 needs_runtime = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                                    reason="the onnx extra is not installed (pip install 'mmindex[onnx]')")
@@ -239,7 +239,7 @@ def test_an_export_off_the_bar_is_refused_and_not_cached(tiny_onnx, tiny_model, 
 KILLED_EXPORT = textwrap.dedent("""
     import os, signal, sys
     import torch
-    from mmindex.pipeline.onnx_model import OnnxModel
+    from mmindex.pipeline.models.onnx_model import OnnxModel
 
     real = torch.onnx.export
     def export_then_die(*args, **kwargs):
@@ -306,7 +306,7 @@ def test_an_int8_caption_vector_does_not_depend_on_its_batch(tiny_int8, batch):
 
 @needs_runtime
 def test_an_int8_quick_query_equals_the_full_path(tiny_int8, tiny_model):
-    from mmindex.pipeline import quick
+    from mmindex.pipeline.models import quick
 
     fingerprint = tiny_int8.fingerprint
     fast = quick.open_bundle(tiny_model, "int8", fingerprint)

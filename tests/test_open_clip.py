@@ -1,4 +1,4 @@
-"""open_clip models (pipeline/open_clip_model.py): tiny real open_clip CLIPs with random weights, saved in the exact
+"""open_clip models (pipeline/models/open_clip_model.py): tiny real open_clip CLIPs with random weights, saved in the exact
 layouts LAION / DataComp / DFN publish (open_clip_config.json with model_cfg + preprocess_cfg, beside
 open_clip_model.safetensors or open_clip_pytorch_model.bin) and as an open_clip training checkpoint, checked
 against open_clip's own documented path and driven through the real CLI.
@@ -24,10 +24,10 @@ open_clip = pytest.importorskip(
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mmindex.pipeline.encoder import Encoder  # noqa: E402
-from mmindex.pipeline.errors import ModelError  # noqa: E402
-from mmindex.pipeline.open_clip_model import OpenClipModel, is_open_clip, parse_spec  # noqa: E402
-from mmindex.pipeline.sample import write_sample  # noqa: E402
+from mmindex.pipeline.models.encoder import Encoder  # noqa: E402
+from mmindex.errors import ModelError  # noqa: E402
+from mmindex.pipeline.models.open_clip_model import OpenClipModel, is_open_clip, parse_spec  # noqa: E402
+from mmindex.pipeline.ingest.sample import write_sample  # noqa: E402
 
 ARCH = "mmindex-tiny-open-clip"  # registered with open_clip.add_model_config, like a user's own architecture
 CONTEXT = 16

@@ -39,7 +39,7 @@ result["version"] = mmindex.__version__
 result["mmindex"] = mmindex.__file__
 result["pipeline"] = mmindex.pipeline.__file__
 result["connectors"] = mmindex.connectors.__file__
-result["page"] = (importlib.resources.files("mmindex.pipeline") / "web" / "index.html").is_file()
+result["page"] = (importlib.resources.files("mmindex.pipeline.serve") / "web" / "index.html").is_file()
 print(json.dumps(result))
 """
 
@@ -107,7 +107,7 @@ def test_wheel_installs_only_mmindex(fresh_env, source, tmp_path):
         assert found["errors"] == {"pipeline": "ModuleNotFoundError", "connectors": "ModuleNotFoundError"}
         assert found["pipeline"] == str(site / "mmindex" / "pipeline" / "__init__.py")
         assert found["connectors"] == str(site / "mmindex" / "connectors" / "__init__.py")
-        assert found["page"], "the search page (pipeline/web/index.html) is missing from the wheel"
+        assert found["page"], "the search page (pipeline/serve/web/index.html) is missing from the wheel"
         version = command(python, outside, "--version")
         assert version.returncode == 0 and version.stdout.strip() == f"mmindex, version {found['version']}"
         # Started inside a checkout (the Docker image's /app), ./mmindex shadows the installed

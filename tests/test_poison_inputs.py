@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from mmindex.pipeline.errors import EncodeError
-from mmindex.pipeline.sample import write_sample
+from mmindex.errors import EncodeError
+from mmindex.pipeline.ingest.sample import write_sample
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_eval_sets_aside_the_rows_the_model_fails_on(poisoned, tiny_model, tmp_p
 
 
 def test_a_served_batch_fails_only_the_request_the_model_fails_on(poisoned):
-    from mmindex.pipeline.serve import Batcher
+    from mmindex.pipeline.serve.service import Batcher
 
     batcher = Batcher(poisoned.encode_texts, window_ms=200, max_batch=16)
     futures: dict[str, object] = {}

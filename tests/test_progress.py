@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mmindex.pipeline.progress import LineProgress, _TerminalProgress, format_seconds, open_progress
+from mmindex.pipeline.cli.progress import LineProgress, _TerminalProgress, format_seconds, open_progress
 
 LINE = re.compile(r"ingest: (\d+)/(\d+) rows \(\d+\.\d%\), [\d,.]+ rows/s, (\d+) rejected, elapsed \w+(, ETA \w+)?")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmindex.pipeline.errors import FilterError
-from mmindex.pipeline.query import combine_filters, load_filter_json, parse_where
+from mmindex.errors import FilterError
+from mmindex.pipeline.query.search import combine_filters, load_filter_json, parse_where
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The fast query path (pipeline/quick.py): ONNX Runtime + tokenizers from a query bundle, no torch.
+"""The fast query path (pipeline/models/quick.py): ONNX Runtime + tokenizers from a query bundle, no torch.
 
 Its vectors are the model family's own (transformers' ``get_*_features`` with its processor) for any
 caption — property-tested over mixed scripts, whitespace, emoji and over-long captions, alone and in
@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import replicas
-from mmindex.pipeline import quick
-from mmindex.pipeline.encoder import model_fingerprint
-from mmindex.pipeline.onnx_model import OnnxModel
-from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.models import quick
+from mmindex.pipeline.models.encoder import model_fingerprint
+from mmindex.pipeline.models.onnx_model import OnnxModel
+from mmindex.pipeline.ingest.sample import write_sample
 from test_model_replicas import Reference
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'mmindex[onnx]')")
@@ -240,7 +240,7 @@ def test_hub_models_are_found_in_the_hugging_face_cache(tmp_path, monkeypatch):
 
 def test_numpy_pixels_equal_the_processor(tiny_model):
     """The fast path's pixels (numpy) against the model's own CLIP processor (transformers)."""
-    from mmindex.pipeline.st_model import SentenceTransformerModel, clip_pixels
+    from mmindex.pipeline.models.st_model import SentenceTransformerModel, clip_pixels
 
     model = SentenceTransformerModel(tiny_model, "cpu")
     rng = np.random.default_rng(1)
@@ -252,7 +252,7 @@ def test_numpy_pixels_equal_the_processor(tiny_model):
 
 def test_a_text_the_towers_fail_on_is_named_and_the_others_answer(collection, tiny_model, monkeypatch):
     """As on the full path (test_poison_inputs.py): one failing query text, one error naming it, no traceback."""
-    from mmindex.pipeline.errors import EncodeError
+    from mmindex.errors import EncodeError
 
     index, _ = bundle_of(tiny_model)
     encoder = quick.open_bundle(tiny_model, "fp32", index["fingerprint"])
@@ -312,7 +312,7 @@ def test_an_unwritable_cache_runs_in_torch_with_a_warning(collection, tmp_path):
 
 
 def test_another_model_is_refused_before_it_is_exported(collection, tmp_path):
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     other = build_scratch_model(tmp_path / "other", size="tiny")
     cache = tmp_path / "cache"

@@ -9,8 +9,8 @@ from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
 from mmindex import IngestOptions, ingest
 from mmindex.pipeline.config import StoreSettings
-from mmindex.pipeline.records import point_id_from_key
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.ingest.records import point_id_from_key
+from mmindex.pipeline.ingest.source import open_source
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mmindex[ray]')")
 
@@ -23,7 +23,7 @@ def local_ray():
 
 
 def test_ray_engine_equals_the_local_engine(tmp_path, tiny_model, encoder, local_ray):
-    from mmindex.pipeline.ray_engine import RayOptions, ingest_on_ray
+    from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
 
     path, root = write_hazards(tmp_path / "data")
     options = IngestOptions(image_root=str(root), max_pixels=MAX_PIXELS, max_payload_bytes=MAX_PAYLOAD, batch_size=8)

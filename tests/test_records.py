@@ -6,7 +6,7 @@ import decimal
 
 import pyarrow as pa
 
-from mmindex.pipeline.records import (
+from mmindex.pipeline.ingest.records import (
     content_hash,
     index_kind,
     payload_columns,
@@ -88,7 +88,7 @@ def test_index_kind_from_arrow_types():
 def test_column_values_isolate_bad_values_to_their_rows():
     import pyarrow as pa
 
-    from mmindex.pipeline.records import column_values
+    from mmindex.pipeline.ingest.records import column_values
 
     raw = pa.array([b"fine", b"caf\xe9", None], pa.binary())
     text = pa.Array.from_buffers(pa.string(), 3, raw.buffers(), null_count=1)

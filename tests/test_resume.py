@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.records import point_id_from_key
-from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.ingest.records import point_id_from_key
+from mmindex.pipeline.ingest.sample import write_sample
 
 ROWS = 4000
 PROGRESS = re.compile(rb"ingest: ([\d,]+)/" + f"{ROWS:,}".encode())  # a progress line (stderr is a pipe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.pipeline.sample import COLORS_ZH, SHAPES_ZH, SIZES_ZH, write_sample
+from mmindex.pipeline.ingest.sample import COLORS_ZH, SHAPES_ZH, SIZES_ZH, write_sample
 
 
 def _rows(folder):

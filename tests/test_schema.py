@@ -12,8 +12,8 @@ from PIL import Image
 from mmindex import CollectionMismatchError, IngestOptions, ingest, search
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.schema import _reconcile, convert_array, hive_partitions
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.ingest.schema import _reconcile, convert_array, hive_partitions
+from mmindex.pipeline.ingest.source import open_source
 
 
 def png(shade: int = 0) -> bytes:

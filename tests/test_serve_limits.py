@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.ingest.sample import write_sample
 from serving import ROOT, ingest_sample, start
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")
@@ -306,7 +306,7 @@ def test_a_slow_store_never_holds_the_event_loop(tmp_path, tiny_model):
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
     from mmindex.pipeline.config import StoreSettings
-    from mmindex.pipeline.serve import Limits, ServeSettings, create_app
+    from mmindex.pipeline.serve.service import Limits, ServeSettings, create_app
     from serving import free_port
 
     data, store = tmp_path / "data", tmp_path / "store"

@@ -66,7 +66,7 @@ def test_sync_delete_alias_and_copy_on_a_real_server(name, tmp_path, encoder):
 
     from mmindex import copy_collection, delete
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     data = tmp_path / "d"
     write_sample(data, rows=20, seed=41, width=32, height=32)

@@ -7,9 +7,9 @@ import pytest
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex import IngestOptions, ingest
-from mmindex.pipeline.errors import InputError
-from mmindex.pipeline.sample import write_sample
-from mmindex.pipeline.source import open_source, parse_shard
+from mmindex.errors import InputError
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.source import open_source, parse_shard
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_sharded_runs_into_one_collection_equal_one_run(tmp_path, uneven, encode
         summaries.append(ingest(source, many, encoder, IngestOptions(batch_size=8, optimize=index == 2)))
     assert sum(s.upserted for s in summaries) == 90 and all(s.unchanged == 0 for s in summaries)
     ids = [str(i) for i in pa.concat_tables([pq.read_table(p) for p in sorted(uneven.glob("*.parquet"))])["id"]]
-    from mmindex.pipeline.records import point_id_from_key
+    from mmindex.pipeline.ingest.records import point_id_from_key
 
     point_ids = [point_id_from_key(i) for i in ids]
     a = {p.id: p.payload for p in one.retrieve(point_ids)}

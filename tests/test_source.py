@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.pipeline.errors import InputError
-from mmindex.pipeline.source import find_files, map_columns, open_source
+from mmindex.errors import InputError
+from mmindex.pipeline.ingest.source import find_files, map_columns, open_source
 
 
 def write(path, **columns):

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.errors import StoreError
-from mmindex.pipeline.ingestion import IngestOptions, ingest
-from mmindex.pipeline.sample import write_sample
-from mmindex.pipeline.stages import Embedded, Job, Pipeline
+from mmindex.errors import StoreError
+from mmindex.pipeline.ingest.run import IngestOptions, ingest
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.stages import Embedded, Job, Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_a_poison_row_is_isolated_and_rejected_at_stage_embed(tmp_path, encoder,
 
     from mmindex import IngestOptions, ingest
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     data = tmp_path / "d"
     write_sample(data, rows=20, seed=9, width=32, height=32)
@@ -246,7 +246,7 @@ def test_a_caption_that_fails_by_its_length_takes_no_batch_mate_with_it(tmp_path
 
     from mmindex import IngestOptions, ingest
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     data = tmp_path / "d"
     write_sample(data, rows=16, seed=4, width=32, height=32)

@@ -22,10 +22,10 @@ import pytest
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.errors import CollectionMismatchError
-from mmindex.pipeline.images import THUMBNAIL_KEY
-from mmindex.pipeline.records import content_hash, point_id_from_key
-from mmindex.pipeline.sample import write_sample
+from mmindex.errors import CollectionMismatchError
+from mmindex.pipeline.ingest.images import THUMBNAIL_KEY
+from mmindex.pipeline.ingest.records import content_hash, point_id_from_key
+from mmindex.pipeline.ingest.sample import write_sample
 
 FAST = dict(batch_size=16, workers=1, optimize=False)
 
@@ -305,7 +305,7 @@ def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_mo
     script = tmp_path / "slow_delete.py"
     script.write_text(
         "import sys, time\n"
-        "import mmindex.pipeline.ingestion as ingestion\n"
+        "import mmindex.pipeline.ingest.run as ingestion\n"
         "from mmindex.connectors.qdrant_edge import QdrantEdgeStore\n"
         "ingestion.DELETE_BATCH = 2\n"
         "real = QdrantEdgeStore.delete\n"
@@ -343,8 +343,8 @@ def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_mo
 
 
 def test_sync_with_a_shard_is_refused(tmp_path, encoder):
-    from mmindex.pipeline.errors import InputError
-    from mmindex.pipeline.source import open_source
+    from mmindex.errors import InputError
+    from mmindex.pipeline.ingest.source import open_source
 
     data = tmp_path / "d"
     write_sample(data, rows=4, seed=17, width=32, height=32)
@@ -385,7 +385,7 @@ def test_a_moved_or_copied_model_folder_is_the_same_model(tmp_path, tiny_model, 
 
 
 def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sample_dir, cli):
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     model = tmp_path / "models" / "clip"
     shutil.copytree(tiny_model, model)
@@ -411,7 +411,7 @@ def test_other_weights_under_the_same_path_are_refused(tmp_path, tiny_model, sam
 
 def test_several_inputs_are_named_by_their_folder_and_sync_needs_a_source(tmp_path, encoder):
     """A glob the shell expanded lists other files tomorrow: the name must not depend on the list."""
-    from mmindex.pipeline.errors import InputError
+    from mmindex.errors import InputError
 
     stores = edge(tmp_path)
     data = tmp_path / "d"
@@ -497,8 +497,8 @@ def test_a_refused_run_is_one_line_not_a_failed_run(tmp_path, tiny_model, cli):
 def test_lost_rows_of_a_file_stop_the_sync_in_every_engine(tmp_path, encoder):
     """The Ray engine's writer counts through the same `_Run.admit`: a file whose rows could not
     all be read must reach it through the batch's tally."""
-    from mmindex.pipeline.ingestion import IngestSummary, _Run, read_batch
-    from mmindex.pipeline.source import SourceBatch, open_source
+    from mmindex.pipeline.ingest.run import IngestSummary, _Run, read_batch
+    from mmindex.pipeline.ingest.source import SourceBatch, open_source
 
     data = tmp_path / "d"
     write_sample(data, rows=4, seed=29, width=32, height=32)

@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.errors import ModelError
-from mmindex.pipeline.sample import write_sample
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.errors import ModelError
+from mmindex.pipeline.ingest.sample import write_sample
 from replicas import write_multilingual_text, write_st_clip
 
 
@@ -137,8 +137,8 @@ def test_serve_refuses_a_model_that_does_not_fill_its_collection_and_names_text_
     """serve --model M on a collection of another model stops at start (it used to start, say ready, then 409 every
     search); a served collection of another text model is a 409 that names the text models."""
     from mmindex.pipeline.config import StoreSettings
-    from mmindex.pipeline.errors import CollectionMismatchError
-    from mmindex.pipeline.serve import ApiError, Service, ServeSettings
+    from mmindex.errors import CollectionMismatchError
+    from mmindex.pipeline.serve.service import ApiError, Service, ServeSettings
 
     clip, student, data = pair
     assert cli("ingest", data, "-c", "with", "--model", clip, "--text-model", student).exit_code == 0

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.evaluate import embed_pairs, exact_metrics
-from mmindex.pipeline.sample import write_sample
-from mmindex.pipeline.source import open_source
-from mmindex.pipeline.train import TrainOptions, score_of, split_rows, train
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.source import open_source
+from mmindex.pipeline.training.train import TrainOptions, score_of, split_rows, train
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def train_dir(tmp_path_factory):
 
 
 def test_split_is_deterministic_and_disjoint(train_dir):
-    from mmindex.pipeline.evaluate import collect_rows
-    from mmindex.pipeline.ingestion import IngestSummary
+    from mmindex.pipeline.training.evaluate import collect_rows
+    from mmindex.pipeline.ingest.run import IngestSummary
 
     rows = collect_rows(open_source([str(train_dir)]), "m", IngestSummary("x"))
     a_train, a_val = split_rows(rows, 0.2)
@@ -74,7 +74,7 @@ def bilingual_dir(tmp_path_factory):
 def test_teaching_chinese_keeps_the_image_tower_and_gives_characters_tokens(tmp_path, train_dir, bilingual_dir):
     from PIL import Image
 
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     start = build_scratch_model(tmp_path / "start", size="tiny", texts=["a red circle", "a blue triangle"])
     options = TrainOptions(epochs=12, batch_size=32, learning_rate=3e-3, val_fraction=0.2, device="cpu",
@@ -100,10 +100,10 @@ def test_cached_image_features_equal_the_encoders_vectors(train_dir, tiny_model)
     # The frozen-tower cache must feed the loss what the model itself computes for each image.
     import numpy as np
 
-    from mmindex.pipeline.evaluate import collect_rows
-    from mmindex.pipeline.images import decode_image
-    from mmindex.pipeline.ingestion import IngestSummary
-    from mmindex.pipeline.train import _image_features
+    from mmindex.pipeline.training.evaluate import collect_rows
+    from mmindex.pipeline.ingest.images import decode_image
+    from mmindex.pipeline.ingest.run import IngestSummary
+    from mmindex.pipeline.training.train import _image_features
 
     encoder = Encoder(tiny_model, device="cpu", half=False)
     rows = collect_rows(open_source([str(train_dir)]), "m", IngestSummary("x"))[:40]

@@ -23,7 +23,7 @@ from PIL import Image
 from mmindex import FilterError, IngestOptions, MmindexError, ingest, search
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.where import parse_where, validate_filter
+from mmindex.pipeline.query.where import parse_where, validate_filter
 
 TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", "tags": "keyword", "ok": "bool",
          "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword",
@@ -274,7 +274,7 @@ def cell_values(row: dict, name: str) -> list:
 
 
 def oracle(tree, row: dict) -> bool:
-    """Plain-Python meaning of an expression tree (see pipeline/where.py's rules)."""
+    """Plain-Python meaning of an expression tree (see pipeline/query/where.py's rules)."""
     if tree[0] == "not":
         return not oracle(tree[1], row)
     if tree[0] == "and":
@@ -397,7 +397,7 @@ def test_listed_cases_against_both_stores(encoder, tmp_path):
     'null',
 ])
 def test_bad_raw_filters_in_search_are_the_projects_error(encoder, tmp_path, raw):
-    from mmindex.pipeline.query import load_filter_json
+    from mmindex.pipeline.query.search import load_filter_json
 
     store = QdrantEdgeStore("raw", data_dir=tmp_path)
     try:

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.backend import TextRule
-from mmindex.pipeline.errors import ModelError
+from mmindex.pipeline.models.backend import TextRule
+from mmindex.errors import ModelError
 
 PREFIX = "open_clip:"
 HUB_PREFIX = "hf-hub:"  # open_clip's scheme for a Hub repository in its layout
@@ -82,7 +82,7 @@ class OpenClipSpec:
         if self.local_path is None or not os.path.exists(self.local_path):
             return None
         if not self.is_checkpoint:
-            from mmindex.pipeline.encoder import model_fingerprint
+            from mmindex.pipeline.models.encoder import model_fingerprint
 
             return model_fingerprint(self.local_path)
         digest = hashlib.sha256()

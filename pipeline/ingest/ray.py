@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mmindex.pipeline.errors import MmindexError
+from mmindex.errors import MmindexError
 
 
 @dataclass
@@ -40,8 +40,8 @@ class StoreGate:
 
     def __init__(self, settings, source, model: str, options, text_model: str | None = None,
                  encoder_options: dict[str, Any] | None = None):
-        from mmindex.pipeline.encoder import Encoder
-        from mmindex.pipeline.ingestion import IngestSummary, _Run, prepare_collection
+        from mmindex.pipeline.models.encoder import Encoder
+        from mmindex.pipeline.ingest.run import IngestSummary, _Run, prepare_collection
 
         # For the caption-length check and the collection's record; never embeds.
         self.encoder = Encoder(model, device="cpu", text_model=text_model, **(encoder_options or {}))
@@ -59,7 +59,7 @@ class StoreGate:
         return self.encoder.identity, (self.encoder.image_size, self.encoder.center_crop), weights
 
     def admit(self, tally, rows) -> list:
-        from mmindex.pipeline.ingestion import _flag_truncated
+        from mmindex.pipeline.ingest.run import _flag_truncated
 
         _flag_truncated(rows, self.encoder.captions_too_long, tally)
         return self.run.admit(tally, rows)
@@ -77,7 +77,7 @@ class StoreGate:
             summary.stopped_early("interrupted")
         try:
             if summary.status == "ok":
-                from mmindex.pipeline.ingestion import finish_source
+                from mmindex.pipeline.ingest.run import finish_source
 
                 finish_source(self.store, summary, self.options, self.run, None, self.rule_change)
             self.store.finish(optimize=optimize and summary.status == "ok")
@@ -91,7 +91,7 @@ class EmbedActor:
 
     def __init__(self, model: str, device: str, batch_size: int, text_model: str | None = None,
                  encoder_options: dict[str, Any] | None = None):
-        from mmindex.pipeline.encoder import Encoder
+        from mmindex.pipeline.models.encoder import Encoder
 
         self.encoder = Encoder(model, device=device, batch_size=batch_size, text_model=text_model,
                                **(encoder_options or {}))
@@ -99,7 +99,7 @@ class EmbedActor:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         from PIL import Image
 
-        from mmindex.pipeline.stages import Prepared, embed
+        from mmindex.pipeline.ingest.stages import Prepared, embed
 
         job, arrays, rejected = pickle.loads(item["job"])
         rows = job.rows
@@ -121,7 +121,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from mmindex.pipeline.ingestion import _write_rejects_of, run_options
+    from mmindex.pipeline.ingest.run import _write_rejects_of, run_options
 
     import logging
     import time
@@ -201,8 +201,8 @@ class _Reader:
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         import ray
 
-        from mmindex.pipeline.ingestion import read_batch
-        from mmindex.pipeline.stages import Job
+        from mmindex.pipeline.ingest.run import read_batch
+        from mmindex.pipeline.ingest.stages import Job
 
         jobs = []
         unit = self.units[item["unit"]]
@@ -221,7 +221,7 @@ class _Decoder:
         self.image_size, self.center_crop, self.max_pixels = image_size, center_crop, max_pixels
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from mmindex.pipeline.stages import Job, decode_rows
+        from mmindex.pipeline.ingest.stages import Job, decode_rows
 
         job = pickle.loads(item["job"])
         rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels, self.center_crop)

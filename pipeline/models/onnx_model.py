@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.errors import ModelError
+from mmindex.errors import ModelError
 
 log = logging.getLogger("mmindex.onnx")
 
@@ -74,7 +74,7 @@ class OnnxModel:
         self.providers = _providers(runtime, device)
         self.device, self.threads, self.precision = device, threads, precision
         self.name = model
-        from mmindex.pipeline.st_model import SentenceTransformerModel
+        from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
         # The torch model: preprocessing, the reference, and the oracle for the export. Kept on the CPU in fp32.
         self.torch_backend = twin = SentenceTransformerModel(model, "cpu", half=False)
@@ -89,9 +89,9 @@ class OnnxModel:
         except OSError as error:  # a cache folder that cannot be written (read-only, a file in the way, full)
             raise ModelError(f"the ONNX cache {self.cache_dir} cannot be written ({type(error).__name__}: {error}); "
                              "set MMINDEX_CACHE to a writable folder, or use --backend torch") from error
-        from mmindex.pipeline.quick import write_bundle
+        from mmindex.pipeline.models.quick import write_bundle
 
-        write_bundle(self)  # what `mmindex query` needs to embed without torch (pipeline/quick.py)
+        write_bundle(self)  # what `mmindex query` needs to embed without torch (pipeline/models/quick.py)
 
     # -- Backend -------------------------------------------------------------------------------------------
     @property
@@ -203,7 +203,7 @@ class OnnxModel:
         try:
             started = time.monotonic()
             if precision == "fp32":
-                from mmindex.pipeline.encoder import model_display_name
+                from mmindex.pipeline.models.encoder import model_display_name
 
                 log.warning("exporting model %s to ONNX Runtime, once (a minute for ViT-B/32 on 2 cores; cached in "
                             "%s)", model_display_name(self.name), target)
@@ -442,7 +442,7 @@ def _towers_of(backend, model: str) -> dict[str, str]:
 
 def _fingerprint(model: str, module) -> str:
     """The model folder's fingerprint, or for a Hub id a digest of its loaded weights."""
-    from mmindex.pipeline.encoder import model_fingerprint
+    from mmindex.pipeline.models.encoder import model_fingerprint
 
     found = model_fingerprint(model)
     if found:

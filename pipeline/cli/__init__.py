@@ -15,10 +15,10 @@ import click
 
 from mmindex import __version__
 from mmindex.connectors import DEFAULT_DATA_DIR
-from mmindex.pipeline.cli_format import (SectionedCommand, display_width, field_order, fields_line, short,
+from mmindex.pipeline.cli.format import (SectionedCommand, display_width, field_order, fields_line, short,
                                           terminal_width)
-from mmindex.pipeline.errors import MmindexError
-from mmindex.pipeline.progress import DEFAULT_INTERVAL, open_progress
+from mmindex.errors import MmindexError
+from mmindex.pipeline.cli.progress import DEFAULT_INTERVAL, open_progress
 
 EXIT_ERROR = 1
 
@@ -355,7 +355,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
     import signal
     import threading
 
-    from mmindex.pipeline.encoder import (
+    from mmindex.pipeline.models.encoder import (
         Encoder,
         check_model_spec,
         model_source,
@@ -364,9 +364,9 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         recorded_model_changed,
         text_model_to_load,
     )
-    from mmindex.pipeline.ingestion import IngestOptions, utc_now, write_report
-    from mmindex.pipeline.ingestion import ingest as run_ingest
-    from mmindex.pipeline.source import open_source, parse_shard
+    from mmindex.pipeline.ingest.run import IngestOptions, utc_now, write_report
+    from mmindex.pipeline.ingest.run import ingest as run_ingest
+    from mmindex.pipeline.ingest.source import open_source, parse_shard
 
     started_at = utc_now()
     settings = store
@@ -426,7 +426,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
     model_name = None
     try:
         if decode == "gpu":  # refused before the model loads (it may take minutes)
-            from mmindex.pipeline.gpu_decode import check_gpu_decode_possible
+            from mmindex.pipeline.ingest.gpu_decode import check_gpu_decode_possible
 
             check_gpu_decode_possible(_split((devices,))[0] if devices else device, engine, not no_pipeline)
         existing = store.spec()
@@ -491,7 +491,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
 
             try:
                 if engine == "ray":
-                    from mmindex.pipeline.ray_engine import RayOptions, ingest_on_ray
+                    from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
 
                     store.close()  # the Ray run's writer opens the store in its own process
                     summary = ingest_on_ray(source, settings, model, options, RayOptions(
@@ -671,11 +671,11 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
       mmindex query "海滩上的狗" -c photos --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1
     """
-    from mmindex.pipeline.encoder import encoder_for, model_display_name
-    from mmindex.pipeline.errors import InputError, StoreError
-    from mmindex.pipeline.images import RejectedImage, decode_image
-    from mmindex.pipeline.query import load_filter_json, search
-    from mmindex.pipeline.quick import quick_encoder_for
+    from mmindex.pipeline.models.encoder import encoder_for, model_display_name
+    from mmindex.errors import InputError, StoreError
+    from mmindex.pipeline.ingest.images import RejectedImage, decode_image
+    from mmindex.pipeline.query.search import load_filter_json, search
+    from mmindex.pipeline.models.quick import quick_encoder_for
 
     if not texts and not image_paths:
         raise click.UsageError("give a TEXT to search for, or --image FILE")
@@ -696,7 +696,7 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
                              + ("; point the alias at a collection (mmindex alias set)" if target else
                                 "; run `mmindex ingest` first"))
         if chosen:
-            from mmindex.pipeline.ingestion import TRUNCATED_KEY
+            from mmindex.pipeline.ingest.run import TRUNCATED_KEY
 
             known = {key for key in spec.payload_types if not key.startswith('"')} | {"caption", TRUNCATED_KEY}
             unknown = [name for name in chosen if name not in known]
@@ -771,8 +771,8 @@ def info(store, as_json):
     Example:
       mmindex info --collection photos --json
     """
-    from mmindex.pipeline.encoder import model_display_name
-    from mmindex.pipeline.ingestion import describe_id_rule, source_filter
+    from mmindex.pipeline.models.encoder import model_display_name
+    from mmindex.pipeline.ingest.run import describe_id_rule, source_filter
 
     store = store.open()
     try:
@@ -838,8 +838,8 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
       mmindex delete -c photos --where "year < 2000" --dry-run
       mmindex delete -c photos --source /srv/old-export --yes
     """
-    from mmindex.pipeline.delete import delete_points, select_points
-    from mmindex.pipeline.query import load_filter_json
+    from mmindex.pipeline.collection.delete import delete_points, select_points
+    from mmindex.pipeline.query.search import load_filter_json
 
     if not (ids or point_ids or where or filter_json or source_name is not None):
         raise click.UsageError("name the points to delete: --ids, --point-ids, --where, --filter-json or --source")
@@ -909,8 +909,8 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
       mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
     """
-    from mmindex.pipeline.encoder import encoder_for, model_display_name
-    from mmindex.pipeline.evaluate import evaluate
+    from mmindex.pipeline.models.encoder import encoder_for, model_display_name
+    from mmindex.pipeline.training.evaluate import evaluate
 
     groups = _split(group_col) or []
     settings = store
@@ -921,8 +921,8 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
         encoder = encoder_for(store.metadata() if spec else None, model, collection, text_model=text_model,
                               device=device, backend=backend, precision=model_precision, threads=model_threads)
         if store is not None and do_ingest:
-            from mmindex.pipeline.ingestion import IngestOptions
-            from mmindex.pipeline.ingestion import ingest as run_ingest
+            from mmindex.pipeline.ingest.run import IngestOptions
+            from mmindex.pipeline.ingest.run import ingest as run_ingest
 
             run_ingest(list(inputs), store, encoder, IngestOptions(image_col=image_col, caption_col=caption_col,
                                                                   id_col=id_col))
@@ -998,7 +998,7 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
       mmindex sample zh --rows 6000 --caption-style mixed --caption-lang mixed && \\
         mmindex train zh --model demo/shapes-clip --freeze image --add-char-tokens -o models/shapes-zh
     """
-    from mmindex.pipeline.train import TrainOptions, train
+    from mmindex.pipeline.training.train import TrainOptions, train
 
     if bool(model) == bool(from_scratch):
         raise click.UsageError("give exactly one of --model or --from-scratch")
@@ -1067,7 +1067,7 @@ def sample(output, rows, seed, files, width, height, image_kind, image_format, c
       mmindex sample data --rows 1000 --files 4 --width 640 --height 480
       mmindex sample heldout --rows 1000 --seed 1234 --caption-lang both
     """
-    from mmindex.pipeline.sample import write_sample
+    from mmindex.pipeline.ingest.sample import write_sample
 
     paths = write_sample(output, rows=rows, seed=seed, files=files, width=width, height=height,
                          image_kind=image_kind, image_format=image_format, caption_style=caption_style,
@@ -1090,11 +1090,11 @@ def init_model(output, size, texts_from, seed):
     CLIP ViT-B/32). For real use pass --model clip-ViT-B-32 (or any sentence-transformers
     CLIP) to ingest and query.
     """
-    from mmindex.pipeline.scratch import build_scratch_model
+    from mmindex.pipeline.training.scratch import build_scratch_model
 
     texts: list[str] = []
     if texts_from:
-        from mmindex.pipeline.source import open_source
+        from mmindex.pipeline.ingest.source import open_source
 
         source = open_source(list(texts_from))
         if source.mapping.caption:
@@ -1198,7 +1198,7 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise click.ClickException("mmindex serve needs its extra: pip install 'mmindex[serve]'")
-    from mmindex.pipeline.serve import Limits, ServeSettings, run
+    from mmindex.pipeline.serve.service import Limits, ServeSettings, run
 
     limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
                     store_timeout=store_timeout)
@@ -1322,7 +1322,7 @@ def copy_command(store, to_url, to_data_dir, to_collection, to_api_key, to_ca_ce
     """
     from dataclasses import replace
 
-    from mmindex.pipeline.copy import copy_collection
+    from mmindex.pipeline.collection.copy import copy_collection
 
     if to_url and to_data_dir:
         raise click.UsageError("give --to-url or --to-data-dir, not both")
@@ -1463,7 +1463,7 @@ def alias_list(store, as_json):
 @friendly_errors
 def alias_delete(name, store):
     """Remove alias NAME (its collection stays)."""
-    from mmindex.pipeline.errors import StoreError
+    from mmindex.errors import StoreError
 
     opened = _alias_store(store, name)
     try:

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mmindex.pipeline.errors import InputError
-from mmindex.pipeline.schema import DatasetSchema, conform_batch, plain_type, unify
+from mmindex.errors import InputError
+from mmindex.pipeline.ingest.schema import DatasetSchema, conform_batch, plain_type, unify
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
@@ -472,7 +472,7 @@ def open_source(
 ) -> Source:
     """Find the files, read every file's schema into one for the dataset, and map the columns.
 
-    Files whose schemas drift are reconciled (``pipeline/schema.py``): a column in some files is
+    Files whose schemas drift are reconciled (``pipeline/ingest/schema.py``): a column in some files is
     kept, types are promoted or converted as read, Hive partition keys become columns.
     """
     filesystem, files, display, roots = discover(inputs)

@@ -15,11 +15,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.errors import InputError
-from mmindex.pipeline.images import RejectedImage, decode_image
-from mmindex.pipeline.ingestion import IngestSummary, SourceRow, read_rows
-from mmindex.pipeline.source import CAPTION_KEY, Source, open_source
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.errors import InputError
+from mmindex.pipeline.ingest.images import RejectedImage, decode_image
+from mmindex.pipeline.ingest.run import IngestSummary, SourceRow, read_rows
+from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, open_source
 
 KS = (1, 5, 10)
 

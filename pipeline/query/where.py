@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmindex.connectors.base import FILTER_TYPES as FIELD_TYPES
-from mmindex.pipeline.errors import FilterError
+from mmindex.errors import FilterError
 
 # Keys mmindex itself writes into every payload, with their types (None: an object).
 SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None,

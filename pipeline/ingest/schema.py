@@ -205,7 +205,7 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
         if column.type == target:
             return column, {}
     if pa.types.is_float64(target) and (pa.types.is_float32(column.type) or pa.types.is_float16(column.type)):
-        from mmindex.pipeline.records import short_float
+        from mmindex.pipeline.ingest.records import short_float
 
         kind = column.type  # widen by value as written (0.1), not by bits (0.10000000149011612)
         return pa.array([None if v is None else short_float(v, kind) for v in column.to_pylist()], target), {}

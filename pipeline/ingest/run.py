@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmindex.connectors.base import CollectionSpec, Store
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.errors import CollectionMismatchError, InputError, MmindexError
-from mmindex.pipeline.gpu_decode import choose_decoder
-from mmindex.pipeline.images import (
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.errors import CollectionMismatchError, InputError, MmindexError
+from mmindex.pipeline.ingest.gpu_decode import choose_decoder
+from mmindex.pipeline.ingest.images import (
     DEFAULT_MAX_PIXELS,
     THUMBNAIL_KEY,
     ImageBytes,
@@ -35,7 +35,7 @@ from mmindex.pipeline.images import (
     image_bytes,
     thumbnail,
 )
-from mmindex.pipeline.records import (
+from mmindex.pipeline.ingest.records import (
     clean_caption,
     column_values,
     content_hash,
@@ -46,8 +46,8 @@ from mmindex.pipeline.records import (
     point_id_from_content,
     point_id_from_key,
 )
-from mmindex.pipeline.source import CAPTION_KEY, Source, SourceBatch, open_source
-from mmindex.pipeline.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
+from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, SourceBatch, open_source
+from mmindex.pipeline.ingest.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
 
 SOURCE_KEY = "_source"
 TRUNCATED_KEY = "_caption_truncated"

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, Store, StoredPoint
-from mmindex.pipeline.errors import StoreError
+from mmindex.errors import StoreError
 
 COPY_KEY = "copy_from"  # in the target's record while a copy into it is unfinished
 # Keys of the record each store writes itself (when it creates the collection or an index),

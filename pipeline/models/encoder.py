@@ -4,7 +4,7 @@ One model encodes both modalities into the same space, or an image model is pair
 text model trained into its space (``text_model``, e.g. a multilingual student). Vectors come
 back L2-normalised as float32 numpy arrays. The device is chosen automatically (CUDA, then
 Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themselves sit behind
-``pipeline/backend.py``: sentence-transformers (``st_model.py``) and open_clip (``open_clip_model.py``).
+``pipeline/models/backend.py``: sentence-transformers (``st_model.py``) and open_clip (``open_clip_model.py``).
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.backend import check_backend
-from mmindex.pipeline.errors import EncodeError, ModelError
-from mmindex.pipeline.open_clip_model import is_open_clip, parse_spec  # light: open_clip itself loads on use
-from mmindex.pipeline.st_model import quiet_transformers  # noqa: F401  (re-exported: scratch.py, train.py)
+from mmindex.pipeline.models.backend import check_backend
+from mmindex.errors import EncodeError, ModelError
+from mmindex.pipeline.models.open_clip_model import is_open_clip, parse_spec  # light: open_clip itself loads on use
+from mmindex.pipeline.models.st_model import quiet_transformers  # noqa: F401  (re-exported: scratch.py, train.py)
 
 if TYPE_CHECKING:
     from mmindex.connectors.base import CollectionSpec
-    from mmindex.pipeline.backend import Backend
+    from mmindex.pipeline.models.backend import Backend
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 log = logging.getLogger("mmindex.encoder")
@@ -167,7 +167,7 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     from dataclasses import replace
 
     from mmindex.connectors.base import CollectionSpec, model_mismatch
-    from mmindex.pipeline.errors import CollectionMismatchError
+    from mmindex.errors import CollectionMismatchError
 
     chosen = precision_to_load(meta, precision)
     recorded = CollectionSpec.from_metadata(meta) if meta is not None else None
@@ -204,7 +204,7 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
 def recorded_model_changed(meta: dict[str, Any], loaded_from: str, fingerprint: str | None,
                            collection: str, key: str = "model") -> Exception:
     """The error for a collection whose recorded model folder now holds another model."""
-    from mmindex.pipeline.errors import CollectionMismatchError
+    from mmindex.errors import CollectionMismatchError
 
     what, option = ("text model", "--text-model") if key == "text_model" else ("model", "--model")
     return CollectionMismatchError(
@@ -283,7 +283,7 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
         if is_open_clip(model):
             raise ModelError("--backend onnx runs sentence-transformers / transformers CLIP-style models; "
                              "open_clip models run with --backend torch")
-        from mmindex.pipeline.onnx_model import OnnxModel
+        from mmindex.pipeline.models.onnx_model import OnnxModel
 
         return OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint)
     if threads:
@@ -291,10 +291,10 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
 
         torch.set_num_threads(threads)
     if is_open_clip(model):
-        from mmindex.pipeline.open_clip_model import OpenClipModel
+        from mmindex.pipeline.models.open_clip_model import OpenClipModel
 
         return OpenClipModel(model, device, half)
-    from mmindex.pipeline.st_model import SentenceTransformerModel
+    from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
     return SentenceTransformerModel(model, device, half)
 

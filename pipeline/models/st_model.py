@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.backend import TextRule
-from mmindex.pipeline.errors import ModelError
+from mmindex.pipeline.models.backend import TextRule
+from mmindex.errors import ModelError
 
 # Model types (config.json "model_type") whose text tower must see captions padded to the full length.
 FIXED_LENGTH_TEXT = {"siglip": 64, "siglip2": 64}

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mmindex.pipeline.encoder import Encoder
-from mmindex.pipeline.errors import InputError, ModelError
-from mmindex.pipeline.evaluate import collect_rows, embed_rows, exact_metrics
-from mmindex.pipeline.images import RejectedImage, decode_image
-from mmindex.pipeline.ingestion import IngestSummary, SourceRow
-from mmindex.pipeline.source import open_source
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.errors import InputError, ModelError
+from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
+from mmindex.pipeline.ingest.images import RejectedImage, decode_image
+from mmindex.pipeline.ingest.run import IngestSummary, SourceRow
+from mmindex.pipeline.ingest.source import open_source
 
 
 @dataclass
@@ -120,7 +120,7 @@ def train(
     with tempfile.TemporaryDirectory() as scratch_dir:
         start = model
         if options.from_scratch:
-            from mmindex.pipeline.scratch import build_scratch_model
+            from mmindex.pipeline.training.scratch import build_scratch_model
 
             start = build_scratch_model(Path(scratch_dir) / "start", size=options.from_scratch,
                                         texts=[r.caption for r in train_rows], seed=options.seed)

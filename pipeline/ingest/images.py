@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
-from mmindex.pipeline.errors import MmindexError
+from mmindex.errors import MmindexError
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
 # Pillow refuses PNGs whose text or ICC-profile chunks decompress past 1 MiB (64 MiB in all), a

@@ -31,9 +31,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.encoder import file_signature, racy
-from mmindex.pipeline.errors import EncodeError
-from mmindex.pipeline.st_model import clip_pixels
+from mmindex.pipeline.models.encoder import file_signature, racy
+from mmindex.errors import EncodeError
+from mmindex.pipeline.models.st_model import clip_pixels
 
 log = logging.getLogger("mmindex.quick")
 
@@ -167,7 +167,7 @@ class QuickEncoder:
 
     def __init__(self, bundle: dict[str, Any], cache_dir: Path, name: str, fingerprint: str | None,
                  threads: int | None, sessions: dict[str, Any] | None = None):
-        from mmindex.pipeline.onnx_model import _session
+        from mmindex.pipeline.models.onnx_model import _session
 
         self.bundle, self.cache_dir, self.name, self.fingerprint = bundle, cache_dir, name, fingerprint
         self.precision, self.dim, self.threads = bundle["precision"], int(bundle["dim"]), threads
@@ -177,7 +177,7 @@ class QuickEncoder:
         self.tokenizer = _tokenizer(cache_dir / TOKENIZER, text["settings"])
         self.image_steps = None
         if bundle.get("image"):
-            from mmindex.pipeline.st_model import ClipImageSteps
+            from mmindex.pipeline.models.st_model import ClipImageSteps
 
             steps = bundle["image"]["steps"]
             self.image_steps = ClipImageSteps(**{**steps, "mean": tuple(steps["mean"]), "std": tuple(steps["std"])})
@@ -205,7 +205,7 @@ class QuickEncoder:
         return self._each(list(images), "image", lambda part: {"pixel_values": clip_pixels(part, self.image_steps)})
 
     def _each(self, items: list, modality: str, features) -> np.ndarray:
-        from mmindex.pipeline.encoder import isolate, part_of
+        from mmindex.pipeline.models.encoder import isolate, part_of
 
         def run(part: list) -> np.ndarray:
             return _normalised(_run(self.tower(modality), features(part), modality, self.precision))
@@ -217,9 +217,9 @@ class QuickEncoder:
 
     def check(self, images: bool) -> str | None:
         """What is wrong with the bundle against its probes (ids and torch's vectors), or None."""
-        from mmindex.pipeline.backend import TextRule
-        from mmindex.pipeline.onnx_model import _probe_texts as export_texts
-        from mmindex.pipeline.onnx_model import _probe_images, _read_probes, probe_gap
+        from mmindex.pipeline.models.backend import TextRule
+        from mmindex.pipeline.models.onnx_model import _probe_texts as export_texts
+        from mmindex.pipeline.models.onnx_model import _probe_images, _read_probes, probe_gap
 
         text = self.bundle["text"]
         got = _features(self.tokenizer, text["probes"], text["inputs"])
@@ -270,7 +270,7 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
         return _none(model, "it is not the model the collection records")
     cache_dir = Path(index["cache_dir"])
-    from mmindex.pipeline.onnx_model import _cache_problem
+    from mmindex.pipeline.models.onnx_model import _cache_problem
 
     problem = _cache_problem(cache_dir, fingerprint)
     if problem:
@@ -278,7 +278,7 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     bundle = _read_json(cache_dir / BUNDLE)
     if bundle and (not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision):
         return _none(model, "the bundle cannot run this query")
-    from mmindex.pipeline.encoder import model_display_name
+    from mmindex.pipeline.models.encoder import model_display_name
 
     encoder, failure = _checked(bundle, _read_json(cache_dir / "manifest.json"), cache_dir,
                                 model_display_name(folder if os.path.isdir(model) else model), fingerprint, threads,
@@ -318,7 +318,7 @@ def model_folder(model: str) -> str | None:
 
 
 def index_path(folder: str, precision: str) -> Path:
-    from mmindex.pipeline.onnx_model import default_cache_root
+    from mmindex.pipeline.models.onnx_model import default_cache_root
 
     key = hashlib.sha256(f"{folder}\0{precision}".encode()).hexdigest()[:32]
     return default_cache_root() / "query" / f"{key}.json"
@@ -342,7 +342,7 @@ def _features(tokenizer, texts: list[str], inputs: list[str]) -> dict[str, np.nd
 
 
 def _run(session, features: dict[str, np.ndarray], modality: str, precision: str) -> np.ndarray:
-    from mmindex.pipeline.onnx_model import run_tower
+    from mmindex.pipeline.models.onnx_model import run_tower
 
     return run_tower(session, features, modality, precision)
 
@@ -401,9 +401,9 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None
     if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
         return None
-    from mmindex.pipeline.encoder import (is_open_clip, model_display_name, model_to_load, precision_to_load,
+    from mmindex.pipeline.models.encoder import (is_open_clip, model_display_name, model_to_load, precision_to_load,
                                           text_model_to_load)
-    from mmindex.pipeline.errors import ModelError
+    from mmindex.errors import ModelError
 
     try:
         if text_model_to_load(meta, text_model) is not None:

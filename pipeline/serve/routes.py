@@ -25,11 +25,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmindex.pipeline.errors import (CollectionMismatchError, EncodeError, FilterError, InputError, MmindexError,
+from mmindex.errors import (CollectionMismatchError, EncodeError, FilterError, InputError, MmindexError,
                                      StoreError)
-from mmindex.pipeline.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
-from mmindex.pipeline.serve import ApiError, Limits, Model, Service, ServeSettings, log
-from mmindex.pipeline.serve_guard import error_body
+from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
+from mmindex.pipeline.serve.service import ApiError, Limits, Model, Service, ServeSettings, log
+from mmindex.pipeline.serve.guard import error_body
 
 LIMITS = Limits()  # the documented bounds of the request models; the service's own are checked in the routes
 router = APIRouter()
@@ -258,7 +258,7 @@ async def page():
 
 async def run_search(request: Request, text, image, target, filter_value, limit, offset, score_threshold,
                      collection, like: str | None = None) -> dict:
-    from mmindex.pipeline.query import search
+    from mmindex.pipeline.query.search import search
 
     service, settings, metrics = _context(request)
     name = collection or settings.store.collection
@@ -313,7 +313,7 @@ def compile_filter(store, value: str | dict | None, limits: Limits) -> dict[str,
     Raises FilterError (400) for an invalid filter, or one nested deeper or with more
     conditions than the limits allow: the store evaluates each condition on every candidate.
     """
-    from mmindex.pipeline.where import check_filter_shape, parse_where, validate_filter
+    from mmindex.pipeline.query.where import check_filter_shape, parse_where, validate_filter
 
     if value is None or (isinstance(value, str) and not value.strip()):
         return None

@@ -1,4 +1,4 @@
-"""Cross-modal search: filters (``pipeline/where.py``) and a query vector in, typed hits out.
+"""Cross-modal search: filters (``pipeline/query/where.py``) and a query vector in, typed hits out.
 
 ``search`` looks up one named vector (``image`` or ``text``) or both, fused by reciprocal
 rank; ``Hit`` is what users see of a point.
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.pipeline.errors import FilterError, StoreError
-from mmindex.pipeline.where import parse_where, validate_filter
+from mmindex.errors import FilterError, StoreError
+from mmindex.pipeline.query.where import parse_where, validate_filter
 
 @dataclass
 class Hit:

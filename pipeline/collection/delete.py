@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mmindex.connectors.base import Store
-from mmindex.pipeline.errors import InputError, StoreError
-from mmindex.pipeline.ingestion import DELETE_BATCH, describe_id_rule, source_filter
-from mmindex.pipeline.query import combine_filters
-from mmindex.pipeline.records import id_problem, point_id_from_key
-from mmindex.pipeline.where import parse_where, validate_filter
+from mmindex.errors import InputError, StoreError
+from mmindex.pipeline.ingest.run import DELETE_BATCH, describe_id_rule, source_filter
+from mmindex.pipeline.query.search import combine_filters
+from mmindex.pipeline.ingest.records import id_problem, point_id_from_key
+from mmindex.pipeline.query.where import parse_where, validate_filter
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmindex.pipeline.config import StoreSettings
-from mmindex.pipeline.errors import EncodeError, StoreError
+from mmindex.errors import EncodeError, StoreError
 
 log = logging.getLogger("mmindex.serve")
 
@@ -218,7 +218,7 @@ class Service:
         Raises CollectionMismatchError when a --model given is not the collection's: the service
         would otherwise start, say it is ready, and answer every search with 409.
         """
-        from mmindex.pipeline.encoder import encoder_for
+        from mmindex.pipeline.models.encoder import encoder_for
 
         settings = self.settings
         # The model's threads are given (one per core unless --model-threads says otherwise) so that ONNX Runtime's
@@ -304,8 +304,8 @@ def create_app(settings: ServeSettings, service: Service | None = None):
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    from mmindex.pipeline import serve_api
-    from mmindex.pipeline.serve_guard import Guard
+    from mmindex.pipeline.serve import routes as serve_api
+    from mmindex.pipeline.serve.guard import Guard
 
     service = service or Service(settings)
     metrics = serve_api.Metrics()

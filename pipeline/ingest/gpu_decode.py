@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from mmindex.pipeline.errors import InputError, ModelError
-from mmindex.pipeline.images import RejectedImage, decode_image, extreme_aspect_box, shrunk_size
+from mmindex.errors import InputError, ModelError
+from mmindex.pipeline.ingest.images import RejectedImage, decode_image, extreme_aspect_box, shrunk_size
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 # Lowest cosine, image by image, between a probe's vector decoded by torchvision and by Pillow.
@@ -280,7 +280,7 @@ def probe_jpegs() -> tuple[bytes, ...]:
 
     from PIL import Image
 
-    from mmindex.pipeline.sample import make_row
+    from mmindex.pipeline.ingest.sample import make_row
 
     probes = []
     shapes = ((640, 480, "RGB", 1), (480, 640, "RGB", 1), (1600, 1200, "RGB", 1), (300, 200, "RGB", 1),
@@ -330,7 +330,7 @@ def decode_problem(encoder, device: str | None = None) -> str | None:
 def check_gpu_decode_possible(device: str | None, engine: str = "local", pipelined: bool = True) -> None:
     """Refuse ``--decode gpu`` before a model loads when it cannot run: no CUDA, no torchvision, or a run
     that does not decode in the pipeline (``--engine ray``, ``--no-pipeline``). Raises ModelError or InputError."""
-    from mmindex.pipeline.encoder import pick_device
+    from mmindex.pipeline.models.encoder import pick_device
 
     if engine != "local" or not pipelined:
         raise InputError("--decode gpu decodes in the local pipelined ingest; "

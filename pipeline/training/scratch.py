@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterable
 
-from mmindex.pipeline.errors import ModelError
+from mmindex.errors import ModelError
 
 BASE_WORDS = (
     "a an the of on in at with and or to from by for is are this that photo picture image of "
@@ -60,7 +60,7 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from mmindex.pipeline.encoder import quiet_transformers
+    from mmindex.pipeline.models.encoder import quiet_transformers
 
     quiet_transformers()
     s = SIZES[size]

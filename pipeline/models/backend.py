@@ -1,6 +1,6 @@
 """The one interface a model library speaks to mmindex: preprocess, embed, and a reference to check against.
 
-``Encoder`` (pipeline/encoder.py) drives a ``Backend``; each model library has one:
+``Encoder`` (pipeline/models/encoder.py) drives a ``Backend``; each model library has one:
 ``st_model.SentenceTransformerModel`` (sentence-transformers folders, plain transformers CLIP /
 SigLIP / Chinese-CLIP folders, text-only sentence-transformers models) and
 ``open_clip_model.OpenClipModel`` (open_clip checkpoints). ``check_backend`` runs when a model
@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.errors import ModelError
+from mmindex.errors import ModelError
 
 
 @dataclass(frozen=True)
