@@ -19,7 +19,7 @@ from common import ingest_rate, NullEncoder, machine, model, sample_data, timed
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.training.evaluate import collect_rows
 from mmindex.pipeline.ingest.images import decode_image
-from mmindex.pipeline.ingest.run import IngestSummary
+from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.ingest.source import open_source
 
 

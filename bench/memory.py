@@ -25,7 +25,8 @@ def child(rows: int, files: int, null_store: bool) -> None:
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
     from mmindex.pipeline.models.encoder import Encoder
-    from mmindex.pipeline.ingest.run import IngestOptions, ingest
+    from mmindex.pipeline.ingest.summary import IngestOptions
+    from mmindex.pipeline.ingest.run import ingest
 
     folder = sample_data(rows, width=128, height=96, files=files, seed=5)
     encoder = Encoder(str(model("tiny")), device="cpu", batch_size=256)

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     import openvino
 
-    from mmindex.pipeline.models.onnx_model import OnnxModel, _run, _session
+    from mmindex.pipeline.models.onnx_model import OnnxModel, run_session, open_session
 
     exported = OnnxModel(str(model("base")), "cpu", cache_root=CACHE / "mmindex").cache_dir
     work = Path(tempfile.mkdtemp())
@@ -36,14 +36,14 @@ def main() -> None:
         # A private copy: the bench cache hard-links these files for FastEmbed, and onnx refuses hard-linked data.
         shutil.copytree(exported, work / "fp32")
         path = work / "fp32" / "image.onnx"
-        ort = _session(path, None, ["CPUExecutionProvider"])
+        ort = open_session(path, None, ["CPUExecutionProvider"])
         core = openvino.Core()
         started = time.perf_counter()
         hints = {hint: core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": hint})
                  for hint in ("THROUGHPUT", "LATENCY")}
         compiled = time.perf_counter() - started
         pixels = np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
-        runs = {"onnxruntime": lambda x: _run(ort, {"pixel_values": x}),
+        runs = {"onnxruntime": lambda x: run_session(ort, {"pixel_values": x}),
                 **{f"openvino {hint.lower()}": (lambda m: lambda x: m([x])[0])(m) for hint, m in hints.items()}}
         rates: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.rounds):

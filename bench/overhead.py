@@ -65,7 +65,7 @@ def naive_loop(encoder, folder, limit):
 
 def _rows(folder, encoder):
     from mmindex.pipeline.training.evaluate import collect_rows
-    from mmindex.pipeline.ingest.run import IngestSummary
+    from mmindex.pipeline.ingest.summary import IngestSummary
 
     return collect_rows(open_source([str(folder)]), encoder.name, IngestSummary("bench"))
 

@@ -31,6 +31,7 @@ from mmindex.connectors.base import (
     chunk_by_bytes,
 )
 from mmindex.errors import FilterError, StoreError
+from mmindex.keys import field_of_key, qdrant_key
 
 METADATA_FILE = "collection.json"
 ALIASES_FILE = "aliases.json"
@@ -177,8 +178,6 @@ class QdrantEdgeStore(LayoutOnce):
     # -- writes ----------------------------------------------------------------------
     def create_payload_index(self, field_name: str, kind: str) -> None:
         """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
-        from mmindex.pipeline.query.where import qdrant_key
-
         qe = _edge()
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
         self._update(qe.UpdateOperation.create_field_index(qdrant_key(field_name), schema))
@@ -293,8 +292,6 @@ class QdrantEdgeStore(LayoutOnce):
         if meta is None:
             raise StoreError(f"collection {self.collection!r} does not exist under {self.folder.parent}")
         shard_info = self._open().info()
-        from mmindex.pipeline.query.where import field_of_key
-
         indexed = {field_of_key(name): str(info.data_type).split(".")[-1].lower()
                    for name, info in shard_info.payload_schema.items()}
         return CollectionInfo.from_metadata(self.collection, self.kind, str(self.folder), shard_info.points_count, meta,

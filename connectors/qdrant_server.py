@@ -30,6 +30,7 @@ from mmindex.connectors.base import (
     chunk_by_bytes,
 )
 from mmindex.errors import FilterError, StoreError
+from mmindex.keys import field_of_key, qdrant_key
 
 METADATA_KEY = "mmindex"
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -203,8 +204,6 @@ class QdrantServerStore(LayoutOnce):
         """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
         from qdrant_client import models
 
-        from mmindex.pipeline.query.where import qdrant_key
-
         schema = models.PayloadSchemaType(kind)
         with warnings.catch_warnings():
             # Local mode warns that indexes have no effect there; a server builds them.
@@ -311,8 +310,6 @@ class QdrantServerStore(LayoutOnce):
         description = self._call("describe collection", self.client.get_collection, self.collection)
         meta = (description.config.metadata or {}).get(METADATA_KEY, {})
         alias_of = self.aliases().get(self.collection)
-        from mmindex.pipeline.query.where import field_of_key
-
         indexed = {
             field_of_key(name): str(getattr(schema.data_type, "value", schema.data_type))
             for name, schema in (description.payload_schema or {}).items()

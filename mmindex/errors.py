@@ -29,6 +29,11 @@ class InputError(MmindexError):
     """The input files or their columns cannot be used as asked."""
 
 
+class UsageError(InputError):
+    """A request whose parts cannot go together, or that names something that is not there (an empty query, an
+    unknown field to show); the CLI reports it as a usage error (exit code 2)."""
+
+
 class ModelError(MmindexError):
     """The embedding model cannot be loaded or used."""
 

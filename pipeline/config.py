@@ -58,6 +58,11 @@ class StoreSettings:
     def kind(self) -> str:
         return "qdrant-server" if self.url else "qdrant-edge"
 
+    @property
+    def place(self) -> str:
+        """Where collections are looked for, as messages say it: ``on URL`` or ``under DATA_DIR``."""
+        return f"on {self.url}" if self.url else f"under {self.data_dir}"
+
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "options"}
         data["options"] = self.options.to_dict()

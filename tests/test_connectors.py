@@ -14,7 +14,7 @@ from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest, 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex.errors import CollectionMismatchError, FilterError, StoreError
-from mmindex.pipeline.query.search import parse_where
+from mmindex.pipeline.query.where import parse_where
 
 DIM = 8
 SPEC = CollectionSpec("test-model", DIM, {"year": "integer", "color": "keyword", "created": "datetime", "tags": "keyword"})

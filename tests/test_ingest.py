@@ -194,7 +194,7 @@ def test_report_and_rejects_go_through_links_and_pipes_never_replace_them(tmp_pa
 
     from mmindex import IngestSummary
     from mmindex.pipeline.ingest.images import Rejection
-    from mmindex.pipeline.ingest.run import write_rejects, write_report
+    from mmindex.pipeline.ingest.summary import write_rejects, write_report
 
     summary = IngestSummary(collection="c", read=1, rejected=1)
     real = tmp_path / "reports" / "run.json"

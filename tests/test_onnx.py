@@ -21,6 +21,7 @@ import replicas
 from mmindex.pipeline.models import onnx_model
 from mmindex.pipeline.models.backend import check_backend
 from mmindex.errors import ModelError
+from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.onnx_model import COSINE_BAR, OnnxModel
 
 needs_runtime = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
@@ -285,7 +286,9 @@ def test_int8_is_quantised_beside_fp32_within_its_bar(tiny_onnx, tiny_model, cac
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_model, cache_root):
-    return OnnxModel(tiny_model, "cpu", precision="int8", cache_root=cache_root)
+    model = OnnxModel(tiny_model, "cpu", precision="int8", cache_root=cache_root)
+    write_bundle(model)  # as the Encoder does after loading it
+    return model
 
 
 int8_batches = st.lists(st.one_of(st.sampled_from(CAPTIONS + ["a large purple ring at the top on a dark background"]),

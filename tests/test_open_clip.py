@@ -26,7 +26,8 @@ from PIL import Image  # noqa: E402
 
 from mmindex.pipeline.models.encoder import Encoder  # noqa: E402
 from mmindex.errors import ModelError  # noqa: E402
-from mmindex.pipeline.models.open_clip_model import OpenClipModel, is_open_clip, parse_spec  # noqa: E402
+from mmindex.pipeline.models.open_clip_model import OpenClipModel  # noqa: E402
+from mmindex.pipeline.models.identity import is_open_clip, parse_spec  # noqa: E402
 from mmindex.pipeline.ingest.sample import write_sample  # noqa: E402
 
 ARCH = "mmindex-tiny-open-clip"  # registered with open_clip.add_model_config, like a user's own architecture

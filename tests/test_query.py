@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from mmindex.errors import FilterError
-from mmindex.pipeline.query.search import combine_filters, load_filter_json, parse_where
+from mmindex.pipeline.query.filters import combine_filters, load_raw_filter
+from mmindex.pipeline.query.where import parse_where
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,8 @@ def test_empty_where_is_no_filter_and_filters_combine():
 
 
 def test_filter_json_must_be_an_object():
-    assert load_filter_json('{"must": []}') == {"must": []}
+    assert load_raw_filter('{"must": []}') == {"must": []}
     with pytest.raises(FilterError, match="not valid JSON"):
-        load_filter_json("{must")
+        load_raw_filter("{must")
     with pytest.raises(FilterError, match="JSON object"):
-        load_filter_json("[1]")
+        load_raw_filter("[1]")

@@ -22,7 +22,8 @@ from PIL import Image
 
 import replicas
 from mmindex.pipeline.models import quick
-from mmindex.pipeline.models.encoder import model_fingerprint
+from mmindex.pipeline.models.identity import model_fingerprint
+from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.onnx_model import OnnxModel
 from mmindex.pipeline.ingest.sample import write_sample
 from test_model_replicas import Reference
@@ -41,7 +42,7 @@ def family(request, tmp_path_factory):
     """(replica, its reference, the quick encoder from its bundle) — bundles are written by the ONNX backend."""
     replica = replicas.WRITERS[request.param](tmp_path_factory.mktemp("quick") / request.param, seed=3)
     settled(replica.path)
-    OnnxModel(str(replica.path), "cpu")
+    write_bundle(OnnxModel(str(replica.path), "cpu"))
     encoder = quick.open_bundle(str(replica.path), "fp32", model_fingerprint(str(replica.path)))
     assert encoder is not None, f"{replica.repo}: no query bundle was written"
     return replica, Reference(replica), encoder
@@ -97,7 +98,7 @@ def test_siglip_has_no_bundle_and_says_why(tmp_path, caplog):
     """SigLIP's SentencePiece tokenizer has no tokenizers form here: its queries take the full path."""
     replica = replicas.write_siglip(tmp_path / "siglip")
     with caplog.at_level("INFO", logger="mmindex.quick"):
-        OnnxModel(str(replica.path), "cpu")
+        write_bundle(OnnxModel(str(replica.path), "cpu"))
         assert quick.open_bundle(str(replica.path), "fp32", model_fingerprint(str(replica.path))) is None
     assert "tokenizer" in caplog.text
 
@@ -151,7 +152,7 @@ def test_quick_query_answers_like_the_full_path_without_torch(collection, query)
 
 def bundle_of(tiny_model):
     index = json.loads(quick.index_path(os.path.abspath(tiny_model), "fp32").read_text())
-    return index, quick._read_json(os.path.join(index["cache_dir"], quick.BUNDLE))
+    return index, quick.read_json(os.path.join(index["cache_dir"], quick.BUNDLE))
 
 
 def test_options_the_fast_path_does_not_run_take_the_full_path(collection):
@@ -173,7 +174,7 @@ def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, t
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    OnnxModel(str(model), "cpu")  # bundle + index under the new cache
+    write_bundle(OnnxModel(str(model), "cpu"))  # bundle + index under the new cache
     index = json.loads(quick.index_path(str(model), "fp32").read_text())
     folder = index["cache_dir"]
     fingerprint = model_fingerprint(str(model))
@@ -213,7 +214,7 @@ def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, t
         quick.index_path(str(model), "fp32").write_text("[]")
     assert quick.open_bundle(str(model), "fp32", fingerprint) is None
     if damage != "model file":
-        OnnxModel(str(model), "cpu")  # what the full path of the next query does
+        write_bundle(OnnxModel(str(model), "cpu"))  # what the full path of the next query does
         assert quick.open_bundle(str(model), "fp32", fingerprint) is not None
 
 
@@ -257,7 +258,7 @@ def test_a_text_the_towers_fail_on_is_named_and_the_others_answer(collection, ti
     index, _ = bundle_of(tiny_model)
     encoder = quick.open_bundle(tiny_model, "fp32", index["fingerprint"])
     poison = encoder.tokenizer.encode("purple", add_special_tokens=False).ids[0]
-    real = quick._run
+    real = quick.run_towers
 
     def run(session, features, *args):
         if (features.get("input_ids", np.zeros(1)) == poison).any():
@@ -283,7 +284,7 @@ def test_a_model_folder_with_times_in_the_future_gets_a_bundle(tiny_model, tmp_p
     future = time.time_ns() + 86_400 * 10**9
     os.utime(model / "config.json", ns=(future, future))
     assert not quick.racy(future) and quick.racy(time.time_ns())
-    OnnxModel(str(model), "cpu")
+    write_bundle(OnnxModel(str(model), "cpu"))
     assert quick.open_bundle(str(model), "fp32", model_fingerprint(str(model))) is not None
 
 

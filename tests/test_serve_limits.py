@@ -306,7 +306,8 @@ def test_a_slow_store_never_holds_the_event_loop(tmp_path, tiny_model):
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
     from mmindex.pipeline.config import StoreSettings
-    from mmindex.pipeline.serve.service import Limits, ServeSettings, create_app
+    from mmindex.pipeline.serve.settings import Limits, ServeSettings
+    from mmindex.pipeline.serve.app import create_app
     from serving import free_port
 
     data, store = tmp_path / "data", tmp_path / "store"

@@ -495,16 +495,18 @@ def test_a_refused_run_is_one_line_not_a_failed_run(tmp_path, tiny_model, cli):
 
 
 def test_lost_rows_of_a_file_stop_the_sync_in_every_engine(tmp_path, encoder):
-    """The Ray engine's writer counts through the same `_Run.admit`: a file whose rows could not
+    """The Ray engine's writer counts through the same `IngestRun.admit`: a file whose rows could not
     all be read must reach it through the batch's tally."""
-    from mmindex.pipeline.ingest.run import IngestSummary, _Run, read_batch
+    from mmindex.pipeline.ingest.summary import IngestSummary
+    from mmindex.pipeline.ingest.run import IngestRun
+    from mmindex.pipeline.ingest.rows import read_batch
     from mmindex.pipeline.ingest.source import SourceBatch, open_source
 
     data = tmp_path / "d"
     write_sample(data, rows=4, seed=29, width=32, height=32)
     source = open_source([str(data)])
     store = QdrantEdgeStore("c", data_dir=tmp_path / "store")
-    run = _Run(store, IngestSummary("c"), IngestOptions(source_name="s"), None, None)
+    run = IngestRun(store, IngestSummary("c"), IngestOptions(source_name="s"), None, None)
     lost = SourceBatch(file="x.parquet", path="x.parquet", first_row=0, batch=None, error="corrupt row group",
                        lost_rows=3)
     tally, rows = read_batch(source, lost, "m", IngestOptions())

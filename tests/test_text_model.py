@@ -138,7 +138,9 @@ def test_serve_refuses_a_model_that_does_not_fill_its_collection_and_names_text_
     search); a served collection of another text model is a 409 that names the text models."""
     from mmindex.pipeline.config import StoreSettings
     from mmindex.errors import CollectionMismatchError
-    from mmindex.pipeline.serve.service import ApiError, Service, ServeSettings
+    from mmindex.pipeline.serve.errors import ApiError
+    from mmindex.pipeline.serve.service import Service
+    from mmindex.pipeline.serve.settings import ServeSettings
 
     clip, student, data = pair
     assert cli("ingest", data, "-c", "with", "--model", clip, "--text-model", student).exit_code == 0

@@ -23,7 +23,7 @@ def train_dir(tmp_path_factory):
 
 def test_split_is_deterministic_and_disjoint(train_dir):
     from mmindex.pipeline.training.evaluate import collect_rows
-    from mmindex.pipeline.ingest.run import IngestSummary
+    from mmindex.pipeline.ingest.summary import IngestSummary
 
     rows = collect_rows(open_source([str(train_dir)]), "m", IngestSummary("x"))
     a_train, a_val = split_rows(rows, 0.2)
@@ -102,7 +102,7 @@ def test_cached_image_features_equal_the_encoders_vectors(train_dir, tiny_model)
 
     from mmindex.pipeline.training.evaluate import collect_rows
     from mmindex.pipeline.ingest.images import decode_image
-    from mmindex.pipeline.ingest.run import IngestSummary
+    from mmindex.pipeline.ingest.summary import IngestSummary
     from mmindex.pipeline.training.train import _image_features
 
     encoder = Encoder(tiny_model, device="cpu", half=False)

@@ -397,14 +397,14 @@ def test_listed_cases_against_both_stores(encoder, tmp_path):
     'null',
 ])
 def test_bad_raw_filters_in_search_are_the_projects_error(encoder, tmp_path, raw):
-    from mmindex.pipeline.query.search import load_filter_json
+    from mmindex.pipeline.query.filters import load_raw_filter
 
     store = QdrantEdgeStore("raw", data_dir=tmp_path)
     try:
         ingest([str(write_table([{name: None for name in COLUMNS}], tmp_path))], store, encoder,
                IngestOptions(rejects_path=None))
         with pytest.raises(MmindexError):
-            search(store, encoder.encode_texts(["x"])[0], filter_json=load_filter_json(raw))
+            search(store, encoder.encode_texts(["x"])[0], filter_json=load_raw_filter(raw))
     finally:
         store.close()
 

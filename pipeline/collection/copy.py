@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, Store, StoredPoint
-from mmindex.errors import StoreError
+from mmindex.errors import StoreError, UsageError
+from mmindex.pipeline.config import StoreSettings
 
 COPY_KEY = "copy_from"  # in the target's record while a copy into it is unfinished
 # Keys of the record each store writes itself (when it creates the collection or an index),
@@ -190,3 +191,36 @@ def _server_name(store: Store) -> str:
         return store.aliases().get(store.collection, store.collection)
     except StoreError:
         return store.collection
+
+
+def copy_target(settings: StoreSettings, *, url: str | None = None, data_dir: str | None = None,
+                collection: str | None = None, api_key: str | None = None, ca_cert: str | None = None) -> StoreSettings:
+    """Where ``mmindex copy`` writes: a server (``url``, with its own key and CA), an embedded store's folder
+    (``data_dir``), or the source's own store; the collection is ``collection``, else the source's name.
+    UsageError when both or none of the places are given."""
+    if url and data_dir:
+        raise UsageError("give --to-url or --to-data-dir, not both")
+    if not (url or data_dir or collection):
+        raise UsageError("say where to copy to: --to-url, --to-data-dir and/or --to-collection")
+    if url:
+        target = replace(settings, url=url, api_key=api_key, ca_cert=ca_cert)
+    elif data_dir:
+        target = replace(settings, url=None, api_key=None, ca_cert=None, data_dir=data_dir)
+    else:
+        target = settings
+    return replace(target, collection=collection or settings.collection)
+
+
+def copy_between(source: StoreSettings, target: StoreSettings, page: int = 256,
+                 on_progress: Callable[[int, int], None] | None = None) -> CopySummary:
+    """``copy_collection`` from the collection ``source`` names to the one ``target`` names, opening and closing
+    both stores."""
+    source_store = source.open()
+    try:
+        target_store = target.open()
+        try:
+            return copy_collection(source_store, target_store, page=page, on_progress=on_progress)
+        finally:
+            target_store.close()
+    finally:
+        source_store.close()

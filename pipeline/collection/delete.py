@@ -12,10 +12,9 @@ from typing import Any, Callable, Sequence
 
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, StoreError
-from mmindex.pipeline.ingest.run import DELETE_BATCH, describe_id_rule, source_filter
-from mmindex.pipeline.query.search import combine_filters
 from mmindex.pipeline.ingest.records import id_problem, point_id_from_key
-from mmindex.pipeline.query.where import parse_where, validate_filter
+from mmindex.pipeline.ingest.sync import DELETE_BATCH, describe_id_rule, source_filter
+from mmindex.pipeline.query.filters import compile_filter
 
 
 @dataclass
@@ -74,8 +73,7 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
         if source not in known:
             selection.described += f" (the collection records {', '.join(map(repr, known)) or 'no sources'})"
     else:
-        query = combine_filters(parse_where(where, meta.get("payload_types", {})) if where else None,
-                                validate_filter(filter_json) if filter_json else None)
+        query = compile_filter(where, filter_json, field_types=meta.get("payload_types", {}))
         selection.described = " and ".join(filter(None, [f"where {where}" if where else "",
                                                          "the --filter-json filter" if filter_json else ""]))
     offset = None

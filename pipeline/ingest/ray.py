@@ -41,7 +41,9 @@ class StoreGate:
     def __init__(self, settings, source, model: str, options, text_model: str | None = None,
                  encoder_options: dict[str, Any] | None = None):
         from mmindex.pipeline.models.encoder import Encoder
-        from mmindex.pipeline.ingest.run import IngestSummary, _Run, prepare_collection
+        from mmindex.pipeline.ingest.summary import IngestSummary
+        from mmindex.pipeline.ingest.run import IngestRun
+        from mmindex.pipeline.ingest.sync import prepare_collection
 
         # For the caption-length check and the collection's record; never embeds.
         self.encoder = Encoder(model, device="cpu", text_model=text_model, **(encoder_options or {}))
@@ -51,7 +53,7 @@ class StoreGate:
         self.summary = IngestSummary(collection=self.store.collection, model=self.encoder.name,
                                      files=len(source.files), notes=list(source.mapping.notes),
                                      source=options.source_name)
-        self.run = _Run(self.store, self.summary, options, None, None)
+        self.run = IngestRun(self.store, self.summary, options, None, None)
 
     def describe(self) -> tuple[str, tuple[int | None, bool], int]:
         """The model's identity (for content hashes), image side and weight bytes, to plan the other stages."""
@@ -59,9 +61,9 @@ class StoreGate:
         return self.encoder.identity, (self.encoder.image_size, self.encoder.center_crop), weights
 
     def admit(self, tally, rows) -> list:
-        from mmindex.pipeline.ingest.run import _flag_truncated
+        from mmindex.pipeline.ingest.rows import flag_truncated
 
-        _flag_truncated(rows, self.encoder.captions_too_long, tally)
+        flag_truncated(rows, self.encoder.captions_too_long, tally)
         return self.run.admit(tally, rows)
 
     def write(self, blob: bytes) -> int:
@@ -77,7 +79,7 @@ class StoreGate:
             summary.stopped_early("interrupted")
         try:
             if summary.status == "ok":
-                from mmindex.pipeline.ingest.run import finish_source
+                from mmindex.pipeline.ingest.sync import finish_source
 
                 finish_source(self.store, summary, self.options, self.run, None, self.rule_change)
             self.store.finish(optimize=optimize and summary.status == "ok")
@@ -121,7 +123,8 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from mmindex.pipeline.ingest.run import _write_rejects_of, run_options
+    from mmindex.pipeline.ingest.summary import write_rejects_of as _write_rejects_of
+    from mmindex.pipeline.ingest.run import run_options
 
     import logging
     import time
@@ -201,7 +204,7 @@ class _Reader:
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         import ray
 
-        from mmindex.pipeline.ingest.run import read_batch
+        from mmindex.pipeline.ingest.rows import read_batch
         from mmindex.pipeline.ingest.stages import Job
 
         jobs = []

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from mmindex.pipeline.query.where import qdrant_key
+from mmindex.keys import qdrant_key
 
 # Fixed namespace: ids must be identical across machines and versions.
 ID_NAMESPACE = uuid.UUID("6b1f9a52-43a4-5d3e-9d3c-6d6d696e6465")

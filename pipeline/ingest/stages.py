@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import PointRecord
-from mmindex.pipeline.models.encoder import Encoder, isolate, part_of
+from mmindex.pipeline.models.backend import isolate, part_of
+from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.ingest.gpu_decode import GpuDecoder, JpegBatch
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 

@@ -10,7 +10,8 @@ implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+import sys
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -132,3 +133,36 @@ def _compare(name: str, what: str, got: np.ndarray, expected: np.ndarray, tolera
             "mmindex refuses models it would embed differently from their own library; please report it "
             "with the model's name"
         )
+
+
+def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Callable[[Any, int, int], Any],
+            dim: int) -> tuple[np.ndarray, dict[int, str]]:
+    """``run(items)`` (``size`` rows → ``size × dim`` vectors), bisected down to the rows that raise.
+
+    Returns the vectors (a failing row's are NaN) and each failing row's error by index. Out of
+    memory is not a row's fault: it is raised (``Encoder.forward`` has already halved the batch).
+    """
+    if size == 0:
+        return np.zeros((0, dim), dtype=np.float32), {}
+    try:
+        return np.asarray(run(items), dtype=np.float32), {}
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - narrowed down to the rows, then reported per row
+        if _is_out_of_memory(error):
+            raise
+        if size == 1:
+            return np.full((1, dim), np.nan, dtype=np.float32), {0: f"{type(error).__name__}: {error}"}
+    half = size // 2
+    first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
+    second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
+    return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
+
+
+def part_of(items: list, start: int, stop: int) -> list:
+    return items[start:stop]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # not imported by the fast query path, whose errors are never torch's
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)

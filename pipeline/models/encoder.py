@@ -8,25 +8,31 @@ Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themse
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
-import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.models.backend import check_backend
-from mmindex.errors import EncodeError, ModelError
-from mmindex.pipeline.models.open_clip_model import is_open_clip, parse_spec  # light: open_clip itself loads on use
-from mmindex.pipeline.models.st_model import quiet_transformers  # noqa: F401  (re-exported: scratch.py, train.py)
+from mmindex.connectors.base import CollectionSpec, model_mismatch
+from mmindex.errors import CollectionMismatchError, EncodeError, ModelError
+from mmindex.pipeline.models.backend import check_backend, isolate, part_of
+from mmindex.pipeline.models.bundle import write_bundle
+from mmindex.pipeline.models.identity import (
+    DEFAULT_MODEL,
+    ModelChoice,
+    check_model_spec,
+    is_open_clip,
+    model_source,
+    recorded_model_changed,
+)
+from mmindex.pipeline.models.onnx_model import OnnxModel
+from mmindex.pipeline.models.open_clip_model import OpenClipModel
+from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
 if TYPE_CHECKING:
-    from mmindex.connectors.base import CollectionSpec
     from mmindex.pipeline.models.backend import Backend
 
-DEFAULT_MODEL = "clip-ViT-B-32"
 log = logging.getLogger("mmindex.encoder")
 
 
@@ -46,114 +52,6 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-def model_fingerprint(model: str) -> str | None:
-    """A digest of a local model folder's files, or None for a Hub id (recorded by its name).
-
-    SHA-256 over every file's path (relative to the folder), size and SHA-256 of its bytes, in
-    path order: config, tokenizer, preprocessor and weights. Hidden files and folders and
-    Markdown files (the model card) are left out, so a copy or a moved folder has the same
-    fingerprint and the same path with other weights has another. About 1 s per GB of weights.
-    """
-    if not os.path.isdir(model):
-        return None
-    import hashlib
-
-    # Hashed once per process while no file changes size or time (ingest checks the model before loading it).
-    signature = file_signature(model)
-    key = (os.path.abspath(model), json.dumps(signature))
-    if key in _FINGERPRINTS:
-        return _FINGERPRINTS[key]
-    total = hashlib.sha256()
-    for relative, path in model_files(model):
-        digest = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
-        total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
-    fingerprint = "sha256:" + total.hexdigest()
-    if not any(racy(mtime) for _, mtime in signature.values()):
-        _FINGERPRINTS[key] = fingerprint
-    return fingerprint
-
-
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
-def file_signature(folder: str) -> dict[str, list[int]]:
-    """{relative path: [size, mtime_ns]} of the files a model fingerprint covers (``model_files``): what says,
-    without reading them, that they are still the files a fingerprint was made of (unless ``racy``)."""
-    signature = {}
-    for relative, path in model_files(folder):
-        stat = os.stat(path)
-        signature[relative] = [stat.st_size, stat.st_mtime_ns]
-    return signature
-
-
-def racy(mtime_ns: int) -> bool:
-    """Whether a file's time is within 2 s of now: it may still change without its time moving (the clock's
-    granularity), so a signature made of it proves nothing yet. Times in the future are fine: a change
-    would set the time to now."""
-    return abs(time.time_ns() - mtime_ns) < 2_000_000_000
-
-
-def model_files(folder: str) -> list[tuple[str, str]]:
-    """(path relative to ``folder`` with ``/``, path) of the files a model fingerprint covers, in path order:
-    hidden files and folders, ``__pycache__`` and Markdown files (the model card) are left out."""
-    found = []
-    for root, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
-        for name in sorted(files):
-            if name.startswith(".") or name.lower().endswith(".md"):
-                continue
-            path = os.path.join(root, name)
-            found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
-    return found
-
-
-def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
-    """What to load for a collection: ``given`` (--model), else the folder or Hub id it records.
-
-    Raises ModelError when the recorded folder is gone, naming it and what to do.
-    """
-    if given is not None:  # an empty --model is refused by the Encoder, not taken for the default
-        return given
-    if meta is None:
-        return DEFAULT_MODEL
-    return _recorded_location(meta, "model", "--model")
-
-
-def text_model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str | None:
-    """The separate text model for a collection: ``given`` (--text-model), else the one it records, else None."""
-    if given is not None:
-        return given
-    if meta is None or not meta.get("text_model"):
-        return None
-    return _recorded_location(meta, "text_model", "--text-model")
-
-
-def precision_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
-    """The towers' precision for a collection: ``given`` (--model-precision), else the one it records, else fp32."""
-    return given or (meta or {}).get("model_precision", "fp32")
-
-
-def _recorded_location(meta: dict[str, Any], key: str, option: str) -> str:
-    path = meta.get(f"{key}_path") or (meta[key] if _is_path(meta[key]) else None)
-    if path is None:
-        return meta[key]
-    if os.path.exists(path) or (is_open_clip(path) and os.path.exists(parse_spec(path).local_path or "")):
-        return path
-    what = "text model" if key == "text_model" else "model"
-    where = (f"{option} open_clip:ARCH/NEW_PATH with the checkpoint's new place" if is_open_clip(path)
-             else f"{option} with the model's folder")
-    raise ModelError(
-        f"the collection's {what} {model_display_name(meta[key])!r} was loaded from {path}, which is not there "
-        f"any more; pass {where} (a moved or copied model is accepted: the files are checked by fingerprint, "
-        "not by path)"
-    )
-
-
 def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, text_model: str | None = None,
                 precision: str | None = None, **kwargs) -> "Encoder":
     """Load the encoder for a collection (``given`` --model, else the one it records) and check it fills it.
@@ -164,25 +62,11 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     ModelError when a recorded folder is gone, and CollectionMismatchError when a model is not
     the collection's, saying which folder changed when no --model was given.
     """
-    from dataclasses import replace
-
-    from mmindex.connectors.base import CollectionSpec, model_mismatch
-    from mmindex.errors import CollectionMismatchError
-
-    chosen = precision_to_load(meta, precision)
     recorded = CollectionSpec.from_metadata(meta) if meta is not None else None
-    model = model_to_load(meta, given)
+    plan = ModelChoice(given, text_model, precision).resolve(meta)
     if recorded is not None:  # refused before a model is loaded (or exported, or quantised)
-        if chosen != recorded.precision:
-            raise CollectionMismatchError(model_mismatch(recorded, replace(recorded, precision=chosen), collection))
-        check_model_spec(model, "--model")
-        _, name, fingerprint = model_source(model)
-        ours = CollectionSpec(name, -1, fingerprint=fingerprint, precision=chosen)
-        if not ours.same_image_model(replace(recorded, dim=-1)):
-            if given:
-                raise CollectionMismatchError(model_mismatch(recorded, ours, collection))
-            raise recorded_model_changed(meta, model, fingerprint, collection)
-    encoder = Encoder(model, text_model=text_model_to_load(meta, text_model), precision=chosen, **kwargs)
+        plan.check_answers(meta, recorded, collection)
+    encoder = Encoder(plan.model, text_model=plan.text_model, precision=plan.precision, **kwargs)
     if recorded is None:
         return encoder
     spec = encoder.spec()
@@ -199,52 +83,6 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
         raise recorded_model_changed(meta, encoder.text_path or str(encoder.text_name), encoder.text_fingerprint,
                                      collection, key="text_model")
     raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
-
-
-def recorded_model_changed(meta: dict[str, Any], loaded_from: str, fingerprint: str | None,
-                           collection: str, key: str = "model") -> Exception:
-    """The error for a collection whose recorded model folder now holds another model."""
-    from mmindex.errors import CollectionMismatchError
-
-    what, option = ("text model", "--text-model") if key == "text_model" else ("model", "--model")
-    return CollectionMismatchError(
-        f"collection {collection!r} loads its {what} {meta.get(key)!r} from {loaded_from}, but the files there are "
-        f"no longer that model (fingerprint {str(fingerprint)[:19]}…, recorded "
-        f"{str(meta.get(key + '_fingerprint'))[:19]}…); pass {option} with the folder of the model the "
-        "collection was made with"
-    )
-
-
-def _is_path(identity: str) -> bool:
-    return identity.startswith(("/", "\\")) or (len(identity) > 2 and identity[1] == ":" and identity[2] in "/\\")
-
-
-def model_display_name(identity: str) -> str:
-    """How a recorded model is shown to people: a local folder by its name, a Hub id as it is.
-
-    ``/home/ana/models/shapes-clip`` → ``shapes-clip``; ``clip-ViT-B-32`` → ``clip-ViT-B-32``.
-    The recorded identity may be a path on another machine, so this never touches the disk.
-    """
-    if _is_path(identity):
-        name = identity.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-        return name or identity
-    return identity
-
-
-def check_model_spec(model: str, option: str = "--model") -> None:
-    """Refuse at once, naming ``option``, a model spec that can only fail: empty, a local path that is not
-    there, or a file that is not an open_clip checkpoint. (A Hub id is looked up by the library.)"""
-    if not model or not model.strip():
-        raise ModelError(f"{option} is empty; give a model folder, a Hub id or an open_clip name")
-    if is_open_clip(model):
-        return
-    if os.path.isfile(model):
-        raise ModelError(f"{option} {model!r} is a file; give the model's folder (the one holding its config), or "
-                         "open_clip:ARCH/FILE for an open_clip checkpoint")
-    looks_local = model.startswith(("/", "./", "../", "~", "\\")) or _is_path(model) or (
-        os.sep in model and os.path.isdir(os.path.dirname(model)))
-    if looks_local and not os.path.exists(model):
-        raise ModelError(f"{option} {model!r}: no such folder ({os.path.abspath(os.path.expanduser(model))})")
 
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -283,19 +121,15 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
         if is_open_clip(model):
             raise ModelError("--backend onnx runs sentence-transformers / transformers CLIP-style models; "
                              "open_clip models run with --backend torch")
-        from mmindex.pipeline.models.onnx_model import OnnxModel
-
-        return OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint)
+        onnx = OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint)
+        write_bundle(onnx)  # what `mmindex query` needs to embed without torch (pipeline/models/quick.py)
+        return onnx
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     if is_open_clip(model):
-        from mmindex.pipeline.models.open_clip_model import OpenClipModel
-
         return OpenClipModel(model, device, half)
-    from mmindex.pipeline.models.st_model import SentenceTransformerModel
-
     return SentenceTransformerModel(model, device, half)
 
 
@@ -556,49 +390,6 @@ class Encoder:
         return twin
 
 
-def model_source(model: str) -> tuple[str | None, str, str | None]:
-    """(where it loads from: an absolute folder or a loadable open_clip spec, else None; the name shown and
-    recorded; its fingerprint, or None for a Hub id or pretrained tag)."""
-    if is_open_clip(model):
-        spec = parse_spec(model)
-        return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()
-    path = os.path.abspath(model) if os.path.isdir(model) else None
-    return path, model_display_name(path or model), model_fingerprint(model)
-
-
-def isolate(run: Callable[[Any], np.ndarray], items: Any, size: int, part: Callable[[Any, int, int], Any],
-            dim: int) -> tuple[np.ndarray, dict[int, str]]:
-    """``run(items)`` (``size`` rows → ``size × dim`` vectors), bisected down to the rows that raise.
-
-    Returns the vectors (a failing row's are NaN) and each failing row's error by index. Out of
-    memory is not a row's fault: it is raised (``Encoder.forward`` has already halved the batch).
-    """
-    if size == 0:
-        return np.zeros((0, dim), dtype=np.float32), {}
-    try:
-        return np.asarray(run(items), dtype=np.float32), {}
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except Exception as error:  # noqa: BLE001 - narrowed down to the rows, then reported per row
-        if _is_out_of_memory(error):
-            raise
-        if size == 1:
-            return np.full((1, dim), np.nan, dtype=np.float32), {0: f"{type(error).__name__}: {error}"}
-    half = size // 2
-    first, first_errors = isolate(run, part(items, 0, half), half, part, dim)
-    second, second_errors = isolate(run, part(items, half, size), size - half, part, dim)
-    return np.concatenate([first, second]), {**first_errors, **{half + i: e for i, e in second_errors.items()}}
-
-
-def part_of(items: list, start: int, stop: int) -> list:
-    return items[start:stop]
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    torch = sys.modules.get("torch")  # not imported by the fast query path, whose errors are never torch's
-    return torch is not None and isinstance(error, torch.OutOfMemoryError)
-
-
 def _batch_size(features: dict[str, Any]) -> int:
     for value in features.values():
         if hasattr(value, "shape") and len(value.shape) > 0:
@@ -611,3 +402,12 @@ def _slice(features: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
         key: value[start:stop] if hasattr(value, "shape") and len(value.shape) > 0 else value
         for key, value in features.items()
     }
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the query model runs (``--device``, ``--backend``, ``--model-threads``)."""
+
+    device: str = "auto"
+    backend: str = "auto"
+    threads: int | None = None

@@ -89,9 +89,6 @@ class OnnxModel:
         except OSError as error:  # a cache folder that cannot be written (read-only, a file in the way, full)
             raise ModelError(f"the ONNX cache {self.cache_dir} cannot be written ({type(error).__name__}: {error}); "
                              "set MMINDEX_CACHE to a writable folder, or use --backend torch") from error
-        from mmindex.pipeline.models.quick import write_bundle
-
-        write_bundle(self)  # what `mmindex query` needs to embed without torch (pipeline/models/quick.py)
 
     # -- Backend -------------------------------------------------------------------------------------------
     @property
@@ -129,7 +126,7 @@ class OnnxModel:
 
         twin = copy.copy(self)
         twin.device, twin.providers = device, _providers(import_runtime(), device)
-        twin.sessions = {modality: _session(self.cache_dir / f"{modality}.onnx", twin.threads, twin.providers)
+        twin.sessions = {modality: open_session(self.cache_dir / f"{modality}.onnx", twin.threads, twin.providers)
                          for modality in self._towers}
         return twin
 
@@ -144,18 +141,18 @@ class OnnxModel:
         """Sessions for the cached towers, exporting (or rebuilding a broken cache) first when needed."""
         if self.precision != "fp32":  # int8 is quantised from the fp32 export (locked only to build it)
             fp32 = self._folder("fp32")
-            if _cache_problem(fp32, self.fingerprint) is not None:
+            if cache_problem(fp32, self.fingerprint) is not None:
                 with _export_lock(fp32):
-                    if _cache_problem(fp32, self.fingerprint) is not None:
+                    if cache_problem(fp32, self.fingerprint) is not None:
                         self._build("fp32")
-        problem = _cache_problem(self.cache_dir, self.fingerprint)
+        problem = cache_problem(self.cache_dir, self.fingerprint)
         if problem is None:
             try:
                 return self._open_checked(self.cache_dir)
             except _BrokenCache as error:
                 problem = str(error)
         with _export_lock(self.cache_dir):
-            if problem == "missing" and _cache_problem(self.cache_dir, self.fingerprint) is None:
+            if problem == "missing" and cache_problem(self.cache_dir, self.fingerprint) is None:
                 try:  # another process built it while this one waited for the lock
                     return self._open_checked(self.cache_dir)
                 except _BrokenCache as error:
@@ -175,7 +172,7 @@ class OnnxModel:
             raise _BrokenCache(f"ONNX Runtime cannot load it ({type(error).__name__}: {error})") from error
         if key not in _VERIFIED:
             try:
-                expected = _read_probes(folder)
+                expected = read_probes(folder)
             except (OSError, ValueError, KeyError) as error:
                 raise _BrokenCache(f"its probe vectors cannot be read ({type(error).__name__})") from error
             failure = self._check(sessions, manifest.get("precision", self.precision), expected)
@@ -185,7 +182,7 @@ class OnnxModel:
         return sessions
 
     def _sessions(self, folder: Path) -> dict[str, Any]:
-        return {modality: _session(folder / f"{modality}.onnx", self.threads, self.providers)
+        return {modality: open_session(folder / f"{modality}.onnx", self.threads, self.providers)
                 for modality in self._towers}
 
     def _build(self, precision: str) -> None:
@@ -203,7 +200,7 @@ class OnnxModel:
         try:
             started = time.monotonic()
             if precision == "fp32":
-                from mmindex.pipeline.models.encoder import model_display_name
+                from mmindex.pipeline.models.identity import model_display_name
 
                 log.warning("exporting model %s to ONNX Runtime, once (a minute for ViT-B/32 on 2 cores; cached in "
                             "%s)", model_display_name(self.name), target)
@@ -212,7 +209,7 @@ class OnnxModel:
                 log.info("quantising %s to %s once, into %s", self.name, precision, target)
                 inputs = self._quantise(scratch)
             # torch's vectors for the probes: computed now for fp32, the same ones for a quantised copy.
-            expected = self._torch_probes() if precision == "fp32" else _read_probes(self._folder("fp32"))
+            expected = self._torch_probes() if precision == "fp32" else read_probes(self._folder("fp32"))
             failure = self._check(self._sessions(scratch), precision, expected)
             if failure:
                 raise ModelError(f"model {self.name!r} cannot run in ONNX Runtime ({precision}): {failure}; "
@@ -230,7 +227,7 @@ class OnnxModel:
         import torch
 
         quiet_exporter()
-        examples = {"image": self._features(_probe_images(), "image"),
+        examples = {"image": self._features(probe_images(), "image"),
                     "text": self._features(["a photo of a red circle on a dark background", "a cat"], "text")}
         names = {}
         for modality, method in self._towers.items():
@@ -281,7 +278,7 @@ class OnnxModel:
         return {key: value for key, value in raw.items() if isinstance(value, torch.Tensor)}
 
     def _probes(self) -> dict[str, list]:
-        return {"image": _probe_images(), "text": _probe_texts(self.text_rule)}
+        return {"image": probe_images(), "text": probe_texts(self.text_rule)}
 
     def _torch_probes(self) -> dict[str, np.ndarray]:
         """torch's vectors (the sentence-transformers forward pass) for the probes, by modality."""
@@ -371,7 +368,7 @@ def _providers(runtime, device: str) -> list:
                      f"{', '.join(runtime.get_available_providers())}); use --backend torch, or --device cpu")
 
 
-def _session(path: Path, threads: int | None, providers: list):
+def open_session(path: Path, threads: int | None, providers: list):
     runtime = import_runtime()
     options = runtime.SessionOptions()
     options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -396,8 +393,8 @@ def run_tower(session, features: dict[str, Any], modality: str, precision: str) 
     """
     size = min((len(value) for value in features.values() if hasattr(value, "shape")), default=0)
     if precision == "fp32" or modality != "text" or size <= 1:  # one caption alone has no batch padding
-        return _run(session, features)
-    return np.concatenate([_run(session, _one_caption(features, row)) for row in range(size)])
+        return run_session(session, features)
+    return np.concatenate([run_session(session, _one_caption(features, row)) for row in range(size)])
 
 
 def _one_caption(features: dict[str, Any], row: int) -> dict[str, Any]:
@@ -412,7 +409,7 @@ def _one_caption(features: dict[str, Any], row: int) -> dict[str, Any]:
             for name, value in one.items()}
 
 
-def _run(session, features: dict[str, Any]) -> np.ndarray:
+def run_session(session, features: dict[str, Any]) -> np.ndarray:
     feed = {}
     for spec in session.get_inputs():
         value = features[spec.name]
@@ -442,7 +439,7 @@ def _towers_of(backend, model: str) -> dict[str, str]:
 
 def _fingerprint(model: str, module) -> str:
     """The model folder's fingerprint, or for a Hub id a digest of its loaded weights."""
-    from mmindex.pipeline.models.encoder import model_fingerprint
+    from mmindex.pipeline.models.identity import model_fingerprint
 
     found = model_fingerprint(model)
     if found:
@@ -456,7 +453,7 @@ def _fingerprint(model: str, module) -> str:
     return "weights-sha256:" + digest.hexdigest()
 
 
-def _probe_images() -> list:
+def probe_images() -> list:
     from PIL import Image
 
     rng = np.random.default_rng(11)
@@ -464,7 +461,7 @@ def _probe_images() -> list:
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
 
 
-def _probe_texts(rule) -> list[str]:
+def probe_texts(rule) -> list[str]:
     limit = rule.max_length if rule and rule.max_length else 64
     return ["a red circle", "蓝色的三角形", " ".join(["a large purple ring at the top"] * (limit // 3 + 2)), "x"]
 
@@ -497,7 +494,7 @@ def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 # -- cache folder helpers ----------------------------------------------------------------------------------
 
-def _read_probes(folder: Path) -> dict[str, np.ndarray]:
+def read_probes(folder: Path) -> dict[str, np.ndarray]:
     with np.load(folder / PROBES, allow_pickle=False) as stored:
         return {name: stored[name] for name in stored.files}
 
@@ -506,7 +503,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
 
-def _cache_problem(folder: Path, fingerprint: str) -> str | None:
+def cache_problem(folder: Path, fingerprint: str) -> str | None:
     """Why ``folder`` is not a usable cache ("missing" when there is none), or None."""
     if not folder.exists():
         return "missing"
@@ -563,7 +560,7 @@ def _publish(scratch: Path, target: Path) -> None:
         os.rename(scratch, target)
     except OSError:
         # Only without file locks (another exporter published first): keep theirs if it is whole.
-        if _cache_problem(target, _read_manifest(scratch)["fingerprint"]) is not None:
+        if cache_problem(target, _read_manifest(scratch)["fingerprint"]) is not None:
             raise
 
 

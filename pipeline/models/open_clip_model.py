@@ -12,116 +12,18 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.models.backend import TextRule
 from mmindex.errors import ModelError
+from mmindex.pipeline.models.backend import TextRule
+from mmindex.pipeline.models.identity import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, OpenClipSpec, parse_spec
 
-PREFIX = "open_clip:"
-HUB_PREFIX = "hf-hub:"  # open_clip's scheme for a Hub repository in its layout
-LOCAL_PREFIX = "local-dir:"  # open_clip's scheme for a local folder in that layout
-CONFIG_NAME = "open_clip_config.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz")
 INSTALL_HINT = ("pip install 'mmindex[openclip]' (it installs open_clip_torch and torchvision; torchvision must be the "
                 "build made for your torch version, e.g. torch 2.14.1 with torchvision 0.29.1)")
-
-
-def is_open_clip(model: str) -> bool:
-    """Whether ``--model`` names an open_clip model: ``open_clip:…``, ``hf-hub:…``, ``local-dir:…``, or a local
-    folder holding ``open_clip_config.json``. Touches the disk only for the folder check; imports nothing."""
-    return (model.startswith((PREFIX, HUB_PREFIX, LOCAL_PREFIX))
-            or os.path.isfile(os.path.join(model, CONFIG_NAME)))
-
-
-@dataclass(frozen=True)
-class OpenClipSpec:
-    """A parsed open_clip ``--model``: what open_clip is called with, and what this machine holds of it.
-
-    ``model_name``: an architecture (``ViT-B-32``), ``hf-hub:ORG/NAME`` or ``local-dir:/abs/folder``;
-    ``pretrained``: a pretrained tag or an absolute checkpoint path (with an architecture only);
-    ``local_path``: the folder or checkpoint file on this machine, absolute (None for tags and Hub ids).
-    """
-
-    model_name: str
-    pretrained: str | None = None
-    local_path: str | None = None
-
-    @property
-    def is_checkpoint(self) -> bool:
-        return self.local_path is not None and self.pretrained is not None
-
-    @property
-    def name(self) -> str:
-        """How the model is shown and recorded: a folder by its name, a checkpoint with its architecture."""
-        if self.local_path is None:
-            return self.model_name if self.pretrained is None else f"{PREFIX}{self.model_name}/{self.pretrained}"
-        if self.is_checkpoint:
-            return f"{PREFIX}{self.model_name}/{os.path.basename(self.local_path)}"
-        return os.path.basename(self.local_path.rstrip("/\\")) or self.local_path
-
-    @property
-    def loadable(self) -> str:
-        """A ``--model`` that loads this model again from any working folder (absolute paths)."""
-        if self.is_checkpoint:
-            return f"{PREFIX}{self.model_name}/{self.local_path}"
-        return self.local_path or self.name
-
-    def fingerprint(self) -> str | None:
-        """A digest of the local files, or None for a pretrained tag / Hub id (recorded by name).
-
-        A folder is fingerprinted like any model folder (``encoder.model_fingerprint``). A checkpoint
-        file is hashed together with its architecture name: the same weights under ``ViT-B-32`` and
-        ``ViT-B-32-quickgelu`` load alike but embed differently.
-        """
-        if self.local_path is None or not os.path.exists(self.local_path):
-            return None
-        if not self.is_checkpoint:
-            from mmindex.pipeline.models.encoder import model_fingerprint
-
-            return model_fingerprint(self.local_path)
-        digest = hashlib.sha256()
-        size = 0
-        with open(self.local_path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
-        total = hashlib.sha256(f"open_clip:{self.model_name}\0{size}\0{digest.hexdigest()}\n".encode())
-        return "sha256:" + total.hexdigest()
-
-
-def parse_spec(model: str) -> OpenClipSpec:
-    """Split an open_clip ``--model`` into what open_clip's ``create_model_and_transforms`` takes; no import, no I/O
-    beyond checking whether a path exists. Raises ModelError for a spelling that names no model."""
-    rest = model[len(PREFIX):] if model.startswith(PREFIX) else model
-    if rest.startswith(HUB_PREFIX):
-        if not rest[len(HUB_PREFIX):].strip("/"):
-            raise ModelError(f"model {model!r}: name a Hub repository after hf-hub:, e.g. "
-                             "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
-        return OpenClipSpec(rest)
-    if rest.startswith(LOCAL_PREFIX) or os.path.isdir(rest):
-        folder = rest[len(LOCAL_PREFIX):] if rest.startswith(LOCAL_PREFIX) else rest
-        if not folder:
-            raise ModelError(f"model {model!r}: name a folder after local-dir:")
-        folder = os.path.abspath(os.path.expanduser(folder))
-        return OpenClipSpec(LOCAL_PREFIX + folder, local_path=folder)
-    architecture, _, pretrained = rest.partition("/")
-    if not architecture or not pretrained:
-        raise ModelError(
-            f"model {model!r}: give an open_clip architecture and its pretrained weights, "
-            "e.g. open_clip:ViT-B-32/laion2b_s34b_b79k (a pretrained tag) or open_clip:ViT-B-32/path/to/epoch_32.pt "
-            "(a checkpoint file); without weights open_clip would make a randomly initialised model"
-        )
-    if os.path.exists(pretrained) or "/" in pretrained or os.sep in pretrained or \
-            pretrained.lower().endswith(WEIGHT_SUFFIXES):
-        path = os.path.abspath(os.path.expanduser(pretrained))
-        return OpenClipSpec(architecture, pretrained=path, local_path=path)
-    return OpenClipSpec(architecture, pretrained=pretrained)
 
 
 def import_open_clip():

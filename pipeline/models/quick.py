@@ -11,7 +11,7 @@ and modification times, so a query finds the export without hashing the weights.
 ``open_bundle`` uses a bundle only when everything still holds, else returns None and the caller loads
 the model the full way (which says what is wrong, and writes a fresh bundle):
 - the model folder's files have the sizes and times they had (a changed file falls back);
-- the export is whole (``onnx_model._cache_problem``) and for the fingerprint the collection records;
+- the export is whole (``onnx_model.cache_problem``) and for the fingerprint the collection records;
 - tokenizer.json has the hash it was checked with, the tokenizer makes the recorded ids for the probe
   captions (a tokenizers upgrade that changes them falls back), and the towers give torch's probe
   vectors within the bars ``OnnxModel`` holds its export to (``onnx_model.probe_gap``).
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.models.encoder import file_signature, racy
+from mmindex.pipeline.models.identity import file_signature, racy
 from mmindex.errors import EncodeError
 from mmindex.pipeline.models.st_model import clip_pixels
 
@@ -42,63 +42,19 @@ BUNDLE = "query.json"
 TOKENIZER = "tokenizer.json"
 # The text tower's inputs and the field of a tokenizers Encoding that holds each.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-PROBE_TEXTS = ["a red circle", "蓝色的三角形", "A  Dog's\tday — déjà vu 🐕", "x"]
 
 
 # -- writing (from a loaded OnnxModel, which has torch at hand) ------------------------------------------------
 
-def write_bundle(model) -> Path | None:
-    """Write the query bundle for a loaded ``OnnxModel`` (and its folder's index entry); the bundle path, or
-    None when the model cannot have one (the reason is logged). Never raises for a bundle it cannot write."""
-    try:
-        return _write_bundle(model)
-    except OSError as error:  # a read-only cache (baked into an image): the full path still works
-        log.info("no fast query path for %s: the cache cannot be written (%s)", model.name, error)
-        return None
-    except Exception as error:  # noqa: BLE001 - an optimisation: the full query path still works
-        log.warning("no fast query path for %s: %s: %s", model.name, type(error).__name__, error)
-        return None
 
-
-def _write_bundle(model) -> Path | None:
-    folder = model_folder(model.name)
-    if folder is None:
-        log.info("no fast query path for %s: not a local folder or a model in the Hugging Face cache", model.name)
-        return None
-    signature = file_signature(folder)
-    if any(racy(mtime) for _, mtime in signature.values()):
-        log.info("no fast query path for %s yet: its files changed in the last 2 s", model.name)
-        return None
-    target = model.cache_dir / BUNDLE
-    manifest = json.loads((model.cache_dir / "manifest.json").read_text(encoding="utf-8"))
-    current = _read_json(target)
-    if not _holds(current, manifest, model):
-        bundle = _bundle_of(model, manifest)
-        if bundle is None:
-            return None
-        _write_json(target, bundle)
-    _write_json(index_path(folder, model.precision),
-                {"format": FORMAT, "model_dir": folder, "files": signature, "fingerprint": model.fingerprint,
-                 "cache_dir": str(model.cache_dir.resolve())})
-    return target
-
-
-def _holds(bundle: dict[str, Any] | None, manifest: dict[str, Any], model) -> bool:
-    """Whether an existing bundle belongs to this export and still passes its own check (on the loaded
-    model's own sessions: no second copy of the towers at start-up)."""
-    encoder, _ = _checked(bundle, manifest, model.cache_dir, model.name, model.fingerprint, model.threads,
-                          images=bool((bundle or {}).get("image")), sessions=model.sessions)
-    return encoder is not None
-
-
-def _checked(bundle: dict[str, Any] | None, manifest: dict[str, Any] | None, cache_dir: Path, name: str,
+def checked_bundle(bundle: dict[str, Any] | None, manifest: dict[str, Any] | None, cache_dir: Path, name: str,
              fingerprint: str | None, threads: int | None, images: bool,
              sessions: dict[str, Any] | None = None) -> tuple["QuickEncoder | None", str | None]:
     """(a QuickEncoder over ``bundle``, None) when it belongs to the export ``manifest`` describes, its
     tokenizer.json is the one it was checked with and it passes its probes; else (None, why not)."""
     if not bundle or bundle.get("format") != FORMAT or bundle.get("export_id") != (manifest or {}).get("export_id"):
         return None, "the bundle is stale"
-    if _sha256(cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
+    if sha256_of(cache_dir / TOKENIZER) != bundle.get("tokenizer_sha256"):
         return None, "its tokenizer.json is not the one the bundle was checked with"
     try:
         encoder = QuickEncoder(bundle, cache_dir, name, fingerprint, threads, sessions)
@@ -106,53 +62,6 @@ def _checked(bundle: dict[str, Any] | None, manifest: dict[str, Any] | None, cac
     except Exception as error:  # noqa: BLE001 - a damaged bundle: the full path rebuilds it
         failure = f"{type(error).__name__}: {error}"
     return (None, failure) if failure else (encoder, None)
-
-
-def _bundle_of(model, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """What ``open_bundle`` needs; the tokenizer is checked against transformers' ids first."""
-    twin = model.torch_backend
-    text = image = None
-    if "text" in manifest.get("inputs", {}):
-        text = _text_part(model, twin, manifest["inputs"]["text"])
-        if text is None:
-            return None
-    # The CLIP steps are there only when st_model's numpy path (clip_pixels) reproduced the model's own
-    # processor when it loaded (fast_clip_preprocessor's check); other processors take the full path.
-    steps = getattr(twin, "image_steps", None)
-    if "image" in manifest.get("inputs", {}) and steps is not None and manifest["inputs"]["image"] == ["pixel_values"]:
-        image = {"steps": asdict(steps), "image_size": twin.image_size, "center_crop": bool(twin.center_crop)}
-    return {"format": FORMAT, "export_id": manifest.get("export_id"), "fingerprint": model.fingerprint,
-            "model": model.name, "precision": model.precision, "dim": int(model.dim), "text": text, "image": image,
-            "tokenizer_sha256": _sha256(model.cache_dir / TOKENIZER)}
-
-
-def _text_part(model, twin, inputs: list[str]) -> dict[str, Any] | None:
-    tokenizer = getattr(twin, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    rule = model.text_rule
-    if backend is None or rule is None or not rule.max_length or not set(inputs) <= set(ENCODING_FIELDS):
-        log.info("no fast query path for %s: its tokenizer is not a tokenizers one, or its text tower takes %s",
-                 model.name, inputs)
-        return None
-    _write_text(model.cache_dir / TOKENIZER, backend.to_str())
-    settings = {"max_length": int(rule.max_length), "padding": rule.padding,
-                "truncation_side": getattr(tokenizer, "truncation_side", "right"),
-                "padding_side": getattr(tokenizer, "padding_side", "right"),
-                "pad_id": getattr(tokenizer, "pad_token_id", None), "pad_token": getattr(tokenizer, "pad_token", None),
-                "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0)}
-    if settings["pad_id"] is None or settings["pad_token"] is None:
-        log.info("no fast query path for %s: its tokenizer has no padding token", model.name)
-        return None
-    probes = _probe_texts(int(rule.max_length))
-    quick = _tokenizer(model.cache_dir / TOKENIZER, settings)
-    expected = None
-    for texts in (probes, probes[:1]):  # a batch (padded) and one alone
-        want = {name: value.numpy().tolist() for name, value in twin.preprocess_texts(texts).items() if name in inputs}
-        if _listed(_features(quick, texts, inputs)) != want:
-            log.info("no fast query path for %s: tokenizers alone does not reproduce transformers' ids", model.name)
-            return None
-        expected = expected or want  # the batch's ids are the ones recorded
-    return {"inputs": inputs, "settings": settings, "probes": probes, "probe_features": expected}
 
 
 # -- reading (no torch) --------------------------------------------------------------------------------------
@@ -167,14 +76,14 @@ class QuickEncoder:
 
     def __init__(self, bundle: dict[str, Any], cache_dir: Path, name: str, fingerprint: str | None,
                  threads: int | None, sessions: dict[str, Any] | None = None):
-        from mmindex.pipeline.models.onnx_model import _session
+        from mmindex.pipeline.models.onnx_model import open_session
 
         self.bundle, self.cache_dir, self.name, self.fingerprint = bundle, cache_dir, name, fingerprint
         self.precision, self.dim, self.threads = bundle["precision"], int(bundle["dim"]), threads
         self.sessions: dict[str, Any] = dict(sessions or {})  # opened on first use, unless given
-        self._session = lambda modality: _session(cache_dir / f"{modality}.onnx", threads, ["CPUExecutionProvider"])
+        self._session = lambda modality: open_session(cache_dir / f"{modality}.onnx", threads, ["CPUExecutionProvider"])
         text = bundle["text"]
-        self.tokenizer = _tokenizer(cache_dir / TOKENIZER, text["settings"])
+        self.tokenizer = load_tokenizer(cache_dir / TOKENIZER, text["settings"])
         self.image_steps = None
         if bundle.get("image"):
             from mmindex.pipeline.models.st_model import ClipImageSteps
@@ -197,7 +106,7 @@ class QuickEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         inputs = self.bundle["text"]["inputs"]
-        return self._each(list(texts), "text", lambda part: _features(self.tokenizer, part, inputs))
+        return self._each(list(texts), "text", lambda part: text_features(self.tokenizer, part, inputs))
 
     def encode_images(self, images: Sequence[Any]) -> np.ndarray:
         if self.image_steps is None:
@@ -205,10 +114,10 @@ class QuickEncoder:
         return self._each(list(images), "image", lambda part: {"pixel_values": clip_pixels(part, self.image_steps)})
 
     def _each(self, items: list, modality: str, features) -> np.ndarray:
-        from mmindex.pipeline.models.encoder import isolate, part_of
+        from mmindex.pipeline.models.backend import isolate, part_of
 
         def run(part: list) -> np.ndarray:
-            return _normalised(_run(self.tower(modality), features(part), modality, self.precision))
+            return _normalised(run_towers(self.tower(modality), features(part), modality, self.precision))
 
         vectors, failures = isolate(run, items, len(items), part_of, self.dim)
         if failures:
@@ -218,17 +127,17 @@ class QuickEncoder:
     def check(self, images: bool) -> str | None:
         """What is wrong with the bundle against its probes (ids and torch's vectors), or None."""
         from mmindex.pipeline.models.backend import TextRule
-        from mmindex.pipeline.models.onnx_model import _probe_texts as export_texts
-        from mmindex.pipeline.models.onnx_model import _probe_images, _read_probes, probe_gap
+        from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
+        from mmindex.pipeline.models.onnx_model import probe_images, read_probes, probe_gap
 
         text = self.bundle["text"]
-        got = _features(self.tokenizer, text["probes"], text["inputs"])
-        if _listed(got) != text["probe_features"]:
+        got = text_features(self.tokenizer, text["probes"], text["inputs"])
+        if listed(got) != text["probe_features"]:
             return "the tokenizer here makes other token ids than transformers did for the probe captions"
-        expected = _read_probes(self.cache_dir)
+        expected = read_probes(self.cache_dir)
         probes = {"text": export_texts(TextRule(text["settings"]["max_length"]))}
         if images:
-            probes["image"] = _probe_images()
+            probes["image"] = probe_images()
         for modality, items in probes.items():
             vectors = self.encode_texts(items) if modality == "text" else self.encode_images(items)
             want = expected.get(modality)
@@ -261,7 +170,7 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     folder = model_folder(model)
     if folder is None:
         return _none(model, "not a local folder or a model in the Hugging Face cache")
-    index = _read_json(index_path(folder, precision))
+    index = read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
         return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
     if index.get("files") != file_signature(folder):
@@ -270,17 +179,17 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
         return _none(model, "it is not the model the collection records")
     cache_dir = Path(index["cache_dir"])
-    from mmindex.pipeline.models.onnx_model import _cache_problem
+    from mmindex.pipeline.models.onnx_model import cache_problem
 
-    problem = _cache_problem(cache_dir, fingerprint)
+    problem = cache_problem(cache_dir, fingerprint)
     if problem:
         return _none(model, f"its export is not usable ({problem})")
-    bundle = _read_json(cache_dir / BUNDLE)
+    bundle = read_json(cache_dir / BUNDLE)
     if bundle and (not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision):
         return _none(model, "the bundle cannot run this query")
-    from mmindex.pipeline.models.encoder import model_display_name
+    from mmindex.pipeline.models.identity import model_display_name
 
-    encoder, failure = _checked(bundle, _read_json(cache_dir / "manifest.json"), cache_dir,
+    encoder, failure = checked_bundle(bundle, read_json(cache_dir / "manifest.json"), cache_dir,
                                 model_display_name(folder if os.path.isdir(model) else model), fingerprint, threads,
                                 images)
     if failure:
@@ -324,7 +233,7 @@ def index_path(folder: str, precision: str) -> Path:
     return default_cache_root() / "query" / f"{key}.json"
 
 
-def _tokenizer(path: Path, settings: dict[str, Any]):
+def load_tokenizer(path: Path, settings: dict[str, Any]):
     """A tokenizers ``Tokenizer`` set to truncate and pad as transformers' fast tokenizer does for this model."""
     from tokenizers import Tokenizer
 
@@ -336,12 +245,12 @@ def _tokenizer(path: Path, settings: dict[str, Any]):
     return tokenizer
 
 
-def _features(tokenizer, texts: list[str], inputs: list[str]) -> dict[str, np.ndarray]:
+def text_features(tokenizer, texts: list[str], inputs: list[str]) -> dict[str, np.ndarray]:
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
     return {name: np.asarray([getattr(e, ENCODING_FIELDS[name]) for e in encodings], dtype=np.int64) for name in inputs}
 
 
-def _run(session, features: dict[str, np.ndarray], modality: str, precision: str) -> np.ndarray:
+def run_towers(session, features: dict[str, np.ndarray], modality: str, precision: str) -> np.ndarray:
     from mmindex.pipeline.models.onnx_model import run_tower
 
     return run_tower(session, features, modality, precision)
@@ -353,18 +262,14 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _probe_texts(limit: int) -> list[str]:
-    return PROBE_TEXTS + [" ".join(["a large purple ring at the top"] * (limit // 3 + 2))]
-
-
-def _sha256(path: Path) -> str | None:
+def sha256_of(path: Path) -> str | None:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -372,19 +277,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    _write_text(path, json.dumps(value, ensure_ascii=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write by temporary file and rename: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, path)
-
-
-def _listed(features: dict[str, np.ndarray]) -> dict[str, list]:
+def listed(features: dict[str, np.ndarray]) -> dict[str, list]:
     return {name: value.tolist() for name, value in features.items()}
 
 
@@ -401,8 +294,7 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None
     if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
         return None
-    from mmindex.pipeline.models.encoder import (is_open_clip, model_display_name, model_to_load, precision_to_load,
-                                          text_model_to_load)
+    from mmindex.pipeline.models.identity import is_open_clip, model_display_name, model_to_load, precision_to_load, text_model_to_load
     from mmindex.errors import ModelError
 
     try:

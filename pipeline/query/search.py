@@ -5,13 +5,13 @@ rank; ``Hit`` is what users see of a point.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mmindex.connectors.base import SearchRequest, Store
 from mmindex.errors import FilterError, StoreError
-from mmindex.pipeline.query.where import parse_where, validate_filter
+from mmindex.pipeline.query.filters import compile_filter
+
 
 @dataclass
 class Hit:
@@ -27,29 +27,6 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "caption": self.caption,
                 "payload": self.payload, "source": self.source}
-
-
-def combine_filters(*filters: dict[str, Any] | None) -> dict[str, Any] | None:
-    """AND several Qdrant filters together."""
-    present = [f for f in filters if f]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    return {"must": present}
-
-
-def load_filter_json(text: str | None) -> dict[str, Any] | None:
-    """Parse and check a raw Qdrant filter given as JSON text (``--filter-json``); ``FilterError`` if bad."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise FilterError(f"--filter-json is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise FilterError(f"--filter-json must be a JSON object such as {{\"must\": [...]}}, not {json.dumps(value)}")
-    return validate_filter(value, "--filter-json")
 
 
 RRF_K = 60
@@ -86,8 +63,7 @@ def search(
     spec = store.spec()
     if spec is None:
         raise StoreError(f"collection {store.collection!r} does not exist; ingest into it first")
-    query_filter = combine_filters(parse_where(where, spec.payload_types) if where else None,
-                                   validate_filter(filter_json, "filter") if filter_json is not None else None)
+    query_filter = compile_filter(where, filter_json, field_types=spec.payload_types, origin="filter")
 
     def request(using: str, size: int, skip: int, payload: bool = True) -> SearchRequest:
         return SearchRequest(vector=vector, using=using, filter=query_filter, limit=size, offset=skip,

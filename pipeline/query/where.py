@@ -42,6 +42,7 @@ from typing import Any
 
 from mmindex.connectors.base import FILTER_TYPES as FIELD_TYPES
 from mmindex.errors import FilterError
+from mmindex.keys import qdrant_key
 
 # Keys mmindex itself writes into every payload, with their types (None: an object).
 SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None,
@@ -340,25 +341,6 @@ def _is_bare(name: str) -> bool:
 
 def _field_type(recorded: str | None) -> str | None:
     return recorded if recorded in FIELD_TYPES else None
-
-
-def is_raw_key(name: str) -> bool:
-    """Whether Qdrant's JSON path takes ``name`` unquoted: letters, digits, ``_`` and ``-``."""
-    return bool(name) and all(c.isalnum() or c in "_-" for c in name)
-
-
-def qdrant_key(name: str) -> str:
-    """How Qdrant's JSON path addresses the key ``name`` (quoted when it must be)."""
-    if is_raw_key(name):
-        return name
-    if '"' in name or "\\" in name:
-        raise FilterError(f"Qdrant cannot filter on a key containing a quote or backslash: {name!r}")
-    return f'"{name}"'
-
-
-def field_of_key(key: str) -> str:
-    """The payload key a Qdrant key addresses at the top level: ``"exif.make"`` → ``exif.make``."""
-    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == '"' else key
 
 
 def convert_literal(token: Token, field_type: str | None, label: str, op: str = "=") -> Any:

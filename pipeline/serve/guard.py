@@ -12,23 +12,48 @@ import hmac
 import json
 import logging
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
+
+from mmindex.pipeline.serve.errors import error_body
 
 log = logging.getLogger("mmindex.serve")
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/", "/favicon.ico")
-BODY_ROUTES = ("/search", "/search/upload", "/embed")  # the only routes that read a body
-KNOWN_ROUTES = ("/search", "/search/upload", "/embed", "/healthz", "/readyz", "/metrics", "/")
 
 
-def route_of(path: str) -> str:
-    """A path as a metrics label: the route, never the caller's own text."""
-    if path in KNOWN_ROUTES:
-        return path
-    for prefix in ("/collections/", "/thumbnails/"):
-        if path.startswith(prefix):
-            return prefix + "{id}"
-    return "other"
+@dataclass(frozen=True)
+class RouteTable:
+    """The routes as the guard sees them, taken from the router (``RouteTable.of(router.routes)``), so that a new
+    route needs no list here: ``fixed`` paths, ``prefixes`` of paths with a parameter (``/thumbnails/``), and the
+    ``body`` paths, the POST routes, the only ones whose body is read."""
+
+    fixed: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    body: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, routes) -> "RouteTable":
+        """From Starlette routes (anything with ``path`` and ``methods``)."""
+        fixed, prefixes, body = set(), [], set()
+        for route in routes:
+            path, methods = route.path, getattr(route, "methods", None) or set()
+            if "{" in path:
+                prefixes.append(path[:path.index("{")])
+            else:
+                fixed.add(path)
+                if "POST" in methods:
+                    body.add(path)
+        return cls(frozenset(fixed), tuple(sorted(set(prefixes))), frozenset(body))
+
+    def label(self, path: str) -> str:
+        """A path as a metrics label: the route, never the caller's own text."""
+        if path in self.fixed:
+            return path
+        for prefix in self.prefixes:
+            if path.startswith(prefix):
+                return prefix + "{id}"
+        return "other"
 
 
 def authorised(headers: dict[str, str], key: str) -> bool:
@@ -47,15 +72,15 @@ class Guard:
     """
 
     def __init__(self, app, max_body_bytes: int, api_key: str | None, observe: Callable[[str, int, float], None],
-                 body_timeout: float = 30.0):
+                 body_timeout: float = 30.0, routes: RouteTable = RouteTable()):
         self.app, self.max_body_bytes, self.api_key, self.observe = app, max_body_bytes, api_key, observe
-        self.body_timeout = body_timeout
+        self.body_timeout, self.routes = body_timeout, routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        route = route_of(scope["path"])
+        route = self.routes.label(scope["path"])
         status = {"code": 500}
 
         async def send_counted(message):
@@ -77,7 +102,7 @@ class Guard:
                 and not authorised(headers, self.api_key):
             return await reply(send, 401, "unauthorized",
                                "missing or wrong API key (Authorization: Bearer KEY or X-API-Key)")
-        if scope.get("method") != "POST" or scope["path"] not in BODY_ROUTES:
+        if scope.get("method") != "POST" or scope["path"] not in self.routes.body:
             return await self._call(scope, receive, send)  # no route here reads a body: none is buffered
         body = bytearray()
         try:
@@ -116,7 +141,7 @@ class Guard:
         try:
             await self.app(scope, receive, tracked)
         except Exception as failure:  # noqa: BLE001 - never a bare 500 page, never a traceback to the caller
-            log.exception("request %s %s failed", scope.get("method"), route_of(scope["path"]))
+            log.exception("request %s %s failed", scope.get("method"), self.routes.label(scope["path"]))
             if not started["done"]:
                 await reply(send, 500, "internal", f"internal error ({type(failure).__name__}); see the server log")
 
@@ -126,12 +151,10 @@ class Guard:
 
 async def reply(send, status: int, code: str, message: str, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
     """Send a JSON error ``{"error": {"code", "message"}}`` straight from ASGI."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                *extra_headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}

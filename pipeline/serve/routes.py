@@ -20,111 +20,30 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmindex.errors import (CollectionMismatchError, EncodeError, FilterError, InputError, MmindexError,
-                                     StoreError)
+from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
-from mmindex.pipeline.serve.service import ApiError, Limits, Model, Service, ServeSettings, log
-from mmindex.pipeline.serve.guard import error_body
+from mmindex.pipeline.query.filters import compile_filter
+from mmindex.pipeline.serve.errors import ApiError, error_body
+from mmindex.pipeline.serve.metrics import Metrics
+from mmindex.pipeline.serve.schemas import (
+    ERRORS,
+    LIMITS,
+    WINDOW_CEILING,
+    EmbedAnswer,
+    EmbedBody,
+    ErrorAnswer,
+    SearchAnswer,
+    SearchBody,
+)
+from mmindex.pipeline.serve.service import Model, Service, log
+from mmindex.pipeline.serve.settings import Limits, ServeSettings
 
-LIMITS = Limits()  # the documented bounds of the request models; the service's own are checked in the routes
 router = APIRouter()
 
 
-class Metrics:
-    """Prometheus metrics of one app."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("mmindex_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("mmindex_request_seconds", "Request latency", ["route"], registry=self.registry)
-        self.encode = Histogram("mmindex_encode_seconds", "Time spent encoding queries", ["kind"],
-                                registry=self.registry)
-        self.search = Histogram("mmindex_search_seconds", "Time spent in the vector store", registry=self.registry)
-        self.batch_sizes = Histogram("mmindex_encode_batch_size", "Items per model forward pass",
-                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
-
-    def request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
-
-
 # -- request and answer models ----------------------------------------------------------------
-
-WINDOW_CEILING = 100_000  # the request models' bound; --max-window (default 1,000) is checked in the route
-
-
-class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str | None = Field(None, max_length=LIMITS.max_text_chars, description="Query text (or give image).")
-    image: str | None = Field(None, description="Query image, base64-encoded bytes (JPEG, PNG, WebP, …).")
-    target: Literal["image", "text", "both"] = Field(
-        "image", description="Vectors to search: images, captions, or both fused by reciprocal rank.")
-    filter: str | dict[str, Any] | None = Field(
-        None, description="A where expression (\"year >= 2020 and color in (red, blue)\") or a raw Qdrant filter; "
-                          f"at most {LIMITS.max_filter_chars:,} characters (a raw one as JSON).")
-    limit: int = Field(10, ge=1, le=WINDOW_CEILING)
-    offset: int = Field(0, ge=0, le=WINDOW_CEILING,
-                        description="offset + limit is at most the service's --max-window (default 1,000); pages "
-                                    "are slices of one ranking.")
-    score_threshold: float | None = Field(None, ge=-1.0, le=1.0,
-                                          description="Cosine score below which hits are dropped (not with target both, "
-                                                      "whose scores are fused ranks).")
-    collection: str | None = Field(None, max_length=255, description="Default: the service's collection.")
-    like: str | None = Field(None, max_length=64,
-                             description="A point id: search with that point's image vector (more like this).")
-
-
-class Hit(BaseModel):
-    id: str
-    score: float
-    caption: str | None
-    payload: dict[str, Any]
-    source: dict[str, Any] = Field(description="Where the row came from: file name, row, relative image path.")
-    thumbnail: str | None = Field(None, description="URL path of the result's thumbnail, if it has one.")
-
-
-class SearchAnswer(BaseModel):
-    collection: str
-    target: str
-    hits: list[Hit]
-    encode_ms: float
-    search_ms: float
-
-
-class EmbedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    texts: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_texts)
-    images: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_images,
-                              description="base64-encoded image bytes")
-
-
-class EmbedAnswer(BaseModel):
-    model: str
-    text_model: str | None = None  # the text model that embedded ``texts``, when the collection has one
-    dim: int
-    texts: list[list[float]]
-    images: list[list[float]]
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorAnswer(BaseModel):
-    error: ErrorDetail
-
-
-ERRORS = {status: {"model": ErrorAnswer} for status in (400, 401, 404, 409, 413, 422, 503)}
 
 
 def _context(request: Request) -> tuple[Service, ServeSettings, Metrics]:
@@ -269,7 +188,7 @@ async def run_search(request: Request, text, image, target, filter_value, limit,
     else:
         vector = await encode_query(text, image, model, metrics)
     encoded = time.perf_counter()
-    compiled = await service.call(compile_filter, store, filter_value, settings.limits)
+    compiled = await service.call(filter_of, store, filter_value, settings.limits)
     hits = await service.call(functools.partial(search, store, vector, target, None, compiled, limit, offset,
                                                 score_threshold, fusion_depth=settings.limits.max_window))
     done = time.perf_counter()
@@ -307,28 +226,16 @@ def check_window(offset: int, limit: int, limits: Limits) -> None:
                                                 f"{limits.max_window:,} results can be paged through")
 
 
-def compile_filter(store, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
-    """A where expression or raw filter (JSON text or object) → a checked Qdrant filter, bounded in shape.
-
-    Raises FilterError (400) for an invalid filter, or one nested deeper or with more
-    conditions than the limits allow: the store evaluates each condition on every candidate.
-    """
-    from mmindex.pipeline.query.where import check_filter_shape, parse_where, validate_filter
-
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str) and value.strip().startswith("{"):
-        try:
-            value = json.loads(value)
-        except ValueError as failure:
-            raise FilterError(f"filter is not valid JSON: {failure}") from None
-    if isinstance(value, str):
+def filter_of(store, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
+    """The request's ``filter`` (a where expression, or a raw Qdrant filter as JSON text or an object) → a checked
+    Qdrant filter bounded by ``limits`` (``compile_filter``); FilterError (400) for an invalid or too large one."""
+    raw = not isinstance(value, str) or value.strip().startswith("{")
+    field_types = None
+    if not raw and value.strip():
         spec = store.spec()
-        compiled = parse_where(value, spec.payload_types if spec else None)
-    else:
-        compiled = validate_filter(value, "filter")
-    check_filter_shape(compiled, "filter", limits.max_filter_depth, limits.max_filter_conditions)
-    return compiled
+        field_types = spec.payload_types if spec else None
+    return compile_filter(None if raw else value, value if raw else None, field_types=field_types, origin="filter",
+                          max_depth=limits.max_filter_depth, max_conditions=limits.max_filter_conditions)
 
 
 def check_filter(value: Any, limits: Limits) -> None:
@@ -421,40 +328,3 @@ def public_info(info: dict[str, Any]) -> dict[str, Any]:
 
 # -- errors ------------------------------------------------------------------------------------
 
-def add_error_handlers(app) -> None:
-    """Every error the caller can cause is a 4xx with a stable code; the store's trouble is 503."""
-
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse(error_body(code, message), status_code=status)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request, exc: ApiError):
-        return error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request, exc: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-        return error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
-
-    # The project's errors, most specific first: (status, stable code). Store errors can name
-    # server paths and hosts: the caller gets a fixed message, the log the details.
-    project_errors = [(FilterError, 400, "bad_filter"), (CollectionMismatchError, 409, "model_mismatch"),
-                      (EncodeError, 400, "cannot_embed"),
-                      (InputError, 400, "bad_request"), (StoreError, 503, "store_unavailable"),
-                      (MmindexError, 400, "bad_request")]
-
-    async def project_error(request, exc: MmindexError):
-        status, code = next((s, c) for kind, s, c in project_errors if isinstance(exc, kind))
-        if isinstance(exc, StoreError):
-            log.warning("store error on %s: %s", request.url.path, exc)
-            return error(status, code, "the vector store could not answer; see the server log")
-        return error(status, code, str(exc))
-
-    for kind, _, _ in project_errors:
-        app.add_exception_handler(kind, project_error)

@@ -27,62 +27,13 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from mmindex.pipeline.config import StoreSettings
 from mmindex.errors import EncodeError, StoreError
+from mmindex.pipeline.serve.errors import ApiError
+from mmindex.pipeline.serve.settings import ServeSettings
 
 log = logging.getLogger("mmindex.serve")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for. Sizes in characters (texts, filters), pixels and counts."""
-
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_text_chars: int = 2_000  # a CLIP reads 77 tokens (~300 characters); longer is cut by the model anyway
-    max_filter_chars: int = 4_000  # a where expression, or a raw filter as JSON text
-    max_filter_depth: int = 8  # nesting of must/should/must_not (a where expression's parentheses compile to it)
-    max_filter_conditions: int = 64  # the store checks each one on every candidate point
-    body_timeout: float = 30.0  # seconds to receive a request body before 408
-    max_embed_texts: int = 64
-    max_embed_images: int = 16
-    max_query_pixels: int = 16_777_216  # 4096 × 4096; ingest's --max-pixels is 89 M
-    max_window: int = 1_000  # offset + limit, any target; "both" fuses this many candidates per vector
-    store_timeout: float = 10.0  # seconds a store call may take before the request gets 503
-
-
-@dataclass
-class ServeSettings:
-    """What the service needs: where collections live, which it may serve, the model, limits and access."""
-
-    store: StoreSettings = field(default_factory=StoreSettings)
-    collections: tuple[str, ...] = ()  # more collections clients may name (the store's collection always)
-    model: str | None = None  # default: the model of the default collection
-    text_model: str | None = None  # default: the text model the collection records (if any)
-    backend: str = "auto"  # torch, onnx or auto (Encoder)
-    precision: str | None = None  # default: the collection's
-    threads: int | None = None  # the model's intra-op threads
-    device: str = "auto"
-    api_key: str | None = None  # required on every route but health when set
-    cors_origins: tuple[str, ...] = ()
-    limits: Limits = field(default_factory=Limits)
-    batch_window_ms: float = 5.0
-    max_batch: int = 64
-    image_root: str | None = None  # thumbnails of path images are read from under this folder only
-
-    @property
-    def allowed(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((self.store.collection, *self.collections)))
-
-
-class ApiError(Exception):
-    """An error the caller can fix: an HTTP status, a stable code and a message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class Batcher:
@@ -294,56 +245,3 @@ class Service:
                 log.warning("closing a store: %s", error)
 
 
-def create_app(settings: ServeSettings, service: Service | None = None):
-    """The FastAPI application: the guard, the error handlers and the routes (``serve_api.py``).
-
-    The model loads here, once (``Service``), unless a service is passed in.
-    """
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI
-    from fastapi.middleware.cors import CORSMiddleware
-
-    from mmindex.pipeline.serve import routes as serve_api
-    from mmindex.pipeline.serve.guard import Guard
-
-    service = service or Service(settings)
-    metrics = serve_api.Metrics()
-    service.set_observer(metrics.batch_sizes.observe)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
-        service.close()  # stop the batchers, flush and close the stores
-
-    app = FastAPI(title="mmindex", version=_version(), lifespan=lifespan,
-                  description="Cross-modal search (text ↔ image) over Qdrant collections built by mmindex, and "
-                              "an embedding endpoint for other stacks.")
-    app.state.service, app.state.settings, app.state.metrics = service, settings, metrics
-    serve_api.add_error_handlers(app)
-    app.include_router(serve_api.router)
-    # Outermost first: CORS (so preflights and errors carry its headers), then the guard.
-    app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes, api_key=settings.api_key,
-                       observe=metrics.request, body_timeout=settings.limits.body_timeout)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
-    return app
-
-
-def run(settings: ServeSettings, host: str, port: int, log_level: str = "info", max_connections: int = 256) -> None:
-    """Serve on ``host:port``; past ``max_connections`` open at once, new ones get 503 (uvicorn's limit)."""
-    import uvicorn
-
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-                limit_concurrency=max_connections, timeout_keep_alive=5)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mmindex")
-    except Exception:  # noqa: BLE001
-        return "0"

@@ -60,7 +60,7 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from mmindex.pipeline.models.encoder import quiet_transformers
+    from mmindex.pipeline.models.st_model import quiet_transformers
 
     quiet_transformers()
     s = SIZES[size]

@@ -22,7 +22,8 @@ from mmindex.pipeline.models.encoder import Encoder
 from mmindex.errors import InputError, ModelError
 from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
-from mmindex.pipeline.ingest.run import IngestSummary, SourceRow
+from mmindex.pipeline.ingest.summary import IngestSummary
+from mmindex.pipeline.ingest.rows import SourceRow
 from mmindex.pipeline.ingest.source import open_source
 
 

@@ -1,0 +1,58 @@
+"""The ``mmindex`` group: the config file, MMINDEX_* variables and logging, for every command."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from mmindex import __version__
+from mmindex.errors import MmindexError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mmindex", message="%(prog)s, version %(version)s")
+@click.option("--config", "config_path", default=None, envvar="MMINDEX_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML file of settings (default: ./mmindex.toml if present). Env: MMINDEX_CONFIG.")
+@click.pass_context
+def main(ctx, config_path):
+    """mmindex: index images and captions from Parquet into Qdrant, and search across them.
+
+    \b
+    Quick start (offline, from a checkout, with the bundled demo model):
+      mmindex sample data --rows 500 --image-kind path
+      mmindex ingest data --collection shapes --model demo/shapes-clip
+      mmindex query "a blue triangle" --collection shapes --where "year >= 2020"
+      mmindex query --image data/images/shape-0000003.jpg -c shapes --target text
+      mmindex eval data --model demo/shapes-clip
+      mmindex serve -c shapes --image-root data        # a search page on http://127.0.0.1:8080/
+
+    The embedded store (Qdrant Edge, no server) lives under --data-dir; pass --url (or set
+    QDRANT_URL) to use a Qdrant server instead.
+
+    Every option can also come from the environment as MMINDEX_<OPTION> (e.g.
+    MMINDEX_BATCH_SIZE=128) or from a TOML file (--config, or ./mmindex.toml): flags win over
+    the environment, which wins over the file. `mmindex config show` prints what applies.
+    MMINDEX_LOG_LEVEL=INFO shows mmindex's own notes on stderr (e.g. why a query did not take the
+    fast path).
+    """
+    from mmindex.pipeline.config import default_map, find_config, read_config
+
+    level = os.environ.get("MMINDEX_LOG_LEVEL", "").strip().upper()
+    if level:
+        import logging
+
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("mmindex").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")
+
+    path = find_config(config_path)
+    ctx.ensure_object(dict)["config_path"] = path
+    if path:
+        try:
+            ctx.default_map = default_map(read_config(path), configurable(), path)
+        except MmindexError as error:
+            raise click.ClickException(str(error)) from error
+
+
+def configurable() -> dict[str, click.Command]:
+    """The commands a config file can set options of."""
+    return {name: command for name, command in main.commands.items() if not isinstance(command, click.Group)}

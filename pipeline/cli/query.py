@@ -1,0 +1,125 @@
+"""``mmindex query``: text and image queries against a collection, printed for people or as JSON lines."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from mmindex.pipeline.cli.format import SectionedCommand, display_width, field_order, fields_line, short, terminal_width
+from mmindex.pipeline.cli.options import STORE_SECTION, device_option, friendly_errors, inference_options, store_options
+from mmindex.pipeline.models.encoder import Runtime
+from mmindex.pipeline.models.identity import ModelChoice, model_display_name
+from mmindex.pipeline.query.queries import QueryAnswers, QueryRequest, run_queries
+
+QUERY_SECTIONS = [
+    ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
+               "model", "text_model", "device", "backend", "model_precision", "model_threads"]),
+    ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
+    STORE_SECTION,
+]
+
+
+@click.command(cls=SectionedCommand, sections=QUERY_SECTIONS)
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@click.option("--image", "image_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Query with this image file (repeatable: one query each).")
+@click.option("--target", "-t", type=click.Choice(["image", "text", "both"]), default=None,
+              help="Which vectors to search: image (default), text (captions), or both (rankings fused by "
+                   "reciprocal rank).")
+@store_options
+@click.option("--model", "-m", default=None,
+              help="Model to encode the query. Default: the one the collection was built with.")
+@click.option("--text-model", default=None,
+              help="Encode text queries with this text model, trained into the collection's image model space "
+                   "(same vector size). Default: the collection's text model, else its model.")
+@device_option("encode the queries")
+@inference_options
+@click.option("--where", "-w", default=None,
+              help="Filter, e.g. \"year >= 2020 and color in ('red', 'blue') and shape != 'star'\".")
+@click.option("--filter-json", default=None, help="A raw Qdrant filter as JSON (ANDed with --where).")
+@click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 10_000),
+              help="Hits to return per query.")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0),
+              help="Skip this many best hits first (for paging: --offset 10 --limit 10 is page 2).")
+@click.option("--fields", "fields", default=None, metavar="A,B,…",
+              help="Payload fields to show under each hit (default: the indexed fields, then the rest, cut to the "
+                   "terminal width).")
+@click.option("--score-threshold", default=None, type=float, help="Drop hits scoring below this (cosine).")
+@click.option("--exact", is_flag=True, help="Brute-force search instead of the HNSW index (slow; checks recall).")
+@click.option("--hnsw-ef", default=None, type=click.IntRange(1), help="HNSW search beam (larger: slower, more exact).")
+@click.option("--oversampling", default=2.0, show_default=True, type=click.FloatRange(1),
+              help="Quantized collections: candidates per result rescored with the full vectors.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per hit, one per line, with the query it answers and its rank.")
+@friendly_errors
+def query(texts, image_paths, target, store, model, text_model, device, backend, model_precision, model_threads, where, filter_json, limit, offset, fields, score_threshold,
+          exact, hnsw_ef, oversampling, as_json):
+    """Search a collection with TEXT or an --image, across modalities.
+
+    Several TEXTs (or --image options) run one query each, with the model loaded once;
+    each query's hits are printed under a header that names the query, the collection
+    and the filter.
+
+    \b
+    Examples:
+      mmindex query "a dog running on a beach" -c photos --limit 5 --where "year >= 2020"
+      mmindex query --image query.jpg -c photos                 # image → similar images
+      mmindex query --image query.jpg -c photos --target text   # image → captions
+      mmindex query "a red circle" "a blue square" --fields color,shape,year
+      mmindex query "a red circle" --target text --json         # text → captions, JSON lines
+      mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
+      mmindex query "海滩上的狗" -c photos --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1
+    """
+    chosen = list(dict.fromkeys(name.strip() for name in fields.split(",") if name.strip())) if fields else None
+    request = QueryRequest(texts, image_paths, target or "image", where, filter_json, limit, offset, score_threshold,
+                           exact, hnsw_ef, oversampling, chosen)
+    settings = store
+    collection = settings.collection
+    store = settings.open()
+    try:
+        result = run_queries(store, request, ModelChoice(model, text_model, model_precision),
+                             Runtime(device, backend, model_threads), settings.place)
+    finally:
+        store.close()
+    if as_json:
+        print_json_lines(result, offset, chosen)
+    else:
+        print_answers(result, request, collection)
+
+
+def print_json_lines(result: QueryAnswers, offset: int, chosen: list[str] | None) -> None:
+    """One JSON object per hit: the query, the rank and the hit (its payload cut to ``chosen`` fields)."""
+    for (kind, value), hits in result.answers:
+        for rank, hit in enumerate(hits, start=offset + 1):
+            answer = hit.to_dict()
+            if chosen:
+                answer["payload"] = {k: v for k, v in answer["payload"].items() if k in chosen}
+            click.echo(json.dumps({"query": {kind: value}, "rank": rank, **answer}, default=str, ensure_ascii=False))
+
+
+def print_answers(result: QueryAnswers, request: QueryRequest, collection: str) -> None:
+    """Each query's header (the query, what it searched, the model, the filter) and its hits, cut to the terminal."""
+    where, offset, chosen = request.where, request.offset, request.fields
+    raw_filter, indexed = result.raw_filter, [] if chosen else result.indexed_fields
+    searched = {"image": "images", "text": "captions", "both": "images and captions"}[request.target]
+    width = terminal_width()
+    for number, ((kind, value), hits) in enumerate(result.answers):
+        if number:
+            click.echo()
+        conditions = " and ".join(filter(None, [f"where {where}" if where else "",
+                                                "a raw filter" if raw_filter else ""]))
+        text_model = (f", text model {model_display_name(result.text_model)}"
+                      if kind == "text" and result.text_model else "")
+        rest = (f" → {searched} of {collection!r} (model {model_display_name(result.model)}{text_model})"
+                + (f", {conditions}" if conditions else "")
+                + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
+                + (f" from rank {offset + 1}" if offset else ""))
+        room = max(width - display_width(rest) - 8, 12)  # the query itself is cut first
+        label = repr(short(value, room)) if kind == "text" else f"image {short(value, room)}"
+        click.echo(label + rest)
+        for rank, hit in enumerate(hits, start=offset + 1):
+            shown = {**hit.payload, "caption": hit.caption} if chosen and "caption" in chosen else hit.payload
+            names = field_order(list(shown), indexed, chosen)
+            click.echo(f"{rank:>3}. {hit.score:.4f}  {short(hit.caption or '(no caption)', width - 14)}")
+            line = fields_line(shown, names, width - 6, explicit=bool(chosen))
+            click.echo(f"      {line}" if line else f"      point {hit.id}")

@@ -1,0 +1,53 @@
+"""One way from what a user writes to a checked Qdrant filter, for search, delete and the HTTP service alike: a
+``--where`` expression (compiled against the collection's recorded field types) ANDed with a raw Qdrant filter
+(JSON text or an object, checked against qdrant-client's schema), optionally bounded in shape.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mmindex.errors import FilterError
+from mmindex.pipeline.query.where import check_filter_shape, parse_where, validate_filter
+
+
+def compile_filter(where: str | None = None, raw: str | dict[str, Any] | None = None, *,
+                   field_types: dict[str, str] | None = None, origin: str = "--filter-json",
+                   max_depth: int | None = None, max_conditions: int | None = None) -> dict[str, Any] | None:
+    """``where`` AND ``raw`` → one Qdrant filter (a dict in Qdrant's filter JSON), or None when neither is given.
+
+    ``field_types``: the collection's recorded payload types (``CollectionSpec.payload_types``), which type each
+    comparison of ``where`` (None: literals are inferred and any field is accepted). ``raw``: a Qdrant filter as JSON
+    text or as an object; ``origin`` names it in messages (``--filter-json``, ``filter``). With ``max_depth`` (and
+    ``max_conditions``, None: any number) the result is bounded in nesting and condition count (the HTTP service's limits).
+    Raises ``FilterError`` naming what is wrong: an unknown field, a literal of the wrong type, invalid JSON, a
+    raw filter Qdrant would refuse, or one over the bounds.
+    """
+    compiled = combine_filters(parse_where(where, field_types), load_raw_filter(raw, origin))
+    if compiled is not None and max_depth is not None:
+        check_filter_shape(compiled, origin, max_depth, max_conditions)
+    return compiled
+
+
+def load_raw_filter(raw: str | dict[str, Any] | None, origin: str = "--filter-json") -> dict[str, Any] | None:
+    """A raw Qdrant filter (JSON text or an object) → the checked filter, or None for none or blank text."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise FilterError(f"{origin} is not valid JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise FilterError(f"{origin} must be a JSON object such as {{\"must\": [...]}}, not {json.dumps(raw)}")
+    return validate_filter(raw, origin)
+
+
+def combine_filters(*filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """AND several Qdrant filters together (None and empty ones are left out)."""
+    present = [f for f in filters if f]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return {"must": present}
