@@ -13,6 +13,8 @@ from mmindex.connectors.base import (
     Store,
     StoredPoint,
 )
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
 
 DEFAULT_DATA_DIR = "mmindex_data"
 
@@ -40,13 +42,10 @@ def open_store(
     on a server); ``ca_cert`` is a PEM file of a private CA for https:// and gRPC over TLS.
     """
     if url:
-        from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
-
         return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
                                  parallel_writes=parallel_writes, bulk_load=bulk_load, timeout=timeout,
                                  retry=RetryPolicy(retries=retries, wait=retry_wait), options=options,
                                  ca_cert=ca_cert)
-    from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 
     return QdrantEdgeStore(collection, data_dir=data_dir, options=options)
 

@@ -140,7 +140,7 @@ def model_mismatch(existing: CollectionSpec, spec: CollectionSpec, collection: s
     return (f"collection {collection!r} holds vectors of model {existing.model!r} (size {existing.dim}); "
             f"this run uses {ours}{why}. Use the model the collection was made with (a moved or copied "
             "folder with the same files is accepted), or another --collection "
-            "(README: model upgrades with aliases)")
+            "(docs/sync.md: model upgrades without downtime)")
 
 
 QUANTIZATIONS = ("int8",)

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from mmindex.connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
@@ -539,7 +541,6 @@ def _edge_match(match: dict[str, Any], key: str):
         if isinstance(value, bool):
             # qdrant-edge reads a Python bool as the integer 0 or 1 (bool is an int subclass and its
             # binding tries integers first), so `ok = true` matched nothing; numpy's bool is taken as one.
-            import numpy as np
 
             value = np.bool_(value)
         return qe.MatchValue(value)

@@ -11,11 +11,15 @@ so a retried write never duplicates a point.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
+
+import httpx
 
 from mmindex.connectors.base import (
     VECTOR_NAMES,
@@ -58,10 +62,10 @@ class RetryPolicy:
 def classify(error: BaseException) -> tuple[str, str, float | None]:
     """('transient' | 'auth' | 'fatal', a short description, a Retry-After hint) for a client error."""
     try:
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
     except ImportError:  # pragma: no cover
         return "fatal", str(error), None
-    import httpx
 
     if isinstance(error, UnexpectedResponse):
         status = error.status_code
@@ -119,6 +123,7 @@ class QdrantServerStore(LayoutOnce):
         options: CollectionOptions | None = None,
         ca_cert: str | None = None,
     ):
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import QdrantClient
 
         self.collection = collection
@@ -138,7 +143,6 @@ class QdrantServerStore(LayoutOnce):
             extra: dict[str, Any] = {}
             if ca_cert:
                 # A private CA: REST verifies with it, gRPC takes it as root certificates.
-                import ssl
 
                 try:
                     extra["verify"] = ssl.create_default_context(cafile=ca_cert)
@@ -161,6 +165,7 @@ class QdrantServerStore(LayoutOnce):
         return CollectionSpec.from_metadata(meta)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         if self.exists():
@@ -202,6 +207,7 @@ class QdrantServerStore(LayoutOnce):
 
     def create_payload_index(self, field_name: str, kind: str) -> None:
         """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         schema = models.PayloadSchemaType(kind)
@@ -216,6 +222,7 @@ class QdrantServerStore(LayoutOnce):
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         """Write points in requests bounded by bytes, several in flight at once; each waits until stored."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         if not points:
@@ -257,6 +264,7 @@ class QdrantServerStore(LayoutOnce):
         return points, (None if next_offset is None else str(next_offset))
 
     def delete(self, ids: Sequence[str]) -> None:
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         for start in range(0, len(ids), 1000):
@@ -265,6 +273,7 @@ class QdrantServerStore(LayoutOnce):
 
     def overwrite_payloads(self, payloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """One batch request per chunk (bounded by bytes like upserts), each payload to its own point."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         points = [PointRecord(point_id, {}, payload) for point_id, payload in payloads]
@@ -274,6 +283,7 @@ class QdrantServerStore(LayoutOnce):
             self._call("update payloads", self.client.batch_update_points, self.collection, operations, wait=True)
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         quantized = bool(self._layout().get("quantization"))
@@ -322,6 +332,7 @@ class QdrantServerStore(LayoutOnce):
         """With bulk_load: stop building the HNSW index while loading (Qdrant's bulk-upload recipe)."""
         if not self.bulk_load:
             return
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         description = self._call("describe collection", self.client.get_collection, self.collection)
@@ -338,6 +349,7 @@ class QdrantServerStore(LayoutOnce):
         meta = dict(self._metadata() or {})
         if "indexing_threshold_before_load" not in meta:
             return
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         threshold = meta.pop("indexing_threshold_before_load")
@@ -371,6 +383,7 @@ class QdrantServerStore(LayoutOnce):
 
     def set_alias(self, alias: str, collection: str) -> str | None:
         """Qdrant's own alias switch: the delete and the create are one atomic request."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         if not alias or "/" in alias or alias != alias.strip() or len(alias.encode()) > 255:
@@ -392,6 +405,7 @@ class QdrantServerStore(LayoutOnce):
         return before
 
     def delete_alias(self, alias: str) -> str | None:
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
         before = self.aliases().get(alias)
@@ -435,8 +449,6 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 def insecure_key(url: str | None, api_key: str | None) -> str | None:
     """Why sending ``api_key`` to ``url`` is unsafe (http:// to a non-local host), or None."""
-    from urllib.parse import urlsplit
-
     if not url or not api_key or url == ":memory:":
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -458,7 +470,9 @@ def server_filter(spec: dict[str, Any] | None):
     """Validate a Qdrant filter (REST JSON form) into qdrant-client's model."""
     if not spec:
         return None
+    # loaded with qdrant-client, only when a raw filter is checked
     from pydantic import ValidationError
+    # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
     from qdrant_client import models
 
     try:

@@ -23,8 +23,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmindex.connectors import open_store
 from mmindex.connectors.base import CollectionOptions
 from mmindex.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 DEFAULT_CONFIG_FILE = "mmindex.toml"
 ENV_PREFIX = "MMINDEX_"
@@ -48,8 +54,6 @@ class StoreSettings:
     options: CollectionOptions = field(default_factory=CollectionOptions)
 
     def open(self, **extra: Any):
-        from mmindex.connectors import open_store
-
         return open_store(self.collection, url=self.url, api_key=self.api_key, data_dir=self.data_dir,
                           prefer_grpc=self.prefer_grpc, retries=self.retries, retry_wait=self.retry_wait,
                           timeout=self.timeout, ca_cert=self.ca_cert, options=self.options, **extra)
@@ -83,10 +87,6 @@ def mask(name: str, value: Any) -> Any:
 
 def read_config(path: str) -> dict[str, Any]:
     """The parsed TOML file, with a clear error for a missing or malformed one."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)

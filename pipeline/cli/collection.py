@@ -11,9 +11,11 @@ from mmindex.pipeline.cli.options import friendly_errors, progress_interval_opti
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.collection.aliases import delete_alias, list_aliases, set_alias
 from mmindex.pipeline.collection.copy import copy_between, copy_target
+from mmindex.pipeline.collection.delete import delete_points, select_points
 from mmindex.pipeline.collection.info import describe
 from mmindex.pipeline.ingest.sync import describe_id_rule
 from mmindex.pipeline.models.identity import model_display_name
+from mmindex.pipeline.query.filters import load_raw_filter
 
 
 @click.command()
@@ -89,9 +91,6 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
       mmindex delete -c photos --where "year < 2000" --dry-run
       mmindex delete -c photos --source /srv/old-export --yes
     """
-    from mmindex.pipeline.collection.delete import delete_points, select_points
-    from mmindex.pipeline.query.filters import load_raw_filter
-
     if not (ids or point_ids or where or filter_json or source_name is not None):
         raise click.UsageError("name the points to delete: --ids, --point-ids, --where, --filter-json or --source")
     settings = store

@@ -5,7 +5,9 @@ import json
 
 import click
 
+from mmindex.connectors.qdrant_server import insecure_key
 from mmindex.pipeline.cli.main import configurable
+from mmindex.pipeline.config import mask
 
 
 @click.group("config")
@@ -28,9 +30,6 @@ def config_show(ctx, command_name, as_json):
       mmindex config show                         # what `mmindex ingest` would use
       MMINDEX_BATCH_SIZE=256 mmindex --config prod.toml config show ingest --json
     """
-    from mmindex.connectors.qdrant_server import insecure_key
-    from mmindex.pipeline.config import mask
-
     root = ctx.find_root()
     command = configurable().get(command_name)
     if command is None:

@@ -21,6 +21,7 @@ from mmindex.pipeline.cli.options import (
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.ingest.job import IngestJob, run_ingest_job
 from mmindex.pipeline.ingest.ray import RayOptions
+from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import parse_shard
 from mmindex.pipeline.ingest.summary import IngestOptions
 from mmindex.pipeline.models.identity import ModelChoice
@@ -293,8 +294,6 @@ def sample(output, rows, seed, files, width, height, image_kind, image_format, c
       mmindex sample data --rows 1000 --files 4 --width 640 --height 480
       mmindex sample heldout --rows 1000 --seed 1234 --caption-lang both
     """
-    from mmindex.pipeline.ingest.sample import write_sample
-
     paths = write_sample(output, rows=rows, seed=seed, files=files, width=width, height=height,
                          image_kind=image_kind, image_format=image_format, caption_style=caption_style,
                          start_index=start_index, caption_lang=caption_lang)

@@ -1,15 +1,57 @@
 """The ``mmindex`` group: the config file, MMINDEX_* variables and logging, for every command."""
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 
 import click
 
 from mmindex import __version__
 from mmindex.errors import MmindexError
+from mmindex.pipeline.cli.options import env_for_every_option
+from mmindex.pipeline.config import default_map, find_config, read_config
+
+# Each command and the module that holds it: a command's module (and the library behind it) is imported only when
+# that command runs, so `mmindex query` does not import the ingest engine, the trainer or the HTTP service.
+COMMANDS = {
+    "ingest": "mmindex.pipeline.cli.ingest:ingest",
+    "sample": "mmindex.pipeline.cli.ingest:sample",
+    "query": "mmindex.pipeline.cli.query:query",
+    "info": "mmindex.pipeline.cli.collection:info",
+    "delete": "mmindex.pipeline.cli.collection:delete_command",
+    "copy": "mmindex.pipeline.cli.collection:copy_command",
+    "alias": "mmindex.pipeline.cli.collection:alias_group",
+    "eval": "mmindex.pipeline.cli.models:evaluate_command",
+    "train": "mmindex.pipeline.cli.models:train_command",
+    "init-model": "mmindex.pipeline.cli.models:init_model",
+    "serve": "mmindex.pipeline.cli.serve:serve",
+    "config": "mmindex.pipeline.cli.config:config_group",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group that imports a command's module on first use (click's documented lazy-loading pattern);
+    every option of a loaded command can also come from MMINDEX_<OPTION> (``env_for_every_option``)."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            env_for_every_option(command)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mmindex", message="%(prog)s, version %(version)s")
 @click.option("--config", "config_path", default=None, envvar="MMINDEX_CONFIG", type=click.Path(dir_okay=False),
               help="TOML file of settings (default: ./mmindex.toml if present). Env: MMINDEX_CONFIG.")
@@ -35,12 +77,8 @@ def main(ctx, config_path):
     MMINDEX_LOG_LEVEL=INFO shows mmindex's own notes on stderr (e.g. why a query did not take the
     fast path).
     """
-    from mmindex.pipeline.config import default_map, find_config, read_config
-
     level = os.environ.get("MMINDEX_LOG_LEVEL", "").strip().upper()
     if level:
-        import logging
-
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("mmindex").setLevel(level if isinstance(logging.getLevelName(level), int) else "INFO")
 
@@ -55,4 +93,5 @@ def main(ctx, config_path):
 
 def configurable() -> dict[str, click.Command]:
     """The commands a config file can set options of."""
-    return {name: command for name, command in main.commands.items() if not isinstance(command, click.Group)}
+    commands = {name: main.get_command(None, name) for name in main.list_commands(None)}  # loads every command
+    return {name: command for name, command in commands.items() if not isinstance(command, click.Group)}

@@ -17,10 +17,13 @@ from mmindex.pipeline.cli.options import (
     store_options,
 )
 from mmindex.pipeline.cli.progress import open_progress
+from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.ingest.summary import IngestOptions
 from mmindex.pipeline.models.encoder import Runtime
 from mmindex.pipeline.models.identity import ModelChoice, model_display_name
 from mmindex.pipeline.training.evaluate import evaluate_models
+from mmindex.pipeline.training.scratch import build_scratch_model
+from mmindex.pipeline.training.train import TrainOptions, train
 
 
 def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
@@ -139,8 +142,6 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
       mmindex sample zh --rows 6000 --caption-style mixed --caption-lang mixed && \\
         mmindex train zh --model demo/shapes-clip --freeze image --add-char-tokens -o models/shapes-zh
     """
-    from mmindex.pipeline.training.train import TrainOptions, train
-
     if bool(model) == bool(from_scratch):
         raise click.UsageError("give exactly one of --model or --from-scratch")
     options = TrainOptions(
@@ -190,12 +191,8 @@ def init_model(output, size, texts_from, seed):
     CLIP ViT-B/32). For real use pass --model clip-ViT-B-32 (or any sentence-transformers
     CLIP) to ingest and query.
     """
-    from mmindex.pipeline.training.scratch import build_scratch_model
-
     texts: list[str] = []
     if texts_from:
-        from mmindex.pipeline.ingest.source import open_source
-
         source = open_source(list(texts_from))
         if source.mapping.caption:
             for batch in source.batches(4096):

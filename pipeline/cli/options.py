@@ -6,10 +6,13 @@ import os
 from functools import wraps
 
 import click
+import pyarrow.fs as pafs
 
 from mmindex.connectors import DEFAULT_DATA_DIR
+from mmindex.connectors.base import CollectionOptions
 from mmindex.errors import MmindexError, UsageError
 from mmindex.pipeline.cli.progress import DEFAULT_INTERVAL
+from mmindex.pipeline.config import StoreSettings, env_name
 
 EXIT_ERROR = 1
 
@@ -45,7 +48,6 @@ def store_options(function=None, *, collection_required: bool = True, layout: bo
     """
     if function is None:
         return lambda f: store_options(f, collection_required=collection_required, layout=layout)
-    from mmindex.pipeline.config import StoreSettings
 
     decorators = [
         click.option("--collection", "-c", default="default" if collection_required else None,
@@ -90,8 +92,6 @@ def store_options(function=None, *, collection_required: bool = True, layout: bo
 
     @wraps(function)
     def wrapper(*args, **kwargs):
-        from mmindex.connectors.base import CollectionOptions
-
         settings = {name: kwargs.pop(name) for name in STORE_PARAMS}
         layout_values = {name: kwargs.pop(name) for name in LAYOUT_PARAMS if name in kwargs}
         try:
@@ -165,21 +165,16 @@ def image_root_path(root: str | None) -> str | None:
     if root is None:
         return None
     if "://" in root:
-        import pyarrow.fs as pafs
-
         return pafs.FileSystem.from_uri(root)[1]
     if not os.path.isdir(root):
         raise click.BadParameter(f"{root} is not a folder", param_hint="--image-root")
     return os.path.realpath(root)
 
 
-def env_for_every_option(group: click.Group) -> None:
-    """Let every option come from MMINDEX_<OPTION_NAME> (options with their own variables keep them too)."""
-    from mmindex.pipeline.config import env_name
-
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            continue
-        for param in command.params:
+def env_for_every_option(command: click.Command) -> None:
+    """Let every option of ``command`` (of each subcommand, for a group) come from MMINDEX_<OPTION_NAME>; options
+    with their own variables keep them too."""
+    for each in getattr(command, "commands", {}).values() if isinstance(command, click.Group) else [command]:
+        for param in each.params:
             if isinstance(param, click.Option) and not param.envvar:
                 param.envvar = env_name(param.name)

@@ -138,6 +138,7 @@ class _TerminalProgress:
     """tqdm's bar with the same small interface as ``LineProgress``."""
 
     def __init__(self, desc: str, unit: str, total: int | None, stream: TextIO):
+        # tqdm: loaded only when a progress bar is drawn in a terminal
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit=unit, desc=desc, file=stream, dynamic_ncols=True)

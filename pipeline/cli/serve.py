@@ -1,6 +1,7 @@
 """``mmindex serve``: the HTTP service and its search page."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import click
@@ -14,6 +15,8 @@ from mmindex.pipeline.cli.options import (
     inference_options,
     store_options,
 )
+from mmindex.pipeline.config import mask
+from mmindex.pipeline.serve.settings import Limits, ServeSettings
 
 SERVE_SECTIONS = [
     ("Service", ["collection", "allow_collection", "model", "text_model", "device", "backend", "model_precision",
@@ -83,8 +86,6 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
       curl -s localhost:8080/search -H 'Content-Type: application/json' \\
         -d '{"text": "a blue triangle", "filter": "year >= 2020", "limit": 5}'
     """
-    from mmindex.pipeline.config import mask
-
     if store.api_key and not store.url:
         raise click.UsageError("--api-key (or QDRANT_API_KEY) is the Qdrant server's key, and this service uses the "
                                "embedded store, so it would protect nothing; to require a key from clients use "
@@ -104,12 +105,11 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
             "max_window": max_window, "store_timeout": store_timeout, "max_connections": max_connections,
         }))
         return
-    import importlib.util
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise click.ClickException("mmindex serve needs its extra: pip install 'mmindex[serve]'")
+    # app loads fastapi at import: only this path needs it
     from mmindex.pipeline.serve.app import run
-    from mmindex.pipeline.serve.settings import Limits, ServeSettings
 
     limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
                     store_timeout=store_timeout)

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import functools
 import io
+import random
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from mmindex.errors import InputError, ModelError
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image, extreme_aspect_box, shrunk_size
+from mmindex.pipeline.ingest.sample import make_row
+from mmindex.pipeline.models.encoder import pick_device
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 # Lowest cosine, image by image, between a probe's vector decoded by torchvision and by Pillow.
@@ -44,6 +50,7 @@ class GpuDecoder:
     """Decode and preprocess a batch's JPEGs with torchvision on ``device`` (None: each model replica's own)."""
 
     def __init__(self, encoder, max_pixels: int, device: str | None = None):
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         self.steps = encoder.backend.image_steps
@@ -62,6 +69,7 @@ class GpuDecoder:
     def read_rows(self, rows: list, encoder) -> tuple[list, JpegBatch | None, list]:
         """Sniff each row's image: JPEGs are kept as bytes; the rest are decoded and preprocessed by Pillow
         here (rejected as on the CPU path when they cannot be)."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         kept, rejected = [], []
@@ -93,6 +101,7 @@ class GpuDecoder:
     def features(self, batch: JpegBatch, encoder) -> tuple[dict[str, Any], dict[int, str]]:
         """Model inputs on the device for every row, and {row: reason} for images no decoder could read
         (their inputs are zeros; the caller rejects those rows at stage decode)."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         device = self.device or encoder.device
@@ -132,6 +141,7 @@ class GpuDecoder:
         """A decoded uint8 (3, H, W) image → the model's normalised input, by the CPU path's steps: the reduced
         scale Pillow's ``draft`` asks libjpeg for (here a box average), ``decode_image``'s upright turn, long-side
         cut and shrink to twice the model's side, then the processor's resize and centre crop."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         pixels = image.unsqueeze(0).float()
@@ -158,6 +168,7 @@ class GpuDecoder:
     @staticmethod
     def _resize(pixels, width: int, height: int, mode: str):
         """Antialiased, as Pillow's resize; rounded to 8 bits, as Pillow's result."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         return torch.nn.functional.interpolate(pixels, size=(height, width), mode=mode, antialias=True,
@@ -174,8 +185,6 @@ class GpuDecoder:
     def check(self, encoder) -> float:
         """Embed probe JPEGs (photo-like scenes: sizes, aspect ratios, grayscale, EXIF-rotated) by this path
         and by the CPU path; raise ModelError when any pair's cosine is under ``COSINE_BAR``. Returns the lowest."""
-        import numpy as np
-
         probes = probe_jpegs()
         images = [decode_image(data, self.image_size, self.max_pixels, self.center_crop) for data in probes]
         expected = encoder.forward(encoder.preprocess(images))
@@ -210,7 +219,6 @@ def sniff_jpeg(data: bytes, max_pixels: int) -> tuple[int, tuple[int, int]] | No
     decodes it, or rejects it)."""
     if data[:3] != b"\xff\xd8\xff" or not data[-64:].rstrip(b"\0").endswith(b"\xff\xd9"):
         return None  # not a JPEG, or one cut short or with a tail (Pillow decides whether it is whole)
-    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:  # reads the header only
@@ -233,6 +241,7 @@ def _draft_scale(width: int, height: int, side: int | None) -> int:
 
 def upright(image, orientation: int):
     """A (C, H, W) tensor turned as Pillow's ``ImageOps.exif_transpose`` turns the image (EXIF values 1-8)."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     if orientation == 2:
@@ -257,6 +266,7 @@ def _decode_jpegs(tensors: list, device: str) -> list:
     batched call, so the batch is then decoded one by one)."""
     if not tensors:
         return []
+    # the gpu/openclip extra's torchvision: only GPU decoding and open_clip load it
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
@@ -276,12 +286,6 @@ def _decode_jpegs(tensors: list, device: str) -> list:
 def probe_jpegs() -> tuple[bytes, ...]:
     """Photo-like JPEGs for the load check: landscape, portrait, large, small, a long panorama, a grayscale
     one and two with EXIF orientations (6: turned 90°, 3: 180°)."""
-    import random
-
-    from PIL import Image
-
-    from mmindex.pipeline.ingest.sample import make_row
-
     probes = []
     shapes = ((640, 480, "RGB", 1), (480, 640, "RGB", 1), (1600, 1200, "RGB", 1), (300, 200, "RGB", 1),
               (1500, 300, "RGB", 1), (800, 600, "L", 1), (640, 480, "RGB", 6), (500, 700, "RGB", 3))
@@ -330,8 +334,6 @@ def decode_problem(encoder, device: str | None = None) -> str | None:
 def check_gpu_decode_possible(device: str | None, engine: str = "local", pipelined: bool = True) -> None:
     """Refuse ``--decode gpu`` before a model loads when it cannot run: no CUDA, no torchvision, or a run
     that does not decode in the pipeline (``--engine ray``, ``--no-pipeline``). Raises ModelError or InputError."""
-    from mmindex.pipeline.models.encoder import pick_device
-
     if engine != "local" or not pipelined:
         raise InputError("--decode gpu decodes in the local pipelined ingest; "
                          + ("--engine ray decodes with Pillow in its own tasks" if engine != "local"

@@ -7,12 +7,15 @@ never raise anything but ``RejectedImage``.
 """
 from __future__ import annotations
 
+import base64
 import io
+import os
 import posixpath
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from mmindex.errors import MmindexError
@@ -107,8 +110,6 @@ def _inside(path: str, root: str) -> bool:
 
 def _real_local_path(path: str) -> str | None:
     """The symlink-free form of an absolute local path; None for other filesystems' paths."""
-    import os
-
     return os.path.realpath(path) if path.startswith("/") and os.path.exists(path) else None
 
 
@@ -218,8 +219,6 @@ THUMBNAIL_KEY = "_thumbnail"
 
 def thumbnail(image: Image.Image, size: int = 128) -> str:
     """A small JPEG of ``image`` (longest side ``size``) as base64, to store in the payload (~3–6 KB)."""
-    import base64
-
     small = image.copy()
     small.thumbnail((size, size), Image.BICUBIC)
     buffer = io.BytesIO()
@@ -253,8 +252,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    import numpy as np
-
     array = np.asarray(image.convert("I") if image.mode.startswith("I;16") else image, dtype=np.float64)
     low, high = float(array.min()), float(array.max())
     if image.mode.startswith("I;16") or (image.mode == "I" and high > 255):

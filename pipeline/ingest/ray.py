@@ -15,13 +15,22 @@ which file and row a record came from; the read tasks read row groups with pyarr
 """
 from __future__ import annotations
 
+import logging
 import pickle
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from mmindex.errors import MmindexError
+from mmindex.pipeline.ingest.rows import flag_truncated, read_batch
+from mmindex.pipeline.ingest.run import IngestRun, run_options
+from mmindex.pipeline.ingest.stages import Job, Prepared, decode_rows, embed
+from mmindex.pipeline.ingest.summary import IngestSummary, write_rejects_of
+from mmindex.pipeline.ingest.sync import finish_source, prepare_collection
+from mmindex.pipeline.models.encoder import Encoder
 
 
 @dataclass
@@ -40,11 +49,6 @@ class StoreGate:
 
     def __init__(self, settings, source, model: str, options, text_model: str | None = None,
                  encoder_options: dict[str, Any] | None = None):
-        from mmindex.pipeline.models.encoder import Encoder
-        from mmindex.pipeline.ingest.summary import IngestSummary
-        from mmindex.pipeline.ingest.run import IngestRun
-        from mmindex.pipeline.ingest.sync import prepare_collection
-
         # For the caption-length check and the collection's record; never embeds.
         self.encoder = Encoder(model, device="cpu", text_model=text_model, **(encoder_options or {}))
         self.store = settings.open()
@@ -61,8 +65,6 @@ class StoreGate:
         return self.encoder.identity, (self.encoder.image_size, self.encoder.center_crop), weights
 
     def admit(self, tally, rows) -> list:
-        from mmindex.pipeline.ingest.rows import flag_truncated
-
         flag_truncated(rows, self.encoder.captions_too_long, tally)
         return self.run.admit(tally, rows)
 
@@ -79,8 +81,6 @@ class StoreGate:
             summary.stopped_early("interrupted")
         try:
             if summary.status == "ok":
-                from mmindex.pipeline.ingest.sync import finish_source
-
                 finish_source(self.store, summary, self.options, self.run, None, self.rule_change)
             self.store.finish(optimize=optimize and summary.status == "ok")
         finally:
@@ -93,16 +93,10 @@ class EmbedActor:
 
     def __init__(self, model: str, device: str, batch_size: int, text_model: str | None = None,
                  encoder_options: dict[str, Any] | None = None):
-        from mmindex.pipeline.models.encoder import Encoder
-
         self.encoder = Encoder(model, device=device, batch_size=batch_size, text_model=text_model,
                                **(encoder_options or {}))
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from PIL import Image
-
-        from mmindex.pipeline.ingest.stages import Prepared, embed
-
         job, arrays, rejected = pickle.loads(item["job"])
         rows = job.rows
         images = [Image.fromarray(array) for array in arrays]
@@ -120,15 +114,10 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                   encoder_options: dict[str, Any] | None = None):
     """Run an ingest on Ray; returns the same ``IngestSummary`` as the local engine."""
     try:
+        # the ray extra: only --engine ray loads it
         import ray
     except ImportError:
         raise MmindexError("--engine ray needs Ray: pip install 'mmindex[ray]'") from None
-    from mmindex.pipeline.ingest.summary import write_rejects_of as _write_rejects_of
-    from mmindex.pipeline.ingest.run import run_options
-
-    import logging
-    import time
-
     started = time.perf_counter()
     options = run_options(source, options)
     if options.dry_run:
@@ -187,7 +176,7 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
     summary = ray.get(gate.finish.remote(options.optimize, stopped, error_text))
     summary.seconds = time.perf_counter() - started
     ray.kill(gate)
-    _write_rejects_of(summary, options)
+    write_rejects_of(summary, options)
     if raise_later is not None:
         failure = MmindexError(f"the Ray run failed: {error_text}")
         failure.summary = summary  # type: ignore[attr-defined]
@@ -202,10 +191,8 @@ class _Reader:
         self.source, self.units, self.model, self.options, self.gate = source, units, model, options, gate
 
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        # the ray extra: only --engine ray loads it
         import ray
-
-        from mmindex.pipeline.ingest.rows import read_batch
-        from mmindex.pipeline.ingest.stages import Job
 
         jobs = []
         unit = self.units[item["unit"]]
@@ -224,8 +211,6 @@ class _Decoder:
         self.image_size, self.center_crop, self.max_pixels = image_size, center_crop, max_pixels
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from mmindex.pipeline.ingest.stages import Job, decode_rows
-
         job = pickle.loads(item["job"])
         rows, images, rejected = decode_rows(job, self.image_size, self.max_pixels, self.center_crop)
         arrays = [np.asarray(image, dtype=np.uint8) for image in images]
@@ -234,8 +219,6 @@ class _Decoder:
 
 def _portable(options):
     """The options without what cannot cross processes (the stop event stays with the driver)."""
-    from dataclasses import replace
-
     return replace(options, stop=None)
 
 

@@ -6,11 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mmindex.pipeline.ingest.images import (
-    ImageBytes,
-    RejectedImage,
-    image_bytes,
-)
+from mmindex.pipeline.ingest.images import ImageBytes, RejectedImage, image_bytes
 from mmindex.pipeline.ingest.records import (
     clean_caption,
     column_values,

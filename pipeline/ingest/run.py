@@ -10,22 +10,21 @@ equals its inputs.
 """
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 import uuid
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
+from PIL import Image
+
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
-from mmindex.pipeline.ingest.images import (
-    THUMBNAIL_KEY,
-    RejectedImage,
-    decode_image,
-    thumbnail,
-)
-from mmindex.pipeline.ingest.rows import SourceRow, lost_rows, read_batch
+from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
+from mmindex.pipeline.ingest.rows import SourceRow, read_batch
 from mmindex.pipeline.ingest.source import Source, open_source
 from mmindex.pipeline.ingest.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
 from mmindex.pipeline.ingest.summary import (
@@ -348,11 +347,6 @@ class IngestRun:
 
 def _thumbnail_fits(stored: str, image: bytes, size: int) -> bool:
     """Whether a stored thumbnail is the one ``size`` would make of ``image`` (compared by longest side)."""
-    import base64
-    import io
-
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(base64.b64decode(stored))) as small, Image.open(io.BytesIO(image)) as big:
             return max(small.size) == min(size, max(big.size))

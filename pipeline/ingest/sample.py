@@ -11,9 +11,11 @@ import io
 import math
 import os
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
@@ -134,9 +136,6 @@ def _background(rng: random.Random, name: str, width: int, height: int) -> Image
         # Gaussian noise (sigma 40 around mid-grey, as Image.effect_noise makes), but from a seed derived
         # from this generator's state without drawing from it: effect_noise's own C generator is not
         # seeded, which made samples differ from run to run.
-        import zlib
-
-        import numpy as np
 
         noise_seed = zlib.crc32(repr(rng.getstate()[1][:8]).encode())
         values = np.random.default_rng(noise_seed).normal(128, 40, (height, width))

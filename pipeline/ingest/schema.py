@@ -29,6 +29,8 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmindex.pipeline.ingest.records import short_float
+
 
 def plain_type(arrow_type: pa.DataType) -> pa.DataType:
     """The plain type behind an encoding: dictionary → its values, large/view strings and binaries → plain."""
@@ -205,8 +207,6 @@ def convert_array(column: pa.Array, target: pa.DataType, name: str) -> tuple[pa.
         if column.type == target:
             return column, {}
     if pa.types.is_float64(target) and (pa.types.is_float32(column.type) or pa.types.is_float16(column.type)):
-        from mmindex.pipeline.ingest.records import short_float
-
         kind = column.type  # widen by value as written (0.1), not by bits (0.10000000149011612)
         return pa.array([None if v is None else short_float(v, kind) for v in column.to_pylist()], target), {}
     exact_floats = pa.types.is_floating(target) and pa.types.is_integer(column.type) and _beyond_float(column)

@@ -11,6 +11,7 @@ import fnmatch
 import glob
 import os
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
@@ -94,7 +95,6 @@ def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tupl
     """
     if not spec:
         return None
-    import os
 
     environ = os.environ if environ is None else environ
     head, _, tail = spec.partition("/")
@@ -426,8 +426,6 @@ def map_columns(
 def _read_schemas(filesystem: pafs.FileSystem, files: Sequence[str]) -> list[pa.Schema | Exception]:
     """Every file's schema (its footer only), or the error reading it; several at once, since on an
     object store each is a round trip."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def read(path: str) -> pa.Schema | Exception:
         try:
             return pq.read_schema(filesystem.open_input_file(path))

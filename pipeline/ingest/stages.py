@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import PointRecord
-from mmindex.pipeline.models.backend import isolate, part_of
-from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.ingest.gpu_decode import GpuDecoder, JpegBatch
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
+from mmindex.pipeline.models.backend import isolate, part_of
+from mmindex.pipeline.models.encoder import Encoder, _batch_size, _slice
 
 HASH_KEY = "_hash"
 _DONE = object()
@@ -120,8 +120,6 @@ def embed(prepared: Prepared, encoder: Encoder, decoder: GpuDecoder | None = Non
     poison row). A row fails if its image or its caption fails. Captions are split as text and
     tokenized again, since a part of an already padded batch keeps the batch's length.
     """
-    from mmindex.pipeline.models.encoder import _batch_size, _slice
-
     empty = np.zeros((0, encoder.dim), dtype=np.float32)
     pixels, decode_errors = prepared.images, {}
     if isinstance(pixels, JpegBatch):

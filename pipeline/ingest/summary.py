@@ -2,9 +2,10 @@
 report and the exit code the rules give it."""
 from __future__ import annotations
 
+import datetime as dt
 import json
-import signal
 import os
+import signal
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -13,10 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmindex.errors import InputError, MmindexError
-from mmindex.pipeline.ingest.images import (
-    DEFAULT_MAX_PIXELS,
-    Rejection,
-)
+from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, Rejection
 
 MISSING_CAPTION_POLICIES = ("image-only", "reject")
 
@@ -134,8 +132,6 @@ class IngestSummary:
 
 
 def utc_now() -> str:
-    import datetime as dt
-
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -8,12 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.errors import CollectionMismatchError, InputError
-from mmindex.pipeline.ingest.records import (
-    id_problem,
-    index_kind,
-    payload_types,
-    point_id_from_key,
-)
+from mmindex.pipeline.ingest.records import id_problem, index_kind, payload_types, point_id_from_key
 from mmindex.pipeline.ingest.source import CAPTION_KEY, Source
 from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary, utc_now
 from mmindex.pipeline.models.encoder import Encoder

@@ -9,11 +9,12 @@ implementation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+from PIL import Image
 
 from mmindex.errors import ModelError
 
@@ -85,8 +86,6 @@ def check_backend(backend: Backend, name: str, encode, tolerance: float) -> None
     3. the over-long caption is cut at the model's limit instead of failing.
     Raises ModelError naming the check and the difference measured.
     """
-    from PIL import Image
-
     rng = np.random.default_rng(7)
     if "text" in backend.modalities:
         short = ["a red circle", "蓝色的三角形", "x"]

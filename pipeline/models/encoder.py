@@ -8,8 +8,10 @@ Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themse
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -38,6 +40,7 @@ log = logging.getLogger("mmindex.encoder")
 
 def pick_device(requested: str | None = None) -> str:
     """The device to run on: the one asked for, else CUDA, MPS or CPU, whichever exists."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     if requested and requested != "auto":
@@ -107,8 +110,6 @@ def choose_backend(backend: str, precision: str, device: str = "cpu") -> str:
 
 def onnx_available() -> bool:
     """Whether ONNX Runtime and the torch.onnx exporter's packages (onnx, onnxscript) are installed."""
-    from importlib.util import find_spec
-
     return all(find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
 
 
@@ -125,6 +126,7 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
         write_bundle(onnx)  # what `mmindex query` needs to embed without torch (pipeline/models/quick.py)
         return onnx
     if threads:
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         torch.set_num_threads(threads)
@@ -305,6 +307,7 @@ class Encoder:
 
     def forward(self, features: dict[str, Any]) -> np.ndarray:
         """Normalised embeddings for preprocessed inputs; a CUDA out-of-memory error halves the batch."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         size = _batch_size(features)
@@ -329,6 +332,7 @@ class Encoder:
 
     def _forward(self, features: dict[str, Any], backend: "Backend | None" = None) -> np.ndarray:
         """Normalised vectors of ``features`` through ``backend`` (default: the one for its modality)."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         modality = features.get("modality", "image")
@@ -350,6 +354,7 @@ class Encoder:
 
     def _encoder_of(self, backend: "Backend"):
         """``encode(items, modality)`` through one backend, by mmindex's own path (for ``check_backend``)."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         def encode(items: list, modality: str) -> np.ndarray:
@@ -361,8 +366,6 @@ class Encoder:
 
     def spec(self) -> "CollectionSpec":
         """The collection spec these models fill: names, vector size and fingerprints."""
-        from mmindex.connectors.base import CollectionSpec
-
         return CollectionSpec(self.name, self.dim, fingerprint=self.fingerprint, text_model=self.text_name,
                               text_fingerprint=self.text_fingerprint, precision=self.precision)
 
@@ -379,8 +382,6 @@ class Encoder:
 
     def replica(self, device: str) -> "Encoder":
         """The same models on another device, for one-replica-per-GPU encoding."""
-        import copy
-
         twin = copy.copy(self)
         twin.device = pick_device(device)
         twin.backend = self.backend.replica(twin.device)

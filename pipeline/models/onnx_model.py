@@ -12,6 +12,7 @@ cache.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -26,8 +27,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from mmindex.errors import ModelError
+from mmindex.pipeline.models.identity import model_display_name, model_fingerprint
+from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
 log = logging.getLogger("mmindex.onnx")
 
@@ -74,7 +83,6 @@ class OnnxModel:
         self.providers = _providers(runtime, device)
         self.device, self.threads, self.precision = device, threads, precision
         self.name = model
-        from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
         # The torch model: preprocessing, the reference, and the oracle for the export. Kept on the CPU in fp32.
         self.torch_backend = twin = SentenceTransformerModel(model, "cpu", half=False)
@@ -116,14 +124,13 @@ class OnnxModel:
         return self.torch_backend.token_counts(texts)
 
     def embed(self, features: dict[str, Any], modality: str) -> Any:
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         return torch.from_numpy(run_tower(self.sessions[modality], features, modality, self.precision))
 
     def replica(self, device: str) -> "OnnxModel":
         """The same towers in new sessions (their own thread pools) on ``device``; the torch model is shared."""
-        import copy
-
         twin = copy.copy(self)
         twin.device, twin.providers = device, _providers(import_runtime(), device)
         twin.sessions = {modality: open_session(self.cache_dir / f"{modality}.onnx", twin.threads, twin.providers)
@@ -200,8 +207,6 @@ class OnnxModel:
         try:
             started = time.monotonic()
             if precision == "fp32":
-                from mmindex.pipeline.models.identity import model_display_name
-
                 log.warning("exporting model %s to ONNX Runtime, once (a minute for ViT-B/32 on 2 cores; cached in "
                             "%s)", model_display_name(self.name), target)
                 inputs = self._export(scratch)
@@ -224,6 +229,7 @@ class OnnxModel:
 
     def _export(self, folder: Path) -> dict[str, list[str]]:
         """Both towers with torch.onnx (the dynamo exporter), batch and sequence axes dynamic."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         quiet_exporter()
@@ -254,6 +260,7 @@ class OnnxModel:
 
     def _quantise(self, folder: Path) -> dict[str, list[str]]:
         """int8 weights, activations quantised per batch at run time (onnxruntime.quantization.quantize_dynamic)."""
+        # ONNX Runtime: loaded when a model runs on it
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         source = self._folder("fp32")
@@ -271,6 +278,7 @@ class OnnxModel:
 
     # -- the check against torch ----------------------------------------------------------------------------
     def _features(self, items: list, modality: str) -> dict[str, Any]:
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         backend = self.torch_backend
@@ -282,6 +290,7 @@ class OnnxModel:
 
     def _torch_probes(self) -> dict[str, np.ndarray]:
         """torch's vectors (the sentence-transformers forward pass) for the probes, by modality."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         vectors = {}
@@ -329,6 +338,7 @@ class _BrokenCache(Exception):
 def _tower(model, method: str, names: list[str]):
     """One tower of a transformers CLIP-style model as a module: its inputs by position → the projected embeds
     (what ``get_image_features`` / ``get_text_features`` return, as sentence-transformers uses them)."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     class Tower(torch.nn.Module):
@@ -346,6 +356,7 @@ def _tower(model, method: str, names: list[str]):
 def import_runtime():
     """onnxruntime, or a ModelError saying how to install it."""
     try:
+        # ONNX Runtime: loaded when a model runs on it
         import onnxruntime
     except ImportError as error:
         raise ModelError(f"--backend onnx needs ONNX Runtime, which is not installed: {INSTALL_HINT}") from error
@@ -389,7 +400,7 @@ def run_tower(session, features: dict[str, Any], modality: str, precision: str) 
     activation ranges from the whole input of a run, so a caption run among others would get another
     vector than alone (measured up to 0.06 in one coordinate), and a query's answer would depend on the
     queries that shared its forward pass. Images are batched (ingest's speed is in them): an int8 image
-    vector depends slightly on its batch-mates (README, "ONNX Runtime and int8").
+    vector depends slightly on its batch-mates (docs/throughput-and-gpus.md, "ONNX Runtime and int8").
     """
     size = min((len(value) for value in features.values() if hasattr(value, "shape")), default=0)
     if precision == "fp32" or modality != "text" or size <= 1:  # one caption alone has no batch padding
@@ -439,11 +450,10 @@ def _towers_of(backend, model: str) -> dict[str, str]:
 
 def _fingerprint(model: str, module) -> str:
     """The model folder's fingerprint, or for a Hub id a digest of its loaded weights."""
-    from mmindex.pipeline.models.identity import model_fingerprint
-
     found = model_fingerprint(model)
     if found:
         return found
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     digest = hashlib.sha256()
@@ -454,8 +464,6 @@ def _fingerprint(model: str, module) -> str:
 
 
 def probe_images() -> list:
-    from PIL import Image
-
     rng = np.random.default_rng(11)
     sizes = ((61, 93), (240, 200))
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
@@ -528,7 +536,9 @@ def cache_problem(folder: Path, fingerprint: str) -> str | None:
 def _write_manifest(folder: Path, model: OnnxModel, precision: str, inputs: dict[str, list[str]],
                     seconds: float) -> str:
     """Written last: a folder whose manifest lists every file at its size is a finished export. Returns its id."""
+    # ONNX Runtime: loaded when a model runs on it
     import onnxruntime
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     written = [p for p in sorted(folder.iterdir()) if p.is_file()]
@@ -568,9 +578,7 @@ def _publish(scratch: Path, target: Path) -> None:
 def _export_lock(folder: Path):
     """One exporter at a time per cache folder, across processes (an OS file lock, released if killed)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename alone keeps the cache whole
+    if fcntl is None:  # Windows: the atomic rename alone keeps the cache whole
         yield
         return
     with open(folder.parent / f".{folder.name}.lock", "a+") as handle:

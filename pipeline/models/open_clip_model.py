@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import os
 import threading
 from typing import Any, Sequence
@@ -29,6 +30,7 @@ INSTALL_HINT = ("pip install 'mmindex[openclip]' (it installs open_clip_torch an
 def import_open_clip():
     """open_clip, or a ModelError saying how to install it (it needs a torchvision matching torch)."""
     try:
+        # the openclip extra: loaded only for an open_clip model
         import open_clip
     except ModuleNotFoundError as error:
         if error.name not in ("open_clip", "torchvision"):
@@ -37,6 +39,7 @@ def import_open_clip():
         raise ModelError(f"open_clip models need the open_clip_torch package (and torchvision), which is not "
                          f"installed: {INSTALL_HINT}") from error
     except Exception as error:  # e.g. a torchvision built for another torch: "operator torchvision::nms does not exist"
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         raise ModelError(
@@ -58,6 +61,7 @@ class OpenClipModel:
     modalities = frozenset({"image", "text"})
 
     def __init__(self, spec: str, device: str, half: bool = False):
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         self.spec = parse_spec(spec)
@@ -84,6 +88,7 @@ class OpenClipModel:
         dim = getattr(self.module.visual, "output_dim", None)
         if dim:
             return int(dim)
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         with torch.inference_mode():  # a timm tower does not say; one short caption does
@@ -94,6 +99,7 @@ class OpenClipModel:
         return next(self.module.parameters()).device
 
     def preprocess_images(self, images: Sequence[Any]) -> dict[str, Any]:
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         tensors = [self.transform(image) for image in images]  # torchvision's eval transforms keep no state
@@ -118,6 +124,7 @@ class OpenClipModel:
     def reference(self, items: Sequence[Any], modality: str) -> np.ndarray | None:
         """open_clip's README path, one item at a time: ``preprocess(image).unsqueeze(0)`` → ``encode_image``,
         ``tokenizer([text])`` → ``encode_text``; L2-normalised."""
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         device = self._module_device()
@@ -168,6 +175,7 @@ def _check_can_load(open_clip, spec: OpenClipSpec, given: str) -> None:
         )
     if spec.is_checkpoint:
         return
+    # the openclip extra: loaded only for an open_clip model
     from open_clip.pretrained import get_pretrained_cfg
 
     pretrained = get_pretrained_cfg(architecture, spec.pretrained)
@@ -193,8 +201,6 @@ def _check_can_load(open_clip, spec: OpenClipSpec, given: str) -> None:
 
 def _load(open_clip, spec: OpenClipSpec, given: str, device: str, half: bool):
     """open_clip's model, validation transform and tokenizer, or a ModelError naming what failed."""
-    import logging
-
     hidden = logging.root.manager.disable
     # open_clip logs its failures on the root logger before raising; the ModelError below says it once.
     logging.disable(max(hidden, logging.ERROR))
@@ -210,6 +216,7 @@ def _load(open_clip, spec: OpenClipSpec, given: str, device: str, half: bool):
             hint = (f" Is {os.path.basename(spec.local_path)} a checkpoint of architecture {spec.model_name!r}? Its "
                     "weights must fit that architecture (open_clip.list_models() names them).")
         if spec.local_path is None:
+            # loaded with the model libraries, only when a model is looked up
             from huggingface_hub import constants
 
             hint = (" The weights come from the Hugging Face Hub"
@@ -225,6 +232,7 @@ def _load(open_clip, spec: OpenClipSpec, given: str, device: str, half: bool):
 
 def _token_counter(tokenizer):
     """A function counting each text's tokens before truncation, special tokens included, the way ``tokenizer`` does."""
+    # the openclip extra: loaded only for an open_clip model
     from open_clip.tokenizer import HFTokenizer, SigLipTokenizer, SimpleTokenizer, basic_clean, canonicalize_text
 
     if isinstance(tokenizer, SimpleTokenizer):  # start + BPE tokens + end

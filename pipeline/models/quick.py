@@ -24,16 +24,26 @@ import json
 import logging
 import os
 import time
-import uuid
-from dataclasses import asdict
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from mmindex.pipeline.models.identity import file_signature, racy
-from mmindex.errors import EncodeError
-from mmindex.pipeline.models.st_model import clip_pixels
+from mmindex.errors import EncodeError, ModelError
+from mmindex.pipeline.models.backend import TextRule, isolate, part_of
+from mmindex.pipeline.models.identity import (
+    file_signature,
+    is_open_clip,
+    model_display_name,
+    model_to_load,
+    precision_to_load,
+    text_model_to_load,
+)
+from mmindex.pipeline.models.onnx_model import cache_problem, default_cache_root, open_session, probe_gap, probe_images
+from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
+from mmindex.pipeline.models.onnx_model import read_probes, run_tower
+from mmindex.pipeline.models.st_model import ClipImageSteps, clip_pixels
 
 log = logging.getLogger("mmindex.quick")
 
@@ -76,8 +86,6 @@ class QuickEncoder:
 
     def __init__(self, bundle: dict[str, Any], cache_dir: Path, name: str, fingerprint: str | None,
                  threads: int | None, sessions: dict[str, Any] | None = None):
-        from mmindex.pipeline.models.onnx_model import open_session
-
         self.bundle, self.cache_dir, self.name, self.fingerprint = bundle, cache_dir, name, fingerprint
         self.precision, self.dim, self.threads = bundle["precision"], int(bundle["dim"]), threads
         self.sessions: dict[str, Any] = dict(sessions or {})  # opened on first use, unless given
@@ -86,8 +94,6 @@ class QuickEncoder:
         self.tokenizer = load_tokenizer(cache_dir / TOKENIZER, text["settings"])
         self.image_steps = None
         if bundle.get("image"):
-            from mmindex.pipeline.models.st_model import ClipImageSteps
-
             steps = bundle["image"]["steps"]
             self.image_steps = ClipImageSteps(**{**steps, "mean": tuple(steps["mean"]), "std": tuple(steps["std"])})
 
@@ -114,8 +120,6 @@ class QuickEncoder:
         return self._each(list(images), "image", lambda part: {"pixel_values": clip_pixels(part, self.image_steps)})
 
     def _each(self, items: list, modality: str, features) -> np.ndarray:
-        from mmindex.pipeline.models.backend import isolate, part_of
-
         def run(part: list) -> np.ndarray:
             return _normalised(run_towers(self.tower(modality), features(part), modality, self.precision))
 
@@ -126,10 +130,6 @@ class QuickEncoder:
 
     def check(self, images: bool) -> str | None:
         """What is wrong with the bundle against its probes (ids and torch's vectors), or None."""
-        from mmindex.pipeline.models.backend import TextRule
-        from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
-        from mmindex.pipeline.models.onnx_model import probe_images, read_probes, probe_gap
-
         text = self.bundle["text"]
         got = text_features(self.tokenizer, text["probes"], text["inputs"])
         if listed(got) != text["probe_features"]:
@@ -163,7 +163,6 @@ def open_bundle(model: str, precision: str, recorded_fingerprint: str | None, *,
 def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, images: bool,
                  threads: int | None) -> QuickEncoder | None:
     started = time.monotonic()
-    from importlib.util import find_spec
 
     if find_spec("onnxruntime") is None or find_spec("tokenizers") is None:
         return _none(model, "ONNX Runtime or tokenizers is not installed")
@@ -179,7 +178,6 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
         return _none(model, "it is not the model the collection records")
     cache_dir = Path(index["cache_dir"])
-    from mmindex.pipeline.models.onnx_model import cache_problem
 
     problem = cache_problem(cache_dir, fingerprint)
     if problem:
@@ -187,7 +185,6 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     bundle = read_json(cache_dir / BUNDLE)
     if bundle and (not bundle.get("text") or (images and not bundle.get("image")) or bundle.get("precision") != precision):
         return _none(model, "the bundle cannot run this query")
-    from mmindex.pipeline.models.identity import model_display_name
 
     encoder, failure = checked_bundle(bundle, read_json(cache_dir / "manifest.json"), cache_dir,
                                 model_display_name(folder if os.path.isdir(model) else model), fingerprint, threads,
@@ -213,6 +210,7 @@ def model_folder(model: str) -> str | None:
         return os.path.abspath(model)
     if model.startswith(("/", ".", "~")) or model.count("/") > 1 or ":" in model:
         return None
+    # loaded with the model libraries, only when a model is looked up
     from huggingface_hub import try_to_load_from_cache
 
     for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
@@ -227,14 +225,13 @@ def model_folder(model: str) -> str | None:
 
 
 def index_path(folder: str, precision: str) -> Path:
-    from mmindex.pipeline.models.onnx_model import default_cache_root
-
     key = hashlib.sha256(f"{folder}\0{precision}".encode()).hexdigest()[:32]
     return default_cache_root() / "query" / f"{key}.json"
 
 
 def load_tokenizer(path: Path, settings: dict[str, Any]):
     """A tokenizers ``Tokenizer`` set to truncate and pad as transformers' fast tokenizer does for this model."""
+    # loaded only when the fast query path embeds text
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
@@ -251,8 +248,6 @@ def text_features(tokenizer, texts: list[str], inputs: list[str]) -> dict[str, n
 
 
 def run_towers(session, features: dict[str, np.ndarray], modality: str, precision: str) -> np.ndarray:
-    from mmindex.pipeline.models.onnx_model import run_tower
-
     return run_tower(session, features, modality, precision)
 
 
@@ -294,9 +289,6 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None
     if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
         return None
-    from mmindex.pipeline.models.identity import is_open_clip, model_display_name, model_to_load, precision_to_load, text_model_to_load
-    from mmindex.errors import ModelError
-
     try:
         if text_model_to_load(meta, text_model) is not None:
             return None

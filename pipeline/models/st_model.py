@@ -13,15 +13,17 @@ What sentence-transformers leaves to the caller, this module decides from the mo
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
-from mmindex.pipeline.models.backend import TextRule
 from mmindex.errors import ModelError
+from mmindex.pipeline.models.backend import TextRule
 
 # Model types (config.json "model_type") whose text tower must see captions padded to the full length.
 FIXED_LENGTH_TEXT = {"siglip": 64, "siglip2": 64}
@@ -87,8 +89,6 @@ class SentenceTransformerModel:
 
     def replica(self, device: str) -> "SentenceTransformerModel":
         """The same model on another device (a deep copy of the weights; the tokenizer lock is shared)."""
-        import copy
-
         twin = copy.copy(self)
         twin.st = twin.module = copy.deepcopy(self.st).to(device)
         return twin
@@ -100,6 +100,7 @@ class SentenceTransformerModel:
         model (its output is what ``get_*_features`` returns); None for anything else (a text-only
         model with pooling and dense layers has no other reference than itself).
         """
+        # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         first = self.st[0]
@@ -169,7 +170,9 @@ def _modality_names(modalities) -> set[str]:
 
 def load_model(model: str, device: str, half: bool = False):
     """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from sentence_transformers import SentenceTransformer
 
     quiet_transformers()
@@ -184,6 +187,7 @@ def load_model(model: str, device: str, half: bool = False):
         if "sentencepiece" in text.lower() or "SentencePiece" in text:
             hint = " The model's tokenizer needs the sentencepiece package: pip install sentencepiece."
         elif not os.path.isdir(model):
+            # loaded with the model libraries, only when a model is looked up
             from huggingface_hub import constants
 
             offline = bool(constants.HF_HUB_OFFLINE)
@@ -202,6 +206,7 @@ def load_model(model: str, device: str, half: bool = False):
 
 def quiet_transformers() -> None:
     """Hide transformers' per-file progress bars; mmindex shows its own progress."""
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -277,8 +282,8 @@ def fast_clip_preprocessor(model, steps: ClipImageSteps | None = None):
     It is used only if it reproduces the model's processor on test images (max abs
     difference < 1e-4 after normalisation); otherwise the processor itself is used.
     """
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
-    from PIL import Image
 
     steps = steps or clip_image_steps(model)
     if steps is None:

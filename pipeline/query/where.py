@@ -478,7 +478,9 @@ def validate_filter(spec: Any, origin: str = "--filter-json") -> dict[str, Any] 
         return None
     if not isinstance(spec, dict):
         raise FilterError(f"{origin} must be a JSON object such as {{\"must\": [...]}}, not {type(spec).__name__}")
+    # loaded with qdrant-client, only when a raw filter is checked
     from pydantic import ValidationError
+    # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
     from qdrant_client.http import models
 
     check_filter_shape(spec, origin, max_depth=32, max_conditions=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -63,8 +64,6 @@ def run(settings: ServeSettings, host: str, port: int, log_level: str = "info", 
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("mmindex")
     except Exception:  # noqa: BLE001
         return "0"

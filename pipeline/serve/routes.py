@@ -15,6 +15,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
 from mmindex.pipeline.query.filters import compile_filter
+from mmindex.pipeline.query.search import search
 from mmindex.pipeline.serve.errors import ApiError, error_body
 from mmindex.pipeline.serve.metrics import Metrics
 from mmindex.pipeline.serve.schemas import (
@@ -161,6 +163,7 @@ async def readyz(request: Request):
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 async def metrics_route(request: Request):
+    # the serve extra: only `mmindex serve` loads it
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -168,8 +171,6 @@ async def metrics_route(request: Request):
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page():
-    from pathlib import Path
-
     return HTMLResponse((Path(__file__).parent / "web" / "index.html").read_text())
 
 
@@ -177,8 +178,6 @@ async def page():
 
 async def run_search(request: Request, text, image, target, filter_value, limit, offset, score_threshold,
                      collection, like: str | None = None) -> dict:
-    from mmindex.pipeline.query.search import search
-
     service, settings, metrics = _context(request)
     name = collection or settings.store.collection
     store, model = await service.call(service.checked, name)

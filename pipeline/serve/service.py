@@ -27,9 +27,12 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
+from mmindex.connectors.base import model_mismatch
 from mmindex.errors import EncodeError, StoreError
+from mmindex.pipeline.models.encoder import encoder_for
 from mmindex.pipeline.serve.errors import ApiError
 from mmindex.pipeline.serve.settings import ServeSettings
 
@@ -169,8 +172,6 @@ class Service:
         Raises CollectionMismatchError when a --model given is not the collection's: the service
         would otherwise start, say it is ready, and answer every search with 409.
         """
-        from mmindex.pipeline.models.encoder import encoder_for
-
         settings = self.settings
         # The model's threads are given (one per core unless --model-threads says otherwise) so that ONNX Runtime's
         # idle threads sleep instead of spinning: the HTTP server and the store need the same cores between
@@ -187,8 +188,6 @@ class Service:
 
         A name the service was not given is 404 and never opened.
         """
-        from dataclasses import replace
-
         if name not in self.settings.allowed:
             raise ApiError(404, "unknown_collection", f"collection {name!r} is not served here")
         with self.store_lock:
@@ -219,8 +218,6 @@ class Service:
             if self._fills(model, spec):
                 return model
         if name != self.settings.store.collection or self.settings.model:
-            from mmindex.connectors.base import model_mismatch
-
             raise ApiError(409, "model_mismatch", model_mismatch(spec, self.encoder.spec(), name))
         with self.model_lock:
             if not self._fills(self.current, spec):

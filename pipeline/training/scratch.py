@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from mmindex.errors import ModelError
+from mmindex.pipeline.models.st_model import quiet_transformers
 
 BASE_WORDS = (
     "a an the of on in at with and or to from by for is are this that photo picture image of "
@@ -55,12 +56,16 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
     """Write a randomly initialised CLIP of ``size`` to ``output``; returns the folder."""
     if size not in SIZES:
         raise ModelError(f"unknown scratch model size {size!r}; choose one of {', '.join(SIZES)}")
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from sentence_transformers import SentenceTransformer
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from mmindex.pipeline.models.st_model import quiet_transformers
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     quiet_transformers()
     s = SIZES[size]
@@ -95,7 +100,10 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
 
 
 def _train_tokenizer(texts: list[str], vocab_size: int, max_tokens: int):
+    # loaded only when the fast query path embeds text
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from transformers import PreTrainedTokenizerFast
 
     # transformers' CLIP pools the text at the first end-of-text token, except when its id

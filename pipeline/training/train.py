@@ -8,6 +8,7 @@ and new characters given tokens of their own, to teach a trained model another l
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -18,13 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mmindex.pipeline.models.encoder import Encoder
 from mmindex.errors import InputError, ModelError
-from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
-from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.ingest.rows import SourceRow
 from mmindex.pipeline.ingest.source import open_source
+from mmindex.pipeline.ingest.summary import IngestSummary
+from mmindex.pipeline.models.encoder import Encoder
+from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
+from mmindex.pipeline.training.scratch import build_scratch_model
 
 
 @dataclass
@@ -102,6 +104,7 @@ def train(
     command: str = "",
 ) -> TrainReport:
     """Train on ``inputs``; the best epoch's model is written to ``output``."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     options = options or TrainOptions()
@@ -121,8 +124,6 @@ def train(
     with tempfile.TemporaryDirectory() as scratch_dir:
         start = model
         if options.from_scratch:
-            from mmindex.pipeline.training.scratch import build_scratch_model
-
             start = build_scratch_model(Path(scratch_dir) / "start", size=options.from_scratch,
                                         texts=[r.caption for r in train_rows], seed=options.seed)
         encoder = Encoder(start, device=options.device, batch_size=256, half=False)
@@ -175,6 +176,7 @@ def add_char_tokens(encoder, clip, captions: Sequence[str]) -> list[str]:
     the text tower has few positions. Each new embedding starts at the mean of the
     embeddings of the pieces it replaces. Returns the characters added.
     """
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     tokenizer = encoder.model[0].processor.tokenizer
@@ -196,6 +198,7 @@ def add_char_tokens(encoder, clip, captions: Sequence[str]) -> list[str]:
 
 
 def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_step, on_epoch, command):
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     device = torch.device(encoder.device)
@@ -256,7 +259,9 @@ def clip_loss(clip, pixels, input_ids, attention, image_features=None):
 
     ``image_features`` (the image tower's output, precomputed) stand in for ``pixels``.
     """
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
+    # torch takes seconds to import: only code that runs a model loads it
     import torch.nn.functional as F
 
     image = image_features if image_features is not None else _features(clip.get_image_features(pixel_values=pixels))
@@ -295,6 +300,7 @@ class PairDataset:
 
 def _image_features(encoder, clip, rows, options) -> list:
     """Each row's image features (None for an image that does not decode), from the frozen image tower."""
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     module = encoder.model[0]
@@ -327,6 +333,7 @@ class FeatureDataset:
 
 
 def _loader(encoder, rows, options, cached=None):
+    # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     module = encoder.model[0]
@@ -352,8 +359,6 @@ def _loader(encoder, rows, options, cached=None):
 
 
 def _save(encoder, output: Path, report: TrainReport, options: TrainOptions, command: str) -> None:
-    import copy
-
     model = encoder.model
     if options.save_half:
         model = copy.deepcopy(model).half()
