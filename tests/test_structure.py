@@ -183,3 +183,16 @@ def test_imports_inside_functions_are_for_heavy_libraries_with_a_reason():
             elif not any("#" in lines[number] for number in (node.lineno - 2, node.lineno - 1, node.end_lineno - 1)):
                 wrong.append(f"{where}: say why it is imported here, in a comment on the line or the line above")
     assert wrong == []
+
+
+def test_private_names_stay_in_their_module():
+    """A name with a leading underscore is its module's own: another module importing it means the two share a
+    piece that belongs in one place, public."""
+    table = modules()
+    crossing = []
+    for name, path in table.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mmindex"):
+                crossing += [f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{alias.name}"
+                             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert crossing == []

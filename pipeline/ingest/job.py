@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Sequence
 
-from mmindex.errors import InputError
+from mmindex.errors import UsageError
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.gpu_decode import check_gpu_decode_possible
 from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
@@ -62,10 +62,10 @@ class IngestJob:
 
     def check(self) -> None:
         """Refuse what can only fail, before anything is opened: devices that are not devices, GPU decoding where it
-        cannot run. Raises InputError or ModelError."""
+        cannot run. Raises UsageError or ModelError."""
         for name in self.options.devices:  # e.g. "cpu+cpu" (devices are separated by commas)
             if not DEVICE.fullmatch(name):
-                raise InputError(f"--devices: {name!r} is not a device; give devices separated by commas, such as "
+                raise UsageError(f"--devices: {name!r} is not a device; give devices separated by commas, such as "
                                  "cuda:0,cuda:1 or cpu,cpu")
         if self.options.decode == "gpu":
             device = self.options.devices[0] if self.options.devices else self.device

@@ -21,8 +21,8 @@ import numpy as np
 from mmindex.connectors.base import PointRecord
 from mmindex.pipeline.ingest.gpu_decode import GpuDecoder, JpegBatch
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
-from mmindex.pipeline.models.backend import isolate, part_of
-from mmindex.pipeline.models.encoder import Encoder, _batch_size, _slice
+from mmindex.pipeline.models.backend import batch_size_of, isolate, part_of, slice_features
+from mmindex.pipeline.models.encoder import Encoder
 
 HASH_KEY = "_hash"
 _DONE = object()
@@ -124,7 +124,7 @@ def embed(prepared: Prepared, encoder: Encoder, decoder: GpuDecoder | None = Non
     pixels, decode_errors = prepared.images, {}
     if isinstance(pixels, JpegBatch):
         pixels, decode_errors = decoder.features(pixels, encoder)
-    images, image_errors = (isolate(encoder.forward, pixels, _batch_size(pixels), _slice,
+    images, image_errors = (isolate(encoder.forward, pixels, batch_size_of(pixels), slice_features,
                                     encoder.dim) if pixels is not None else (empty, {}))
     captions = [prepared.rows[i].caption for i in prepared.captioned]
 

@@ -165,3 +165,19 @@ def part_of(items: list, start: int, stop: int) -> list:
 def _is_out_of_memory(error: BaseException) -> bool:
     torch = sys.modules.get("torch")  # not imported by the fast query path, whose errors are never torch's
     return torch is not None and isinstance(error, torch.OutOfMemoryError)
+
+
+def batch_size_of(features: dict[str, Any]) -> int:
+    """Rows in a batch of model features: the first dimension of its first array (0 for none)."""
+    for value in features.values():
+        if hasattr(value, "shape") and len(value.shape) > 0:
+            return int(value.shape[0])
+    return 0
+
+
+def slice_features(features: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Rows ``start:stop`` of a batch of model features (arrays sliced, other values kept): ``isolate``'s ``part``."""
+    return {
+        key: value[start:stop] if hasattr(value, "shape") and len(value.shape) > 0 else value
+        for key, value in features.items()
+    }

@@ -18,7 +18,7 @@ import numpy as np
 
 from mmindex.connectors.base import CollectionSpec, model_mismatch
 from mmindex.errors import CollectionMismatchError, EncodeError, ModelError
-from mmindex.pipeline.models.backend import check_backend, isolate, part_of
+from mmindex.pipeline.models.backend import batch_size_of, check_backend, isolate, part_of, slice_features
 from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.identity import (
     DEFAULT_MODEL,
@@ -310,7 +310,7 @@ class Encoder:
         # torch takes seconds to import: only code that runs a model loads it
         import torch
 
-        size = _batch_size(features)
+        size = batch_size_of(features)
         if size == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.max_forward and size > self.max_forward:
@@ -328,7 +328,7 @@ class Encoder:
             return self._forward_in_parts(features, size, self.max_forward)
 
     def _forward_in_parts(self, features: dict[str, Any], size: int, part: int) -> np.ndarray:
-        return np.concatenate([self.forward(_slice(features, start, start + part)) for start in range(0, size, part)])
+        return np.concatenate([self.forward(slice_features(features, start, start + part)) for start in range(0, size, part)])
 
     def _forward(self, features: dict[str, Any], backend: "Backend | None" = None) -> np.ndarray:
         """Normalised vectors of ``features`` through ``backend`` (default: the one for its modality)."""
@@ -389,20 +389,6 @@ class Encoder:
         twin.model = getattr(twin.backend, "st", None)
         twin.max_forward, twin.oom_retries = None, 0
         return twin
-
-
-def _batch_size(features: dict[str, Any]) -> int:
-    for value in features.values():
-        if hasattr(value, "shape") and len(value.shape) > 0:
-            return int(value.shape[0])
-    return 0
-
-
-def _slice(features: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
-    return {
-        key: value[start:stop] if hasattr(value, "shape") and len(value.shape) > 0 else value
-        for key, value in features.items()
-    }
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 import mmindex
-from mmindex.errors import CollectionMismatchError, InputError
+from mmindex.errors import CollectionMismatchError, UsageError
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest import job as job_module
 from mmindex.pipeline.ingest import run as run_module
@@ -85,7 +85,7 @@ def test_a_recorded_model_folder_with_other_files_is_named_before_loading(tmp_pa
 def test_the_job_refuses_a_device_list_that_is_not_one(tmp_path, sample_dir, tiny_model):
     job = IngestJob([str(sample_dir)], StoreSettings(collection="c", data_dir=str(tmp_path / "store")),
                     ModelChoice(tiny_model), IngestOptions(devices=["cpu+cpu"]))
-    with pytest.raises(InputError, match="cpu\\+cpu"):
+    with pytest.raises(UsageError, match="cpu\\+cpu"):
         run_ingest_job(job)
     assert not (tmp_path / "store").exists()  # refused before the store was opened
 

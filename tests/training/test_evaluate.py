@@ -1,0 +1,86 @@
+"""Retrieval metrics: exact on hand-made embeddings, groups, and store vs in-memory agreement."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
+from mmindex.pipeline.ingest.run import ingest
+from mmindex.pipeline.ingest.sample import write_sample
+from mmindex.pipeline.ingest.source import open_source
+
+
+def test_metrics_from_known_ranks():
+    m = metrics_from_ranks("text→image", [1, 2, 6, math.inf])
+    assert m.queries == 4
+    assert m.recall == {1: 0.25, 5: 0.5, 10: 0.75}
+    assert m.mrr == pytest.approx((1 + 1 / 2 + 1 / 6 + 0) / 4)
+    assert m.median_rank == 4.0
+    assert m.to_dict()["recall@5"] == 0.5
+
+
+def unit(*rows):
+    array = np.asarray(rows, dtype=np.float32)
+    return array / np.linalg.norm(array, axis=1, keepdims=True)
+
+
+def test_exact_ranks_on_hand_made_embeddings():
+    documents = unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    # query 0 is nearest doc 0; query 1 is nearest doc 0, then doc 1; query 2: docs 0, 1, then 2.
+    queries = unit([1, 0, 0], [1, 0.5, 0], [1, 0.8, 0.1])
+    ranks = exact_ranks(queries, documents, np.array([0, 1, 2]), np.array([0, 1, 2]))
+    assert ranks == [1.0, 2.0, 3.0]
+
+
+def test_ties_count_against_the_query():
+    documents = unit([1, 0], [1, 0], [0, 1])
+    ranks = exact_ranks(unit([1, 0]), documents, np.array([1]), np.array([0, 1, 2]))
+    assert ranks == [2.0]
+
+
+def test_any_member_of_the_group_is_correct():
+    documents = unit([1, 0, 0], [0.9, 0.1, 0], [0, 0, 1])
+    query = unit([1, 0, 0])
+    assert exact_ranks(query, documents, np.array([5]), np.array([7, 5, 8])) == [2.0]
+    # Another caption of the same image group shares its group id: now the top doc counts.
+    assert exact_ranks(query, documents, np.array([5]), np.array([5, 5, 8])) == [1.0]
+    assert exact_ranks(query, documents, np.array([9]), np.array([5, 5, 8])) == [math.inf]
+
+
+def test_several_captions_per_image_count_for_each_other(tmp_path, encoder):
+    path = write_sample(tmp_path / "d", rows=10, seed=2, width=32, height=32)[0]
+    rows = pq.read_table(path).to_pylist()
+    doubled = []
+    for row in rows:
+        doubled.append(row)
+        doubled.append({**row, "id": row["id"] + "-b", "caption": row["caption"] + " (second caption)"})
+    pq.write_table(pa.Table.from_pylist(doubled, schema=pq.read_schema(path)), path)
+    pairs = embed_pairs(open_source([str(path)]), encoder)
+    assert len(pairs.image_rows) == 10 and len(pairs.text_rows) == 20  # identical images embedded once
+    assert (pairs.text_groups[0::2] == pairs.text_groups[1::2]).all()
+    t2i, i2t = exact_metrics(pairs)
+    assert (t2i.queries, i2t.queries) == (20, 10)
+
+
+def test_group_columns_join_rows(tmp_path, encoder):
+    write_sample(tmp_path / "d", rows=30, seed=3, width=32, height=32)
+    pairs = embed_pairs(open_source([str(tmp_path / "d")], caption_col="short_caption"), encoder, ["color", "shape"])
+    labels = {(r.payload["color"], r.payload["shape"]) for r in pairs.text_rows}
+    assert len(set(pairs.text_groups.tolist())) == len(labels)
+
+
+def test_store_search_agrees_with_exact_on_a_small_collection(tmp_path, sample_dir, encoder):
+    store = QdrantEdgeStore("ev", data_dir=tmp_path)
+    ingest([str(sample_dir)], store, encoder)
+    pairs = embed_pairs(open_source([str(sample_dir)]), encoder)
+    through_store, missing = store_metrics(pairs, store)
+    assert missing == 0
+    exact = exact_metrics(pairs)
+    for a, b in zip(exact, through_store):
+        assert a.recall == pytest.approx(b.recall) and a.mrr == pytest.approx(b.mrr, abs=1e-3)
+    store.close()
