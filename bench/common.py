@@ -84,7 +84,7 @@ def ingest_rate(encoder, folder, batch_size: int, workers: int, **options) -> fl
     import tempfile
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.ingest.summary import IngestOptions
+    from mmindex.pipeline.ingest.options import IngestOptions
     from mmindex.pipeline.ingest.run import ingest
 
     data_dir = tempfile.mkdtemp()

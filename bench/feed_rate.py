@@ -14,13 +14,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import common  # noqa: F401
-from common import ingest_rate, NullEncoder, machine, model, sample_data, timed
+from common import NullEncoder, ingest_rate, machine, model, sample_data, timed
 
+from mmindex.pipeline.ingest.images import decode_image
+from mmindex.pipeline.ingest.source import open_source
+from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.training.evaluate import collect_rows
-from mmindex.pipeline.ingest.images import decode_image
-from mmindex.pipeline.ingest.summary import IngestSummary
-from mmindex.pipeline.ingest.source import open_source
 
 
 def tight_loop(encoder, rows, batch_size, workers):

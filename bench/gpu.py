@@ -48,8 +48,8 @@ def main() -> int:
 
     import torch
 
-    from mmindex.pipeline.models.encoder import Encoder
     from mmindex.pipeline.ingest.gpu_decode import torchvision_problem
+    from mmindex.pipeline.models.encoder import Encoder
 
     cuda = torch.cuda.is_available()
     batch = args.batch_size or (256 if cuda else 32)

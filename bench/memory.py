@@ -24,9 +24,9 @@ def child(rows: int, files: int, null_store: bool) -> None:
     from common import NullStore
 
     from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-    from mmindex.pipeline.models.encoder import Encoder
-    from mmindex.pipeline.ingest.summary import IngestOptions
+    from mmindex.pipeline.ingest.options import IngestOptions
     from mmindex.pipeline.ingest.run import ingest
+    from mmindex.pipeline.models.encoder import Encoder
 
     folder = sample_data(rows, width=128, height=96, files=files, seed=5)
     encoder = Encoder(str(model("tiny")), device="cpu", batch_size=256)

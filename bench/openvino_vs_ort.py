@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     import openvino
 
-    from mmindex.pipeline.models.onnx_model import OnnxModel, run_session, open_session
+    from mmindex.pipeline.models.onnx_model import OnnxModel, open_session, run_session
 
     exported = OnnxModel(str(model("base")), "cpu", cache_root=CACHE / "mmindex").cache_dir
     work = Path(tempfile.mkdtemp())

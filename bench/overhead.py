@@ -18,10 +18,9 @@ from common import ingest_rate, machine, model, sample_data, timed
 
 from mmindex.connectors.base import PointRecord
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.ingest.images import decode_image
-
 from mmindex.pipeline.ingest.source import open_source
+from mmindex.pipeline.models.encoder import Encoder
 
 
 def encoder_only(encoder, rows, batch_size):
@@ -64,8 +63,8 @@ def naive_loop(encoder, folder, limit):
 
 
 def _rows(folder, encoder):
-    from mmindex.pipeline.training.evaluate import collect_rows
     from mmindex.pipeline.ingest.summary import IngestSummary
+    from mmindex.pipeline.training.evaluate import collect_rows
 
     return collect_rows(open_source([str(folder)]), encoder.name, IngestSummary("bench"))
 

@@ -24,9 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 import common  # noqa: F401
+import numpy as np
 from common import machine, peak_rss_mb, timed
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest

@@ -14,7 +14,6 @@ from mmindex.connectors.base import (
     StoredPoint,
 )
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
 
 DEFAULT_DATA_DIR = "mmindex_data"
 
@@ -42,6 +41,9 @@ def open_store(
     on a server); ``ca_cert`` is a PEM file of a private CA for https:// and gRPC over TLS.
     """
     if url:
+        # httpx and qdrant-client load with it (~0.1-0.5 s): only a server store needs them
+        from mmindex.connectors.qdrant_server import QdrantServerStore, RetryPolicy
+
         return QdrantServerStore(collection, url=url, api_key=api_key, prefer_grpc=prefer_grpc,
                                  parallel_writes=parallel_writes, bulk_load=bulk_load, timeout=timeout,
                                  retry=RetryPolicy(retries=retries, wait=retry_wait), options=options,

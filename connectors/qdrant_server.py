@@ -472,6 +472,7 @@ def server_filter(spec: dict[str, Any] | None):
         return None
     # loaded with qdrant-client, only when a raw filter is checked
     from pydantic import ValidationError
+
     # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
     from qdrant_client import models
 

@@ -52,7 +52,7 @@ _EXPORTS = {
     "StoreError": "mmindex.errors",
     "Rejection": "mmindex.pipeline.ingest.images",
     "UsageError": "mmindex.errors",
-    "IngestOptions": "mmindex.pipeline.ingest.summary",
+    "IngestOptions": "mmindex.pipeline.ingest.options",
     "IngestSummary": "mmindex.pipeline.ingest.summary",
     "ingest": "mmindex.pipeline.ingest.run",
     "IngestJob": "mmindex.pipeline.ingest.job",

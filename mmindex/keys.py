@@ -1,4 +1,5 @@
-"""Payload keys as Qdrant's JSON paths address them: quoting a key that holds dots or spaces, and back.
+"""Payload keys: the ones mmindex writes into every point, and keys as Qdrant's JSON paths address them (quoting a
+key that holds dots or spaces, and back).
 
 Shared by the ``--where`` compiler (``pipeline/query/where.py``) and both stores (``connectors/``), so it lives
 beside the error family, where neither has to import the other.
@@ -6,6 +7,9 @@ beside the error family, where neither has to import the other.
 from __future__ import annotations
 
 from mmindex.errors import FilterError
+
+SOURCE_KEY = "_source"  # where a point came from: {name, file, row, path}
+TRUNCATED_KEY = "_caption_truncated"  # true when the caption was longer than the model reads
 
 
 def is_raw_key(name: str) -> bool:

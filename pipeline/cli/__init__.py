@@ -9,6 +9,3 @@ from __future__ import annotations
 from mmindex.pipeline.cli.main import main
 
 __all__ = ["main"]
-
-if __name__ == "__main__":
-    main()

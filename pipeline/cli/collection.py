@@ -29,9 +29,9 @@ def info(store, as_json):
     Example:
       mmindex info --collection photos --json
     """
-    store = store.open()
+    settings, store = store, store.open()
     try:
-        details = describe(store)
+        details = describe(store, settings.place)
     finally:
         store.close()
     if as_json:
@@ -93,6 +93,9 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
     """
     if not (ids or point_ids or where or filter_json or source_name is not None):
         raise click.UsageError("name the points to delete: --ids, --point-ids, --where, --filter-json or --source")
+    for option, values in (("--ids", ids), ("--point-ids", point_ids)):
+        if values and not split_values(values):
+            raise click.UsageError(f"{option} names no id (give them separated by commas)")
     settings = store
     store = settings.open()
     try:

@@ -20,10 +20,10 @@ from mmindex.pipeline.cli.options import (
 )
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.ingest.job import IngestJob, run_ingest_job
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.ray import RayOptions
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import parse_shard
-from mmindex.pipeline.ingest.summary import IngestOptions
 from mmindex.pipeline.models.identity import ModelChoice
 
 INGEST_SECTIONS = [

@@ -12,29 +12,40 @@ from mmindex.errors import MmindexError
 from mmindex.pipeline.cli.options import env_for_every_option
 from mmindex.pipeline.config import default_map, find_config, read_config
 
-# Each command and the module that holds it: a command's module (and the library behind it) is imported only when
-# that command runs, so `mmindex query` does not import the ingest engine, the trainer or the HTTP service.
+# Each command: the module that holds it and the first line of its help. A command's module (and the library behind
+# it) is imported only when that command runs; `mmindex --help` lists the commands from this table without importing
+# any (tests/cli/test_help.py checks the lines against the commands' own help).
 COMMANDS = {
-    "ingest": "mmindex.pipeline.cli.ingest:ingest",
-    "sample": "mmindex.pipeline.cli.ingest:sample",
-    "query": "mmindex.pipeline.cli.query:query",
-    "info": "mmindex.pipeline.cli.collection:info",
-    "delete": "mmindex.pipeline.cli.collection:delete_command",
-    "copy": "mmindex.pipeline.cli.collection:copy_command",
-    "alias": "mmindex.pipeline.cli.collection:alias_group",
-    "eval": "mmindex.pipeline.cli.models:evaluate_command",
-    "train": "mmindex.pipeline.cli.models:train_command",
-    "init-model": "mmindex.pipeline.cli.models:init_model",
-    "serve": "mmindex.pipeline.cli.serve:serve",
-    "config": "mmindex.pipeline.cli.config:config_group",
+    "ingest": ("mmindex.pipeline.cli.ingest:ingest",
+               "Embed images and captions from Parquet INPUTS and upsert one point per row."),
+    "sample": ("mmindex.pipeline.cli.ingest:sample",
+               "Write synthetic image–caption Parquet (coloured shapes) to OUTPUT."),
+    "query": ("mmindex.pipeline.cli.query:query", "Search a collection with TEXT or an --image, across modalities."),
+    "info": ("mmindex.pipeline.cli.collection:info",
+             "Show a collection: points, model, vector size, payload schema and indexes."),
+    "delete": ("mmindex.pipeline.cli.collection:delete_command",
+               "Delete points from a collection: by id, by filter, or everything one source wrote."),
+    "copy": ("mmindex.pipeline.cli.collection:copy_command",
+             "Copy a collection to another store: points, vectors, payloads, model record, layout, indexes."),
+    "alias": ("mmindex.pipeline.cli.collection:alias_group",
+              "Names that point to a collection, switched in one atomic step."),
+    "eval": ("mmindex.pipeline.cli.models:evaluate_command",
+             "Measure retrieval quality on image–caption pairs in INPUTS."),
+    "train": ("mmindex.pipeline.cli.models:train_command",
+              "Fine-tune a CLIP contrastively on image–caption pairs in INPUTS."),
+    "init-model": ("mmindex.pipeline.cli.models:init_model", "Create an UNTRAINED CLIP model folder at OUTPUT, offline."),
+    "serve": ("mmindex.pipeline.cli.serve:serve", "Serve search and embedding over HTTP, with a search page at /."),
+    "config": ("mmindex.pipeline.cli.config:config_group",
+               "Inspect the settings that flags, MMINDEX_* variables and the config file resolve to."),
 }
 
 
 class LazyGroup(click.Group):
-    """A click group that imports a command's module on first use (click's documented lazy-loading pattern);
-    every option of a loaded command can also come from MMINDEX_<OPTION> (``env_for_every_option``)."""
+    """A click group that imports a command's module on first use (click's documented lazy-loading pattern) and
+    lists the commands from ``lazy`` without importing them; every option of a loaded command can also come from
+    MMINDEX_<OPTION> (``env_for_every_option``)."""
 
-    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]], **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
@@ -43,11 +54,20 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in self.lazy:
-            module, attribute = self.lazy[name].split(":")
+            module, attribute = self.lazy[name][0].split(":")
             command = getattr(importlib.import_module(module), attribute)
             env_for_every_option(command)
             self.add_command(command, name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own layout, with each command's line from ``lazy`` when it is not loaded."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = [(name, (self.commands.get(name) or click.Command(name, help=self.lazy[name][1]))
+                 .get_short_help_str(limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS,

@@ -17,8 +17,8 @@ from mmindex.pipeline.cli.options import (
     store_options,
 )
 from mmindex.pipeline.cli.progress import open_progress
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.source import open_source
-from mmindex.pipeline.ingest.summary import IngestOptions
 from mmindex.pipeline.models.encoder import Runtime
 from mmindex.pipeline.models.identity import ModelChoice, model_display_name
 from mmindex.pipeline.training.evaluate import evaluate_models
@@ -72,7 +72,8 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
     try:
         report = evaluate_models(list(inputs), store, ModelChoice(model, text_model, model_precision),
                                  Runtime(device, backend, model_threads), split_values(group_col) or [],
-                                 IngestOptions(image_col=image_col, caption_col=caption_col, id_col=id_col), do_ingest)
+                                 IngestOptions(image_col=image_col, caption_col=caption_col, id_col=id_col), do_ingest,
+                                 settings.place)
     finally:
         if store is not None:
             store.close()

@@ -6,7 +6,6 @@ import os
 from functools import wraps
 
 import click
-import pyarrow.fs as pafs
 
 from mmindex.connectors import DEFAULT_DATA_DIR
 from mmindex.connectors.base import CollectionOptions
@@ -165,6 +164,8 @@ def image_root_path(root: str | None) -> str | None:
     if root is None:
         return None
     if "://" in root:
+        import pyarrow.fs as pafs  # pyarrow takes ~0.1 s to import: only an object-store root needs it here
+
         return pafs.FileSystem.from_uri(root)[1]
     if not os.path.isdir(root):
         raise click.BadParameter(f"{root} is not a folder", param_hint="--image-root")

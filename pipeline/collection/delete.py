@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from mmindex.connectors.base import Store
-from mmindex.errors import InputError, StoreError
+from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.records import id_problem, point_id_from_key
-from mmindex.pipeline.ingest.sync import DELETE_BATCH, describe_id_rule, source_filter
-from mmindex.pipeline.query.filters import compile_filter
+from mmindex.pipeline.ingest.sync import DELETE_BATCH, describe_id_rule
+from mmindex.pipeline.query.filters import compile_filter, source_filter
 
 
 @dataclass
@@ -39,8 +40,8 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
     ``ids`` are values of the collection's id column (``--id-col`` at ingest; their point ids
     are UUIDv5 of them); ``point_ids`` are point ids (UUIDs) as search results show them;
     ``where`` is the ``--where`` language and ``filter_json`` a raw Qdrant filter (both may be
-    given, ANDed); ``source`` is a source name (``ingest --source``). Raises InputError for
-    no selector or several kinds, a collection whose ids come from content when ``ids`` are
+    given, ANDed); ``source`` is a source name (``ingest --source``). Raises UsageError for
+    no selector or several kinds, InputError for a collection whose ids come from content when ``ids`` are
     given, or an invalid point id; FilterError for an invalid filter; StoreError when the
     collection does not exist.
     """
@@ -51,10 +52,9 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
                          "collection, delete it: its folder under the data directory, or the collection on the server)")
     kinds = [bool(ids), bool(point_ids), bool(where or filter_json), source is not None]
     if sum(kinds) != 1:
-        raise InputError("name the points to delete one way: --ids, --point-ids, --where/--filter-json or --source")
-    meta = store.metadata() if store.exists() else None
-    if meta is None:
-        raise StoreError(f"collection {store.collection!r} does not exist")
+        raise UsageError("name the points to delete one way: --ids, --point-ids, --where/--filter-json or --source")
+    require_collection(store)
+    meta = store.metadata()
     selection = Selection(store.collection, "")
     if ids or point_ids:
         wanted = _point_ids(meta, ids, point_ids)

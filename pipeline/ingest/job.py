@@ -5,22 +5,20 @@ stop on SIGINT/SIGTERM, the JSON report and the exit code.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Sequence
 
 from mmindex.errors import UsageError
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.gpu_decode import check_gpu_decode_possible
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
 from mmindex.pipeline.ingest.run import checked_plan, ingest
 from mmindex.pipeline.ingest.signals import graceful_stop
 from mmindex.pipeline.ingest.source import Source, open_source
-from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary, outcome, utc_now, write_report
-from mmindex.pipeline.models.encoder import Encoder
+from mmindex.pipeline.ingest.summary import IngestSummary, outcome, utc_now, write_report
+from mmindex.pipeline.models.encoder import Encoder, check_device
 from mmindex.pipeline.models.identity import ModelChoice, ModelPlan
-
-DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -63,10 +61,12 @@ class IngestJob:
     def check(self) -> None:
         """Refuse what can only fail, before anything is opened: devices that are not devices, GPU decoding where it
         cannot run. Raises UsageError or ModelError."""
+        check_device(self.device)
+        folder = os.path.dirname(os.path.abspath(self.report)) if self.report else None
+        if folder and not os.path.isdir(folder):  # refused now, not after hours of embedding
+            raise UsageError(f"--report: the folder {folder} does not exist")
         for name in self.options.devices:  # e.g. "cpu+cpu" (devices are separated by commas)
-            if not DEVICE.fullmatch(name):
-                raise UsageError(f"--devices: {name!r} is not a device; give devices separated by commas, such as "
-                                 "cuda:0,cuda:1 or cpu,cpu")
+            check_device(name, "--devices")
         if self.options.decode == "gpu":
             device = self.options.devices[0] if self.options.devices else self.device
             check_gpu_decode_possible(device, self.engine, self.options.pipelined)
@@ -124,12 +124,20 @@ def run_ingest_job(job: IngestJob, *, on_note: Callable[[str], None] | None = No
             store.close()
     exit_code, problem = outcome(summary, failure, stopping.first, job.options.max_reject_rate)
     if job.report:
-        write_report(summary, job.report, {
+        report_of(summary, job.report, {
             "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": utc_now(),
             "inputs": list(job.inputs), "store": job.store.kind, "shard": "/".join(map(str, job.shard or ())) or None,
             "engine": job.engine, "model": model_name, "max_reject_rate": job.options.max_reject_rate,
         })
     return JobResult(summary, exit_code, problem, model_name)
+
+
+def report_of(summary: IngestSummary, path: str, extra: dict[str, Any]) -> None:
+    """Write the JSON report; a report that cannot be written is a warning in the summary (the rows are stored)."""
+    try:
+        write_report(summary, path, extra)
+    except OSError as error:
+        summary.warnings.append(f"cannot write the report {path}: {error}")
 
 
 def _checked_plan(job: IngestJob, store) -> tuple[ModelPlan, Source]:

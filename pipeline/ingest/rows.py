@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mmindex.keys import SOURCE_KEY, TRUNCATED_KEY
 from mmindex.pipeline.ingest.images import ImageBytes, RejectedImage, image_bytes
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.records import (
     clean_caption,
     column_values,
@@ -17,10 +19,7 @@ from mmindex.pipeline.ingest.records import (
     point_id_from_key,
 )
 from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, SourceBatch
-from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary, reject_row
-from mmindex.pipeline.ingest.sync import SOURCE_KEY
-
-TRUNCATED_KEY = "_caption_truncated"
+from mmindex.pipeline.ingest.summary import IngestSummary, reject_row
 
 
 @dataclass

@@ -22,20 +22,15 @@ from PIL import Image
 
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError
+from mmindex.keys import SOURCE_KEY
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
+from mmindex.pipeline.ingest.options import MISSING_CAPTION_POLICIES, IngestOptions
 from mmindex.pipeline.ingest.rows import SourceRow, read_batch
 from mmindex.pipeline.ingest.source import Source, open_source
 from mmindex.pipeline.ingest.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
-from mmindex.pipeline.ingest.summary import (
-    MISSING_CAPTION_POLICIES,
-    IngestOptions,
-    IngestSummary,
-    add_tally,
-    reject_row,
-    write_rejects_of,
-)
-from mmindex.pipeline.ingest.sync import SOURCE_KEY, finish_source, prepare_collection
+from mmindex.pipeline.ingest.summary import IngestSummary, add_tally, reject_row, write_rejects_of
+from mmindex.pipeline.ingest.sync import finish_source, prepare_collection
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.models.identity import ModelChoice, ModelPlan
 

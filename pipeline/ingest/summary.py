@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import signal
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -14,44 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmindex.errors import InputError, MmindexError
-from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, Rejection
-
-MISSING_CAPTION_POLICIES = ("image-only", "reject")
-
-
-DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-@dataclass
-class IngestOptions:
-    """Everything an ingest run needs besides its inputs, store and model."""
-
-    image_col: str | None = None
-    caption_col: str | None = None
-    id_col: str | None = None
-    payload_cols: Sequence[str] | None = None
-    index_fields: Sequence[str] = ()
-    batch_size: int = 64
-    workers: int = 4
-    devices: Sequence[str] = ()  # one model replica per device; empty: the encoder's own device
-    pipelined: bool = True
-    # auto, cpu or gpu: who decodes JPEGs (gpu_decode.choose_decoder); decode_device runs the torchvision
-    # path on another device than the model's (tests and benchmarks: "cpu"), not a promise of the CLI.
-    decode: str = "auto"
-    decode_device: str | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    optimize: bool = True
-    rejects_path: str | None = None
-    image_root: str | None = None  # image paths must stay inside this folder
-    missing_caption: str = "image-only"  # or "reject": what to do with null/empty captions
-    skip_bad_files: bool = False  # report unreadable Parquet files and go on, instead of stopping
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    stop: threading.Event | None = None  # set it (e.g. on SIGTERM) to finish the batches in flight and stop
-    thumbnails: int = 0  # > 0: keep a JPEG thumbnail of this many pixels in the payload (for the web page)
-    source_name: str | None = None  # recorded in each point's _source.name; default: the inputs (Source.default_name)
-    sync: bool = False  # after a complete run, delete this source's points that no input row produced
-    dry_run: bool = False  # read and compare only: count what would be embedded, updated and deleted; write nothing
-    max_reject_rate: float = 0.05  # a sync whose run rejected more than this fraction of its rows deletes nothing
+from mmindex.pipeline.ingest.images import Rejection
+from mmindex.pipeline.ingest.options import IngestOptions
 
 
 @dataclass

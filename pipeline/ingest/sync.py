@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.errors import CollectionMismatchError, InputError
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.records import id_problem, index_kind, payload_types, point_id_from_key
 from mmindex.pipeline.ingest.source import CAPTION_KEY, Source
-from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary, utc_now
+from mmindex.pipeline.ingest.summary import IngestSummary, utc_now
 from mmindex.pipeline.models.encoder import Encoder
+from mmindex.pipeline.query.filters import source_filter
 
 if TYPE_CHECKING:  # the run's record of what it saw: run.py calls this module, not the other way round
     from mmindex.pipeline.ingest.run import IngestRun
-
-
-SOURCE_KEY = "_source"
 
 
 DELETE_BATCH = 1000  # point ids per delete request in a sync
@@ -156,11 +155,6 @@ def finish_source(store: Store, summary: IngestSummary, options: IngestOptions, 
     sources[options.source_name] = {**sources.get(options.source_name, {}), "synced_at": utc_now()}
     changes["sources"] = sources
     store.update_metadata(changes)
-
-
-def source_filter(name: str) -> dict[str, Any]:
-    """The Qdrant filter for the points a source wrote (``_source.name``)."""
-    return {"must": [{"key": "_source.name", "match": {"value": name}}]}
 
 
 def stale_points(store: Store, source_name: str, run: IngestRun, page: int = 8192) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Sequence
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mmindex.connectors.base import CollectionSpec, model_mismatch
-from mmindex.errors import CollectionMismatchError, EncodeError, ModelError
+from mmindex.errors import CollectionMismatchError, EncodeError, ModelError, UsageError
 from mmindex.pipeline.models.backend import batch_size_of, check_backend, isolate, part_of, slice_features
 from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.identity import (
@@ -38,8 +39,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("mmindex.encoder")
 
 
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str | None, option: str = "--device") -> None:
+    """Refuse, before anything loads, a device name that is none: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``
+    (UsageError naming ``option``)."""
+    if name is not None and not DEVICE.fullmatch(name):
+        raise UsageError(f"{option}: {name!r} is not a device; give auto, cpu, mps, cuda or cuda:N"
+                         + (" (several separated by commas, such as cuda:0,cuda:1 or cpu,cpu)"
+                            if option == "--devices" else ""))
+
+
 def pick_device(requested: str | None = None) -> str:
-    """The device to run on: the one asked for, else CUDA, MPS or CPU, whichever exists."""
+    """The device to run on: the one asked for, else CUDA, MPS or CPU, whichever exists. UsageError for a name that
+    is not a device, ModelError for CUDA asked for where there is none."""
+    check_device(requested)
     # torch takes seconds to import: only code that runs a model loads it
     import torch
 

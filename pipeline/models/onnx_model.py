@@ -538,6 +538,7 @@ def _write_manifest(folder: Path, model: OnnxModel, precision: str, inputs: dict
     """Written last: a folder whose manifest lists every file at its size is a finished export. Returns its id."""
     # ONNX Runtime: loaded when a model runs on it
     import onnxruntime
+
     # torch takes seconds to import: only code that runs a model loads it
     import torch
 

@@ -172,6 +172,7 @@ def load_model(model: str, device: str, half: bool = False):
     """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
     # torch takes seconds to import: only code that runs a model loads it
     import torch
+
     # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from sentence_transformers import SentenceTransformer
 

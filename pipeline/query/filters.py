@@ -51,3 +51,8 @@ def combine_filters(*filters: dict[str, Any] | None) -> dict[str, Any] | None:
     if len(present) == 1:
         return present[0]
     return {"must": present}
+
+
+def source_filter(name: str) -> dict[str, Any]:
+    """The Qdrant filter for the points a source wrote (``_source.name``)."""
+    return {"must": [{"key": "_source.name", "match": {"value": name}}]}

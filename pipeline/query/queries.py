@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.errors import InputError, UsageError
+from mmindex.keys import TRUNCATED_KEY
 from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
-from mmindex.pipeline.ingest.rows import TRUNCATED_KEY
 from mmindex.pipeline.models.encoder import Runtime, encoder_for
 from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.models.quick import quick_encoder_for

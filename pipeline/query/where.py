@@ -480,6 +480,7 @@ def validate_filter(spec: Any, origin: str = "--filter-json") -> dict[str, Any] 
         raise FilterError(f"{origin} must be a JSON object such as {{\"must\": [...]}}, not {type(spec).__name__}")
     # loaded with qdrant-client, only when a raw filter is checked
     from pydantic import ValidationError
+
     # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
     from qdrant_client.http import models
 

@@ -7,7 +7,7 @@ class Metrics:
     """Prometheus metrics of one app."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram  # the serve extra\'s, loaded with the app
+        from prometheus_client import CollectorRegistry, Counter, Histogram  # the serve extra: loaded with the app
 
         self.registry = CollectorRegistry()
         self.requests = Counter("mmindex_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)

@@ -15,12 +15,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.errors import InputError, StoreError
+from mmindex.errors import InputError
+from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.rows import SourceRow, read_rows
 from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, open_source
-from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary
+from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.models.encoder import Encoder, Runtime, encoder_for
 from mmindex.pipeline.models.identity import ModelChoice
 
@@ -246,15 +248,18 @@ def evaluate(inputs: Sequence[str] | Source, encoder: Encoder, group_cols: Seque
 
 def evaluate_models(inputs: Sequence[str], store: Store | None, models: ModelChoice = ModelChoice(),
                     runtime: Runtime = Runtime(), group_cols: Sequence[str] = (), columns: IngestOptions = IngestOptions(),
-                    ingest_first: bool = False) -> dict[str, Any]:
+                    ingest_first: bool = False, place: str = "") -> dict[str, Any]:
     """``mmindex eval``: load the models (the collection's, unless given, checked against it before loading) and
     ``evaluate`` them on ``inputs``, through ``store``'s collection too when given.
 
     ``columns``: the image, caption and id columns (``IngestOptions.image_col``…). ``ingest_first``: ingest
-    ``inputs`` into the collection before measuring (unchanged rows are skipped). Raises StoreError for a
-    collection that does not exist without ``ingest_first``, and what ``encoder_for`` raises for a wrong model.
+    ``inputs`` into the collection before measuring (unchanged rows are skipped). ``place``: where the store looks
+    (``StoreSettings.place``), for messages. Raises StoreError for a collection that does not exist without
+    ``ingest_first`` (before any model loads), and what ``encoder_for`` raises for a wrong model.
     """
     spec = store.spec() if store is not None else None
+    if store is not None and spec is None and not ingest_first:
+        require_collection(store, place, remedy="add --ingest to create it")
     collection = store.collection if store is not None else None
     encoder = encoder_for(store.metadata() if spec else None, models.model, collection, text_model=models.text_model,
                           device=runtime.device, backend=runtime.backend, precision=models.precision,
@@ -262,7 +267,5 @@ def evaluate_models(inputs: Sequence[str], store: Store | None, models: ModelCho
     if store is not None and ingest_first:
         ingest(list(inputs), store, encoder, IngestOptions(image_col=columns.image_col,
                                                            caption_col=columns.caption_col, id_col=columns.id_col))
-    elif store is not None and spec is None:
-        raise StoreError(f"collection {collection!r} does not exist; add --ingest to create it")
     return evaluate(list(inputs), encoder, group_cols, store, columns.image_col, columns.caption_col,
                     columns.id_col)

@@ -58,6 +58,7 @@ def build_scratch_model(output: str | os.PathLike, size: str = "tiny", texts: It
         raise ModelError(f"unknown scratch model size {size!r}; choose one of {', '.join(SIZES)}")
     # torch takes seconds to import: only code that runs a model loads it
     import torch
+
     # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from sentence_transformers import SentenceTransformer
 

@@ -261,6 +261,7 @@ def clip_loss(clip, pixels, input_ids, attention, image_features=None):
     """
     # torch takes seconds to import: only code that runs a model loads it
     import torch
+
     # torch takes seconds to import: only code that runs a model loads it
     import torch.nn.functional as F
 

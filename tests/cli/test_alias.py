@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.aliases import write_versions
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from helpers.aliases import write_versions
 
 
 @pytest.fixture
@@ -77,3 +77,17 @@ def test_a_dangling_alias_says_where_it_points(run, data_dir):
     assert "gone → v2  (missing: no such collection)" in listed.output
     query = run("query", "x", "-c", "gone", "--data-dir", data_dir)
     assert query.exit_code == 1 and "alias 'gone' points to collection 'v2', which does not exist" in query.output
+
+
+def test_every_command_names_an_alias_whose_collection_is_gone(cli, tmp_path, tiny_model, sample_dir):
+    """info, delete and query say the same thing about an alias pointing at a deleted collection."""
+    import shutil
+
+    where = ["--data-dir", tmp_path / "store"]
+    assert cli("ingest", sample_dir, "-c", "v1", *where, "--model", tiny_model, "-q").exit_code == 0
+    assert cli("alias", "set", "live", "v1", *where).exit_code == 0
+    shutil.rmtree(tmp_path / "store" / "v1")
+    message = "alias 'live' points to collection 'v1', which does not exist"
+    for args in (["info", "-c", "live"], ["delete", "-c", "live", "--ids", "a", "--yes"], ["query", "x", "-c", "live"]):
+        result = cli(*args, *where)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)

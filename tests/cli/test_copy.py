@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.copying import POINTS, assert_same_points, assert_same_record, expected, photos_collection, sample_points
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from helpers.copying import POINTS, assert_same_points, assert_same_record, expected, photos_collection, sample_points
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers.samples import rows, write_delete_sample
 
 from mmindex.pipeline.cli import main
-from helpers.samples import rows, write_delete_sample
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,7 @@ def test_selector_mistakes_are_usage_errors(tmp_path, data, tiny_model, cli):
     assert everything.exit_code == 1 and "matches every point" in everything.output
     unknown = cli("delete", *where, "--source", "nope", "--yes")
     assert unknown.exit_code == 0 and "0 point(s)" in unknown.output and "records 's'" in unknown.output
+    empty = cli("delete", *where, "--ids", ",", "--dry-run")
+    assert empty.exit_code == 2 and "--ids names no id" in empty.output
+    two_ways = cli("delete", *where, "--ids", "a", "--where", "year > 1", "--dry-run")
+    assert two_ways.exit_code == 2 and "name the points to delete one way" in two_ways.output

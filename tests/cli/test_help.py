@@ -2,6 +2,8 @@
 every option once."""
 from __future__ import annotations
 
+import inspect
+
 import click
 from click.testing import CliRunner
 
@@ -24,8 +26,14 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.strip() == f"mmindex, version {__version__}"
 
 
+def _commands(group):
+    """Every command of ``group``, loading the lazy ones (``main.commands`` holds only those already used)."""
+    context = click.Context(group)
+    return [(name, group.get_command(context, name)) for name in group.list_commands(context)]
+
+
 def _options(group, prefix=("mmindex",)):
-    for name, command in group.commands.items():
+    for name, command in _commands(group):
         if isinstance(command, click.Group):
             yield from _options(command, prefix + (name,))
             continue
@@ -59,3 +67,20 @@ def test_ingest_help_starts_with_what_people_need(run):
                                            "--max-reject-rate", "--batch-size", "--workers", "--shard-number",
                                            "--quantization")]
     assert order == sorted(order)
+
+
+def test_the_options_walk_sees_every_command():
+    """The checks above cover every command, not only those an earlier test happened to load."""
+    walked = {command for command, _, _ in _options(main)}
+    assert {"mmindex ingest", "mmindex query", "mmindex serve", "mmindex alias set", "mmindex config show"} <= walked
+    assert len(walked) == 14
+
+
+def test_the_command_list_in_help_is_each_command_s_own_first_line(run):
+    """`mmindex --help` lists commands from main.COMMANDS without importing them; each line is the command's own."""
+    from mmindex.pipeline.cli.main import COMMANDS
+
+    for name, command in _commands(main):
+        first = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        assert COMMANDS[name][1] == first, name
+    assert set(COMMANDS) == {name for name, _ in _commands(main)}

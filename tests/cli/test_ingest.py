@@ -3,10 +3,10 @@ options it checks before loading anything."""
 from __future__ import annotations
 
 import json
+import os
 
-import pytest
 import pyarrow.parquet as pq
-
+import pytest
 from helpers.hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS
 
 
@@ -82,3 +82,27 @@ def test_a_device_list_that_is_not_one_is_a_usage_error(cli, sample_dir, tiny_mo
                  "--devices", "cpu+cpu")
     assert result.exit_code == 2 and "--devices: 'cpu+cpu' is not a device" in result.output
     assert not (tmp_path / "store").exists()
+
+
+def test_a_device_that_is_none_is_a_usage_error_before_anything_loads(cli, sample_dir, tiny_model, tmp_path):
+    result = cli("ingest", sample_dir, "-c", "d", "--data-dir", tmp_path / "store", "--model", tiny_model,
+                 "--device", "bogus")
+    assert result.exit_code == 2 and "--device: 'bogus' is not a device" in result.output
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_report_in_a_missing_folder_is_refused_before_the_run(cli, sample_dir, tiny_model, tmp_path):
+    result = cli("ingest", sample_dir, "-c", "d", "--data-dir", tmp_path / "store", "--model", tiny_model,
+                 "--report", tmp_path / "nowhere" / "run.json")
+    assert result.exit_code == 2 and f"--report: the folder {tmp_path / 'nowhere'} does not exist" in result.output
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc (a folder no file can be made in)")
+def test_a_report_that_cannot_be_written_is_a_warning_not_a_traceback(cli, sample_dir, tiny_model, tmp_path):
+    result = cli("ingest", sample_dir, "-c", "d", "--data-dir", tmp_path / "store", "--model", tiny_model,
+                 "--report", "/proc/mmindex-report.json", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["upserted"] == 60
+    assert any("cannot write the report /proc/mmindex-report.json" in w for w in summary["warnings"])

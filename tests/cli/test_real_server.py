@@ -6,10 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
-from mmindex.pipeline.cli import main
 from helpers.real_server import KEY, URL, needs_server, temporary_collection
 
+from mmindex.pipeline.cli import main
 
 pytestmark = needs_server
 

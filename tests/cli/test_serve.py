@@ -6,7 +6,6 @@ from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
 
-
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'mmindex[serve]')")
 
 

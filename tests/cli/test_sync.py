@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.ingest.sample import write_sample
 from helpers.samples import all_rows
 
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.pipeline.ingest.sample import write_sample
 
 # -- the model is known by its files, not by its path ---------------------------------------------
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.replicas import write_multilingual_text, write_st_clip, write_text_model_pair
 
 from mmindex.pipeline.models.encoder import Encoder
-from helpers.replicas import write_multilingual_text, write_st_clip, write_text_model_pair
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_a_file_given_as_model_is_refused_with_what_to_give(pair, cli):
 def test_serve_refuses_a_model_that_does_not_fill_its_collection_and_names_text_models(pair, cli, tmp_path):
     """serve --model M on a collection of another model stops at start (it used to start, say ready, then 409 every
     search); a served collection of another text model is a 409 that names the text models."""
-    from mmindex.pipeline.config import StoreSettings
     from mmindex.errors import CollectionMismatchError
+    from mmindex.pipeline.config import StoreSettings
     from mmindex.pipeline.serve.errors import ApiError
     from mmindex.pipeline.serve.service import Service
     from mmindex.pipeline.serve.settings import ServeSettings

@@ -6,9 +6,9 @@ import json
 from click.testing import CliRunner
 
 from mmindex.pipeline.cli import main
+from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics
-from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.training.train import score_of
 
 

@@ -13,8 +13,8 @@ from PIL import Image, PngImagePlugin
 
 from mmindex import IngestOptions, ingest, search
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.training.evaluate import evaluate
 from mmindex.pipeline.ingest.images import decode_image
+from mmindex.pipeline.training.evaluate import evaluate
 
 
 def png(color=(10, 120, 200), info: PngImagePlugin.PngInfo | None = None, icc: bytes | None = None) -> bytes:

@@ -18,8 +18,8 @@ from PIL import Image
 
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.ingest import gpu_decode
 from mmindex.errors import ModelError
+from mmindex.pipeline.ingest import gpu_decode
 from mmindex.pipeline.ingest.gpu_decode import COSINE_BAR, GpuDecoder, choose_decoder
 from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, decode_image
 from mmindex.pipeline.ingest.records import point_id_from_key

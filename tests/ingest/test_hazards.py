@@ -4,12 +4,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS
 
-from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex import IngestOptions, ingest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.errors import InputError
 from mmindex.pipeline.ingest.records import point_id_from_key
-from helpers.hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS
 
 
 def hazard_options(root, **more):

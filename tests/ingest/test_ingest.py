@@ -8,9 +8,9 @@ import stat
 import pyarrow.parquet as pq
 import pytest
 
+from mmindex import IngestOptions, ingest, search
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex import IngestOptions, ingest, search
 from mmindex.errors import CollectionMismatchError, InputError
 from mmindex.pipeline.ingest.images import decode_image
 from mmindex.pipeline.ingest.sample import write_sample

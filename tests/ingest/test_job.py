@@ -13,7 +13,8 @@ from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest import job as job_module
 from mmindex.pipeline.ingest import run as run_module
 from mmindex.pipeline.ingest.job import IngestJob, run_ingest_job
-from mmindex.pipeline.ingest.summary import IngestOptions, IngestSummary, outcome
+from mmindex.pipeline.ingest.options import IngestOptions
+from mmindex.pipeline.ingest.summary import IngestSummary, outcome
 from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.training.scratch import build_scratch_model
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from helpers.hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
+
 from mmindex import IngestOptions, ingest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.records import point_id_from_key
 from mmindex.pipeline.ingest.source import open_source

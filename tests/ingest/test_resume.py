@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import ROOT
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.pipeline.ingest.records import point_id_from_key
 from mmindex.pipeline.ingest.sample import write_sample
-from helpers import ROOT
 
 ROWS = 4000
 PROGRESS = re.compile(rb"ingest: ([\d,]+)/" + f"{ROWS:,}".encode())  # a progress line (stderr is a pipe)

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex import IngestOptions, ingest
+from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.errors import InputError
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import open_source, parse_shard

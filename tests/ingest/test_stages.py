@@ -12,7 +12,7 @@ import torch
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.errors import StoreError
-from mmindex.pipeline.ingest.summary import IngestOptions
+from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.stages import Embedded, Job, Pipeline

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import ROOT
+from helpers.samples import all_rows
 
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
@@ -25,9 +27,6 @@ from mmindex.errors import CollectionMismatchError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY
 from mmindex.pipeline.ingest.records import content_hash, point_id_from_key
 from mmindex.pipeline.ingest.sample import write_sample
-from helpers.samples import all_rows
-from helpers import ROOT
-
 
 FAST = dict(batch_size=16, workers=1, optimize=False)
 
@@ -430,10 +429,10 @@ def test_a_renamed_id_column_keeps_its_points(tmp_path, encoder, stores):
 def test_lost_rows_of_a_file_stop_the_sync_in_every_engine(tmp_path, encoder):
     """The Ray engine's writer counts through the same `IngestRun.admit`: a file whose rows could not
     all be read must reach it through the batch's tally."""
-    from mmindex.pipeline.ingest.summary import IngestSummary
-    from mmindex.pipeline.ingest.run import IngestRun
     from mmindex.pipeline.ingest.rows import read_batch
+    from mmindex.pipeline.ingest.run import IngestRun
     from mmindex.pipeline.ingest.source import SourceBatch, open_source
+    from mmindex.pipeline.ingest.summary import IngestSummary
 
     data = tmp_path / "d"
     write_sample(data, rows=4, seed=29, width=32, height=32)

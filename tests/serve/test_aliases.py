@@ -1,4 +1,4 @@
-"""A running `mmindex serve` follows an alias switched to a collection of another model (the README's
+"""A running `mmindex serve` follows an alias switched to a collection of another model (docs/sync.md's
 model upgrade)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mmindex.pipeline.cli import main
 
 
 def test_serve_follows_an_alias_switched_to_a_collection_of_another_model(tmp_path, tiny_model, sample_dir):
-    """The README's model upgrade: build photos-v2 with another model beside photos-v1, switch the
+    """The model upgrade of docs/sync.md: build photos-v2 with another model beside photos-v1, switch the
     alias, and the running service answers from v2 with v2's model (loaded on the first query)."""
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     import httpx

@@ -1,0 +1,68 @@
+"""Everything an ingest run is told besides its inputs, store and model: ``IngestOptions``, one field per option of
+``mmindex ingest`` that the run itself reads (columns, batch size, limits, rejects file, sync…)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS
+
+MISSING_CAPTION_POLICIES = ("image-only", "reject")
+
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass
+class IngestOptions:
+    """Everything an ingest run needs besides its inputs, store and model (``mmindex ingest``'s options of the same names)."""
+
+    image_col: str | None = None
+    """Image column (bytes, a {bytes, path} struct, or a path); detected when None."""
+    caption_col: str | None = None
+    """Caption column; detected when None (caption, text, txt…)."""
+    id_col: str | None = None
+    """Id column: point ids are UUIDv5 of its values; detected when None (id, key), else ids come from content."""
+    payload_cols: Sequence[str] | None = None
+    """Columns stored as payload (default: every other column)."""
+    index_fields: Sequence[str] = ()
+    """Payload fields to index for fast filtering, as NAME or NAME:TYPE."""
+    batch_size: int = 64
+    """Rows per forward pass (halved automatically after a CUDA out-of-memory error)."""
+    workers: int = 4
+    """Threads that decode and preprocess images while the model runs."""
+    devices: Sequence[str] = ()
+    """One model replica per device; empty: the encoder's own device."""
+    pipelined: bool = True
+    """Run decode, embed and write at once; False: the single-threaded reference path."""
+    decode: str = "auto"
+    """auto, cpu or gpu: who decodes JPEGs (``gpu_decode.choose_decoder``)."""
+    decode_device: str | None = None
+    """Run the torchvision decode on another device than the model's (tests and benchmarks: "cpu"); not a CLI option."""
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Images with more pixels are rejected (decompression bombs)."""
+    optimize: bool = True
+    """Build the vector index at the end (embedded store)."""
+    rejects_path: str | None = None
+    """Parquet file for rejected rows (file, row, id, stage, reason); None: none is written."""
+    image_root: str | None = None
+    """Image paths must stay inside this folder."""
+    missing_caption: str = "image-only"
+    """Rows with a null or empty caption: "image-only" (store the image vector only) or "reject"."""
+    skip_bad_files: bool = False
+    """Report unreadable Parquet files and go on, instead of stopping."""
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """Rows whose payload is larger than this as JSON (bytes) are rejected."""
+    stop: threading.Event | None = None
+    """Set it (e.g. on SIGTERM) to finish the batches in flight and stop."""
+    thumbnails: int = 0
+    """Above 0: keep a JPEG thumbnail of this many pixels (longest side) in the payload, for the web page."""
+    source_name: str | None = None
+    """Recorded in each point's ``_source.name``; None: the inputs (``Source.default_name``)."""
+    sync: bool = False
+    """After a complete run, delete this source's points that no input row produced."""
+    dry_run: bool = False
+    """Read and compare only: count what would be embedded, updated and deleted; write nothing."""
+    max_reject_rate: float = 0.05
+    """A sync whose run rejected more than this fraction of its rows deletes nothing."""
