@@ -179,7 +179,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
                     ray=RayOptions(address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor),
                     no_rejects=no_rejects, report=report, parallel_writes=parallel_writes, bulk_load=bulk_load)
     if print_config:
-        click.echo(json.dumps(job_settings(job.with_default_rejects(), shard_spec, decode),default=str))
+        click.echo(json.dumps(job_settings(job.with_default_rejects()), default=str))
         return
     note = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
     result = run_ingest_job(job, on_note=note, announce=announce, progress=lambda total: open_progress(
@@ -194,12 +194,12 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         sys.exit(result.exit_code)
 
 
-def job_settings(job: IngestJob, shard_spec: str | None, decode: str) -> dict:
+def job_settings(job: IngestJob) -> dict:
     """What ``--print-config`` shows: the resolved settings, secrets masked."""
     return {
         "command": "ingest", "inputs": list(job.inputs), "store": job.store.to_dict(), "model": job.models.model,
         "text_model": job.models.text_model, "backend": job.backend, "model_precision": job.models.precision,
-        "model_threads": job.threads, "decode": decode, "engine": job.engine,
+        "model_threads": job.threads, "decode": job.options.decode, "engine": job.engine,
         "shard": list(job.shard) if job.shard else None, "batch_size": job.options.batch_size,
         "workers": job.options.workers, "rejects": job.options.rejects_path, "report": job.report,
         "max_reject_rate": job.options.max_reject_rate, "sync": job.options.sync, "source": job.options.source_name,
