@@ -56,6 +56,7 @@ _EXPORTS = {
     "IngestSummary": "mmindex.pipeline.ingest.summary",
     "ingest": "mmindex.pipeline.ingest.run",
     "IngestJob": "mmindex.pipeline.ingest.job",
+    "StoreSettings": "mmindex.pipeline.config",
     "run_ingest_job": "mmindex.pipeline.ingest.job",
     "ModelChoice": "mmindex.pipeline.models.identity",
     "Runtime": "mmindex.pipeline.models.encoder",

@@ -106,9 +106,11 @@ def find_config(given: str | None) -> str | None:
 def default_map(config: dict[str, Any], commands: dict[str, Any], path: str = "config") -> dict[str, dict[str, Any]]:
     """Click ``default_map`` from a config: ``{command: {param: value}}``, unknown keys refused.
 
-    ``commands`` maps command names to click commands. Arguments (INPUTS) are not settings.
+    ``commands`` maps command names to click commands. Arguments (INPUTS) and options marked ``command_line_only``
+    (what ``delete`` deletes) are not settings.
     """
-    settable = {name: {p.name for p in getattr(command, "params", []) if getattr(p, "nargs", 1) != -1}
+    settable = {name: {p.name for p in getattr(command, "params", [])
+                       if getattr(p, "nargs", 1) != -1 and not getattr(p, "command_line_only", False)}
                 for name, command in commands.items()}
     shared: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}

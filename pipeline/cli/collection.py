@@ -7,7 +7,13 @@ import sys
 import click
 
 from mmindex.pipeline.cli.format import SectionedCommand
-from mmindex.pipeline.cli.options import friendly_errors, progress_interval_option, split_values, store_options
+from mmindex.pipeline.cli.options import (
+    command_line_only,
+    friendly_errors,
+    progress_interval_option,
+    split_values,
+    store_options,
+)
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.collection.aliases import delete_alias, list_aliases, set_alias
 from mmindex.pipeline.collection.copy import copy_between, copy_target
@@ -99,8 +105,9 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
     settings = store
     store = settings.open()
     try:
-        selection = select_points(store, ids=split_values(ids) or (), point_ids=split_values(point_ids) or (), where=where,
-                           filter_json=load_raw_filter(filter_json), source=source_name)
+        selection = select_points(store, ids=split_values(ids) or (), point_ids=split_values(point_ids) or (),
+                                  where=where, filter_json=load_raw_filter(filter_json), source=source_name,
+                                  place=settings.place)
         outcome = {**selection.to_dict(), "deleted": 0, "dry_run": dry_run}
         count = len(selection.ids)
         if not as_json:
@@ -119,6 +126,10 @@ def delete_command(store, ids, point_ids, where, filter_json, source_name, yes, 
         click.echo(json.dumps(outcome))
     elif outcome["deleted"]:
         click.echo(f"deleted {outcome['deleted']:,} point(s)")
+
+
+# What is deleted, and the consent, are typed each time: never from MMINDEX_* variables or mmindex.toml.
+command_line_only(delete_command, {"ids", "point_ids", "where", "filter_json", "source_name", "yes"})
 
 
 COPY_SECTIONS = [

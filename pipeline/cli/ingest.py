@@ -8,16 +8,8 @@ import sys
 import click
 
 from mmindex.pipeline.cli.format import SectionedCommand
-from mmindex.pipeline.cli.options import (
-    column_options,
-    device_option,
-    friendly_errors,
-    image_root_path,
-    inference_options,
-    progress_interval_option,
-    split_values,
-    store_options,
-)
+from mmindex.pipeline.cli.options import (column_options, device_option, friendly_errors, image_root_path,
+                                          inference_options, progress_interval_option, split_values, store_options)
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.ingest.job import IngestJob, run_ingest_job
 from mmindex.pipeline.ingest.options import IngestOptions
@@ -171,7 +163,8 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         image_col=image_col, caption_col=caption_col, id_col=id_col, payload_cols=split_values(payload_cols),
         batch_size=batch_size, workers=workers, devices=split_values((devices,)) or [] if devices else [],
         pipelined=not no_pipeline, decode=decode, index_fields=split_values(index_fields) or (), max_pixels=max_pixels,
-        optimize=not no_optimize, rejects_path=rejects, image_root=None if print_config else image_root_path(image_root),
+        optimize=not no_optimize, rejects_path=rejects,
+        image_root=None if print_config else image_root_path(image_root),
         missing_caption=missing_caption, skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes,
         thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate)
     job = IngestJob(list(inputs), store, ModelChoice(model, text_model, model_precision), options, device=device,
@@ -199,11 +192,13 @@ def job_settings(job: IngestJob) -> dict:
     return {
         "command": "ingest", "inputs": list(job.inputs), "store": job.store.to_dict(), "model": job.models.model,
         "text_model": job.models.text_model, "backend": job.backend, "model_precision": job.models.precision,
-        "model_threads": job.threads, "decode": job.options.decode, "engine": job.engine,
+        "model_threads": job.threads, "device": job.device, "devices": list(job.options.devices),
+        "decode": job.options.decode, "engine": job.engine,
         "shard": list(job.shard) if job.shard else None, "batch_size": job.options.batch_size,
         "workers": job.options.workers, "rejects": job.options.rejects_path, "report": job.report,
         "max_reject_rate": job.options.max_reject_rate, "sync": job.options.sync, "source": job.options.source_name,
-        "dry_run": job.options.dry_run, "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
+        "dry_run": job.options.dry_run,
+        "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
     }
 
 

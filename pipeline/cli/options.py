@@ -173,9 +173,20 @@ def image_root_path(root: str | None) -> str | None:
 
 
 def env_for_every_option(command: click.Command) -> None:
-    """Let every option of ``command`` (of each subcommand, for a group) come from MMINDEX_<OPTION_NAME>; options
-    with their own variables keep them too."""
+    """Let every option of ``command`` (of each subcommand, for a group) come from MMINDEX_<OPTION> — the flag's
+    name (``--json`` → MMINDEX_JSON) and, where it differs, the parameter's (MMINDEX_AS_JSON); options with their
+    own variables keep them, and options marked ``command_line_only`` get none."""
     for each in getattr(command, "commands", {}).values() if isinstance(command, click.Group) else [command]:
         for param in each.params:
-            if isinstance(param, click.Option) and not param.envvar:
-                param.envvar = env_name(param.name)
+            if isinstance(param, click.Option) and not param.envvar and not getattr(param, "command_line_only", False):
+                flag = max(param.opts, key=len).lstrip("-").replace("-", "_")
+                param.envvar = list(dict.fromkeys([env_name(flag), env_name(param.name)]))
+
+
+def command_line_only(command: click.Command, names: set[str]) -> click.Command:
+    """Mark options that must be typed, never taken from MMINDEX_* variables or a config file (what ``delete``
+    deletes, and its ``--yes``): a setting left in the environment must not turn into a deletion."""
+    for param in command.params:
+        if param.name in names:
+            param.command_line_only = True
+    return command

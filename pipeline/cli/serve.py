@@ -7,14 +7,8 @@ import json
 import click
 
 from mmindex.pipeline.cli.format import SectionedCommand
-from mmindex.pipeline.cli.options import (
-    STORE_SECTION,
-    device_option,
-    friendly_errors,
-    image_root_path,
-    inference_options,
-    store_options,
-)
+from mmindex.pipeline.cli.options import (STORE_SECTION, device_option, friendly_errors, image_root_path,
+                                          inference_options, store_options)
 from mmindex.pipeline.config import mask
 from mmindex.pipeline.serve.settings import Limits, ServeSettings
 

@@ -15,7 +15,7 @@ from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.records import id_problem, point_id_from_key
 from mmindex.pipeline.ingest.sync import DELETE_BATCH, describe_id_rule
-from mmindex.pipeline.query.filters import compile_filter, source_filter
+from mmindex.pipeline.query.filters import compile_filter, matches_everything, source_filter
 
 
 @dataclass
@@ -34,7 +34,8 @@ class Selection:
 
 
 def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[str] = (), where: str | None = None,
-           filter_json: dict[str, Any] | None = None, source: str | None = None, page: int = 2048) -> Selection:
+           filter_json: str | dict[str, Any] | None = None, source: str | None = None, page: int = 2048,
+                  place: str = "") -> Selection:
     """The points of ``store`` that one kind of selector names (give exactly one kind).
 
     ``ids`` are values of the collection's id column (``--id-col`` at ingest; their point ids
@@ -47,13 +48,10 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
     """
     ids = [ids] if isinstance(ids, (str, int, float)) else list(ids)
     point_ids = [point_ids] if isinstance(point_ids, str) else list(point_ids)
-    if filter_json is not None and not filter_json:
-        raise InputError("an empty filter ({}) matches every point; name the points to delete (to remove the whole "
-                         "collection, delete it: its folder under the data directory, or the collection on the server)")
-    kinds = [bool(ids), bool(point_ids), bool(where or filter_json), source is not None]
+    kinds = [bool(ids), bool(point_ids), where is not None or filter_json is not None, source is not None]
     if sum(kinds) != 1:
         raise UsageError("name the points to delete one way: --ids, --point-ids, --where/--filter-json or --source")
-    require_collection(store)
+    require_collection(store, place)
     meta = store.metadata()
     selection = Selection(store.collection, "")
     if ids or point_ids:
@@ -74,6 +72,10 @@ def select_points(store: Store, *, ids: Sequence[Any] = (), point_ids: Sequence[
             selection.described += f" (the collection records {', '.join(map(repr, known)) or 'no sources'})"
     else:
         query = compile_filter(where, filter_json, field_types=meta.get("payload_types", {}))
+        if matches_everything(query):
+            raise InputError("this filter has no condition, so it matches every point; name the points to delete (to "
+                             "remove the whole collection, delete it: its folder under the data directory, or the "
+                             "collection on the server)")
         selection.described = " and ".join(filter(None, [f"where {where}" if where else "",
                                                          "the --filter-json filter" if filter_json else ""]))
     offset = None

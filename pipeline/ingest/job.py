@@ -20,6 +20,8 @@ from mmindex.pipeline.ingest.summary import IngestSummary, outcome, utc_now, wri
 from mmindex.pipeline.models.encoder import Encoder, check_device
 from mmindex.pipeline.models.identity import ModelChoice, ModelPlan
 
+ENGINES = ("local", "ray")
+
 
 @dataclass
 class IngestJob:
@@ -45,6 +47,10 @@ class IngestJob:
     parallel_writes: int = 4
     bulk_load: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, str):  # one input given as a plain string is one input, not its letters
+            self.inputs = [self.inputs]
+
     def with_default_rejects(self) -> "IngestJob":
         """The job with its rejects file where the docs say: beside the embedded collection, or in the working
         folder for a server (one per shard); none with ``no_rejects``."""
@@ -60,8 +66,15 @@ class IngestJob:
 
     def check(self) -> None:
         """Refuse what can only fail, before anything is opened: devices that are not devices, GPU decoding where it
-        cannot run. Raises UsageError or ModelError."""
+        cannot run, an engine, shard or batch size that cannot be. Raises UsageError or ModelError."""
         check_device(self.device)
+        if self.engine not in ENGINES:
+            raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.shard is not None and not (len(self.shard) == 2 and 0 <= self.shard[0] < self.shard[1]):
+            raise UsageError(f"shard must be (I, N) with 0 <= I < N, not {self.shard!r}")
+        for name in ("batch_size", "workers"):
+            if getattr(self.options, name) < 1:
+                raise UsageError(f"{name} must be at least 1, not {getattr(self.options, name)!r}")
         folder = os.path.dirname(os.path.abspath(self.report)) if self.report else None
         if folder and not os.path.isdir(folder):  # refused now, not after hours of embedding
             raise UsageError(f"--report: the folder {folder} does not exist")

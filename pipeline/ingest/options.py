@@ -16,7 +16,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 @dataclass
 class IngestOptions:
-    """Everything an ingest run needs besides its inputs, store and model (``mmindex ingest``'s options of the same names)."""
+    """Everything an ingest run needs besides its inputs, store and model (``mmindex ingest``'s options of the same
+    names)."""
 
     image_col: str | None = None
     """Image column (bytes, a {bytes, path} struct, or a path); detected when None."""
@@ -66,3 +67,10 @@ class IngestOptions:
     """Read and compare only: count what would be embedded, updated and deleted; write nothing."""
     max_reject_rate: float = 0.05
     """A sync whose run rejected more than this fraction of its rows deletes nothing."""
+
+    def __post_init__(self) -> None:
+        for name in ("payload_cols", "index_fields", "devices"):  # one name given as a plain string is one name
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        if self.index_fields is None:
+            self.index_fields = ()

@@ -66,17 +66,17 @@ def ingest(
     without ``sync``) before anything is written.
     """
     options = options or IngestOptions()
-    if isinstance(encoder, str):
-        plan = checked_plan(store, ModelChoice(encoder))
-        encoder = Encoder(plan.model, text_model=plan.text_model, precision=plan.precision,
-                          batch_size=options.batch_size)
     if options.missing_caption not in MISSING_CAPTION_POLICIES:
         raise InputError(f"missing_caption must be one of {', '.join(MISSING_CAPTION_POLICIES)}")
+    plan = checked_plan(store, ModelChoice(encoder)) if isinstance(encoder, str) else None
     started = time.perf_counter()
     source = inputs if isinstance(inputs, Source) else open_source(
-        list(inputs), options.image_col, options.caption_col, options.id_col, options.payload_cols,
-        skip_bad_files=options.skip_bad_files,
+        [inputs] if isinstance(inputs, str) else list(inputs), options.image_col, options.caption_col, options.id_col,
+        options.payload_cols, skip_bad_files=options.skip_bad_files,
     )
+    if plan is not None:  # loaded once the model and the inputs have passed their checks, as `mmindex ingest` does
+        encoder = Encoder(plan.model, text_model=plan.text_model, precision=plan.precision,
+                          batch_size=options.batch_size, backend="auto")
     options = run_options(source, options)
     summary = IngestSummary(collection=store.collection, model=encoder.name, files=len(source.files),
                             notes=list(source.mapping.notes), source=options.source_name, dry_run=options.dry_run)

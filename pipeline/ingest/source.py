@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mmindex.errors import InputError
+from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.ingest.schema import DatasetSchema, conform_batch, plain_type, unify
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
@@ -101,14 +101,14 @@ def parse_shard(spec: str | None, environ: dict[str, str] | None = None) -> tupl
     if head == "auto":
         found = next((environ[name] for name in SHARD_INDEX_VARIABLES if environ.get(name)), None)
         if found is None:
-            raise InputError(f"--shard {spec}: auto needs one of {', '.join(SHARD_INDEX_VARIABLES)} set")
+            raise UsageError(f"--shard {spec}: auto needs one of {', '.join(SHARD_INDEX_VARIABLES)} set")
         spec = f"{found}/{tail}"
     try:
         index, count = (int(part) for part in spec.split("/"))
     except ValueError:
-        raise InputError(f"--shard must look like I/N or auto/N (e.g. 0/4), got {spec!r}") from None
+        raise UsageError(f"--shard must look like I/N or auto/N (e.g. 0/4), got {spec!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise InputError(f"--shard {spec}: need 0 <= I < N")
+        raise UsageError(f"--shard {spec}: need 0 <= I < N")
     return index, count
 
 

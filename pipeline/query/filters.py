@@ -18,14 +18,15 @@ def compile_filter(where: str | None = None, raw: str | dict[str, Any] | None = 
 
     ``field_types``: the collection's recorded payload types (``CollectionSpec.payload_types``), which type each
     comparison of ``where`` (None: literals are inferred and any field is accepted). ``raw``: a Qdrant filter as JSON
-    text or as an object; ``origin`` names it in messages (``--filter-json``, ``filter``). With ``max_depth`` (and
-    ``max_conditions``, None: any number) the result is bounded in nesting and condition count (the HTTP service's limits).
-    Raises ``FilterError`` naming what is wrong: an unknown field, a literal of the wrong type, invalid JSON, a
-    raw filter Qdrant would refuse, or one over the bounds.
+    text or as an object; ``origin`` names it in messages (``--filter-json``, ``filter``). With ``max_depth``
+    and/or ``max_conditions`` (None: 32 levels, any number of conditions) the result is bounded in nesting and
+    condition count (the HTTP service's limits). Raises ``FilterError`` naming what is wrong: in ``where``, an unknown
+    field or a literal of the wrong type; in ``raw``, invalid JSON or a filter Qdrant would refuse (its keys are not
+    checked against ``field_types``); or a result over the bounds.
     """
     compiled = combine_filters(parse_where(where, field_types), load_raw_filter(raw, origin))
-    if compiled is not None and max_depth is not None:
-        check_filter_shape(compiled, origin, max_depth, max_conditions)
+    if compiled is not None and (max_depth is not None or max_conditions is not None):
+        check_filter_shape(compiled, origin, max_depth if max_depth is not None else 32, max_conditions)
     return compiled
 
 
@@ -56,3 +57,23 @@ def combine_filters(*filters: dict[str, Any] | None) -> dict[str, Any] | None:
 def source_filter(name: str) -> dict[str, Any]:
     """The Qdrant filter for the points a source wrote (``_source.name``)."""
     return {"must": [{"key": "_source.name", "match": {"value": name}}]}
+
+
+CLAUSES = ("must", "should", "must_not", "min_should")
+
+
+def matches_everything(spec: dict[str, Any] | None) -> bool:
+    """Whether a Qdrant filter (JSON form) has no condition at all, so it matches every point: None, ``{}``,
+    ``{"must": []}``, ``{"must": [{"should": []}]}``… A filter with any condition (even one that matches all points
+    by the data) is not: this looks at the filter, not at the collection."""
+    if spec is None:
+        return True
+    if not isinstance(spec, dict) or not set(spec) <= set(CLAUSES):
+        return False  # a condition (key, has_id, is_empty, nested…)
+    if spec.get("must_not") or spec.get("min_should"):
+        return False
+    must = spec.get("must") or []
+    should = spec.get("should") or []
+    must = must if isinstance(must, list) else [must]
+    should = should if isinstance(should, list) else [should]
+    return all(matches_everything(part) for part in must) and (not should or any(map(matches_everything, should)))

@@ -15,7 +15,7 @@ from mmindex.pipeline.models.encoder import Runtime, encoder_for
 from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.models.quick import quick_encoder_for
 from mmindex.pipeline.query.filters import load_raw_filter
-from mmindex.pipeline.query.search import Hit, search
+from mmindex.pipeline.query.search import Hit, check_page, search
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class QueryRequest:
     fields: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("texts", "image_paths"):  # one query given as a plain string is one query, not its letters
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, (getattr(self, name),))
+        check_page(self.limit, self.offset)
         if not self.texts and not self.image_paths:
             raise UsageError("give a TEXT to search for, or --image FILE")
         if any(not text.strip() for text in self.texts):
@@ -62,9 +66,11 @@ def run_queries(store: Store, request: QueryRequest, models: ModelChoice = Model
     """Embed each query and search ``store``'s collection; ``place`` says where it was looked for
     (``StoreSettings.place``), for the error when it is not there.
 
-    Raises StoreError for a collection (or alias target) that does not exist, UsageError for an unknown field in
-    ``fields`` (and ``QueryRequest`` for an empty query), InputError for an image file that cannot be read, FilterError for a bad filter, and
-    CollectionMismatchError for a model that is not the collection's (before it loads).
+    Returns each query's hits (``Hit``: id, cosine score, caption, payload) in the order given. Raises StoreError
+    for a collection (or alias target) that does not exist, UsageError for an unknown field in ``fields``
+    (``QueryRequest`` itself refuses an empty query or page), InputError for an image file that cannot be read,
+    FilterError for a bad filter, and CollectionMismatchError for a model that is not the collection's (before it
+    loads).
     """
     spec = require_collection(store, place)
     check_fields(spec, request.fields, store.collection)
@@ -108,3 +114,5 @@ def read_image(path: str, encoder) -> Any:
             return decode_image(handle.read(), encoder.image_size, center_crop=encoder.center_crop)
     except RejectedImage as error:
         raise InputError(f"{path}: {error.message}") from error
+    except OSError as error:  # missing, a folder, unreadable
+        raise InputError(f"{path}: cannot read the image file ({error.strerror or error})") from error

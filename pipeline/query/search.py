@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.errors import FilterError, StoreError
+from mmindex.errors import FilterError, UsageError, StoreError
 from mmindex.pipeline.query.filters import compile_filter
 
 
@@ -54,12 +54,14 @@ def search(
     Büttcher, SIGIR 2009), so a point that is near as an image *and* as a caption comes first.
     Fusion ranks the top ``fusion_depth`` candidates of each list whatever the page, so pages
     are slices of one ranking (page 2 of 10 is hits 11–20 of a limit-20 search);
-    ``offset + limit`` must not exceed it (FilterError). ``exact`` searches by brute force (to
+    ``offset + limit`` must not exceed it (FilterError); ``limit`` ≥ 1 and ``offset`` ≥ 0 (UsageError). ``exact``
+    searches by brute force (to
     check the index's recall); ``hnsw_ef`` widens the index search; on a quantized
     collection ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
     """
     if target not in TARGETS:
         raise FilterError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    check_page(limit, offset)
     spec = store.spec()
     if spec is None:
         raise StoreError(f"collection {store.collection!r} does not exist; ingest into it first")
@@ -86,6 +88,14 @@ def search(
     return [_with_payload(hit, payloads.get(hit.id, {})) for hit in page]
 
 TARGETS = ("image", "text", "both")
+
+
+def check_page(limit: int, offset: int) -> None:
+    """A page of results: ``limit`` ≥ 1 hits from rank ``offset`` + 1 (``offset`` ≥ 0); UsageError otherwise."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError(f"limit must be a whole number of at least 1, not {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise UsageError(f"offset must be a whole number of at least 0, not {offset!r}")
 
 
 def fuse(rankings: Sequence[Sequence[Any]]) -> list[Hit]:

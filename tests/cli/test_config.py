@@ -83,3 +83,34 @@ def test_every_option_has_an_environment_variable(run):
     settings = json.loads(run("config", "show", "ingest", "--json").output)["settings"]
     for item in settings:
         assert f"MMINDEX_{item['name'].upper()}" in item["env"], item
+
+
+def test_what_delete_deletes_is_never_taken_from_the_environment_or_the_file(cli, tmp_path, sample_dir, tiny_model,
+                                                                             monkeypatch):
+    """A `where` meant for queries in mmindex.toml, or MMINDEX_YES, must not turn `mmindex delete` into a deletion."""
+    where = ["-c", "keep", "--data-dir", tmp_path / "store"]
+    assert cli("ingest", sample_dir, *where, "--model", tiny_model, "-q").exit_code == 0
+    (tmp_path / "mmindex.toml").write_text('where = "year < 2100"\n')
+    monkeypatch.setenv("MMINDEX_YES", "1")
+    monkeypatch.setenv("MMINDEX_IDS", "shape-0000001")
+    refused = cli("delete", *where)
+    assert refused.exit_code == 2 and "name the points to delete" in refused.output
+    (tmp_path / "mmindex.toml").write_text('[delete]\nwhere = "year < 2100"\n')
+    assert "[delete] has no setting(s) where" in cli("delete", *where).output
+    (tmp_path / "mmindex.toml").unlink()
+    assert '"points": 60' in cli("info", *where, "--json").output
+
+
+def test_every_option_answers_to_its_flag_s_name(cli, monkeypatch):
+    """MMINDEX_<FLAG>: --json is MMINDEX_JSON (its setting's name, as_json, works too)."""
+    import click
+
+    from mmindex.pipeline.cli import main
+
+    query = main.get_command(click.Context(main), "query")
+    envvars = {param.name: param.envvar for param in query.params}
+    assert envvars["as_json"] == ["MMINDEX_JSON", "MMINDEX_AS_JSON"]
+    assert envvars["image_paths"] == ["MMINDEX_IMAGE", "MMINDEX_IMAGE_PATHS"]
+    assert envvars["limit"] == ["MMINDEX_LIMIT"]
+    monkeypatch.setenv("MMINDEX_JSON", "1")
+    assert cli("alias", "list", "--data-dir", "store").output.strip() == "{}"  # JSON, as the flag would ask

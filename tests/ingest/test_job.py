@@ -8,7 +8,7 @@ import signal
 import pytest
 
 import mmindex
-from mmindex.errors import CollectionMismatchError, UsageError
+from mmindex.errors import CollectionMismatchError, InputError, UsageError
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest import job as job_module
 from mmindex.pipeline.ingest import run as run_module
@@ -118,3 +118,47 @@ def test_exit_codes_follow_the_documented_rules(status, rejected, failure, signa
 def test_a_summary_that_does_not_add_up_is_an_internal_error():
     code, problem = outcome(IngestSummary("c", read=10, upserted=9), None, None, 0.05)
     assert code == 1 and "does not add up" in problem
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(shard=(3, 2)), "shard must be"), (dict(shard=(-1, 2)), "shard must be"), (dict(shard=(0, 0)), "shard"),
+    (dict(engine="bogus"), "engine must be one of local, ray"),
+    (dict(options=IngestOptions(batch_size=0)), "batch_size must be at least 1"),
+    (dict(device="bogus"), "--device: 'bogus' is not a device"),
+])
+def test_the_job_refuses_what_cannot_be_before_opening_anything(tmp_path, sample_dir, tiny_model, change, message):
+    job = IngestJob([str(sample_dir)], StoreSettings(collection="c", data_dir=str(tmp_path / "store")),
+                    ModelChoice(tiny_model), **change)
+    with pytest.raises(UsageError, match=message):
+        run_ingest_job(job)
+    assert not (tmp_path / "store").exists()
+
+
+def test_one_input_as_a_plain_string_is_one_input(tmp_path, sample_dir, tiny_model):
+    result = run_ingest_job(IngestJob(str(sample_dir), StoreSettings(collection="c", data_dir=str(tmp_path / "s")),
+                                      ModelChoice(tiny_model), IngestOptions(index_fields="year"), device="cpu"))
+    assert result.exit_code == 0 and result.summary.upserted == 60
+
+
+def test_a_model_by_name_checks_the_inputs_before_loading(built, tiny_model, monkeypatch):
+    refuse_loading(monkeypatch)
+    store = built.open()
+    try:
+        with pytest.raises(InputError, match="nodata"):
+            mmindex.ingest(["nodata"], store, tiny_model)
+    finally:
+        store.close()
+
+
+def test_a_model_by_name_fills_an_int8_collection_as_the_cli_does(tmp_path, sample_dir, tiny_model):
+    """The collection records int8 towers: a model given by name runs where they run (ONNX Runtime), not in torch."""
+    settings = StoreSettings(collection="c8", data_dir=str(tmp_path / "store"))
+    first = run_ingest_job(IngestJob([str(sample_dir)], settings, ModelChoice(tiny_model, precision="int8"),
+                                     device="cpu", no_rejects=True))
+    assert first.exit_code == 0, first.problem
+    store = settings.open()
+    try:
+        again = mmindex.ingest([str(sample_dir)], store, tiny_model)
+    finally:
+        store.close()
+    assert again.unchanged == 60 and again.embedded == 0

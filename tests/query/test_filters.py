@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.errors import FilterError
-from mmindex.pipeline.collection.delete import select_points
+from mmindex.errors import FilterError, InputError
+from mmindex.pipeline.collection.delete import delete, select_points
 from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.source import open_source
-from mmindex.pipeline.query.filters import combine_filters, compile_filter, load_raw_filter
+from mmindex.pipeline.query.filters import combine_filters, compile_filter, load_raw_filter, matches_everything
 from mmindex.pipeline.query.search import search
 from mmindex.pipeline.serve.routes import filter_of
 from mmindex.pipeline.serve.settings import Limits
@@ -114,3 +114,46 @@ def test_shape_bounds_apply_to_where_and_raw_alike():
 def test_nothing_given_is_no_filter():
     assert compile_filter() is None and compile_filter("  ", "  ") is None and compile_filter(raw={}) is None
     assert combine_filters(None, {}, None) is None
+
+
+LEAF = {"key": "year", "match": {"value": -1}}  # a condition no point meets
+
+
+def filters(depth: int = 3, top: bool = True):
+    """Qdrant filters built from empty clauses, nested filters and (sometimes) a condition; a nested filter has at
+    least one clause (the engine reads a bare {} inside a clause as no condition at all, and refuses it)."""
+    leaf = st.just(LEAF)
+    if depth == 0:
+        return leaf
+    inner = st.one_of(filters(depth - 1, top=False), leaf)
+    clause = st.one_of(st.just([]), st.lists(inner, min_size=1, max_size=2))
+    return st.dictionaries(st.sampled_from(["must", "should", "must_not"]), clause, min_size=0 if top else 1,
+                           max_size=3)
+
+
+def has_leaf(spec) -> bool:
+    return spec == LEAF or (isinstance(spec, dict) and any(has_leaf(p) for c in spec.values() for p in c))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=filters())
+def test_matches_everything_agrees_with_the_engine(collection, spec):
+    """Differential, against Qdrant Edge itself: a filter said to match everything does (sound); one without any
+    condition matches everything exactly when it is said to (exact)."""
+    store, _, _ = collection
+    everything = store.count(spec) == store.count(None)
+    if matches_everything(spec):
+        assert everything
+    if not has_leaf(spec):
+        assert matches_everything(spec) == everything
+
+
+@pytest.mark.parametrize("raw", ["{}", " {} ", {}, '{"must": []}', {"must": None}, '{"should": []}',
+                                 {"must": [{"should": []}]}])
+def test_delete_refuses_a_filter_without_a_condition_in_any_spelling(collection, raw):
+    store, _, _ = collection
+    with pytest.raises(InputError, match="no condition, so it matches every point"):
+        select_points(store, filter_json=raw)
+    with pytest.raises(InputError, match="no condition"):
+        delete(store, filter_json=raw)
+    assert store.count(None) == 60
