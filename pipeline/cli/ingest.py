@@ -175,7 +175,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         click.echo(json.dumps(job_settings(job.with_default_rejects()), default=str))
         return
     note = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
-    result = run_ingest_job(job, on_note=note, announce=announce, progress=lambda total: open_progress(
+    result = run_ingest_job(job, on_note=note, progress=lambda total: open_progress(
         "ingest", "rows", total, quiet=quiet, interval=progress_interval))
     if as_json:
         click.echo(json.dumps({**result.summary.to_dict(), "exit_code": result.exit_code, "problem": result.problem},
@@ -200,11 +200,6 @@ def job_settings(job: IngestJob) -> dict:
         "dry_run": job.options.dry_run,
         "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
     }
-
-
-def announce(message: str) -> None:
-    """The graceful-stop note: in a terminal it must leave the progress bar's line; a log has whole lines already."""
-    click.echo(("\n" if sys.stderr.isatty() else "") + message, err=True)
 
 
 def print_summary(summary) -> None:

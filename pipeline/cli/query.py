@@ -79,12 +79,14 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
     try:
         result = run_queries(store, request, ModelChoice(model, text_model, model_precision),
                              Runtime(device, backend, model_threads), settings.place)
+        # shown first under each hit; read only for a person's view that picks no --fields
+        indexed = [] if as_json or chosen else list(store.info().indexed_fields)
     finally:
         store.close()
     if as_json:
         print_json_lines(result, offset, chosen)
     else:
-        print_answers(result, request, collection)
+        print_answers(result, request, collection, indexed)
 
 
 def print_json_lines(result: QueryAnswers, offset: int, chosen: list[str] | None) -> None:
@@ -97,10 +99,10 @@ def print_json_lines(result: QueryAnswers, offset: int, chosen: list[str] | None
             click.echo(json.dumps({"query": {kind: value}, "rank": rank, **answer}, default=str, ensure_ascii=False))
 
 
-def print_answers(result: QueryAnswers, request: QueryRequest, collection: str) -> None:
+def print_answers(result: QueryAnswers, request: QueryRequest, collection: str, indexed: list[str]) -> None:
     """Each query's header (the query, what it searched, the model, the filter) and its hits, cut to the terminal."""
     where, offset, chosen = request.where, request.offset, request.fields
-    raw_filter, indexed = result.raw_filter, [] if chosen else result.indexed_fields
+    raw_filter = result.raw_filter
     searched = {"image": "images", "text": "captions", "both": "images and captions"}[request.target]
     width = terminal_width()
     for number, ((kind, value), hits) in enumerate(result.answers):

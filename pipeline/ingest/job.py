@@ -4,6 +4,7 @@ stop on SIGINT/SIGTERM, the JSON report and the exit code.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Sequence
@@ -175,31 +176,17 @@ def _load(job: IngestJob, plan: ModelPlan, note: Callable[[str], None], total: i
 def _run(job: IngestJob, plan: ModelPlan, source: Source, store, encoder: Encoder | None, options: IngestOptions,
          progress: Progress | None, note: Callable[[str], None], total: int) -> IngestSummary:
     bar = progress(total) if progress else None
-    with bar if bar is not None else _Silent() as shown:
+    with bar if bar is not None else contextlib.nullcontext():
         def stage(message: str) -> None:
-            shown.close()  # the rows are done: their last progress line comes before the note
+            if bar is not None:
+                bar.close()  # the rows are done: their last progress line comes before the note
             note(f"{message} …")
 
+        update = bar.update if bar is not None else None
         if job.engine == "ray":
             store.close()  # the Ray run's writer opens the store in its own process
             return ingest_on_ray(source, job.store, plan.model, options, replace(job.ray, device=job.device),
-                                 on_progress=shown.update, on_stage=stage, text_model=plan.text_model,
+                                 on_progress=update, on_stage=stage, text_model=plan.text_model,
                                  encoder_options={"backend": job.backend, "precision": plan.precision,
                                                   "threads": job.threads})
-        return ingest(source, store, encoder, options, on_progress=shown.update, on_stage=stage)
-
-
-class _Silent:
-    """No progress bar: what ``_run`` calls on one, doing nothing."""
-
-    def __enter__(self) -> "_Silent":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def update(self, *args: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
+        return ingest(source, store, encoder, options, on_progress=update, on_stage=stage)

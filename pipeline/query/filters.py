@@ -63,17 +63,22 @@ CLAUSES = ("must", "should", "must_not", "min_should")
 
 
 def matches_everything(spec: dict[str, Any] | None) -> bool:
-    """Whether a Qdrant filter (JSON form) has no condition at all, so it matches every point: None, ``{}``,
-    ``{"must": []}``, ``{"must": [{"should": []}]}``… A filter with any condition (even one that matches all points
-    by the data) is not: this looks at the filter, not at the collection."""
-    if spec is None:
-        return True
-    if not isinstance(spec, dict) or not set(spec) <= set(CLAUSES):
-        return False  # a condition (key, has_id, is_empty, nested…)
-    if spec.get("must_not") or spec.get("min_should"):
-        return False
-    must = spec.get("must") or []
-    should = spec.get("should") or []
-    must = must if isinstance(must, list) else [must]
-    should = should if isinstance(should, list) else [should]
-    return all(matches_everything(part) for part in must) and (not should or any(map(matches_everything, should)))
+    """Whether a Qdrant filter (JSON form) holds by its shape alone, so it matches every point: None, ``{}``,
+    ``{"must": []}``, ``{"must_not": [{"must_not": [{}]}]}``… Conditions (key, has_id, is_empty, nested…) count as
+    unknown: a filter whose outcome depends on one is not (even if the data make it match all points). Exact for
+    filters without conditions; ``tests/query/test_filters.py`` checks it against the engine."""
+    return spec is None or _decided(spec, True)
+
+
+def _decided(spec: Any, value: bool) -> bool:
+    """Whether ``spec`` is ``value`` (True: matches every point, False: none) whatever its conditions say. Qdrant's
+    rules: ``must`` all, ``should`` any (or none given), ``must_not`` none; ``min_should`` is left undecided."""
+    if not isinstance(spec, dict) or not set(spec) <= set(CLAUSES) or spec.get("min_should"):
+        return False  # a condition, or a clause this does not reason about
+    must, should, must_not = ([part] if isinstance(part, dict) else list(part or [])
+                              for part in (spec.get("must"), spec.get("should"), spec.get("must_not")))
+    if value:
+        return (all(_decided(p, True) for p in must) and (not should or any(_decided(p, True) for p in should))
+                and all(_decided(p, False) for p in must_not))
+    return (any(_decided(p, False) for p in must) or (bool(should) and all(_decided(p, False) for p in should))
+            or any(_decided(p, True) for p in must_not))

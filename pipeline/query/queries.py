@@ -52,12 +52,11 @@ class QueryRequest:
 
 @dataclass
 class QueryAnswers:
-    """Each query as (kind, value) with its hits, in the order given, and what the model and collection were."""
+    """Each query as (kind, value) with its hits, in the order given, and what the model was."""
 
     answers: list[tuple[tuple[str, str], list[Hit]]] = field(default_factory=list)
     model: str = ""
     text_model: str | None = None
-    indexed_fields: list[str] = field(default_factory=list)
     raw_filter: dict[str, Any] | None = None
 
 
@@ -86,8 +85,7 @@ def run_queries(store: Store, request: QueryRequest, models: ModelChoice = Model
     vectors = list(encoder.encode_texts(list(request.texts))) if request.texts else []
     vectors += [encoder.encode_images([read_image(path, encoder)])[0] for path in request.image_paths]
     queries = [("text", text) for text in request.texts] + [("image", path) for path in request.image_paths]
-    result = QueryAnswers(model=encoder.name, text_model=encoder.text_name, raw_filter=raw_filter,
-                          indexed_fields=list(store.info().indexed_fields))
+    result = QueryAnswers(model=encoder.name, text_model=encoder.text_name, raw_filter=raw_filter)
     for query, vector in zip(queries, vectors):
         hits = search(store, vector, target=request.target, where=request.where, filter_json=raw_filter,
                       limit=request.limit, offset=request.offset, score_threshold=request.score_threshold,

@@ -135,7 +135,7 @@ def has_leaf(spec) -> bool:
     return spec == LEAF or (isinstance(spec, dict) and any(has_leaf(p) for c in spec.values() for p in c))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=filters())
 def test_matches_everything_agrees_with_the_engine(collection, spec):
     """Differential, against Qdrant Edge itself: a filter said to match everything does (sound); one without any
@@ -149,7 +149,7 @@ def test_matches_everything_agrees_with_the_engine(collection, spec):
 
 
 @pytest.mark.parametrize("raw", ["{}", " {} ", {}, '{"must": []}', {"must": None}, '{"should": []}',
-                                 {"must": [{"should": []}]}])
+                                 {"must": [{"should": []}]}, {"must_not": [{"must_not": [{"must": []}]}]}])
 def test_delete_refuses_a_filter_without_a_condition_in_any_spelling(collection, raw):
     store, _, _ = collection
     with pytest.raises(InputError, match="no condition, so it matches every point"):
