@@ -104,7 +104,27 @@ class CollectionSpec:
         for name, kind in self.payload_types.items():
             if merged[name] == "null":
                 merged[name] = kind
-        return merged
+        return without_unsure_lists(merged, existing.payload_types, self.payload_types)
+
+
+def without_unsure_lists(merged: dict[str, str], before: dict[str, str], now: dict[str, str]) -> dict[str, str]:
+    """``merged`` without the element paths (``"tags"[]``, ``"s".v[]`` and what lies below) of a field that one run
+    stored as a list and another perhaps not: ``--where`` looks through them for ``is null``, which single values
+    would answer wrongly. A field recorded before element paths were (``tags: keyword``) is as unsure."""
+    unsure = []
+    for path in merged:
+        if not path.endswith("[]"):
+            continue
+        parent = path[:-2]
+        parent = parent[1:-1] if parent.count('"') == 2 and parent[0] == parent[-1] == '"' else parent
+        for kinds in (before, now):
+            kind = kinds.get(parent)
+            if kind not in (None, "null") and path not in kinds and not kind.startswith(_LIST_TYPES):
+                unsure.append(path)
+    return {name: kind for name, kind in merged.items() if not any(name.startswith(path) for path in unsure)}
+
+
+_LIST_TYPES = ("list<", "large_list<", "fixed_size_list<", "list_view<", "large_list_view<")
 
 
 def _same_weights(name: str, fingerprint: str | None, existing: str, existing_fingerprint: str | None) -> bool:

@@ -33,7 +33,7 @@ from mmindex.connectors.base import (
     chunk_by_bytes,
 )
 from mmindex.errors import FilterError, StoreError
-from mmindex.keys import field_of_key, qdrant_key
+from mmindex.keys import field_of_key, qdrant_path
 
 METADATA_FILE = "collection.json"
 ALIASES_FILE = "aliases.json"
@@ -179,10 +179,11 @@ class QdrantEdgeStore(LayoutOnce):
 
     # -- writes ----------------------------------------------------------------------
     def create_payload_index(self, field_name: str, kind: str) -> None:
-        """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
+        """Index the payload key ``field_name`` (a dotted name is one key), or a field below one recorded as
+        ``payload_types`` records it (``"meta".y``, ``"items"[].price``: ``keys.qdrant_path``)."""
         qe = _edge()
         schema = getattr(qe.PayloadSchemaType, kind.capitalize())
-        self._update(qe.UpdateOperation.create_field_index(qdrant_key(field_name), schema))
+        self._update(qe.UpdateOperation.create_field_index(qdrant_path(field_name), schema))
         meta = self._metadata() or {}
         self.update_metadata({"indexed_fields": {**meta.get("indexed_fields", {}), field_name: kind}})
 
@@ -404,7 +405,8 @@ class QdrantEdgeStore(LayoutOnce):
         except Exception as error:
             if "WouldBlock" in str(error) or "lock" in str(error).lower():
                 raise StoreError(
-                    f"collection {self.collection!r} at {self.folder} is open in another process; "
+                    f"collection {self.collection!r} at {self.folder} is open in another process"
+                    f"{lock_holder(self.folder / SHARD_DIR / 'wal')}; "
                     "an embedded store has one writer at a time (stop the other mmindex process, "
                     "or use a Qdrant server with --url)"
                 ) from error
@@ -426,6 +428,23 @@ class QdrantEdgeStore(LayoutOnce):
         tmp = self.folder / (METADATA_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, self.folder / METADATA_FILE)
+
+
+def lock_holder(path: Path) -> str:
+    """`` (pid N: its command line)`` of the process holding the engine's lock on ``path``, as Linux's /proc/locks
+    tells; empty where it does not (another system, another PID namespace)."""
+    try:
+        stat = os.stat(path)
+        wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+        with open("/proc/locks") as handle:
+            pids = [parts[4] for parts in map(str.split, handle) if len(parts) > 5 and parts[5] == wanted]
+        if not pids:
+            return ""
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (OSError, ValueError):
+        return ""
+    return f" (pid {pids[0]}: {command[:120] + ('…' if len(command) > 120 else '')})"
 
 
 def check_name(name: str) -> None:

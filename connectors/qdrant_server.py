@@ -34,7 +34,7 @@ from mmindex.connectors.base import (
     chunk_by_bytes,
 )
 from mmindex.errors import FilterError, StoreError
-from mmindex.keys import field_of_key, qdrant_key
+from mmindex.keys import field_of_key, qdrant_path
 
 METADATA_KEY = "mmindex"
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -206,7 +206,8 @@ class QdrantServerStore(LayoutOnce):
         )
 
     def create_payload_index(self, field_name: str, kind: str) -> None:
-        """Index the top-level payload key ``field_name`` (a dotted name is one key, not a path)."""
+        """Index the payload key ``field_name`` (a dotted name is one key), or a field below one recorded as
+        ``payload_types`` records it (``"meta".y``, ``"items"[].price``: ``keys.qdrant_path``)."""
         # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
         from qdrant_client import models
 
@@ -215,7 +216,7 @@ class QdrantServerStore(LayoutOnce):
             # Local mode warns that indexes have no effect there; a server builds them.
             warnings.simplefilter("ignore", UserWarning)
             self._call("create payload index", self.client.create_payload_index,
-                       self.collection, qdrant_key(field_name), schema, wait=True)
+                       self.collection, qdrant_path(field_name), schema, wait=True)
         # Recorded too, because local mode reports no payload schema.
         meta = dict(self._metadata() or {})
         self.update_metadata({"indexed_fields": {**meta.get("indexed_fields", {}), field_name: kind}})

@@ -26,6 +26,22 @@ def qdrant_key(name: str) -> str:
     return f'"{name}"'
 
 
+def qdrant_path(name: str) -> str:
+    """How Qdrant addresses a recorded field: a top-level key (quoted when it must be), or a nested path
+    recorded with its top-level key in double quotes (``"meta".y``, ``"items"[].price``) → ``meta.y``."""
+    if name.startswith('"') and '"' in name[1:]:
+        end = name.index('"', 1)
+        return qdrant_key(name[1:end]) + name[end + 1:]
+    return qdrant_key(name)
+
+
 def field_of_key(key: str) -> str:
-    """The payload key a Qdrant key addresses at the top level: ``"exif.make"`` → ``exif.make``."""
-    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == '"' else key
+    """The recorded name of what a Qdrant key addresses: ``"exif.make"`` → ``exif.make`` (a top-level key), a
+    path ``meta.y`` or ``"shot on".y`` → ``"meta".y`` / ``"shot on".y`` (the form ``qdrant_path`` reads)."""
+    if key.startswith('"') and '"' in key[1:]:
+        end = key.index('"', 1)
+        root, rest = key[1:end], key[end + 1:]
+    else:
+        cut = min((i for i in (key.find("."), key.find("[")) if i > 0), default=len(key))
+        root, rest = key[:cut], key[cut:]
+    return f'"{root}"{rest}' if rest else root

@@ -162,9 +162,10 @@ def copy_command(store, to_url, to_data_dir, to_collection, to_api_key, to_ca_ce
     """Copy a collection to another store: points, vectors, payloads, model record, layout, indexes.
 
     No model runs: the stored vectors are copied as they are. The target must be new (or
-    empty) and is made for the source's model; a copy that stopped (Ctrl-C, a lost
-    connection) continues where it stopped when the same command runs again. At the end both
-    collections are counted and must agree.
+    empty) and is made for the source's model; a copy that stopped (Ctrl-C, kill -9, a lost
+    connection, even while the index was being built) continues where it stopped when the
+    same command runs again, and a finished copy run again says so and copies nothing. At the
+    end both collections are counted and must agree.
 
     Without --to-url or --to-data-dir the target is in the same store as the source (then
     --to-collection names it).
@@ -181,6 +182,11 @@ def copy_command(store, to_url, to_data_dir, to_collection, to_api_key, to_ca_ce
     summary = _run_copy(store, target, page_size, quiet, progress_interval)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), default=str))
+        return
+    if summary.already_complete:
+        click.echo(f"nothing to copy: the target is already a complete copy (finished {summary.finished_at})\n"
+                   f"  from {summary.source} ({summary.source_points:,} points)\n"
+                   f"  to   {summary.target} ({summary.target_points:,} points)")
         return
     resumed = (f", resumed at point {summary.resumed_from}" if summary.resumed_from else "")
     click.echo(f"copied {summary.copied:,} points in {summary.seconds:.1f}s{resumed}\n"

@@ -45,7 +45,7 @@ def config_show(ctx, command_name, as_json):
         envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
         settings.append({"name": param.name, "option": max(param.opts, key=len), "value": mask(param.name, value),
                          "source": names.get(source.name, source.name.lower()) if source else "default",
-                         "env": envvars})
+                         "env": envvars, "command_line_only": bool(getattr(param, "command_line_only", False))})
     config_path = (root.obj or {}).get("config_path")
     warning = insecure_key(resolved.params.get("url"), resolved.params.get("api_key"))
     if as_json:

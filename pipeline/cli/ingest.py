@@ -8,20 +8,22 @@ import sys
 import click
 
 from mmindex.pipeline.cli.format import SectionedCommand
-from mmindex.pipeline.cli.options import (column_options, device_option, friendly_errors, image_root_path,
-                                          inference_options, progress_interval_option, split_values, store_options)
+from mmindex.errors import UsageError
+from mmindex.pipeline.cli.options import (column_options, command_line_only, device_option, friendly_errors,
+                                          image_root_path, inference_options, progress_interval_option, split_values,
+                                          store_options)
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.ingest.job import IngestJob, run_ingest_job
-from mmindex.pipeline.ingest.options import IngestOptions
+from mmindex.pipeline.ingest.options import DEFAULT_MAX_DELETE, IngestOptions, parse_max_delete
 from mmindex.pipeline.ingest.ray import RayOptions
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import parse_shard
 from mmindex.pipeline.models.identity import ModelChoice
 
 INGEST_SECTIONS = [
-    ("Input, model and collection", ["collection", "model", "text_model", "image_col", "caption_col", "id_col", "payload_cols",
+    ("Input, model and collection", ["collection", "model", "text_model", "trust_model_code", "image_col", "caption_col", "id_col", "payload_cols",
                                      "index_fields", "image_root", "thumbnails", "data_dir", "url"]),
-    ("Keeping the collection in sync", ["sync", "source_name", "dry_run"]),
+    ("Keeping the collection in sync", ["sync", "source_name", "max_delete", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
     ("Throughput", ["device", "backend", "model_precision", "model_threads", "devices", "decode", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
@@ -106,6 +108,12 @@ INGEST_SECTIONS = [
 @click.option("--sync", is_flag=True,
               help="Make the collection equal to INPUTS: after a complete run, delete this source's points whose "
                    "rows are gone (a run with unreadable files deletes nothing).")
+@click.option("--max-delete", default=DEFAULT_MAX_DELETE, show_default=True, metavar="N%|N|all",
+              callback=lambda ctx, param, value: _delete_limit(value),
+              help="Most of the source's points one --sync may delete: a share (10%), a count (500) or all. A sync "
+                   "that would delete more deletes nothing and exits with 1, so an input that is empty today, a glob "
+                   "that matches fewer files or another --id-col cannot empty the collection. Typed each time: never "
+                   "taken from MMINDEX_* or mmindex.toml.")
 @click.option("--source", "source_name", default=None, metavar="NAME",
               help="Name of this source in the collection (recorded in _source.name; --sync deletes only its "
                    "points). Default: the inputs, as absolute paths.")
@@ -122,7 +130,8 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
            batch_size, workers, no_pipeline, parallel_writes, bulk_load, image_col, caption_col, id_col, payload_cols,
            index_fields, max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize,
            thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec, engine, ray_address, ray_actors,
-           ray_gpus_per_actor, sync, source_name, dry_run, print_config, as_json, quiet, progress_interval):
+           ray_gpus_per_actor, sync, max_delete, source_name, dry_run, print_config, as_json, quiet,
+           progress_interval):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -158,6 +167,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
           --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1   # queries in 50+ languages
       mmindex ingest data/ -c photos --sync --dry-run            # what a nightly sync would do
       mmindex ingest data/ -c photos --sync --source nightly     # then do it
+      mmindex ingest data/ -c photos --sync --max-delete all     # the inputs really lost most rows
     """
     options = IngestOptions(
         image_col=image_col, caption_col=caption_col, id_col=id_col, payload_cols=split_values(payload_cols),
@@ -166,7 +176,8 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         optimize=not no_optimize, rejects_path=rejects,
         image_root=None if print_config else image_root_path(image_root),
         missing_caption=missing_caption, skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes,
-        thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate)
+        thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate,
+        max_delete=max_delete)
     job = IngestJob(list(inputs), store, ModelChoice(model, text_model, model_precision), options, device=device,
                     backend=backend, threads=model_threads, engine=engine, shard=parse_shard(shard_spec),
                     ray=RayOptions(address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor),
@@ -187,6 +198,17 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         sys.exit(result.exit_code)
 
 
+def _delete_limit(value: str) -> str:
+    try:
+        return parse_max_delete(value).spec
+    except UsageError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+# Consent to delete more of a source is typed each time: a setting left in the environment must not turn into deletes.
+command_line_only(ingest, {"max_delete"})
+
+
 def job_settings(job: IngestJob) -> dict:
     """What ``--print-config`` shows: the resolved settings, secrets masked."""
     return {
@@ -196,7 +218,8 @@ def job_settings(job: IngestJob) -> dict:
         "decode": job.options.decode, "engine": job.engine,
         "shard": list(job.shard) if job.shard else None, "batch_size": job.options.batch_size,
         "workers": job.options.workers, "rejects": job.options.rejects_path, "report": job.report,
-        "max_reject_rate": job.options.max_reject_rate, "sync": job.options.sync, "source": job.options.source_name,
+        "max_reject_rate": job.options.max_reject_rate, "sync": job.options.sync, "max_delete": job.options.max_delete,
+        "source": job.options.source_name,
         "dry_run": job.options.dry_run,
         "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
     }
@@ -212,7 +235,8 @@ def print_summary(summary) -> None:
             f"unchanged {summary.unchanged:,}  rejected {summary.rejected:,}  "
             + ("stale points not counted (an input was not read in full)" if summary.stale is None else
                f"would delete {summary.deleted:,}" if summary.deleted or not summary.stale else
-               f"stale {summary.stale:,} (--sync would delete them)"))
+               f"stale {summary.stale:,} (over --max-delete: --sync would delete none of them)"
+               if summary.delete_refused else f"stale {summary.stale:,} (--sync would delete them)"))
         for warning in summary.warnings[:5]:
             click.echo(f"  warning: {warning}")
         return
@@ -236,7 +260,8 @@ def print_summary(summary) -> None:
         click.echo(f"  {extra}")
     if summary.stale:
         click.echo(f"  stale {summary.stale:,}: points of source {summary.source!r} that no row of this run produced "
-                   "(rows deleted or edited in the inputs); --sync deletes them")
+                   "(rows deleted or edited in the inputs); "
+                   + ("kept, more than --max-delete allows" if summary.delete_refused else "--sync deletes them"))
     for skipped in summary.skipped_files:
         click.echo(f"  skipped file {skipped['file']}: {skipped['reason']}")
     for rejection in summary.rejections[:10]:

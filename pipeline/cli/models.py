@@ -15,6 +15,7 @@ from mmindex.pipeline.cli.options import (
     progress_interval_option,
     split_values,
     store_options,
+    trust_option,
 )
 from mmindex.pipeline.cli.progress import open_progress
 from mmindex.pipeline.ingest.options import IngestOptions
@@ -123,6 +124,7 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
               help="Give every non-ASCII character of the training captions (e.g. Chinese) that has no token "
                    "of its own a new one, instead of several byte pieces; for teaching a model a new language.")
 @column_options
+@trust_option
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @progress_interval_option
 @friendly_errors

@@ -9,22 +9,25 @@ import click
 
 from mmindex.connectors import DEFAULT_DATA_DIR
 from mmindex.connectors.base import CollectionOptions
-from mmindex.errors import MmindexError, UsageError
+from mmindex.errors import FilterError, MmindexError, UsageError
 from mmindex.pipeline.cli.progress import DEFAULT_INTERVAL
 from mmindex.pipeline.config import StoreSettings, env_name
+from mmindex.pipeline.models.trust import trusting
 
 EXIT_ERROR = 1
 
 
 def friendly_errors(function):
-    """Turn project errors into click errors: one clear line, no traceback; exit code 2 for a ``UsageError`` (options
-    that cannot go together), 1 for the rest."""
+    """Turn project errors into click errors: one clear line, no traceback. Exit code 2 (usage) for what the command
+    line itself gets wrong — a ``UsageError`` (an option naming a column or field that is not there, options that
+    cannot go together) or a ``FilterError`` (a ``--where`` or ``--filter-json`` that does not parse or cannot
+    match) — and 1 for the rest (docs/reliability.md, "Exit codes")."""
 
     @wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except UsageError as error:
+        except (UsageError, FilterError) as error:
             raise click.UsageError(str(error)) from error
         except MmindexError as error:
             raise click.ClickException(str(error)) from error
@@ -134,8 +137,24 @@ def device_option(purpose: str):
                         help=f"Where to {purpose}: cuda, cuda:1, mps, cpu, or auto (CUDA, then MPS, then CPU).")
 
 
+def trust_option(function):
+    """--trust-model-code: the user's word that a model's own files may run (``models/trust.py``), for the command."""
+
+    @wraps(function)
+    def wrapper(*args, trust_model_code: bool = False, **kwargs):
+        with trusting(trust_model_code):
+            return function(*args, **kwargs)
+
+    return click.option("--trust-model-code", is_flag=True, envvar="MMINDEX_TRUST_MODEL_CODE",
+                        help="Let the model's own files run when it loads: Python code in its folder, auto_map or "
+                             "trust_remote_code in its configs, pickle weights holding more than tensors. Only for "
+                             "a model whose author you trust; without it such a model is refused.")(wrapper)
+
+
 def inference_options(function):
-    """--backend, --model-precision and --model-threads: how the model's forward passes run."""
+    """--backend, --model-precision, --model-threads and --trust-model-code: how the model's forward passes run,
+    and whether its own code may."""
+    function = trust_option(function)
     function = click.option("--model-threads", default=None, type=click.IntRange(1), envvar="MMINDEX_MODEL_THREADS",
                             help="Threads for the model's forward passes (default: the library's own, one per core); "
                                  "the rest of the cores are left to decode workers.")(function)

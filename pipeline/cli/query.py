@@ -13,7 +13,7 @@ from mmindex.pipeline.query.queries import QueryAnswers, QueryRequest, run_queri
 
 QUERY_SECTIONS = [
     ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
-               "model", "text_model", "device", "backend", "model_precision", "model_threads"]),
+               "model", "text_model", "device", "backend", "model_precision", "model_threads", "trust_model_code"]),
     ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
     STORE_SECTION,
 ]

@@ -14,10 +14,10 @@ from mmindex.pipeline.serve.settings import Limits, ServeSettings
 
 SERVE_SECTIONS = [
     ("Service", ["collection", "allow_collection", "model", "text_model", "device", "backend", "model_precision",
-                 "model_threads", "host", "port", "image_root", "log_level",
+                 "model_threads", "trust_model_code", "host", "port", "image_root", "log_level",
                  "dry_run"]),
-    ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_window",
-                           "store_timeout", "max_connections"]),
+    ("Access and limits", ["serve_api_key", "cors_origin", "max_body_bytes", "max_query_pixels", "max_decode_mib",
+                           "max_window", "store_timeout", "max_connections"]),
     ("Query batching", ["batch_window_ms", "max_batch"]),
     STORE_SECTION,
 ]
@@ -45,12 +45,16 @@ SERVE_SECTIONS = [
               help="Largest request body, counted as it arrives whatever the transfer encoding (413 above it).")
 @click.option("--max-query-pixels", default=16_777_216, show_default=True, type=click.IntRange(1),
               help="Largest query image in pixels, read from its header before decoding (400 above it).")
+@click.option("--max-decode-mib", default=128, show_default=True, type=click.IntRange(1),
+              help="Memory one query image may take to decode, from its header: pixels × bytes a pixel (400 above "
+                   "it; 4096×4096 RGBA needs 128).")
 @click.option("--max-window", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Most results one can page through: offset + limit (target both fuses this many per vector).")
 @click.option("--store-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a store call may take before the request gets 503.")
 @click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1),
-              help="Connections open at once; past it new ones get 503.")
+              help="Connections open at once; past it new requests get 503. A connection must send each request's "
+                   "headers within 10 s (408 and closed after).")
 @click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long concurrent encode requests wait to share one forward pass.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
@@ -63,9 +67,9 @@ SERVE_SECTIONS = [
 @click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
-def serve(store, model, text_model, device, backend, model_precision, model_threads, host, port, serve_api_key, cors_origin, allow_collection, max_body_bytes,
-          max_query_pixels, max_window, store_timeout, max_connections, batch_window_ms, max_batch, image_root,
-          log_level, dry_run):
+def serve(store, model, text_model, device, backend, model_precision, model_threads, host, port, serve_api_key,
+          cors_origin, allow_collection, max_body_bytes, max_query_pixels, max_decode_mib, max_window, store_timeout,
+          max_connections, batch_window_ms, max_batch, image_root, log_level, dry_run):
     """Serve search and embedding over HTTP, with a search page at /.
 
     \b
@@ -96,6 +100,7 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
             "serve_api_key": mask("serve_api_key", serve_api_key), "cors_origins": list(cors_origin),
             "max_body_bytes": max_body_bytes, "batch_window_ms": batch_window_ms, "max_batch": max_batch,
             "image_root": image_root, "allow_collection": list(allow_collection), "max_query_pixels": max_query_pixels,
+            "max_decode_mib": max_decode_mib,
             "max_window": max_window, "store_timeout": store_timeout, "max_connections": max_connections,
         }))
         return
@@ -106,7 +111,7 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
     from mmindex.pipeline.serve.app import run
 
     limits = Limits(max_body_bytes=max_body_bytes, max_query_pixels=max_query_pixels, max_window=max_window,
-                    store_timeout=store_timeout)
+                    store_timeout=store_timeout, max_decode_bytes=max_decode_mib * 1024 * 1024)
     settings = ServeSettings(store=store, collections=tuple(allow_collection), model=model, text_model=text_model,
                              device=device, backend=backend, precision=model_precision, threads=model_threads,
                              api_key=serve_api_key, cors_origins=tuple(cors_origin), limits=limits,

@@ -7,6 +7,7 @@ continued by running it again.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -18,18 +19,22 @@ from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointReco
 from mmindex.errors import StoreError, UsageError
 from mmindex.pipeline.config import StoreSettings
 
-COPY_KEY = "copy_from"  # in the target's record while a copy into it is unfinished
+COPY_KEY = "copy_from"  # in the target's record while a copy into it is unfinished (index build included)
+COPIED_KEY = "copied_from"  # in the target's record once the copy is complete: {source, points, finished_at}
 # Keys of the record each store writes itself (when it creates the collection or an index),
 # or that belong to one run on one store; every other key is carried over as it is.
 OWN_KEYS = {"format", "dim", "distance", "vectors", "options", "indexed_fields", "payload_types", "model",
-            "model_fingerprint", "text_model", "text_model_fingerprint", "model_precision", "indexing_threshold_before_load", COPY_KEY}
+            "model_fingerprint", "text_model", "text_model_fingerprint", "model_precision", "indexing_threshold_before_load", COPY_KEY,
+            COPIED_KEY}
 
 
 @dataclass
 class CopySummary:
     """What a copy did. ``copied`` counts the points written by this run (a resumed run writes
     only the rest); ``source_points`` and ``target_points`` are both collections' counts at
-    the end, equal after a complete copy; ``resumed_from`` is the point id the run continued at."""
+    the end, equal after a complete copy; ``resumed_from`` is the point id the run continued at.
+    ``already_complete``: the target was a finished copy of this source already, and nothing was done;
+    ``finished_at`` is when the copy was completed (UTC, ISO 8601)."""
 
     source: str
     target: str
@@ -40,6 +45,8 @@ class CopySummary:
     resumed_from: str | None = None
     indexed_fields: dict[str, str] | None = None
     seconds: float = 0.0
+    already_complete: bool = False
+    finished_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,27 +74,32 @@ def copy_collection(source: Store, target: Store, page: int = 256,
     ``options`` lay out a new target (default: the source's layout).
 
     Resumable: after each page the target's record holds ``copy_from`` = {source, next_offset,
-    copied}; the same copy run again continues at ``next_offset``. When the copy is complete
-    the key is removed, the target finished (``finish()``: index built, flushed) and both
-    counts compared. Copy from a source nothing writes to meanwhile: a point changed behind the
-    cursor is not copied again.
+    copied, complete}; the same copy run again continues at ``next_offset``. When every point is
+    copied the target is finished (``finish()``: index built, flushed) and both counts compared;
+    only then is ``copy_from`` replaced by ``copied_from`` = {source, points, finished_at}. So a
+    copy stopped at any moment, even while the index builds, goes on when run again, and a
+    finished copy run again does nothing (``already_complete``). Copy from a source nothing
+    writes to meanwhile: a point changed behind the cursor is not copied again.
 
     Raises ``StoreError`` when the source does not exist (or was not made by mmindex), when
     source and target are the same collection, when the target already holds points and is not
-    an unfinished copy of this source, or when the counts differ at the end;
+    an unfinished or finished copy of this source, or when the counts differ at the end (or, for
+    a finished copy, differ now);
     ``CollectionMismatchError`` when the target holds another model's vectors.
     """
     started = time.monotonic()
     meta = _source_record(source)
     source_name, target_name = describe(source), describe(target)
     if _same_collection(source, target):
-        raise StoreError(f"source and target are the same collection ({source_name}); copy to another "
+        raise UsageError(f"source and target are the same collection ({source_name}); copy to another "
                          "collection name, data directory or server")
     spec = CollectionSpec.from_metadata(meta)
-    cursor, done, complete = _resume_point(target, spec, source_name)
+    cursor, done, complete, finished = _resume_point(target, spec, source_name)
     summary = CopySummary(source_name, target_name, meta["model"], resumed_from=cursor)
+    if finished is not None:
+        return _already_complete(source, target, summary, finished, started)
     _prepare_target(source, target, spec, meta, options)
-    if done == 0 and cursor is None:
+    if done == 0 and cursor is None and not complete:
         _mark(target, source_name, None, 0)  # from here on a rerun knows this target is our copy
     total = source.count()
     if on_progress:
@@ -102,16 +114,61 @@ def copy_collection(source: Store, target: Store, page: int = 256,
         _mark(target, source_name, cursor, done, complete)
         if on_progress:
             on_progress(done, total)
-    target.update_metadata({COPY_KEY: None})
-    target.finish()
+    target.finish()  # the marker stays until this is done: a copy stopped while the index builds builds it again
     summary.source_points, summary.target_points = source.count(), target.count()
     summary.indexed_fields = dict((target.metadata() or {}).get("indexed_fields", {}))
-    summary.seconds = time.monotonic() - started
     if summary.source_points != summary.target_points:
         raise StoreError(f"the copy is incomplete: the target {target_name} has {summary.target_points:,} points, "
                          f"the source {source_name} {summary.source_points:,} (was the source written to during "
                          "the copy?); delete the target and copy again while nothing writes to the source")
+    summary.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    target.update_metadata({COPY_KEY: None, COPIED_KEY: {"source": source_name, "points": summary.target_points,
+                                                         "finished_at": summary.finished_at}})
+    summary.seconds = time.monotonic() - started
     return summary
+
+
+def _already_complete(source: Store, target: Store, summary: CopySummary, finished: dict[str, Any],
+                      started: float) -> CopySummary:
+    """The summary of a copy run again after it finished: nothing to do while both still hold the same points."""
+    summary.source_points, summary.target_points = source.count(), target.count()
+    summary.indexed_fields = dict((target.metadata() or {}).get("indexed_fields", {}))
+    summary.already_complete, summary.finished_at = True, finished.get("finished_at")
+    summary.resumed_from = None
+    if summary.source_points != summary.target_points:
+        raise StoreError(f"the target {summary.target} is a finished copy of {summary.source} (finished "
+                         f"{summary.finished_at}, {finished.get('points', 0):,} points), but the source now has "
+                         f"{summary.source_points:,} points and the target {summary.target_points:,}; to copy it "
+                         "again, delete the target or copy to another --to-collection")
+    changed = first_difference(source, target)
+    if changed is not None:
+        raise StoreError(f"the target {summary.target} is a finished copy of {summary.source} (finished "
+                         f"{summary.finished_at}), but the source changed since: {changed}; to copy it again, delete "
+                         "the target or copy to another --to-collection")
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def first_difference(source: Store, target: Store, page: int = 256) -> str | None:
+    """Where ``target`` stops being a copy of ``source`` — a point missing, extra, or with another payload or
+    vectors (compared to 1e-6) — or None. Both are read once, page by page in id order (memory: two pages)."""
+    source_cursor = target_cursor = None
+    while True:
+        ours, source_cursor = source.scroll(limit=page, offset=source_cursor, with_payload=True, with_vectors=True)
+        theirs, target_cursor = target.scroll(limit=page, offset=target_cursor, with_payload=True, with_vectors=True)
+        for a, b in zip(ours, theirs):
+            if a.id != b.id:
+                return f"point {min(a.id, b.id)} is in one of them only"
+            if a.payload != b.payload:
+                return f"point {a.id} has another payload"
+            vectors_a, vectors_b = a.vectors or {}, b.vectors or {}
+            if set(vectors_a) != set(vectors_b) or any(
+                    not np.allclose(vectors_a[name], vectors_b[name], atol=1e-6) for name in vectors_a):
+                return f"point {a.id} has other vectors"
+        if len(ours) != len(theirs) or (source_cursor is None) != (target_cursor is None):
+            return "they hold other points"
+        if source_cursor is None:
+            return None
 
 
 def _source_record(source: Store) -> dict[str, Any]:
@@ -124,25 +181,31 @@ def _source_record(source: Store) -> dict[str, Any]:
     return meta
 
 
-def _resume_point(target: Store, spec: CollectionSpec, source_name: str) -> tuple[str | None, int, bool]:
-    """(cursor, points already copied, complete) to go on from; refuses a target that is not ours to fill."""
+def _resume_point(target: Store, spec: CollectionSpec,
+                  source_name: str) -> tuple[str | None, int, bool, dict[str, Any] | None]:
+    """(cursor, points already copied, all points copied, the record of a finished copy of this source) to go on
+    from; refuses a target that is not ours to fill."""
     if not target.exists():
-        return None, 0, False
+        return None, 0, False, None
     existing = target.spec()
     if existing is None:
         raise StoreError(f"the target {describe(target)} exists but was not made by mmindex; copy to another name")
     spec.check_matches(existing, target.collection)
-    marker = (target.metadata() or {}).get(COPY_KEY)
+    meta = target.metadata() or {}
+    marker, finished = meta.get(COPY_KEY), meta.get(COPIED_KEY)
     if marker is not None and marker.get("source") == source_name:
-        return marker.get("next_offset"), int(marker.get("copied", 0)), bool(marker.get("complete"))
+        return marker.get("next_offset"), int(marker.get("copied", 0)), bool(marker.get("complete")), None
     if marker is not None:
         raise StoreError(f"the target {describe(target)} holds an unfinished copy of {marker.get('source')}, "
                          "not of this source; finish that copy, or copy to another name")
+    if finished is not None and finished.get("source") == source_name:
+        return None, 0, True, finished
     points = target.count()
     if points:
-        raise StoreError(f"the target {describe(target)} already holds {points:,} points; copy into a new or "
-                         "empty collection (another --to-collection), or delete it first")
-    return None, 0, False
+        copy_of = f" (a copy of {finished.get('source')})" if finished else ""
+        raise StoreError(f"the target {describe(target)} already holds {points:,} points{copy_of}; copy into a new "
+                         "or empty collection (another --to-collection), or delete it first")
+    return None, 0, False, None
 
 
 def _prepare_target(source: Store, target: Store, spec: CollectionSpec, meta: dict[str, Any],

@@ -94,17 +94,17 @@ def _point_ids(meta: dict[str, Any], ids: Sequence[Any], point_ids: Sequence[str
             try:
                 wanted[str(uuid.UUID(str(given)))] = given
             except ValueError:
-                raise InputError(f"--point-ids: {given!r} is not a point id (a UUID, as search results show)") from None
+                raise UsageError(f"--point-ids: {given!r} is not a point id (a UUID, as search results show)") from None
         return wanted
     rule = meta.get("id_rule") or {}
     if rule.get("rule") != "column":
-        raise InputError(f"collection makes point ids {describe_id_rule(rule) if rule else 'in an unrecorded way'}, "
+        raise UsageError(f"collection makes point ids {describe_id_rule(rule) if rule else 'in an unrecorded way'}, "
                          "so there are no id values to name; select with --point-ids, --where or --source")
     wanted = {}
     for given in ids:
         trouble = id_problem(given)
         if trouble:
-            raise InputError(f"--ids: a value {trouble}")
+            raise UsageError(f"--ids: a value {trouble}")
         wanted[point_id_from_key(given)] = given
     return wanted
 

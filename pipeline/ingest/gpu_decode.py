@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmindex.errors import InputError, ModelError
+from mmindex.errors import InputError, ModelError, UsageError
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image, extreme_aspect_box, shrunk_size
 from mmindex.pipeline.ingest.sample import make_row
 from mmindex.pipeline.models.encoder import pick_device
@@ -335,7 +335,7 @@ def check_gpu_decode_possible(device: str | None, engine: str = "local", pipelin
     """Refuse ``--decode gpu`` before a model loads when it cannot run: no CUDA, no torchvision, or a run
     that does not decode in the pipeline (``--engine ray``, ``--no-pipeline``). Raises ModelError or InputError."""
     if engine != "local" or not pipelined:
-        raise InputError("--decode gpu decodes in the local pipelined ingest; "
+        raise UsageError("--decode gpu decodes in the local pipelined ingest; "
                          + ("--engine ray decodes with Pillow in its own tasks" if engine != "local"
                             else "--no-pipeline is the Pillow reference path"))
     where = pick_device(device)

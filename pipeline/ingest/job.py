@@ -9,12 +9,13 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Sequence
 
-from mmindex.errors import UsageError
+from mmindex.errors import MmindexError, UsageError
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.gpu_decode import check_gpu_decode_possible
 from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
 from mmindex.pipeline.ingest.run import checked_plan, ingest
+from mmindex.pipeline.ingest.sync import index_plan
 from mmindex.pipeline.ingest.signals import graceful_stop
 from mmindex.pipeline.ingest.source import Source, open_source
 from mmindex.pipeline.ingest.summary import IngestSummary, outcome, utc_now, write_report
@@ -142,24 +143,30 @@ def run_ingest_job(job: IngestJob, *, on_note: Callable[[str], None] | None = No
             "exit_code": exit_code, "problem": problem, "started_at": started_at, "finished_at": utc_now(),
             "inputs": list(job.inputs), "store": job.store.kind, "shard": "/".join(map(str, job.shard or ())) or None,
             "engine": job.engine, "model": model_name, "max_reject_rate": job.options.max_reject_rate,
+            "max_delete": job.options.max_delete,
         })
     return JobResult(summary, exit_code, problem, model_name)
 
 
 def report_of(summary: IngestSummary, path: str, extra: dict[str, Any]) -> None:
-    """Write the JSON report; a report that cannot be written is a warning in the summary (the rows are stored)."""
+    """Write the JSON report; a report that cannot be written (a read-only or full disk, a folder where the file
+    should be, a pipe nobody reads) is a warning in the summary, never an error: the rows are stored, and the exit
+    code stays the run's."""
     try:
         write_report(summary, path, extra)
-    except OSError as error:
+    except (OSError, ValueError, MmindexError) as error:
         summary.warnings.append(f"cannot write the report {path}: {error}")
 
 
 def _checked_plan(job: IngestJob, store) -> tuple[ModelPlan, Source]:
     """The models to load, checked against the collection (if it exists) before any of them loads; the source."""
     plan = checked_plan(store, job.models)  # refused before the model loads (it may take minutes)
+    if store.exists():
+        store.count()  # opens it: an embedded collection another process holds is refused now, naming that process
     options = job.options
     source = open_source(list(job.inputs), options.image_col, options.caption_col, options.id_col,
                          options.payload_cols, skip_bad_files=options.skip_bad_files, shard=job.shard)
+    index_plan(source, options.index_fields)  # a field --index-fields names that is not there: refused now too
     return plan, source
 
 

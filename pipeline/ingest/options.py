@@ -2,16 +2,67 @@
 ``mmindex ingest`` that the run itself reads (columns, batch size, limits, rejects file, sync…)."""
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Sequence
 
+from mmindex.errors import UsageError
 from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS
 
 MISSING_CAPTION_POLICIES = ("image-only", "reject")
 
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_DELETE = "10%"
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """How many of a source's points one ``--sync`` may delete: ``--max-delete`` as given (``10%``, ``250``, ``all``).
+
+    ``percent`` (of the source's points before the run) or ``count``; neither: no limit. Whole numbers are compared
+    exactly (``Fraction``), so ``10%`` of 60 points allows 6 and refuses 7.
+    """
+
+    spec: str
+    percent: Fraction | None = None
+    count: int | None = None
+
+    def allows(self, deleting: int, points: int) -> bool:
+        """Whether deleting ``deleting`` of a source's ``points`` stays within the limit."""
+        if self.count is not None:
+            return deleting <= self.count
+        if self.percent is not None:
+            return deleting * 100 <= self.percent * points
+        return True
+
+    def most(self, points: int) -> int | None:
+        """The most points of ``points`` the limit lets go (None: no limit)."""
+        if self.count is not None:
+            return self.count
+        return None if self.percent is None else math.floor(self.percent * points / 100)
+
+
+def parse_max_delete(value: str | int) -> DeleteLimit:
+    """``--max-delete``: ``N%`` (0-100, of the source's points), a count ``N``, or ``all``. UsageError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UsageError(f"--max-delete must be N%, a count N or all, not {value!r}")
+    text = str(value).strip().lower()
+    try:
+        if text == "all":
+            return DeleteLimit("all")
+        if text.endswith("%"):
+            percent = Fraction(text[:-1].strip())
+            if 0 <= percent <= 100:
+                return DeleteLimit(f"{text[:-1].strip()}%", percent=percent)
+        elif text.isdigit():
+            return DeleteLimit(str(int(text)), count=int(text))
+    except (ValueError, ZeroDivisionError):
+        pass
+    raise UsageError(f"--max-delete must be a percentage of the source's points (0%-100%, e.g. 10%), a count of "
+                     f"points (e.g. 500) or all, not {value!r}")
 
 
 @dataclass
@@ -67,6 +118,9 @@ class IngestOptions:
     """Read and compare only: count what would be embedded, updated and deleted; write nothing."""
     max_reject_rate: float = 0.05
     """A sync whose run rejected more than this fraction of its rows deletes nothing."""
+    max_delete: str = DEFAULT_MAX_DELETE
+    """The most of its source's points a sync may delete: ``N%`` of them, a count ``N``, or ``all``. A sync that
+    would delete more deletes nothing and fails (an input that vanished must not empty the collection)."""
 
     def __post_init__(self) -> None:
         for name in ("payload_cols", "index_fields", "devices"):  # one name given as a plain string is one name
@@ -74,3 +128,8 @@ class IngestOptions:
                 setattr(self, name, [getattr(self, name)])
         if self.index_fields is None:
             self.index_fields = ()
+        self.max_delete = self.delete_limit.spec  # refused here when it is not a limit
+
+    @property
+    def delete_limit(self) -> DeleteLimit:
+        return parse_max_delete(self.max_delete)

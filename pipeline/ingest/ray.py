@@ -54,10 +54,15 @@ class StoreGate:
         self.store = settings.open()
         self.options = options
         self.rule_change = prepare_collection(source, self.store, self.encoder, options)
+        self.dataset = source.dataset  # in the types the collection records (the read tasks take it from here)
         self.summary = IngestSummary(collection=self.store.collection, model=self.encoder.name,
                                      files=len(source.files), notes=list(source.mapping.notes),
                                      source=options.source_name)
         self.run = IngestRun(self.store, self.summary, options, None, None)
+
+    def read_types(self):
+        """The dataset's schema as this run reads it: a column's type may be the one the collection records."""
+        return self.dataset
 
     def describe(self) -> tuple[str, tuple[int | None, bool], int]:
         """The model's identity (for content hashes), image side and weight bytes, to plan the other stages."""
@@ -133,6 +138,9 @@ def ingest_on_ray(source, settings, model: str, options, ray_options: RayOptions
                                                               encoder_options or {})
     try:
         name, image_size, weights = ray.get(gate.describe.remote())  # image_size: (side, center_crop)
+        if source.dataset is not None:
+            source.dataset = ray.get(gate.read_types.remote())
+            source.schema = source.dataset.schema
     except Exception as error:  # noqa: BLE001 - the store could not be opened or prepared
         raise MmindexError(f"the Ray run cannot start its store writer: {_reason(error)}") from error
     # What one embedding actor holds: the weights, activations and a batch in flight (a scheduling hint).

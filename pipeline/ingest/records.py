@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import math
 import re
@@ -142,20 +143,25 @@ def payload_columns(batch: pa.RecordBatch, columns: Sequence[str], key_of: Calla
                     ) -> tuple[list[dict[str, Any]], list[str], dict[int, str]]:
     """Convert the payload columns of a batch to JSON dicts, one per row, plus warnings and row errors.
 
-    ``key_of`` gives each column's payload key (``ColumnMapping.payload_key``).
+    ``key_of`` gives each column's payload key (``ColumnMapping.payload_key``). Values are
+    rendered by their Arrow type at every depth (``to_json_value``); a column that holds
+    nothing but binary below its top level (``stored_type`` is None) writes no key.
     """
     rows: list[dict[str, Any]] = [{} for _ in range(batch.num_rows)]
     warnings: list[str] = []
     errors: dict[int, str] = {}
     for name in columns:
         column = batch.column(batch.schema.get_field_index(name))
+        if stored_type(column.type) is None:
+            continue
+        column = floats_as_written(column)
         values, column_errors, column_warnings = column_values(column, name)
         warnings.extend(column_warnings)
         for index, problem in column_errors.items():
             errors.setdefault(index, problem)
-        key = key_of(name)
+        key, convert = key_of(name), json_converter(column.type)
         for index, value in enumerate(values):
-            rows[index][key] = to_json_value(value, column.type, warnings, name)
+            rows[index][key] = convert(value, warnings, name)
     return rows, warnings, errors
 
 
@@ -169,11 +175,175 @@ def short_float(value: float, arrow_type: pa.DataType) -> float:
     return float(str(narrow(value)))
 
 
+# -- the value rules, applied at every depth ------------------------------------------------
+# A value inside a list, struct or map follows the rules of its own Arrow type, exactly as in a
+# column of that type: float32 as its shortest decimal, timestamps as RFC 3339, and so on. The one
+# difference is binary: a binary column is kept as base64 when named in --payload-cols, but binary
+# below the top level (image bytes in a Hugging Face ``Sequence(Image())`` column) is left out, its
+# sibling fields kept, and the run's notes name what was left out (``left_out_binary``).
+def _decoded(arrow_type: pa.DataType) -> pa.DataType:
+    """The type of the values behind an encoding (a dictionary's values)."""
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+def is_list_type(arrow_type: pa.DataType) -> bool:
+    """list, large_list, fixed_size_list and the list views: JSON arrays all."""
+    t = arrow_type
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+
+
+def is_binary_type(arrow_type: pa.DataType) -> bool:
+    t = _decoded(arrow_type)
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_binary_view(t))
+
+
+@functools.lru_cache(maxsize=1024)
+def stored_type(arrow_type: pa.DataType, nested: bool = False) -> pa.DataType | None:
+    """The Arrow type of what the payload stores for ``arrow_type``: binary below the top level removed.
+
+    A struct keeps its other fields, a list or map of binary is removed whole, and None means
+    nothing is left. A type without binary inside comes back as it is.
+    """
+    t = _decoded(arrow_type)
+    if is_binary_type(t):
+        return None if nested else arrow_type
+    if pa.types.is_struct(t):
+        kept = [(child, stored_type(child.type, True)) for child in t]
+        if all(kind is not None and kind == child.type for child, kind in kept):
+            return arrow_type
+        fields = [child.with_type(kind) for child, kind in kept if kind is not None]
+        return pa.struct(fields) if fields else None
+    if is_list_type(t):
+        item = stored_type(t.value_type, True)
+        if item is None:
+            return None
+        return arrow_type if item == t.value_type else pa.list_(t.value_field.with_type(item))
+    if pa.types.is_map(t):
+        key, item = stored_type(t.key_type, True), stored_type(t.item_type, True)
+        if key is None or item is None:
+            return None
+        return arrow_type if (key, item) == (t.key_type, t.item_type) else pa.map_(key, item)
+    return arrow_type
+
+
+def left_out_binary(schema: pa.Schema, columns: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    """``columns`` without those that hold only binary below their top level, and notes naming what is left out.
+
+    A note names each binary field inside a kept column (``crops[].bytes``) and each column left
+    out whole; top-level binary columns are the caller's to decide (kept when named).
+    """
+    kept, notes = [], []
+    for name in columns:
+        arrow_type = schema.field(name).type
+        paths = _binary_paths(arrow_type, name)
+        if stored_type(arrow_type) is None:
+            notes.append(f"payload: column {name!r} left out: it holds only binary values ({arrow_type}), which "
+                         "are not stored inside lists, structs or maps")
+            continue
+        kept.append(name)
+        if paths:
+            notes.append(f"payload: binary field(s) {', '.join(paths)} left out (binary inside lists, structs and "
+                         f"maps is never stored; the other fields of {name!r} are)")
+    return tuple(kept), notes
+
+
+def _binary_paths(arrow_type: pa.DataType, path: str, nested: bool = False) -> list[str]:
+    t = _decoded(arrow_type)
+    if is_binary_type(t):
+        return [path] if nested else []
+    if pa.types.is_struct(t):
+        return [p for child in t for p in _binary_paths(child.type, f"{path}.{child.name}", True)]
+    if is_list_type(t):
+        return _binary_paths(t.value_type, f"{path}[]", True)
+    if pa.types.is_map(t):
+        return _binary_paths(t.key_type, f"{path}.<key>", True) + _binary_paths(t.item_type, f"{path}.*", True)
+    return []
+
+
+def floats_as_written(column: pa.Array) -> pa.Array:
+    """``column`` with its float32 values, at any depth, as float64 holding their shortest decimal (in bulk).
+
+    Arrow writes a float32 as its shortest round-trip decimal ("0.1"), which reads back as the
+    float64 0.1. Float16, dictionaries of floats and what Arrow cannot cast stay for
+    ``json_converter``, value by value.
+    """
+    wide = _float32_as(column.type, pa.float64())
+    if wide == column.type:
+        return column
+    try:
+        return column.cast(_float32_as(column.type, pa.string())).cast(wide)
+    except (pa.ArrowException, ValueError):
+        return column
+
+
+def _float32_as(arrow_type: pa.DataType, other: pa.DataType) -> pa.DataType:
+    t = arrow_type
+    if pa.types.is_float32(t):
+        return other
+    if pa.types.is_struct(t):
+        return pa.struct([child.with_type(_float32_as(child.type, other)) for child in t])
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        item = t.value_field.with_type(_float32_as(t.value_type, other))
+        return (pa.list_(item) if pa.types.is_list(t) else pa.large_list(item) if pa.types.is_large_list(t)
+                else pa.list_(item, t.list_size))
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field.with_type(_float32_as(t.key_type, other)),
+                       t.item_field.with_type(_float32_as(t.item_type, other)))
+    return t
+
+
 def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: list[str] | None = None,
                   field: str = "") -> Any:
-    """One Arrow value (as Python) into JSON that Qdrant stores faithfully."""
-    if value is None:
-        return None
+    """One Arrow value (as Python) into JSON that Qdrant stores faithfully, by its Arrow type at every depth.
+
+    Without ``arrow_type`` the value's Python type decides (a float is kept as it is).
+    """
+    if arrow_type is not None:
+        return json_converter(arrow_type)(value, warnings, field)
+    return None if value is None else _scalar_json(value, None, warnings, field)
+
+
+Converter = Callable[[Any, "list[str] | None", str], Any]
+
+
+@functools.lru_cache(maxsize=1024)
+def json_converter(arrow_type: pa.DataType) -> Converter:
+    """``convert(value, warnings, field)``: values of ``arrow_type`` (as Python) into JSON, the same rules at every
+    depth; binary below the top level left out (``stored_type``). Built once per type: a column's values are many."""
+    t = _decoded(arrow_type)
+    if pa.types.is_struct(t):
+        children = [(child.name, json_converter(child.type)) for child in t
+                    if stored_type(child.type, True) is not None]
+        return lambda value, warnings, field: None if value is None else {
+            name: convert(value.get(name), warnings, f"{field}.{name}") for name, convert in children}
+    if pa.types.is_map(t):
+        key, item = json_converter(t.key_type), json_converter(t.item_type)
+        return lambda value, warnings, field: None if value is None else {
+            str(key(k, None, field)): item(v, warnings, f"{field}.{k}") for k, v in value}
+    if is_list_type(t):
+        item = json_converter(t.value_type)
+        if item is _as_is:
+            return _as_is  # a list of strings, integers or booleans is JSON already
+        return lambda value, warnings, field: None if value is None else [item(v, warnings, field) for v in value]
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t) or (
+            pa.types.is_integer(t) and not pa.types.is_uint64(t)):
+        return _as_is  # JSON already (an int64 fits Qdrant's integers)
+    if pa.types.is_float64(t):
+        return _finite
+    return lambda value, warnings, field: None if value is None else _scalar_json(value, t, warnings, field)
+
+
+def _as_is(value: Any, warnings: list[str] | None, field: str) -> Any:
+    return value
+
+
+def _finite(value: Any, warnings: list[str] | None, field: str) -> Any:
+    return value if value is None or math.isfinite(value) else None  # NaN and ±inf are null
+
+
+def _scalar_json(value: Any, arrow_type: pa.DataType | None, warnings: list[str] | None, field: str) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -211,26 +381,22 @@ def to_json_value(value: Any, arrow_type: pa.DataType | None = None, warnings: l
     if isinstance(value, dict):
         return {str(k): to_json_value(v, None, warnings, f"{field}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if arrow_type is not None and pa.types.is_map(arrow_type):
-            return {str(k): to_json_value(v, None, warnings, f"{field}.{k}") for k, v in value}
         return [to_json_value(v, None, warnings, field) for v in value]
     return str(value)
 
 
 def index_kind(arrow_type: pa.DataType) -> str | None:
     """The Qdrant payload index type for an Arrow type, or None if it has none."""
-    t = arrow_type
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        t = t.value_type  # one level: Qdrant matches the elements of an array, not of arrays in it
-    if pa.types.is_dictionary(t):
-        t = t.value_type
+    t = _decoded(arrow_type)
+    if is_list_type(t):
+        t = _decoded(t.value_type)  # one level: Qdrant matches the elements of an array, not of arrays in it
     if pa.types.is_boolean(t):
         return "bool"
     if pa.types.is_integer(t):
         return "integer"
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
         return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "keyword"
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "datetime"
@@ -240,28 +406,42 @@ def index_kind(arrow_type: pa.DataType) -> str | None:
 def payload_types(schema: pa.Schema, columns: Sequence[str], key_of: Callable[[str], str] = str) -> dict[str, str]:
     """The payload field types a collection records (by payload key), from the Arrow schema.
 
-    The fields inside struct columns are recorded too, under their path with the top-level key
-    in double quotes (``"meta".y``), a key no column can have, so ``--where meta.y = 2020`` is
-    typed like a column.
+    Every field below a column is recorded too, under its Qdrant path with the top-level key in
+    double quotes (a key no column can have): ``"meta".y`` for a struct's field, ``"tags"[]``
+    for a list's elements, ``"items"[].price`` for a field of a list of structs, ``"m".*`` for
+    a map's values. So ``--where`` types ``meta.y = 2020`` or ``items.price < 5`` like a column,
+    and knows how deep the lists go (``is null`` looks through every level).
     """
     types = {}
     for name in columns:
-        arrow_type = schema.field(name).type
+        arrow_type = stored_type(schema.field(name).type)
+        if arrow_type is None:
+            continue  # only binary below the top level: not stored
         key = key_of(name)
-        types[key] = index_kind(arrow_type) or str(arrow_type)
-        if pa.types.is_struct(arrow_type) and '"' not in key and "\\" not in key:
-            types.update(_struct_fields(arrow_type, f'"{key}"'))
+        types[key] = _recorded_type(arrow_type)
+        if '"' not in key and "\\" not in key:
+            types.update(_nested_fields(arrow_type, f'"{key}"'))
     return types
 
 
-def _struct_fields(arrow_type: pa.StructType, prefix: str) -> dict[str, str]:
+def _recorded_type(arrow_type: pa.DataType) -> str:
+    return index_kind(arrow_type) or str(arrow_type)
+
+
+def _nested_fields(arrow_type: pa.DataType, prefix: str) -> dict[str, str]:
+    """Every path below ``prefix`` in ``arrow_type`` (binary already removed) → its recorded type."""
+    t = _decoded(arrow_type)
+    if is_list_type(t):
+        children = [(f"{prefix}[]", t.value_type)]
+    elif pa.types.is_map(t):
+        children = [(f"{prefix}.*", t.item_type)]  # any key: unquoted * is no field name (qdrant_key quotes it)
+    elif pa.types.is_struct(t):
+        # A name with a quote or backslash cannot be written in Qdrant's paths.
+        children = [(f"{prefix}.{qdrant_key(c.name)}", c.type) for c in t if '"' not in c.name and "\\" not in c.name]
+    else:
+        return {}
     found = {}
-    for index in range(arrow_type.num_fields):
-        child = arrow_type.field(index)
-        if '"' in child.name or "\\" in child.name:
-            continue  # Qdrant's paths cannot name it
-        path = f"{prefix}.{qdrant_key(child.name)}"
-        found[path] = index_kind(child.type) or str(child.type)
-        if pa.types.is_struct(child.type):
-            found.update(_struct_fields(child.type, path))
+    for path, child_type in children:
+        found[path] = _recorded_type(child_type)
+        found.update(_nested_fields(child_type, path))
     return found

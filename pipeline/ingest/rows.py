@@ -45,17 +45,29 @@ def read_batch(source: Source, source_batch: SourceBatch, model: str, options: I
     return tally, read_rows(source, source_batch, model, tally, options, too_long)
 
 
+MAX_LOST_ROWS = 100_000  # rows of one bad file rejected one by one; more are the claim of a footer to doubt
+
+
 def lost_rows(source_batch: SourceBatch, summary: IngestSummary) -> list[SourceRow]:
-    """Account for a file skipped with skip_bad_files: its unreadable rows are rejected, one by one."""
+    """Account for a file skipped with skip_bad_files: its unreadable rows are rejected, one by one.
+
+    A file whose size is unknown, or whose footer claims more than ``MAX_LOST_ROWS`` rows that
+    cannot be read, is listed as skipped instead: a broken footer's count is not trusted to make
+    that many rejections (nor to make the run wait while it does).
+    """
     summary.lost_files.append(source_batch.file)
-    if source_batch.lost_rows is None:
-        summary.skipped_files.append({"file": source_batch.file, "reason": source_batch.error})
-        summary.warnings.append(f"{source_batch.file}: skipped, {source_batch.error}")
+    lost, first = source_batch.lost_rows, source_batch.first_row
+    if lost is None or lost > MAX_LOST_ROWS:
+        reason = source_batch.error if lost is None else (
+            f"{source_batch.error} (its footer claims {lost:,} more rows from row {first}, too many to reject one by "
+            "one)")
+        summary.skipped_files.append({"file": source_batch.file, "reason": reason})
+        summary.warnings.append(f"{source_batch.file}: skipped, {reason}")
         return []
-    for offset in range(source_batch.lost_rows):
+    reason = f"file unreadable from row {first}: {source_batch.error}"
+    for offset in range(lost):
         summary.read += 1
-        reject_row(summary, source_batch.file, source_batch.first_row + offset, None, "read",
-                f"file unreadable from row {source_batch.first_row}: {source_batch.error}")
+        reject_row(summary, source_batch.file, first + offset, None, "read", reason)
     return []
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 from PIL import Image
 
 from mmindex.connectors.base import Store
-from mmindex.errors import InputError, MmindexError
+from mmindex.errors import InputError, MmindexError, UsageError
 from mmindex.keys import SOURCE_KEY
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
@@ -55,8 +55,10 @@ def ingest(
 
     With ``options.sync``, a run that read every input and every row (no early stop, no
     skipped file) then deletes the points recorded under ``options.source_name`` that none of
-    its rows produced; a row rejected this run keeps its point. A killed sync converges when
-    run again: deletes are by id and idempotent.
+    its rows produced; a row rejected this run keeps its point. A sync that would delete more of
+    the source's points than ``options.max_delete`` allows deletes none and says why in
+    ``summary.delete_refused`` (``run_ingest_job`` makes it exit code 1). A killed sync converges
+    when run again: deletes are by id and idempotent.
 
     If the run fails, the exception raised carries the partial summary as ``error.summary``
     (what was written before the failure); the rejects file is written either way.
@@ -111,12 +113,12 @@ def checked_plan(store: Store, choice: ModelChoice) -> ModelPlan:
 def run_options(source: Source, options: IngestOptions) -> IngestOptions:
     """The options as this source runs them: the source name filled in, and a sync of one shard refused."""
     if options.sync and source.shard is not None:
-        raise InputError("--sync needs the whole source, not one shard: run the shards without --sync, then the "
+        raise UsageError("--sync needs the whole source, not one shard: run the shards without --sync, then the "
                          "same inputs once with --sync (stored rows are not embedded again)")
     if options.source_name is not None and not options.source_name.strip():
-        raise InputError("--source must not be empty")
+        raise UsageError("--source must not be empty")
     if options.sync and not options.source_name and len(source.inputs) > 1:
-        raise InputError(f"--sync with several inputs ({len(source.inputs)}; a glob the shell expanded?) needs "
+        raise UsageError(f"--sync with several inputs ({len(source.inputs)}; a glob the shell expanded?) needs "
                          "--source NAME, so that the next run, with other files, syncs the same points; or quote "
                          "the glob ('data/*.parquet') to pass it as one input")
     return options if options.source_name else replace(options, source_name=source.default_name())
@@ -129,8 +131,9 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
         decoder, note = choose_decoder(options.decode, encoder, options.max_pixels, options.decode_device)
         summary.notes += [note] if note else []
     elif options.decode == "gpu" and not options.dry_run:
-        raise InputError("--decode gpu decodes in the pipelined ingest; --no-pipeline is the Pillow reference path")
+        raise UsageError("--decode gpu decodes in the pipelined ingest; --no-pipeline is the Pillow reference path")
     rule_change = prepare_collection(source, store, encoder, options)
+    summary.model = encoder.name  # the name the collection records (a copied folder has another)
     run = IngestRun(store, summary, options, encoder.captions_too_long, on_progress)
     if options.dry_run:
         for job in run.jobs(source, encoder.identity, options.batch_size):

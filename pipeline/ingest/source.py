@@ -11,7 +11,6 @@ import fnmatch
 import glob
 import os
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
@@ -20,7 +19,19 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mmindex.errors import InputError, UsageError
-from mmindex.pipeline.ingest.schema import DatasetSchema, conform_batch, plain_type, unify
+from mmindex.pipeline.ingest.records import left_out_binary, payload_types
+from mmindex.pipeline.ingest.schema import (
+    FOOTER_ERRORS,
+    DatasetSchema,
+    Footer,
+    conform_batch,
+    holds_values,
+    keep_recorded_types,
+    plain_type,
+    read_footer,
+    read_footers,
+    unify,
+)
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
@@ -124,6 +135,7 @@ class Source:
     shard: tuple[int, int] | None = None  # (index, count): this worker's share of the row groups
     dataset: DatasetSchema | None = None  # how each file differs from ``schema`` (None: they do not)
     inputs: tuple[str, ...] = ()  # as given: files, folders, globs, URIs
+    footers: dict[str, Footer] = field(default_factory=dict)  # each file as listed; a file read later must match
 
     def default_name(self) -> str:
         """The source name a run records when none is given (``ingest --source``).
@@ -147,18 +159,18 @@ class Source:
         return "/".join(common) or "/"
 
     def units(self) -> list[Unit]:
-        """Every row group of every file, in order; a file with an unreadable footer is one unit."""
+        """Every row group of every file, in order, as the footers read when the run listed the files said
+        (``footers``); a file with an unreadable footer is one unit."""
         if getattr(self, "_units", None) is None:
             units = []
             for path in self.files:
                 try:
-                    metadata = self._parquet(path).metadata
+                    footer = self.footers.get(path) or self._footer(path)
                 except InputError:
                     units.append(Unit(path, None))
                     continue
                 first = 0
-                for index in range(metadata.num_row_groups):
-                    rows = metadata.row_group(index).num_rows
+                for index, rows in enumerate(footer.row_groups):
                     units.append(Unit(path, index, first, rows))
                     first += rows
             self._units = units
@@ -176,7 +188,7 @@ class Source:
         total = 0
         for unit in self.my_units():
             if unit.row_group is None and not skip_bad_files:
-                self._parquet(unit.path)  # raises the file's error
+                self._footer(unit.path)  # raises the file's error
             total += unit.rows or 0
         return total
 
@@ -197,14 +209,14 @@ class Source:
                 yield SourceBatch(self.display(unit.path), unit.path, bad.row, None, bad.error.message, bad.lost_rows)
 
     def _unit_batches(self, unit: Unit, batch_size: int, opened: dict[str, Any]) -> Iterator[SourceBatch]:
+        if unit.rows == 0:
+            return  # nothing to read, so nothing to check: an empty file beside real shards blocks nothing
         if unit.path not in opened:
             opened.clear()  # one file open at a time
             try:
-                parquet = self._parquet(unit.path)
+                opened[unit.path] = self._open(unit.path)
             except InputError as error:
                 opened[unit.path] = error
-            else:
-                opened[unit.path] = self._schema_problem(unit.path, parquet.schema_arrow) or parquet
         parquet = opened[unit.path]
         if isinstance(parquet, InputError):
             # Every unit of a bad file is lost: the whole file when its size is unknown.
@@ -215,17 +227,46 @@ class Source:
         wanted = self.mapping.columns()
         present = [c for c in wanted if c in parquet.schema_arrow.names]
         try:
+            self._unchanged(unit.path)
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[unit.row_group], columns=present):
                 errors: dict[int, str] = {}
                 if self.dataset is not None:
                     batch, errors = conform_batch(batch, wanted, self.dataset, unit.path)
+                if row + batch.num_rows > unit.first_row + (unit.rows or 0):
+                    raise _Changed(f"row group {unit.row_group} holds more rows than its footer says ({unit.rows})")
                 yield SourceBatch(self.display(unit.path), unit.path, row, batch, row_errors=errors)
                 row += batch.num_rows
-        except (OSError, pa.ArrowException) as error:
-            failure = InputError(f"cannot read Parquet data (row group {unit.row_group}): {error}",
-                                 file=self.display(unit.path), row=row)
+            if row != unit.first_row + (unit.rows or 0):
+                raise _Changed(f"row group {unit.row_group} holds {row - unit.first_row} rows, its footer says "
+                               f"{unit.rows}")
+            self._unchanged(unit.path)  # rewritten while this row group was read: the rows may be of two files
+        except (OSError, pa.ArrowException, MemoryError, _Changed) as error:
+            what = "" if isinstance(error, _Changed) else f"cannot read Parquet data (row group {unit.row_group}): "
+            failure = InputError(f"{what}{error}", file=self.display(unit.path), row=row)
             failure.__cause__ = error
             raise _BadFile(failure, row, unit.first_row + (unit.rows or 0) - row) from error
+
+    def _unchanged(self, path: str, parquet: pq.ParquetFile | None = None) -> None:
+        """_Changed when the file is no longer the one whose footer the run listed: its size, time or row groups
+        differ (replaced or rewritten while the run reads it)."""
+        listed = self.footers.get(path)
+        if listed is None:
+            return
+        info = self.filesystem.get_file_info(path)
+        groups = listed.row_groups if parquet is None else tuple(
+            parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups))
+        if info.type != pafs.FileType.File:
+            how = "it is gone"
+        elif info.size != listed.size:
+            how = f"{listed.size:,} bytes then, {info.size:,} now"
+        elif groups != listed.row_groups:
+            how = f"{sum(listed.row_groups):,} rows in {len(listed.row_groups)} row group(s) then, {sum(groups):,} " \
+                  f"in {len(groups)} now"
+        elif listed.mtime_ns is not None and info.mtime_ns != listed.mtime_ns:
+            how = "written again since"
+        else:
+            return
+        raise _Changed(f"the file changed after the run listed it ({how}); run again once it is written")
 
     def _schema_problem(self, path: str, schema: pa.Schema) -> InputError | None:
         """Why this file cannot be read with the dataset's mapping, if it cannot.
@@ -236,6 +277,9 @@ class Source:
             return InputError(f"no image column {self.mapping.image!r} in this file (has: {', '.join(schema.names)})",
                               file=self.display(path))
         image_type = schema.field(self.mapping.image).type
+        silent = self.dataset.without_values.get(path, ()) if self.dataset is not None else ()
+        if pa.types.is_null(image_type) or self.mapping.image in silent:
+            return None  # no image here (each row is rejected on its own), so no type to disagree with
         try:
             kind = image_column_kind(image_type, self.mapping.image)
         except InputError as error:
@@ -243,7 +287,7 @@ class Source:
         if kind != self.mapping.image_kind:
             return InputError(
                 f"image column {self.mapping.image!r} is {image_type} here, but {self.mapping.image_kind} in the "
-                "first file; all files need the same image column type", file=self.display(path),
+                "other files; all files need the same image column type", file=self.display(path),
             )
         return None
 
@@ -253,11 +297,26 @@ class Source:
     def open_input(self, path: str):
         return self.filesystem.open_input_file(path)
 
-    def _parquet(self, path: str) -> pq.ParquetFile:
+    def _footer(self, path: str) -> Footer:
         try:
-            return pq.ParquetFile(self.filesystem.open_input_file(path))
-        except (OSError, pa.ArrowException) as error:
+            return read_footer(self.filesystem, path)[0]
+        except FOOTER_ERRORS as error:
             raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+
+    def _open(self, path: str) -> pq.ParquetFile:
+        """The file to read rows from, or InputError: unreadable, changed since listed, or not of the mapping."""
+        try:
+            parquet = read_footer(self.filesystem, path)[1]
+        except FOOTER_ERRORS as error:
+            raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+        try:
+            self._unchanged(path, parquet)
+        except _Changed as error:
+            raise InputError(str(error), file=self.display(path)) from None
+        problem = self._schema_problem(path, parquet.schema_arrow)
+        if problem is not None:
+            raise problem
+        return parquet
 
 
 class _BadFile(Exception):
@@ -266,6 +325,10 @@ class _BadFile(Exception):
     def __init__(self, error: InputError, row: int, lost_rows: int | None):
         super().__init__(str(error))
         self.error, self.row, self.lost_rows = error, row, lost_rows
+
+
+class _Changed(Exception):
+    """The file is not the one the run listed, or holds other rows than its footer says."""
 
 
 def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str]]:
@@ -369,7 +432,7 @@ def map_columns(
     def pick(given: str | None, candidates: Sequence[str], role: str, required: bool) -> str | None:
         if given:
             if given not in names:
-                raise InputError(f"--{role}-col {given!r} is not a column (columns: {', '.join(names)})")
+                raise UsageError(f"--{role}-col {given!r} is not a column (columns: {', '.join(names)})")
             return given
         lowered = {n.lower(): n for n in names}
         for candidate in candidates:
@@ -377,7 +440,7 @@ def map_columns(
                 notes.append(f"{role} column: {lowered[candidate]!r} (detected; set --{role}-col to change)")
                 return lowered[candidate]
         if required:
-            raise InputError(
+            raise UsageError(
                 f"no {role} column found among {', '.join(names)}; name it with --{role}-col"
             )
         return None
@@ -394,18 +457,24 @@ def map_columns(
     if payload_cols is not None:
         for column in payload_cols:
             if column not in names:
-                raise InputError(f"--payload-cols {column!r} is not a column (columns: {', '.join(names)})")
+                raise UsageError(f"--payload-cols {column!r} is not a column (columns: {', '.join(names)})")
         payload = tuple(c for c in payload_cols if c not in (image, caption))
     else:
         payload_list = []
         for f in schema:
             if f.name in (image, caption):
                 continue
+            if not f.name:
+                notes.append("payload: a column without a name left out (no payload key or --where could name it)")
+                continue
             if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) or pa.types.is_fixed_size_binary(f.type):
                 notes.append(f"payload: binary column {f.name!r} left out (name it in --payload-cols to keep it as base64)")
                 continue
             payload_list.append(f.name)
         payload = tuple(payload_list)
+    # Binary below the top level (image bytes in a Sequence(Image()) column) is never stored (records.py).
+    payload, binary_notes = left_out_binary(schema, payload)
+    notes.extend(binary_notes)
     # A column named like a key mmindex writes keeps its data under that name plus "_" (as many as
     # it takes to be unique): `caption_` when --caption-col is another column, `_source_`, …
     renamed = []
@@ -423,21 +492,6 @@ def map_columns(
     return ColumnMapping(image, caption, identifier, payload, image_kind, tuple(notes), tuple(renamed))
 
 
-def _read_schemas(filesystem: pafs.FileSystem, files: Sequence[str]) -> list[pa.Schema | Exception]:
-    """Every file's schema (its footer only), or the error reading it; several at once, since on an
-    object store each is a round trip."""
-    def read(path: str) -> pa.Schema | Exception:
-        try:
-            return pq.read_schema(filesystem.open_input_file(path))
-        except (OSError, pa.ArrowException) as error:
-            return error
-
-    if len(files) == 1:
-        return [read(files[0])]
-    with ThreadPoolExecutor(max_workers=min(16, len(files)), thread_name_prefix="mmindex-schema") as pool:
-        return list(pool.map(read, files))
-
-
 def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
     """Tell raw bytes, the Hugging Face ``{bytes, path}`` struct and path strings apart.
 
@@ -445,6 +499,8 @@ def image_column_kind(arrow_type: pa.DataType, name: str) -> str:
     large or view strings and binaries.
     """
     arrow_type = plain_type(arrow_type)
+    if pa.types.is_null(arrow_type):
+        return "null"  # no file holds an image: every row is rejected on its own
     if pa.types.is_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type):
         return "bytes"
     if pa.types.is_string(arrow_type):
@@ -474,15 +530,45 @@ def open_source(
     kept, types are promoted or converted as read, Hive partition keys become columns.
     """
     filesystem, files, display, roots = discover(inputs)
-    schemas: dict[str, pa.Schema] = {}
-    for path, found in zip(files, _read_schemas(filesystem, files)):
-        if isinstance(found, pa.Schema):
-            schemas[path] = found
+    footers: dict[str, Footer] = {}
+    failures: list[tuple[str, Exception]] = []
+    for path, found in zip(files, read_footers(filesystem, files)):
+        if isinstance(found, Footer):
+            footers[path] = found
         elif not skip_bad_files:
             raise InputError(f"not a readable Parquet file: {found}", file=display[path]) from found
-    if not schemas:
-        raise InputError(f"none of the {len(files)} input file(s) is a readable Parquet file")
-    dataset = unify(schemas, roots, display)
-    mapping = map_columns(dataset.schema, image_col, caption_col, id_col, payload_cols)
+        else:
+            failures.append((path, found))
+    if not footers:
+        path, error = failures[0]
+        raise InputError(f"not a readable Parquet file: {error} (and none of the {len(files)} input file(s) is)",
+                         file=display[path])
+    dataset = unify({path: footer.schema for path, footer in footers.items()}, roots, display,
+                    {path: sum(footer.row_groups) for path, footer in footers.items()},
+                    lambda path, column: holds_values(filesystem, path, column))
+    try:
+        mapping = map_columns(dataset.schema, image_col, caption_col, id_col, payload_cols)
+    except InputError as error:
+        if error.file is not None or len(footers) != 1:
+            raise
+        raise type(error)(error.message, file=display[next(iter(footers))]) from None  # the one file it is about
     mapping = replace(mapping, notes=mapping.notes + tuple(dataset.notes))
-    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs))
+    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers)
+
+
+def keep_stored_types(source: Source, recorded: dict[str, str], collection: str) -> None:
+    """Read the payload columns in the types ``collection`` records for their fields (``recorded``, by payload
+    key), converted as between the files of one run; see ``schema.keep_recorded_types``."""
+    if source.dataset is None:
+        return
+    mapping = source.mapping
+    keys = {column: mapping.payload_key(column) for column in mapping.payload}
+    now = payload_types(source.dataset.schema, mapping.payload, mapping.payload_key)
+
+    def any_values(column: str) -> bool:
+        return any(holds_values(source.filesystem, path, column) for path, footer in source.footers.items()
+                   if column in footer.schema.names and sum(footer.row_groups)
+                   and column not in source.dataset.without_values.get(path, ()))
+
+    keep_recorded_types(source.dataset, keys, recorded, now, collection, source.display_names, any_values)
+    source.schema = source.dataset.schema

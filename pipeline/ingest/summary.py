@@ -45,6 +45,8 @@ class IngestSummary:
     duplicate_ids: int = 0
     stale: int | None = None  # None: not counted (the run did not read its whole source)
     deleted: int = 0
+    # Why a sync deleted nothing although points were stale (more than --max-delete): the run fails with it.
+    delete_refused: str | None = None
     image_only: int = 0  # rows without a caption, stored with an image vector only
     truncated_captions: int = 0
     cleaned_captions: int = 0
@@ -165,13 +167,27 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
     if os.path.isdir(path):
         raise InputError(f"{path} is a folder; give a file name")
     if os.path.exists(path) and not os.path.isfile(path):
-        write(path)  # a pipe or a device: write into it, never replace it with a file
+        held = _check_reader(path)  # held open until the write is done, so the reader sees no early end of file
+        try:
+            write(path)  # a pipe or a device: write into it, never replace it with a file
+        finally:
+            os.close(held)
         return
     target = os.path.realpath(path) if os.path.islink(path) else path
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     partial = f"{target}.partial"
     write(partial)
     os.replace(partial, target)
+
+
+def _check_reader(path: str) -> int:
+    """A write descriptor of ``path`` (the caller closes it); OSError when ``path`` is a named pipe that nobody
+    reads: opening it to write would wait for ever. Closing it before the real write would end the reader's
+    file, so the caller keeps it open until the write is done."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise OSError(error.errno, f"nothing reads from it ({error.strerror})") from error
 
 
 EXIT_FAILED, EXIT_TOO_MANY_REJECTS = 1, 3
@@ -181,9 +197,10 @@ def outcome(summary: IngestSummary, failure: BaseException | None, signal_number
             max_reject_rate: float) -> tuple[int, str | None]:
     """(exit code, problem or None) of a run, by the rules ``mmindex ingest`` documents.
 
-    0: the run completed; 1: it failed (what was written is kept, a re-run goes on); 128 + N: stopped by signal N
-    (SIGINT when the stop came otherwise); 3: more than ``max_reject_rate`` of the rows read were rejected (then a
-    sync deleted nothing). A summary that does not add up is an internal error (1).
+    0: the run completed; 1: it failed (what was written is kept, a re-run goes on), or its sync would have deleted
+    more than ``--max-delete`` and deleted nothing; 128 + N: stopped by signal N (SIGINT when the stop came
+    otherwise); 3: more than ``max_reject_rate`` of the rows read were rejected (then a sync deleted nothing). A
+    summary that does not add up is an internal error (1).
     """
     exit_code, problem = 0, None
     if failure is not None:
@@ -199,6 +216,8 @@ def outcome(summary: IngestSummary, failure: BaseException | None, signal_number
         problem = (f"{summary.rejected:,} of {summary.read:,} rows rejected ({summary.reject_rate:.1%}), more than "
                    f"--max-reject-rate {max_reject_rate:.1%}"
                    + (f"; see {summary.rejects_file}" if summary.rejects_file else ""))
+    elif summary.delete_refused:
+        exit_code, problem = EXIT_FAILED, summary.delete_refused
     if not summary.adds_up():
         exit_code, problem = EXIT_FAILED, "internal error: the run summary does not add up"
     return exit_code, problem

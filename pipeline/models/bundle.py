@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmindex.pipeline.models.identity import file_signature, racy
+from mmindex.pipeline.models.identity import file_signature, model_folder, racy
 from mmindex.pipeline.models.quick import (
     BUNDLE,
     ENCODING_FIELDS,
@@ -22,8 +22,8 @@ from mmindex.pipeline.models.quick import (
     index_path,
     listed,
     load_tokenizer,
-    model_folder,
     read_json,
+    sampled_digest,
     sha256_of,
     text_features,
 )
@@ -48,12 +48,16 @@ def write_bundle(model) -> Path | None:
 
 
 def _write_bundle(model) -> Path | None:
+    if getattr(model, "temporary", False):
+        log.info("no fast query path for %s: its export lies in a temporary folder (the cache cannot be written)",
+                 model.name)
+        return None
     folder = model_folder(model.name)
     if folder is None:
         log.info("no fast query path for %s: not a local folder or a model in the Hugging Face cache", model.name)
         return None
     signature = file_signature(folder)
-    if any(racy(mtime) for _, mtime in signature.values()):
+    if any(racy(stamp[1]) for stamp in signature.values()):
         log.info("no fast query path for %s yet: its files changed in the last 2 s", model.name)
         return None
     target = model.cache_dir / BUNDLE
@@ -65,8 +69,8 @@ def _write_bundle(model) -> Path | None:
             return None
         _write_json(target, bundle)
     _write_json(index_path(folder, model.precision),
-                {"format": FORMAT, "model_dir": folder, "files": signature, "fingerprint": model.fingerprint,
-                 "cache_dir": str(model.cache_dir.resolve())})
+                {"format": FORMAT, "model_dir": folder, "files": signature, "sample": sampled_digest(folder),
+                 "fingerprint": model.fingerprint, "cache_dir": str(model.cache_dir.resolve())})
     return target
 
 

@@ -26,12 +26,14 @@ from mmindex.pipeline.models.identity import (
     ModelChoice,
     check_model_spec,
     is_open_clip,
+    model_display_name,
     model_source,
     recorded_model_changed,
 )
 from mmindex.pipeline.models.onnx_model import OnnxModel
 from mmindex.pipeline.models.open_clip_model import OpenClipModel
 from mmindex.pipeline.models.st_model import SentenceTransformerModel
+from mmindex.pipeline.models.trust import code_trusted
 
 if TYPE_CHECKING:
     from mmindex.pipeline.models.backend import Backend
@@ -90,13 +92,13 @@ def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str,
     spec = encoder.spec()
     if text_model:  # the caller's own text model embeds only queries here: the image model must be the collection's
         if spec.same_image_model(recorded):
-            return encoder
+            return encoder.take_recorded_names(meta)
         if given:
             raise CollectionMismatchError(model_mismatch(recorded, spec, collection))
         raise recorded_model_changed(meta, encoder.path or encoder.name, encoder.fingerprint, collection)
     if given or spec.same_model(recorded):
         spec.check_matches(recorded, collection)
-        return encoder
+        return encoder.take_recorded_names(meta)
     if spec.same_image_model(recorded):
         raise recorded_model_changed(meta, encoder.text_path or str(encoder.text_name), encoder.text_fingerprint,
                                      collection, key="text_model")
@@ -129,15 +131,20 @@ def onnx_available() -> bool:
 
 
 def load_backend(model: str, device: str, half: bool, backend: str = "torch", *, threads: int | None = None,
-                 precision: str = "fp32", fingerprint: str | None = None) -> "Backend":
+                 precision: str = "fp32", fingerprint: str | None = None, trust_code: bool = False,
+                 torch_backend: "SentenceTransformerModel | None" = None, temporary_cache: bool = True) -> "Backend":
     """The backend for a model spec: ONNX Runtime when ``backend`` is onnx (sentence-transformers /
     transformers CLIP-style models), else open_clip for ``is_open_clip`` specs, else sentence-transformers
-    (ST folders and Hub ids, plain transformers CLIP-style folders, text-only ST models)."""
+    (ST folders and Hub ids, plain transformers CLIP-style folders, text-only ST models). ``torch_backend``: the
+    model already loaded in torch on the CPU in fp32, used instead of loading it again. ``trust_code``: whether
+    the model's own code may run (``trust.check_model_trust``). ``temporary_cache``: an ONNX cache that cannot be
+    written is replaced by a temporary folder (else it is a ModelError)."""
     if backend == "onnx":
         if is_open_clip(model):
             raise ModelError("--backend onnx runs sentence-transformers / transformers CLIP-style models; "
                              "open_clip models run with --backend torch")
-        onnx = OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint)
+        onnx = OnnxModel(model, device, half, threads=threads, precision=precision, fingerprint=fingerprint,
+                         trust_code=trust_code, torch_backend=torch_backend, temporary_cache=temporary_cache)
         write_bundle(onnx)  # what `mmindex query` needs to embed without torch (pipeline/models/quick.py)
         return onnx
     if threads:
@@ -146,8 +153,10 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
 
         torch.set_num_threads(threads)
     if is_open_clip(model):
-        return OpenClipModel(model, device, half)
-    return SentenceTransformerModel(model, device, half)
+        return OpenClipModel(model, device, half, trust_code=trust_code)
+    if torch_backend is not None and device == "cpu" and not half:
+        return torch_backend
+    return SentenceTransformerModel(model, device, half, trust_code=trust_code)
 
 
 class Encoder:
@@ -166,7 +175,7 @@ class Encoder:
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 32,
                  half: bool | None = None, text_model: str | None = None, backend: str = "torch",
-                 precision: str = "fp32", threads: int | None = None):
+                 precision: str = "fp32", threads: int | None = None, trust_model_code: bool | None = None):
         check_model_spec(model, "--model")
         if text_model is not None:
             check_model_spec(text_model, "--text-model")
@@ -177,19 +186,13 @@ class Encoder:
         # fp16 on CUDA by default; training asks for full precision.
         half = self.device.startswith("cuda") if half is None else half
         self.precision = precision
+        self.trusted = code_trusted(trust_model_code)
         self.backend_name = choose_backend(backend, precision, self.device)
         if backend == "auto" and precision == "fp32" and is_open_clip(model):
             self.backend_name = "torch"  # open_clip models run in torch
-        try:
-            self.backend = load_backend(model, self.device, half, self.backend_name, threads=threads,
-                                        precision=precision, fingerprint=self.fingerprint)
-        except ModelError as error:
-            if backend != "auto" or precision != "fp32" or self.backend_name != "onnx":
-                raise
-            # auto picked ONNX Runtime for speed; a model it cannot export runs in torch, and says so
-            log.warning("model %s runs in torch: %s", self.name, error)
-            self.backend_name = "torch"
-            self.backend = load_backend(model, self.device, half, "torch", threads=threads)
+        self.backend, self.backend_name = self._load_model(
+            model, self.fingerprint, half, threads, self.backend_name,
+            fallback=backend == "auto" and precision == "fp32", what=f"model {self.name}")
         if "image" not in self.backend.modalities:
             raise ModelError(
                 f"model {model!r} encodes {', '.join(sorted(self.backend.modalities))} only, but mmindex needs a "
@@ -202,15 +205,9 @@ class Encoder:
             # auto runs a separate text model (usually a text-only sentence-transformers model, which has no
             # ONNX export here) in torch, unless int8 asks for ONNX Runtime
             text_backend = "torch" if backend == "auto" and precision == "fp32" else self.backend_name
-            try:
-                self.text_backend = load_backend(text_model, self.device, half, text_backend, threads=threads,
-                                                 precision=precision, fingerprint=self.text_fingerprint)
-            except ModelError as error:
-                if backend != "auto" or text_backend == "torch":
-                    raise
-                log.warning("text model %s runs in torch fp32 (its captions and queries are not int8): %s",
-                            self.text_name, error)
-                self.text_backend = load_backend(text_model, self.device, half, "torch", threads=threads)
+            self.text_backend, _ = self._load_model(
+                text_model, self.text_fingerprint, half, threads, text_backend, fallback=backend == "auto",
+                what=f"text model {self.text_name}")
             if "text" not in self.text_backend.modalities:
                 raise ModelError(f"text model {text_model!r} does not encode text")
             if self.text_backend.dim != self.backend.dim:
@@ -240,6 +237,39 @@ class Encoder:
         for part, name in parts:
             tolerance = getattr(part, "tolerance", None) or (5e-3 if half else 1e-4)
             check_backend(part, name, self._encoder_of(part), tolerance)
+
+    def _load_model(self, model: str, fingerprint: str | None, half: bool, threads: int | None, backend: str,
+                    fallback: bool, what: str) -> tuple["Backend", str]:
+        """(a model's backend, its name). With ``fallback`` (auto picked ONNX Runtime) the model is loaded once in
+        torch first: a model that cannot load fails there, once, with its own error; one whose towers cannot be
+        exported (or whose export cannot be cached) then runs in torch, the model already loaded, with one warning."""
+        if not fallback or backend != "onnx":
+            return load_backend(model, self.device, half, backend, threads=threads, precision=self.precision,
+                                fingerprint=fingerprint, trust_code=self.trusted), backend
+        fp32 = "" if self.precision == "fp32" else f" fp32 (its vectors are not {self.precision})"
+        if is_open_clip(model):
+            log.warning("%s runs in torch%s: open_clip models have no ONNX export here", what, fp32)
+            return load_backend(model, self.device, half, "torch", threads=threads, trust_code=self.trusted), "torch"
+        twin = SentenceTransformerModel(model, "cpu", half=False, trust_code=self.trusted)
+        try:
+            # a cache that cannot be written: torch, at once, rather than an export to a temporary folder per run
+            return load_backend(model, self.device, half, "onnx", threads=threads, precision=self.precision,
+                                fingerprint=fingerprint, trust_code=self.trusted, torch_backend=twin,
+                                temporary_cache=False), "onnx"
+        except ModelError as error:
+            log.warning("%s runs in torch%s: %s", what, fp32, error)
+            return load_backend(model, self.device, half, "torch", threads=threads, trust_code=self.trusted,
+                                torch_backend=twin), "torch"
+
+    def take_recorded_names(self, meta: dict[str, Any] | None) -> "Encoder":
+        """Show the models by the names the collection ``meta`` records, when they are its models (same fingerprint):
+        a copied folder under another name is the same model, and info, query, eval and serve name it alike."""
+        if meta and self.fingerprint and self.fingerprint == meta.get("model_fingerprint") and meta.get("model"):
+            self.name = model_display_name(meta["model"])
+        if meta and self.text_fingerprint and self.text_fingerprint == meta.get("text_model_fingerprint") \
+                and meta.get("text_model"):
+            self.text_name = model_display_name(meta["text_model"])
+        return self
 
     @property
     def image_size(self) -> int | None:

@@ -5,11 +5,16 @@ Light: no model library is imported here, so the CLI, the fast query path and th
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
+from stat import S_ISDIR, S_ISREG
 from typing import Any
 
 from mmindex.connectors.base import CollectionSpec, model_mismatch
@@ -17,8 +22,14 @@ from mmindex.errors import CollectionMismatchError, ModelError
 
 DEFAULT_MODEL = "clip-ViT-B-32"
 
+log = logging.getLogger("mmindex.models")
 
-DEFAULT_MODEL = "clip-ViT-B-32"
+# What a fingerprint reads at most: a model folder holding more is refused (a wrong folder, or a file that is no
+# model's). The largest CLIP-style checkpoints are tens of GB (EVA-CLIP 18B: 36 GB in fp16).
+MAX_FILE_BYTES = 64 << 30
+MAX_TOTAL_BYTES = 256 << 30
+MAX_FILES = 20_000
+CHUNK = 1 << 22
 
 
 def model_fingerprint(model: str) -> str | None:
@@ -28,25 +39,23 @@ def model_fingerprint(model: str) -> str | None:
     path order: config, tokenizer, preprocessor and weights. Hidden files and folders and
     Markdown files (the model card) are left out, so a copy or a moved folder has the same
     fingerprint and the same path with other weights has another. About 1 s per GB of weights.
+    Only regular files are read, each at most ``MAX_FILE_BYTES`` and all together ``MAX_TOTAL_BYTES``
+    (``model_files``); a SIGTERM or SIGINT stops the reading at once (``stoppable``).
     """
     if not os.path.isdir(model):
         return None
-    # Hashed once per process while no file changes size or time (ingest checks the model before loading it).
+    # Hashed once per process while no file changes size, times or inode (ingest checks the model before loading).
     signature = file_signature(model)
     key = (os.path.abspath(model), json.dumps(signature))
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
     total = hashlib.sha256()
-    for relative, path in model_files(model):
-        digest = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
-        total.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
+    with stoppable(f"fingerprinting the model folder {model}"):
+        for relative, path in model_files(model):
+            size, digest = hash_file(path, model)
+            total.update(f"{relative}\0{size}\0{digest}\n".encode())
     fingerprint = "sha256:" + total.hexdigest()
-    if not any(racy(mtime) for _, mtime in signature.values()):
+    if not any(racy(stamp[1]) for stamp in signature.values()):
         _FINGERPRINTS[key] = fingerprint
     return fingerprint
 
@@ -54,13 +63,42 @@ def model_fingerprint(model: str) -> str | None:
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
+def hash_file(path: str, model: str) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a regular file, read in chunks; ModelError when it is not a regular file any more or
+    its size changed while it was read (a folder being written into is not a model yet)."""
+    with open_regular(path, model) as stream:
+        stat = os.fstat(stream.fileno())
+        digest, size = hashlib.sha256(), 0
+        while size <= stat.st_size and (chunk := stream.read(min(CHUNK, stat.st_size + 1 - size))):
+            digest.update(chunk)
+            size += len(chunk)
+            check_stop()
+    if size != stat.st_size:
+        raise ModelError(f"model folder {model}: {path} changed size while it was read ({stat.st_size:,} bytes, then "
+                         f"{size:,}); fingerprint it again once it is written")
+    return size, digest.hexdigest()
+
+
+def open_regular(path: str, model: str):
+    """``path`` opened for reading in binary, or ModelError when it is not a regular file (any more)."""
+    # O_NONBLOCK: a file swapped for a named pipe since it was listed must not block the open
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    stream = os.fdopen(handle, "rb")
+    if not S_ISREG(os.fstat(handle).st_mode):
+        stream.close()
+        raise ModelError(f"model folder {model}: {path} is not a regular file any more")
+    return stream
+
+
 def file_signature(folder: str) -> dict[str, list[int]]:
-    """{relative path: [size, mtime_ns]} of the files a model fingerprint covers (``model_files``): what says,
-    without reading them, that they are still the files a fingerprint was made of (unless ``racy``)."""
+    """{relative path: [size, mtime_ns, ctime_ns, inode]} of the files a model fingerprint covers (``model_files``):
+    what says, without reading them, that they are still the files a fingerprint was made of (unless ``racy``).
+    The change time and inode are the kernel's: a file rewritten in place and dated back (``touch -r``) keeps its
+    size and mtime but gets a new ctime, which no program can set back."""
     signature = {}
     for relative, path in model_files(folder):
         stat = os.stat(path)
-        signature[relative] = [stat.st_size, stat.st_mtime_ns]
+        signature[relative] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     return signature
 
 
@@ -72,17 +110,151 @@ def racy(mtime_ns: int) -> bool:
 
 
 def model_files(folder: str) -> list[tuple[str, str]]:
-    """(path relative to ``folder`` with ``/``, path) of the files a model fingerprint covers, in path order:
-    hidden files and folders, ``__pycache__`` and Markdown files (the model card) are left out."""
-    found = []
-    for root, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
-        for name in sorted(files):
-            if name.startswith(".") or name.lower().endswith(".md"):
+    """(path relative to ``folder`` with ``/``, path) of the files a model fingerprint covers, in path order (a
+    folder's files, then its sub-folders): hidden files and folders, ``__pycache__`` and Markdown files (the model
+    card) are left out, and so is whatever is not a regular file (a named pipe, a device such as /dev/zero, a
+    socket, a dangling link). Symbolic links are followed inside the folder only (and, for a snapshot in the
+    Hugging Face cache, into its repository's blobs), never round a loop. ModelError for a link out of the
+    folder, a file over ``MAX_FILE_BYTES``, more than ``MAX_FILES`` files or ``MAX_TOTAL_BYTES`` in all."""
+    root = os.path.realpath(folder)
+    walk = _Walk(folder, _link_bounds(root))
+    walk.visit(root, "", frozenset([root]))
+    return walk.found
+
+
+class _Walk:
+    """One bounded walk of a model folder (``model_files``)."""
+
+    def __init__(self, folder: str, bounds: tuple[str, ...]):
+        self.folder, self.bounds = folder, bounds
+        self.found: list[tuple[str, str]] = []
+        self.total = 0
+
+    def visit(self, directory: str, relative: str, ancestors: frozenset[str]) -> None:
+        folders = []
+        for name in sorted(os.listdir(directory)):
+            check_stop()
+            if name.startswith("."):
                 continue
-            path = os.path.join(root, name)
-            found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
-    return found
+            path = os.path.join(directory, name)
+            target = os.path.realpath(path) if os.path.islink(path) else path
+            if target != path and not any(target == b or target.startswith(b + os.sep) for b in self.bounds):
+                raise ModelError(f"model folder {self.folder}: {relative}{name} is a link to {target}, outside the "
+                                 "folder; a fingerprint reads only the folder's own files, so copy the file in "
+                                 "(cp -L) or pass the folder it lies in")
+            try:
+                stat = os.stat(target)
+            except OSError:
+                _skipped(self.folder, relative + name, "a dangling link")
+                continue
+            if S_ISDIR(stat.st_mode):
+                if target not in ancestors and name != "__pycache__":  # a link to a folder above it: a loop
+                    folders.append((name, target))
+            elif not S_ISREG(stat.st_mode):
+                _skipped(self.folder, relative + name, "not a regular file (a pipe, device or socket)")
+            elif not name.lower().endswith(".md"):
+                self._add(relative + name, path, stat.st_size)
+        for name, target in folders:
+            self.visit(target, f"{relative}{name}/", ancestors | {target})
+
+    def _add(self, relative: str, path: str, size: int) -> None:
+        self.total += size
+        if size > MAX_FILE_BYTES or self.total > MAX_TOTAL_BYTES or len(self.found) >= MAX_FILES:
+            limit = (f"{relative} holds {size:,} bytes, over the {MAX_FILE_BYTES:,} a model file may"
+                     if size > MAX_FILE_BYTES else
+                     f"its files hold over {MAX_TOTAL_BYTES:,} bytes" if self.total > MAX_TOTAL_BYTES else
+                     f"it holds over {MAX_FILES:,} files")
+            raise ModelError(f"model folder {self.folder}: {limit}; is it a model's folder? (only the files the "
+                             "model needs belong there)")
+        self.found.append((relative, path))
+
+
+def _link_bounds(root: str) -> tuple[str, ...]:
+    """Where links in a model folder may point: the folder, and for a snapshot in the Hugging Face cache
+    (``models--ORG--NAME/snapshots/REV``) its repository folder, whose ``blobs/`` hold the files."""
+    parent = os.path.dirname(root)
+    if os.path.basename(parent) == "snapshots" and os.path.basename(os.path.dirname(parent)).startswith("models--"):
+        return root, os.path.dirname(parent)
+    return (root,)
+
+
+_SKIPPED: set[tuple[str, str]] = set()
+
+
+def _skipped(folder: str, relative: str, why: str) -> None:
+    if (folder, relative) not in _SKIPPED:  # said once per process: the fast query path lists the folder each time
+        _SKIPPED.add((folder, relative))
+        log.warning("model folder %s: %s is left out of its fingerprint: %s", folder, relative, why)
+
+
+class _Stop:
+    signal: int | None = None
+
+
+_STOP = _Stop()
+
+
+@contextlib.contextmanager
+def stoppable(what: str):
+    """While reading a model's files: a SIGTERM or SIGINT stops at once, exiting with 128 + the signal's number
+    (a graceful-stop handler waiting for batches that do not exist yet would leave a long read running); Ctrl-C
+    where Python's own handler was raises KeyboardInterrupt, as ever. Outside the main thread nothing is
+    installed."""
+    if threading.current_thread() is not threading.main_thread() or _STOP.signal is not None:
+        yield
+        return
+    signals = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    previous = {s: signal.signal(s, _record_stop) for s in signals}
+    try:
+        yield
+        check_stop()  # a signal after the last check
+    except _Stopped:
+        number = _STOP.signal or signal.SIGTERM
+        log.warning("%s: stopped while %s; nothing was written", signal.Signals(number).name, what)
+        if previous.get(number) is signal.default_int_handler:
+            raise KeyboardInterrupt from None  # Ctrl-C where Python's own handler was: as Python does
+        raise SystemExit(128 + number) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _STOP.signal = None
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _record_stop(number, frame) -> None:
+    _STOP.signal = number
+
+
+def check_stop() -> None:
+    """Raise inside ``stoppable`` once a stop signal came (called between chunks of a long read; the handlers are
+    the main thread's, and so is the stop)."""
+    if _STOP.signal is not None and threading.current_thread() is threading.main_thread():
+        raise _Stopped
+
+
+def model_folder(model: str) -> str | None:
+    """The local folder ``model`` loads from: itself (absolute) when it is a folder, else the Hub model's
+    snapshot in the local Hugging Face cache (``ORG/NAME``, or ``sentence-transformers/NAME`` for a bare
+    name, as sentence-transformers resolves it); None when neither is there."""
+    if os.path.isdir(model):
+        return os.path.abspath(model)
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or ":" in model:
+        return None
+    # loaded with the model libraries, only when a model is looked up
+    from huggingface_hub import try_to_load_from_cache
+
+    for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
+        for name in ("modules.json", "config.json"):
+            try:
+                found = try_to_load_from_cache(repo, name)
+            except Exception:  # noqa: BLE001 - an id the Hub library refuses is simply not cached
+                found = None
+            if isinstance(found, str):
+                return os.path.dirname(found)
+    return None
 
 
 def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
@@ -247,13 +419,13 @@ class OpenClipSpec:
             return None
         if not self.is_checkpoint:
             return model_fingerprint(self.local_path)
-        digest = hashlib.sha256()
-        size = 0
-        with open(self.local_path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-                size += len(chunk)
-        total = hashlib.sha256(f"open_clip:{self.model_name}\0{size}\0{digest.hexdigest()}\n".encode())
+        stat = os.stat(self.local_path)
+        if not S_ISREG(stat.st_mode) or stat.st_size > MAX_FILE_BYTES:
+            raise ModelError(f"model {self.name!r}: {self.local_path} is not a checkpoint file (a regular file of at "
+                             f"most {MAX_FILE_BYTES:,} bytes)")
+        with stoppable(f"fingerprinting the checkpoint {self.local_path}"):
+            size, digest = hash_file(self.local_path, self.local_path)
+        total = hashlib.sha256(f"open_clip:{self.model_name}\0{size}\0{digest}\n".encode())
         return "sha256:" + total.hexdigest()
 
 

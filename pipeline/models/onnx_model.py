@@ -1,9 +1,10 @@
-"""CLIP-style models run by ONNX Runtime: the image and text towers exported once per model fingerprint, then
-loaded from a cache folder (``$MMINDEX_CACHE/onnx/<fingerprint>/<precision>/``, else ``~/.cache/mmindex/...``).
+"""CLIP-style models run by ONNX Runtime: the image and text towers exported once per model fingerprint and
+versions, then loaded from a cache folder (``onnx_cache.cache_folder``: ``$MMINDEX_CACHE/onnx/...``, else
+``~/.cache/mmindex/onnx/...``; a cache that cannot be written is replaced by a temporary folder, with a warning).
 
 Everything but the forward pass is the sentence-transformers backend's (``st_model``): the model is loaded
 there once, its preprocessing, text rule and reference are used as they are, and its torch forward pass is
-the oracle the ONNX towers are checked against (per vector cosine ≥ 1 - COSINE_BAR[precision]) when they
+the oracle the ONNX towers are checked against (``onnx_cache.probe_gap``: its bars, from measured noise) when they
 are exported and the first time a process loads them (against torch's vectors for the probes, computed at
 export and kept in the cache: a torch forward pass costs seconds at start-up). An export is written to a
 temporary folder and renamed into place, under a lock, so a killed or concurrent export never leaves a half
@@ -11,15 +12,15 @@ cache.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
+import errno
 import hashlib
-import json
 import logging
 import math
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 import warnings
@@ -29,37 +30,36 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 from mmindex.errors import ModelError
 from mmindex.pipeline.models.identity import model_display_name, model_fingerprint
+from mmindex.pipeline.models.onnx_cache import (
+    COSINE_BAR,
+    MAX_ABS_FP32,
+    PROBES,
+    cache_folder,
+    cache_problem,
+    default_cache_root,
+    export_lock,
+    folder_state,
+    probe_gap,
+    publish,
+    read_manifest,
+    read_probes,
+    write_manifest,
+)
 from mmindex.pipeline.models.st_model import SentenceTransformerModel
 
 log = logging.getLogger("mmindex.onnx")
 
-FORMAT = 1  # bump when the exported graphs or the manifest change meaning: older caches are rebuilt
 OPSET = 18
 PRECISIONS = ("fp32", "int8")
-# The most a vector may turn from torch's: 1 - cosine. fp32 is the issue's bar (measured: ~1e-7);
-# int8 trades accuracy for speed by design, its retrieval loss is for `eval` to measure.
-COSINE_BAR = {"fp32": 1e-3, "int8": 2e-2}
 INSTALL_HINT = "pip install 'mmindex[onnx]'"
 TOWERS = {"image": "get_image_features", "text": "get_text_features"}
-PROBES = "probes.npz"  # torch's vectors for the probe inputs, by modality
+# errno values that say a cache folder cannot be written: read-only, no permission, full, over quota
+UNWRITABLE = {getattr(errno, name) for name in ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT") if hasattr(errno, name)}
 
-# Caches this process has checked against torch: (folder, export id). Checked once per process.
-_VERIFIED: set[tuple[str, str]] = set()
-
-
-def default_cache_root() -> Path:
-    """``$MMINDEX_CACHE``, else ``$XDG_CACHE_HOME/mmindex``, else ``~/.cache/mmindex``."""
-    if os.environ.get("MMINDEX_CACHE"):
-        return Path(os.environ["MMINDEX_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mmindex"
+# Caches this process has checked against torch: (folder, export id, its files' sizes, times and inodes).
+_VERIFIED: set[tuple] = set()
 
 
 class OnnxModel:
@@ -76,7 +76,9 @@ class OnnxModel:
     kind = "onnx"
 
     def __init__(self, model: str, device: str = "cpu", half: bool = False, *, threads: int | None = None,
-                 precision: str = "fp32", fingerprint: str | None = None, cache_root: str | os.PathLike | None = None):
+                 precision: str = "fp32", fingerprint: str | None = None, cache_root: str | os.PathLike | None = None,
+                 trust_code: bool = False, torch_backend: SentenceTransformerModel | None = None,
+                 temporary_cache: bool = True):
         runtime = import_runtime()
         if precision not in PRECISIONS:
             raise ModelError(f"unknown model precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -85,18 +87,34 @@ class OnnxModel:
         self.name = model
 
         # The torch model: preprocessing, the reference, and the oracle for the export. Kept on the CPU in fp32.
-        self.torch_backend = twin = SentenceTransformerModel(model, "cpu", half=False)
+        self.torch_backend = twin = torch_backend or SentenceTransformerModel(model, "cpu", half=False,
+                                                                             trust_code=trust_code)
         self._towers = _towers_of(twin, model)
         self.module, self.modalities, self.dim, self.text_rule = twin.module, twin.modalities, twin.dim, twin.text_rule
         self.fingerprint = fingerprint or _fingerprint(model, twin.module)
-        folder = self.fingerprint.replace(":", "-").replace("/", "-")
-        self.cache_dir = Path(cache_root or default_cache_root()) / "onnx" / folder / precision
-        self.exported = False
+        self.cache_dir = cache_folder(cache_root or default_cache_root(), self.fingerprint, precision)
+        self.exported = self.temporary = False
         try:
             self.sessions = self._load()
         except OSError as error:  # a cache folder that cannot be written (read-only, a file in the way, full)
-            raise ModelError(f"the ONNX cache {self.cache_dir} cannot be written ({type(error).__name__}: {error}); "
-                             "set MMINDEX_CACHE to a writable folder, or use --backend torch") from error
+            if not temporary_cache:
+                raise ModelError(f"the ONNX cache {self.cache_dir} cannot be written ({type(error).__name__}: "
+                                 f"{error}); set MMINDEX_CACHE to a writable folder, or use --backend torch") from error
+            self.sessions = self._load_without_cache(error)
+
+    def _load_without_cache(self, error: OSError) -> dict[str, Any]:
+        """Export into a temporary folder for this process alone (removed when it ends), saying so once."""
+        log.warning("the ONNX cache %s cannot be written (%s: %s): exporting into a temporary folder for this run "
+                    "only; set MMINDEX_CACHE to a writable folder to keep the export", self.cache_dir,
+                    type(error).__name__, error)
+        self._scratch = tempfile.TemporaryDirectory(prefix="mmindex-onnx-")
+        self.cache_dir = cache_folder(self._scratch.name, self.fingerprint, self.precision)
+        self.temporary = True
+        try:
+            return self._load()
+        except OSError as again:
+            raise ModelError(f"model {self.name!r}: no folder to export it into ({type(again).__name__}: {again}); "
+                             "set MMINDEX_CACHE to a writable folder with free space, or use --backend torch") from again
 
     # -- Backend -------------------------------------------------------------------------------------------
     @property
@@ -107,12 +125,13 @@ class OnnxModel:
     def tolerance(self) -> float:
         """``check_backend``'s bar (max abs difference of unit vectors against transformers' reference).
 
-        fp32: torch's own 1e-4 (ONNX Runtime measured ~1e-7 from torch). int8: the bar its cosine bar
-        implies: for unit vectors |u - v|∞ ≤ |u - v|₂ = √(2(1 - cos)), so 1 - cos ≤ COSINE_BAR allows at
-        most √(2·COSINE_BAR) = 0.2 in any coordinate. The cosine bar itself is enforced per vector by this
-        backend's own check against torch at export and first load.
+        fp32: the coordinate bar the export is held to (``onnx_cache.MAX_ABS_FP32``, set from measured noise
+        across thread counts and CPU kernels). int8: the bar its cosine bar implies: for unit vectors
+        |u - v|∞ ≤ |u - v|₂ = √(2(1 - cos)), so 1 - cos ≤ COSINE_BAR allows at most √(2·COSINE_BAR) = 0.2 in any
+        coordinate. The cosine bar itself is enforced per vector by this backend's own check against torch at
+        export and first load.
         """
-        return 1e-4 if self.precision == "fp32" else math.sqrt(2 * COSINE_BAR[self.precision])
+        return MAX_ABS_FP32 if self.precision == "fp32" else math.sqrt(2 * COSINE_BAR[self.precision])
 
     def preprocess_images(self, images: Sequence[Any]) -> dict[str, Any]:
         return self.torch_backend.preprocess_images(images)
@@ -130,11 +149,15 @@ class OnnxModel:
         return torch.from_numpy(run_tower(self.sessions[modality], features, modality, self.precision))
 
     def replica(self, device: str) -> "OnnxModel":
-        """The same towers in new sessions (their own thread pools) on ``device``; the torch model is shared."""
+        """The same towers in new sessions (their own thread pools) on ``device``; the torch model is shared. The
+        files are opened again, so they are checked again unless unchanged since this process checked them."""
         twin = copy.copy(self)
         twin.device, twin.providers = device, _providers(import_runtime(), device)
-        twin.sessions = {modality: open_session(self.cache_dir / f"{modality}.onnx", twin.threads, twin.providers)
-                         for modality in self._towers}
+        try:
+            twin.sessions = twin._open_checked(self.cache_dir)
+        except (_BrokenCache, OSError, ValueError) as error:
+            raise ModelError(f"model {self.name!r}: its ONNX cache {self.cache_dir} changed since it was loaded "
+                             f"({error}); start again to rebuild it") from error
         return twin
 
     def reference(self, items: Sequence[Any], modality: str) -> np.ndarray | None:
@@ -149,7 +172,7 @@ class OnnxModel:
         if self.precision != "fp32":  # int8 is quantised from the fp32 export (locked only to build it)
             fp32 = self._folder("fp32")
             if cache_problem(fp32, self.fingerprint) is not None:
-                with _export_lock(fp32):
+                with export_lock(fp32):
                     if cache_problem(fp32, self.fingerprint) is not None:
                         self._build("fp32")
         problem = cache_problem(self.cache_dir, self.fingerprint)
@@ -158,7 +181,7 @@ class OnnxModel:
                 return self._open_checked(self.cache_dir)
             except _BrokenCache as error:
                 problem = str(error)
-        with _export_lock(self.cache_dir):
+        with export_lock(self.cache_dir):
             if problem == "missing" and cache_problem(self.cache_dir, self.fingerprint) is None:
                 try:  # another process built it while this one waited for the lock
                     return self._open_checked(self.cache_dir)
@@ -171,11 +194,12 @@ class OnnxModel:
 
     def _open_checked(self, folder: Path) -> dict[str, Any]:
         """Sessions for ``folder``, checked against torch unless this process already did."""
-        manifest = _read_manifest(folder)
-        key = (str(folder.resolve()), str(manifest.get("export_id")))
         try:
+            manifest = read_manifest(folder)
+            # The files' sizes, times and inodes too: files rewritten in place since (and dated back) are checked again.
+            key = (str(folder.resolve()), str(manifest.get("export_id")), folder_state(folder, manifest))
             sessions = self._sessions(folder)
-        except Exception as error:  # ONNX Runtime's own errors (a truncated or foreign file)
+        except Exception as error:  # ONNX Runtime's own errors (a truncated or foreign file), a file gone meanwhile
             raise _BrokenCache(f"ONNX Runtime cannot load it ({type(error).__name__}: {error})") from error
         if key not in _VERIFIED:
             try:
@@ -220,9 +244,11 @@ class OnnxModel:
                 raise ModelError(f"model {self.name!r} cannot run in ONNX Runtime ({precision}): {failure}; "
                                  "use --backend torch")
             np.savez(scratch / PROBES, **expected)
-            export_id = _write_manifest(scratch, self, precision, inputs, time.monotonic() - started)
-            _publish(scratch, target)
-            _VERIFIED.add((str(target.resolve()), export_id))  # checked above: no second check on opening
+            export_id = write_manifest(scratch, self.fingerprint, self.name, precision, inputs,
+                                       time.monotonic() - started)
+            publish(scratch, target)
+            # checked above: no second check on opening
+            _VERIFIED.add((str(target.resolve()), export_id, folder_state(target, read_manifest(target))))
             self.exported = True
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -254,6 +280,9 @@ class OnnxModel:
             except ImportError as error:
                 raise ModelError(f"exporting to ONNX needs onnx and onnxscript ({error}): {INSTALL_HINT}") from error
             except Exception as error:
+                disk = disk_error(error)
+                if disk is not None:  # the cache folder, not the model: handled as a cache that cannot be written
+                    raise disk from error
                 raise ModelError(f"model {self.name!r}: its {modality} tower cannot be exported to ONNX "
                                  f"({_export_failure(error)}); use --backend torch") from error
         return names
@@ -274,7 +303,7 @@ class OnnxModel:
                                  use_external_data_format=True)
         finally:
             logging.getLogger().removeFilter(advice)
-        return _read_manifest(source)["inputs"]
+        return read_manifest(source)["inputs"]
 
     # -- the check against torch ----------------------------------------------------------------------------
     def _features(self, items: list, modality: str) -> dict[str, Any]:
@@ -429,6 +458,17 @@ def run_session(session, features: dict[str, Any]) -> np.ndarray:
     return session.run(None, feed)[0]
 
 
+def disk_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` (its causes and contexts) that says a folder cannot be written, or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in UNWRITABLE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _export_failure(error: Exception) -> str:
     """The line of a torch.onnx error that says what failed (its message starts with generic advice)."""
     text = str(error)
@@ -472,119 +512,3 @@ def probe_images() -> list:
 def probe_texts(rule) -> list[str]:
     limit = rule.max_length if rule and rule.max_length else 64
     return ["a red circle", "蓝色的三角形", " ".join(["a large purple ring at the top"] * (limit // 3 + 2)), "x"]
-
-
-# fp32 towers are also held to the bar the load-time check (backend.check_backend) holds torch to: each
-# coordinate of the unit vectors within 1e-4 of torch's. A damaged export fails this long before its cosine moves.
-MAX_ABS_FP32 = 1e-4
-
-
-def probe_gap(got: np.ndarray, expected: np.ndarray, precision: str) -> str | None:
-    """How ``got`` (n, dim) differs from torch's ``expected`` beyond the precision's bars, or None."""
-    if got.shape != expected.shape:
-        return f"have shape {got.shape}, torch's {expected.shape}"
-    worst = float(1 - _cosines(got, expected).min())
-    if not worst <= COSINE_BAR[precision]:
-        return f"differ from torch's by up to 1 - cosine = {worst:.2g} (allowed {COSINE_BAR[precision]:g})"
-    if precision == "fp32":
-        unit = lambda v: np.asarray(v, np.float64) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-        largest = float(np.abs(unit(got) - unit(expected)).max()) if got.size else 0.0
-        if not largest <= MAX_ABS_FP32:
-            return f"differ from torch's by up to {largest:.2g} in a coordinate (allowed {MAX_ABS_FP32:g})"
-    return None
-
-
-def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
-    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
-    return (got * expected).sum(axis=1) / np.maximum(norms, 1e-30)
-
-
-# -- cache folder helpers ----------------------------------------------------------------------------------
-
-def read_probes(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / PROBES, allow_pickle=False) as stored:
-        return {name: stored[name] for name in stored.files}
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-
-
-def cache_problem(folder: Path, fingerprint: str) -> str | None:
-    """Why ``folder`` is not a usable cache ("missing" when there is none), or None."""
-    if not folder.exists():
-        return "missing"
-    try:
-        manifest = _read_manifest(folder)
-    except (OSError, ValueError) as error:
-        return f"its manifest cannot be read ({type(error).__name__})"
-    if manifest.get("format") != FORMAT or manifest.get("fingerprint") != fingerprint:
-        return f"it was written by another version (format {manifest.get('format')}) or for another model"
-    if PROBES not in manifest.get("files", {}):
-        return "it has no probe vectors to check it against"
-    times = manifest.get("times", {})
-    for name, size in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            return f"{name} is missing or has another size than when it was written"
-        if name in times and path.stat().st_mtime_ns != times[name]:
-            return f"{name} was modified after it was written"
-    return None
-
-
-def _write_manifest(folder: Path, model: OnnxModel, precision: str, inputs: dict[str, list[str]],
-                    seconds: float) -> str:
-    """Written last: a folder whose manifest lists every file at its size is a finished export. Returns its id."""
-    # ONNX Runtime: loaded when a model runs on it
-    import onnxruntime
-
-    # torch takes seconds to import: only code that runs a model loads it
-    import torch
-
-    written = [p for p in sorted(folder.iterdir()) if p.is_file()]
-    files = {p.name: p.stat().st_size for p in written}
-    times = {p.name: p.stat().st_mtime_ns for p in written}  # a file changed in place keeps its size, not its time
-    manifest = {"format": FORMAT, "fingerprint": model.fingerprint, "model": model.name,
-                "precision": precision, "opset": OPSET, "inputs": inputs, "files": files, "times": times,
-                "export_id": uuid.uuid4().hex, "seconds": round(seconds, 1), "torch": torch.__version__,
-                "onnxruntime": onnxruntime.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = folder / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    for file in [*folder.iterdir(), folder]:  # on disk before the rename makes it visible
-        with contextlib.suppress(OSError):
-            handle = os.open(file, os.O_RDONLY)
-            try:
-                os.fsync(handle)
-            finally:
-                os.close(handle)
-    return manifest["export_id"]
-
-
-def _publish(scratch: Path, target: Path) -> None:
-    """Rename ``scratch`` to ``target``, first moving aside a broken ``target`` (renames are atomic)."""
-    if target.exists():
-        aside = target.parent / f".{target.name}.broken-{uuid.uuid4().hex[:8]}"
-        os.rename(target, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-    try:
-        os.rename(scratch, target)
-    except OSError:
-        # Only without file locks (another exporter published first): keep theirs if it is whole.
-        if cache_problem(target, _read_manifest(scratch)["fingerprint"]) is not None:
-            raise
-
-
-@contextlib.contextmanager
-def _export_lock(folder: Path):
-    """One exporter at a time per cache folder, across processes (an OS file lock, released if killed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # Windows: the atomic rename alone keeps the cache whole
-        yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -22,6 +22,7 @@ import numpy as np
 from mmindex.errors import ModelError
 from mmindex.pipeline.models.backend import TextRule
 from mmindex.pipeline.models.identity import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, OpenClipSpec, parse_spec
+from mmindex.pipeline.models.trust import check_model_trust
 
 INSTALL_HINT = ("pip install 'mmindex[openclip]' (it installs open_clip_torch and torchvision; torchvision must be the "
                 "build made for your torch version, e.g. torch 2.14.1 with torchvision 0.29.1)")
@@ -60,12 +61,13 @@ class OpenClipModel:
     kind = "open_clip"
     modalities = frozenset({"image", "text"})
 
-    def __init__(self, spec: str, device: str, half: bool = False):
+    def __init__(self, spec: str, device: str, half: bool = False, trust_code: bool = False):
         # torch takes seconds to import: only code that runs a model loads it
         import torch
 
         self.spec = parse_spec(spec)
         self.device = device
+        check_model_trust(spec, trust_code)  # a pickle checkpoint holding more than tensors, code in the folder
         open_clip = import_open_clip()
         _check_can_load(open_clip, self.spec, spec)
         self.module, self.transform, self.tokenizer = _load(open_clip, self.spec, spec, device, half)

@@ -36,19 +36,24 @@ from mmindex.pipeline.models.identity import (
     file_signature,
     is_open_clip,
     model_display_name,
+    model_files,
+    model_folder,
     model_to_load,
+    open_regular,
     precision_to_load,
     text_model_to_load,
 )
-from mmindex.pipeline.models.onnx_model import cache_problem, default_cache_root, open_session, probe_gap, probe_images
+from mmindex.pipeline.models.onnx_cache import cache_problem, default_cache_root, probe_gap, read_probes
+from mmindex.pipeline.models.onnx_model import open_session, probe_images
 from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
-from mmindex.pipeline.models.onnx_model import read_probes, run_tower
+from mmindex.pipeline.models.onnx_model import run_tower
 from mmindex.pipeline.models.st_model import ClipImageSteps, clip_pixels
 
 log = logging.getLogger("mmindex.quick")
 
-FORMAT = 1
+FORMAT = 2  # 2: the index holds the files' change times, inodes and a sampled digest of their bytes
 BUNDLE = "query.json"
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16
 TOKENIZER = "tokenizer.json"
 # The text tower's inputs and the field of a tokenizers Encoding that holds each.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -172,7 +177,7 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     index = read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
         return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
-    if index.get("files") != file_signature(folder):
+    if index.get("files") != file_signature(folder) or index.get("sample") != sampled_digest(folder):
         return _none(model, "its files changed since the bundle was written")
     fingerprint = index.get("fingerprint")
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
@@ -202,26 +207,24 @@ def _none(model: str, reason: str) -> None:
 
 # -- shared helpers -------------------------------------------------------------------------------------------
 
-def model_folder(model: str) -> str | None:
-    """The local folder ``model`` loads from: itself (absolute) when it is a folder, else the Hub model's
-    snapshot in the local Hugging Face cache (``ORG/NAME``, or ``sentence-transformers/NAME`` for a bare
-    name, as sentence-transformers resolves it); None when neither is there."""
-    if os.path.isdir(model):
-        return os.path.abspath(model)
-    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or ":" in model:
-        return None
-    # loaded with the model libraries, only when a model is looked up
-    from huggingface_hub import try_to_load_from_cache
-
-    for repo in ([model] if "/" in model else [f"sentence-transformers/{model}", model]):
-        for name in ("modules.json", "config.json"):
-            try:
-                found = try_to_load_from_cache(repo, name)
-            except Exception:  # noqa: BLE001 - an id the Hub library refuses is simply not cached
-                found = None
-            if isinstance(found, str):
-                return os.path.dirname(found)
-    return None
+def sampled_digest(folder: str) -> str:
+    """A digest of a model folder's files read in part, as cheap as a stat: small files whole, larger ones in
+    ``SAMPLE_BLOCKS`` blocks of ``SAMPLE_BYTES`` spread evenly, the first and last included (1 MiB per weights
+    file). Beside the files' change times (``file_signature``), it catches weights replaced by others of the same
+    size dated back where change times say nothing (a filesystem without them, a clock set back)."""
+    total = hashlib.sha256()
+    span = SAMPLE_BLOCKS * SAMPLE_BYTES
+    for relative, path in model_files(folder):
+        with open_regular(path, folder) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            total.update(f"{relative}\0{size}\0".encode())
+            if size <= span:
+                total.update(stream.read(span))
+                continue
+            for block in range(SAMPLE_BLOCKS):
+                stream.seek((size - SAMPLE_BYTES) * block // (SAMPLE_BLOCKS - 1))
+                total.update(stream.read(SAMPLE_BYTES))
+    return total.hexdigest()
 
 
 def index_path(folder: str, precision: str) -> Path:
@@ -304,4 +307,5 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None
     if not recorded and model_display_name(meta.get("model", "")) != encoder.name:
         return None  # a Hub model is recorded by name
+    encoder.name = model_display_name(meta.get("model") or encoder.name)  # a copied folder: the recorded name
     return encoder

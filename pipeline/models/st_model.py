@@ -14,6 +14,7 @@ What sentence-transformers leaves to the caller, this module decides from the mo
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from PIL import Image
 
 from mmindex.errors import ModelError
 from mmindex.pipeline.models.backend import TextRule
+from mmindex.pipeline.models.identity import model_folder
+from mmindex.pipeline.models.trust import HINT, check_model_trust
+
+log = logging.getLogger("mmindex.models")
 
 # Model types (config.json "model_type") whose text tower must see captions padded to the full length.
 FIXED_LENGTH_TEXT = {"siglip": 64, "siglip2": 64}
@@ -35,8 +40,8 @@ class SentenceTransformerModel:
 
     kind = "sentence-transformers"
 
-    def __init__(self, model: str, device: str, half: bool = False):
-        self.st = load_model(model, device, half)
+    def __init__(self, model: str, device: str, half: bool = False, trust_code: bool = False):
+        self.st = load_model(model, device, half, trust_code)
         self.module = self.st
         first = self.st[0]
         self.modalities = frozenset(_modality_names(getattr(self.st, "modalities", None) or ["text"]))
@@ -168,41 +173,87 @@ def _modality_names(modalities) -> set[str]:
     return names
 
 
-def load_model(model: str, device: str, half: bool = False):
-    """Load a sentence-transformers model by Hub id or local folder, with a clear error."""
+def load_model(model: str, device: str, half: bool = False, trust_code: bool = False):
+    """Load a sentence-transformers model by Hub id or local folder, with a clear error.
+
+    Nothing from the model's files runs unless ``trust_code`` (``trust.check_model_trust``). A Hub id is looked
+    up once (``hub_access``): with the Hub out of reach it loads from the local cache, or fails at once saying
+    how to work offline, instead of the Hub library's minutes of retries.
+    """
     # torch takes seconds to import: only code that runs a model loads it
     import torch
 
     # a model library: loaded when a model loads, never for `import mmindex` or a fast query
     from sentence_transformers import SentenceTransformer
 
+    check_model_trust(model, trust_code)
+    local_only = False if os.path.isdir(model) else hub_access(model)
     quiet_transformers()
     try:
         # Load straight into the compute precision: fp16 on request (CUDA), else fp32, even for
         # models saved in fp16 such as the bundled demo.
         dtype = torch.float16 if half else torch.float32
-        loaded = SentenceTransformer(model, device=device, model_kwargs={"dtype": dtype})
+        loaded = SentenceTransformer(model, device=device, model_kwargs={"dtype": dtype}, trust_remote_code=trust_code,
+                                     local_files_only=local_only)
     except Exception as error:
         hint = ""
         text = str(error)
         if "sentencepiece" in text.lower() or "SentencePiece" in text:
             hint = " The model's tokenizer needs the sentencepiece package: pip install sentencepiece."
+        elif "trust_remote_code" in text:
+            hint = " " + HINT + "."
         elif not os.path.isdir(model):
-            # loaded with the model libraries, only when a model is looked up
-            from huggingface_hub import constants
-
-            offline = bool(constants.HF_HUB_OFFLINE)
-            hint = (
-                " It is not a local folder, so it must come from the Hugging Face Hub"
-                + (" — but HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
-                   " (is the network reachable, and the name right?).")
-                + " Pass a local model folder to work offline."
-            )
+            hint = " " + hub_hint(model)
         reason = str(error).rstrip(". ")
         raise ModelError(f"cannot load model {model!r}: {type(error).__name__}: {reason}.{hint}") from error
     loaded = loaded.half() if half else loaded.float()
     loaded.eval()
     return loaded
+
+
+HUB_TIMEOUT = 5.0  # seconds to reach the Hub once before a Hub id is handed to the libraries
+
+
+def hub_access(model: str) -> bool:
+    """Whether ``model`` (a Hub id) must load from the local cache alone: True when the Hub cannot be reached in
+    ``HUB_TIMEOUT`` but the cache holds the model. ModelError, at once, when neither has it. One request (the Hub
+    library's own session: its proxies and certificates), instead of the libraries' retries of every file."""
+    # loaded with the model libraries, only when a model is looked up
+    from huggingface_hub import constants, get_session
+
+    if constants.is_offline_mode():
+        return False  # the libraries look in the cache alone; their error says it is not there
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT)
+        return False
+    except Exception as error:  # noqa: BLE001 - any failure to get an answer: the Hub is out of reach
+        reason = f"{type(error).__name__}: {str(error)[:200]}"
+    if model_folder(model) is not None:
+        log.warning("the Hugging Face Hub (%s) cannot be reached (%s); model %s loads from the local cache",
+                    constants.ENDPOINT, reason, model)
+        return True
+    raise ModelError(f"cannot load model {model!r}: it is not a local folder and not in the local Hugging Face cache, "
+                     f"and the Hub ({constants.ENDPOINT}) cannot be reached ({reason}). "
+                     + offline_howto(model))
+
+
+def hub_hint(model: str) -> str:
+    """What to say when a Hub id failed to load."""
+    # loaded with the model libraries, only when a model is looked up
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE=1 is set and it is not in the local cache. " + offline_howto(model)
+    return "It is not a local folder, so it comes from the Hugging Face Hub or its local cache. " + offline_howto(model)
+
+
+def offline_howto(model: str) -> str:
+    """The three ways to load a Hub model without network, spelt for ``model``."""
+    folder = "/models/" + model.rstrip("/").rsplit("/", 1)[-1]
+    return (f"To work offline: download it once where there is network and pass the folder (python -c \"from "
+            f"sentence_transformers import SentenceTransformer; SentenceTransformer('{model}').save('{folder}')\", "
+            f"then --model {folder}), or copy a Hugging Face cache (~/.cache/huggingface) that holds it to this "
+            "machine and set HF_HUB_OFFLINE=1.")
 
 
 def quiet_transformers() -> None:

@@ -20,18 +20,28 @@ def compile_filter(where: str | None = None, raw: str | dict[str, Any] | None = 
     comparison of ``where`` (None: literals are inferred and any field is accepted). ``raw``: a Qdrant filter as JSON
     text or as an object; ``origin`` names it in messages (``--filter-json``, ``filter``). With ``max_depth``
     and/or ``max_conditions`` (None: 32 levels, any number of conditions) the result is bounded in nesting and
-    condition count (the HTTP service's limits). Raises ``FilterError`` naming what is wrong: in ``where``, an unknown
+    condition count (the HTTP service's limits); a raw filter's JSON is bounded in depth before it is read
+    (``check_json_depth``), so no nesting can exhaust the stack. Raises ``FilterError`` naming what is wrong: in ``where``, an unknown
     field or a literal of the wrong type; in ``raw``, invalid JSON or a filter Qdrant would refuse (its keys are not
     checked against ``field_types``); or a result over the bounds.
     """
-    compiled = combine_filters(parse_where(where, field_types), load_raw_filter(raw, origin))
+    depth = max_depth if max_depth is not None else DEFAULT_DEPTH
+    compiled = combine_filters(parse_where(where, field_types), load_raw_filter(raw, origin, depth))
     if compiled is not None and (max_depth is not None or max_conditions is not None):
-        check_filter_shape(compiled, origin, max_depth if max_depth is not None else 32, max_conditions)
+        check_filter_shape(compiled, origin, depth, max_conditions)
     return compiled
 
 
-def load_raw_filter(raw: str | dict[str, Any] | None, origin: str = "--filter-json") -> dict[str, Any] | None:
-    """A raw Qdrant filter (JSON text or an object) → the checked filter, or None for none or blank text."""
+DEFAULT_DEPTH = 32  # levels of must/should/must_not a filter may nest when the caller sets no bound
+
+
+def load_raw_filter(raw: str | dict[str, Any] | None, origin: str = "--filter-json",
+                    max_depth: int = DEFAULT_DEPTH) -> dict[str, Any] | None:
+    """A raw Qdrant filter (JSON text or an object) → the checked filter, or None for none or blank text.
+
+    Its nesting is bounded before anything walks it (``check_json_depth``), then it is checked against ``max_depth``
+    levels of must/should/must_not and qdrant-client's schema; FilterError naming the bound otherwise.
+    """
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     if isinstance(raw, str):
@@ -39,9 +49,47 @@ def load_raw_filter(raw: str | dict[str, Any] | None, origin: str = "--filter-js
             raw = json.loads(raw)
         except json.JSONDecodeError as error:
             raise FilterError(f"{origin} is not valid JSON: {error}") from error
+        except RecursionError:  # the parser's own bound (about 1,000 levels), far past ours
+            raise FilterError(too_deep(origin, max_depth)) from None
+    check_json_depth(raw, origin, max_depth)
     if not isinstance(raw, dict):
         raise FilterError(f"{origin} must be a JSON object such as {{\"must\": [...]}}, not {json.dumps(raw)}")
+    check_filter_shape(raw, origin, max_depth, None)
     return validate_filter(raw, origin)
+
+
+def json_depth_limit(max_depth: int) -> int:
+    """How deep a filter of ``max_depth`` levels of must/should/must_not can nest JSON objects and arrays: four per
+    level (a ``nested`` condition's object, its ``filter`` object, a clause's object and its list) and eight for the
+    innermost condition (``{"key", "match": {"any": [...]}}``), with room to spare."""
+    return 4 * max_depth + 8
+
+
+def json_depth(value: Any, stop: int | None = None) -> int:
+    """How deep ``value`` nests dicts and lists (a scalar: 0, ``{}``: 1, ``{"a": [1]}``: 2), walked without
+    recursion so that no nesting can exhaust the stack; with ``stop``, the walk ends as soon as it passes it."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if stop is not None and deepest > stop:
+            return deepest
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def check_json_depth(value: Any, origin: str, max_depth: int) -> None:
+    """FilterError when ``value`` nests objects and arrays deeper than a filter of ``max_depth`` levels can."""
+    if json_depth(value, stop=json_depth_limit(max_depth)) > json_depth_limit(max_depth):
+        raise FilterError(too_deep(origin, max_depth))
+
+
+def too_deep(origin: str, max_depth: int) -> str:
+    return (f"{origin} nests JSON objects and arrays more than {json_depth_limit(max_depth)} deep; a filter may nest "
+            f"at most {max_depth} levels of must/should/must_not")
 
 
 def combine_filters(*filters: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from mmindex.pipeline.models.encoder import Runtime, encoder_for
 from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.models.quick import quick_encoder_for
 from mmindex.pipeline.query.filters import load_raw_filter
-from mmindex.pipeline.query.search import Hit, check_page, search
+from mmindex.pipeline.query.search import Hit, check_page, check_target, search
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class QueryRequest:
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, (getattr(self, name),))
         check_page(self.limit, self.offset)
+        check_target(self.target, self.score_threshold)
         if not self.texts and not self.image_paths:
             raise UsageError("give a TEXT to search for, or --image FILE")
         if any(not text.strip() for text in self.texts):

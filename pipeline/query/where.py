@@ -18,7 +18,8 @@ evaluation of the same expression over the source rows):
   ``tags != cat`` or ``tags not in (cat)``.
 * ``< <= > >=`` compare numbers (integer, float) and dates/timestamps; a list matches when any
   element does; null never matches. Keyword and bool fields have no order: an error.
-* ``f is null`` matches a missing or null f, or an empty list; ``f is not null`` the rest.
+* ``f is null`` matches a missing or null f, or a list with no value (empty, or nulls only, at
+  any depth); ``f is not null`` the rest.
 * ``and`` binds tighter than ``or``; ``not`` negates what follows; parentheses group.
 
 Literals: numbers, 'single' or "double" quoted strings (the escapes ``\\'``, ``\\"`` and
@@ -26,9 +27,10 @@ Literals: numbers, 'single' or "double" quoted strings (the escapes ``\\'``, ``\
 ``true``/``false``, and dates (``2021-06-01``, ``'2021-06-01T12:00:00Z'``).
 
 Field names: a bare name (letters of any script, digits, ``_``, ``-``); a dotted name
-``exif.make`` is the top-level key ``exif.make`` when the collection has one, else the
-nested path ``exif`` → ``make``; any key can be written in backticks: `` `exif.make` ``,
-`` `shot on` ``.
+``exif.make`` is the top-level key ``exif.make`` when the collection has one, else a path below
+a column, typed like one (``pipeline/query/fields.py``): ``meta.y`` in a struct, ``items.price``
+in a list of structs, ``attrs.color`` in a map; any key can be written in backticks:
+`` `exif.make` ``, `` `shot on` ``.
 """
 from __future__ import annotations
 
@@ -40,14 +42,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mmindex.connectors.base import FILTER_TYPES as FIELD_TYPES
 from mmindex.errors import FilterError
-from mmindex.keys import qdrant_key
-
-# Keys mmindex itself writes into every payload, with their types (None: an object).
-SYSTEM_FIELDS: dict[str, str | None] = {"caption": "keyword", "_caption_truncated": "bool", "_source": None,
-                                        '"_source".file': "keyword", '"_source".row': "integer",
-                                        '"_source".path': "keyword", '"_source".name': "keyword"}
+from mmindex.pipeline.query.fields import FieldRef, resolve_field
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -193,7 +189,8 @@ class _Parser:
         return self.comparison()
 
     def comparison(self) -> dict[str, Any]:
-        key, field_type, label = self.field()
+        field = self.field()
+        key, field_type, label = field.key, field.type, field.label
         token = self.next(f"an operator (= != < <= > >= in, not in, is null) after {label}")
         if token.kind == "op":
             op = {"==": "=", "<>": "!="}.get(token.value, token.value)
@@ -206,7 +203,7 @@ class _Parser:
         if word == "is":
             negate = self.accept_word("not")
             self.expect_word("null", f"'null' after {label} is")
-            empty = {"is_empty": {"key": key}}
+            empty = {"is_empty": {"key": field.empty_key}}
             return {"must_not": [empty]} if negate else empty
         negate = word == "not"
         if negate:
@@ -219,7 +216,7 @@ class _Parser:
         condition = _any_of(key, field_type, values)
         return {"must_not": [condition]} if negate else condition
 
-    def field(self) -> tuple[str, str | None, str]:
+    def field(self) -> FieldRef:
         token = self.next("a field name")
         if token.kind not in ("word", "name") or (token.kind == "word" and token.value.lower() in _KEYWORDS):
             raise FilterError(f"expected a field name, found {token.text!r} in: {self.text}")
@@ -246,6 +243,8 @@ class _Parser:
             raise FilterError(f"expected a value after {label} {op}, found {token.text!r} in: {self.text}")
         if token.kind == "word" and token.value.lower() == "null":
             raise FilterError(f"null is not a value to compare with: write {label} is null, or {label} is not null")
+        if field_type == "null":  # no row holds a value, so no literal is of the wrong type
+            return convert_literal(token, None, label)
         return convert_literal(token, field_type, label, op)
 
     # -- token helpers --------------------------------------------------------------------
@@ -283,64 +282,6 @@ class _Parser:
 
 def _only_must_not(node: dict[str, Any]) -> bool:
     return set(node) == {"must_not"}
-
-
-def resolve_field(name: str, quoted: bool, field_types: dict[str, str] | None,
-                  expression: str = "") -> tuple[str, str | None, str]:
-    """A field as written → (Qdrant key, recorded type or None, how to name it in messages).
-
-    A name that is a top-level key is that key, even with dots in it; otherwise a dotted bare
-    name is a nested path. Raises ``FilterError`` for a field the collection does not have.
-    """
-    known = dict(SYSTEM_FIELDS)
-    known.update(field_types or {})
-    label = f"`{name}`" if quoted or not _is_bare(name) else name
-    if name in known and not name.startswith('"'):
-        return qdrant_key(name), _comparable(name, known[name], label), label
-    if not quoted and ("." in name or "[" in name):
-        root, rest = re.match(r"([^.\[]*)(.*)", name).groups()
-        if field_types is not None and root not in known:
-            raise FilterError(_unknown(name, known, expression))
-        nested = f'"{root}"{rest}'
-        if nested in known:  # a field inside a struct column, typed when the collection was made
-            return f"{qdrant_key(root)}{rest}", _comparable(name, known[nested], label), label
-        recorded = str(known.get(root) or "")
-        if recorded.startswith("struct<"):
-            inside = sorted(k.split(".", 1)[1] for k in known if k.startswith(f'"{root}".'))
-            raise FilterError(f"unknown field {name} in: {expression} (fields of {root}: {', '.join(inside)})")
-        if recorded.startswith(("list<", "large_list<", "fixed_size_list<")) and "struct<" in recorded:
-            # Its fields' types are not recorded, and a guess could match nothing without a word.
-            raise FilterError(f"{root} holds {recorded}: --where cannot type fields inside a list of structs; use "
-                              "--filter-json with Qdrant's nested condition")
-        return f"{qdrant_key(root)}{rest}", None, label
-    if field_types is not None:
-        raise FilterError(_unknown(name, known, expression))
-    return qdrant_key(name), None, label
-
-
-def _comparable(name: str, recorded: str | None, label: str) -> str | None:
-    """The type to compile comparisons of a field for; ``FilterError`` for values filters cannot look into."""
-    if recorded is None or recorded in FIELD_TYPES or recorded == "null" or name in SYSTEM_FIELDS:
-        return _field_type(recorded)
-    raise FilterError(f"{label} holds {recorded}, which filters cannot compare as a whole "
-                      "(compare a field inside it, e.g. meta.year, or a list of plain values)")
-
-
-def _unknown(name: str, known: dict[str, Any], expression: str) -> str:
-    fields = ", ".join(_display(k) for k in sorted(known) if k != "_source" and not k.startswith('"'))
-    return f"unknown field {_display(name)} in: {expression} (fields: {fields})"
-
-
-def _display(name: str) -> str:
-    return name if _is_bare(name) and "." not in name else f"`{name}`"
-
-
-def _is_bare(name: str) -> bool:
-    return bool(re.fullmatch(r"[^\W\d][\w.\-]*", name))
-
-
-def _field_type(recorded: str | None) -> str | None:
-    return recorded if recorded in FIELD_TYPES else None
 
 
 def convert_literal(token: Token, field_type: str | None, label: str, op: str = "=") -> Any:
@@ -441,7 +382,14 @@ def timestamp(text: str, label: str = "the field") -> str:
     return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _no_value(key: str) -> dict[str, Any]:
+    """A field recorded as ``null`` holds no value in any row: every comparison is false (``f is not null``)."""
+    return {"must_not": [{"is_empty": {"key": key}}]}
+
+
 def _equal(key: str, field_type: str | None, value: Any) -> dict[str, Any]:
+    if field_type == "null":
+        return _no_value(key)
     if field_type in ("float", "datetime") or isinstance(value, float):
         # Floats and moments are equal by value, not by spelling: a closed range of one point.
         bound = value if field_type == "datetime" else float(value)
@@ -451,7 +399,7 @@ def _equal(key: str, field_type: str | None, value: Any) -> dict[str, Any]:
 
 def _any_of(key: str, field_type: str | None, values: list[Any]) -> dict[str, Any]:
     unique = list(dict.fromkeys(values))
-    if len(unique) == 1:
+    if len(unique) == 1 or field_type == "null":
         return _equal(key, field_type, unique[0])
     plain = all(isinstance(v, str) for v in unique) or all(isinstance(v, int) and not isinstance(v, bool)
                                                            for v in unique)
@@ -461,6 +409,8 @@ def _any_of(key: str, field_type: str | None, values: list[Any]) -> dict[str, An
 
 
 def _range(key: str, field_type: str | None, bound: str, value: Any, label: str) -> dict[str, Any]:
+    if field_type == "null":
+        return _no_value(key)
     if isinstance(value, bool) or (field_type is None and not isinstance(value, (int, float, str))):
         raise FilterError(f"cannot compare {label} with {value!r}: ranges take numbers or dates")
     return {"key": key, "range": {bound: value}}

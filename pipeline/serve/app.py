@@ -54,12 +54,26 @@ def create_app(settings: ServeSettings, service: Service | None = None):
 
 
 def run(settings: ServeSettings, host: str, port: int, log_level: str = "info", max_connections: int = 256) -> None:
-    """Serve on ``host:port``; past ``max_connections`` open at once, new ones get 503 (uvicorn's limit)."""
+    """Serve on ``host:port`` (``server_config``)."""
     import uvicorn  # the server itself: only `mmindex serve` needs it
 
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-                limit_concurrency=max_connections, timeout_keep_alive=5)
+    uvicorn.Server(server_config(create_app(settings), host, port, log_level, max_connections,
+                                 settings.limits.header_timeout)).run()
+
+
+def server_config(app, host: str, port: int, log_level: str = "info", max_connections: int = 256,
+                  header_timeout: float = 10.0):
+    """uvicorn's settings for ``app``: past ``max_connections`` open at once new requests get 503 (uvicorn's limit),
+    and a connection must send each request's headers within ``header_timeout`` seconds (``connections.py``), so
+    slow clients cannot hold those connections."""
+    import uvicorn  # the server itself: only `mmindex serve` needs it
+
+    # uvicorn's protocol, with the header deadline: loaded with the server, never with the app
+    from mmindex.pipeline.serve.connections import with_header_deadline
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                          limit_concurrency=max_connections, timeout_keep_alive=5,
+                          http=with_header_deadline(header_timeout))
 
 
 def _version() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import functools
 import json
 import os
@@ -23,11 +22,14 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from mmindex.connectors.base import CollectionSpec
 from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
-from mmindex.pipeline.query.filters import compile_filter
-from mmindex.pipeline.query.search import search
+from mmindex.pipeline.query.filters import check_json_depth, compile_filter
+from mmindex.pipeline.query.search import check_target, search
+from mmindex.pipeline.query.where import check_filter_shape
 from mmindex.pipeline.serve.errors import ApiError, error_body
+from mmindex.pipeline.serve.images import base64_bytes, decode_query_image
 from mmindex.pipeline.serve.metrics import Metrics
 from mmindex.pipeline.serve.schemas import (
     ERRORS,
@@ -62,12 +64,10 @@ async def search_route(body: SearchBody, request: Request):
         raise ApiError(400, "bad_request", "give exactly one of text, image or like")
     check_window(body.offset, body.limit, settings.limits)
     check_filter(body.filter, settings.limits)
-    if body.target == "both" and body.score_threshold is not None:
-        raise ApiError(400, "bad_request", "score_threshold compares one vector's cosine score; with target both the "
-                                           "scores are fused ranks: search image or text to use it")
+    check_target(body.target, body.score_threshold)  # the library's rule and message (UsageError: 400)
     image = None
     if body.image is not None:
-        image = await service.decode(decode_base64_image, body.image, "image", settings.limits.max_query_pixels)
+        image = await service.decode(decode_base64_image, body.image, "image", settings.limits)
     return await run_search(request, body.text, image, body.target, body.filter, body.limit, body.offset,
                             body.score_threshold, body.collection, body.like)
 
@@ -83,7 +83,7 @@ async def search_upload(request: Request, image: UploadFile = File(...),
     service, settings, _ = _context(request)
     check_window(offset, limit, settings.limits)
     raw = await image.read(settings.limits.max_body_bytes + 1)  # the guard bounded the whole body already
-    decoded = await service.decode(decode_bytes, raw, "image", settings.limits.max_query_pixels)
+    decoded = await service.decode(decode_bytes, raw, "image", settings.limits)
     check_filter(filter, settings.limits)
     return await run_search(request, None, decoded, target, filter or None, limit, offset, None, collection)
 
@@ -98,9 +98,10 @@ async def embed_route(body: EmbedBody, request: Request):
         if len(text) > limits.max_text_chars:
             raise ApiError(400, "text_too_long", f"texts[{index}] has {len(text):,} characters; at most "
                                                  f"{limits.max_text_chars:,} (a CLIP reads about 300)")
-    images = [await service.decode(decode_base64_image, data, f"images[{i}]", limits.max_query_pixels, bulk=True)
+    # One image at a time, in /embed's own pool: a request holds one image's decode at most (--max-decode-mib).
+    images = [await service.decode(decode_base64_image, data, f"images[{i}]", limits, bulk=True)
               for i, data in enumerate(body.images)]
-    model = service.current
+    model = await service.call(service.embedding_model)
     text_futures = model.bulk_texts.submit(body.texts) if body.texts else []
     image_futures = model.bulk_images.submit(images) if images else []
     texts = [np.asarray(await asyncio.wrap_future(f)).tolist() for f in text_futures]
@@ -112,8 +113,9 @@ async def embed_route(body: EmbedBody, request: Request):
 @router.get("/collections/{name}", responses=ERRORS, summary="A collection: points, model, vectors, payload")
 async def collection_route(name: str, request: Request):
     service, _, _ = _context(request)
-    store = await service.call(service.existing, name)
-    return public_info(await service.call(lambda: store.info().to_dict()))
+    collection, store, _ = await service.call(service.locate, name)
+    info = await service.call(lambda: store.info().to_dict())
+    return public_info({**info, "name": name, "alias_of": collection if collection != name else None})
 
 
 @router.get("/thumbnails/{point_id}", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
@@ -124,7 +126,7 @@ async def thumbnail_route(point_id: str, request: Request, collection: str | Non
         point_id = str(uuid.UUID(point_id))
     except ValueError:
         raise ApiError(404, "not_found", "no such point") from None
-    store = await service.call(service.existing, collection or settings.store.collection)
+    _, store, _ = await service.call(service.locate, collection or settings.store.collection)
     points = await service.call(store.retrieve, [point_id])
     if not points:
         raise ApiError(404, "not_found", "no such point")
@@ -146,18 +148,16 @@ async def readyz(request: Request):
     service, settings, _ = _context(request)
     name = settings.store.collection
     try:
-        store, spec = await service.call(service.lookup, name)
-        if spec is None:
-            raise ApiError(503, "not_ready", f"collection {name!r} does not exist")
-        await service.call(store.count)
+        target = await service.call(service.resolve, name)
+        await service.call(target.store.count)
     except (ApiError, MmindexError) as failure:
         message = failure.message if isinstance(failure, ApiError) else "the vector store is not answering"
         if not isinstance(failure, ApiError):
             log.warning("readiness: %s", failure)
         return JSONResponse(error_body("not_ready", message), status_code=503)
-    model = service.current
-    return {"status": "ready", "model": model.encoder.name, "text_model": model.encoder.text_name,
-            "dim": model.encoder.dim, "collection": name,
+    encoder = target.model.encoder
+    return {"status": "ready", "model": encoder.name, "text_model": encoder.text_name, "dim": encoder.dim,
+            "collection": name, "alias_of": target.collection if target.collection != name else None,
             "store": settings.store.kind}
 
 
@@ -178,22 +178,26 @@ async def page():
 
 async def run_search(request: Request, text, image, target, filter_value, limit, offset, score_threshold,
                      collection, like: str | None = None) -> dict:
+    """One search. The collection (an alias: the collection it points to now) and its model are resolved once,
+    together, and every step below uses that one answer, which the answer names (``alias_of``, ``model``)."""
     service, settings, metrics = _context(request)
     name = collection or settings.store.collection
-    store, model = await service.call(service.checked, name)
+    resolved = await service.call(service.resolve, name)
+    store, model = resolved.store, resolved.model
     started = time.perf_counter()
     if like is not None:
         vector = await like_vector(service, store, like)
     else:
         vector = await encode_query(text, image, model, metrics)
     encoded = time.perf_counter()
-    compiled = await service.call(filter_of, store, filter_value, settings.limits)
+    compiled = await service.call(filter_of, resolved.spec, filter_value, settings.limits)
     hits = await service.call(functools.partial(search, store, vector, target, None, compiled, limit, offset,
                                                 score_threshold, fusion_depth=settings.limits.max_window))
     done = time.perf_counter()
     metrics.search.observe(done - encoded)
     return {
-        "collection": name, "target": target,
+        "collection": name, "alias_of": resolved.collection if resolved.collection != name else None,
+        "model": model.encoder.name, "target": target,
         "hits": [public_hit(h, name, settings.image_root) for h in hits],
         "encode_ms": round((encoded - started) * 1000, 3), "search_ms": round((done - encoded) * 1000, 3),
     }
@@ -225,55 +229,45 @@ def check_window(offset: int, limit: int, limits: Limits) -> None:
                                                 f"{limits.max_window:,} results can be paged through")
 
 
-def filter_of(store, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
+def filter_of(collection, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
     """The request's ``filter`` (a where expression, or a raw Qdrant filter as JSON text or an object) → a checked
-    Qdrant filter bounded by ``limits`` (``compile_filter``); FilterError (400) for an invalid or too large one."""
+    Qdrant filter bounded by ``limits`` (``compile_filter``), typed by ``collection`` (its ``CollectionSpec``, or its
+    store, whose spec is read); FilterError (400) for an invalid or too large one."""
     raw = not isinstance(value, str) or value.strip().startswith("{")
     field_types = None
     if not raw and value.strip():
-        spec = store.spec()
-        field_types = spec.payload_types if spec else None
+        spec = collection if isinstance(collection, CollectionSpec) or collection is None else collection.spec()
+        field_types = spec.payload_types if spec is not None else None
     return compile_filter(None if raw else value, value if raw else None, field_types=field_types, origin="filter",
                           max_depth=limits.max_filter_depth, max_conditions=limits.max_filter_conditions)
 
 
 def check_filter(value: Any, limits: Limits) -> None:
-    """Bound a filter's size (characters, as JSON for a raw one) and a raw filter's nesting."""
+    """Bound a filter's nesting (a raw object's, measured without recursion) and then its size (characters, as JSON
+    for a raw one), before anything else reads it."""
     if value is None:
         return
+    if not isinstance(value, str):
+        check_json_depth(value, "filter", limits.max_filter_depth)
     text = value if isinstance(value, str) else json.dumps(value)
     if len(text) > limits.max_filter_chars:
         raise ApiError(400, "filter_too_long", f"filter has {len(text):,} characters; at most "
                                                f"{limits.max_filter_chars:,}")
-    if not isinstance(value, str) and _depth(value) > limits.max_filter_depth:
-        raise ApiError(400, "bad_filter", f"filter nests deeper than {limits.max_filter_depth} levels")
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return max((_depth(v) for v in value), default=0)
-    return 0
+    if not isinstance(value, str):
+        check_filter_shape(value, "filter", limits.max_filter_depth, None)
 
 
 # -- images and thumbnails ----------------------------------------------------------------------
 
-def decode_base64_image(data: str, field_name: str = "image", max_pixels: int = LIMITS.max_query_pixels):
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "bad_image", f"{field_name} is not valid base64") from None
-    return decode_bytes(raw, field_name, max_pixels)
+def decode_base64_image(data: str, field_name: str = "image", limits: Limits = LIMITS):
+    """A query image sent as base64 text (any spelling ``base64_bytes`` reads) → an RGB image, bounded by ``limits``."""
+    return decode_bytes(base64_bytes(data, field_name), field_name, limits)
 
 
-def decode_bytes(raw: bytes, field_name: str = "image", max_pixels: int = LIMITS.max_query_pixels):
-    """Decode a query image; its size is read from the header and refused before any pixel is decoded."""
-    try:
-        return decode_image(raw, 224, max_pixels)
-    except RejectedImage as error:
-        raise ApiError(400, "bad_image", f"{field_name}: {error.message} (--max-query-pixels)"
-                       if "pixels" in error.message else f"{field_name}: {error.message}") from None
+def decode_bytes(raw: bytes, field_name: str = "image", limits: Limits = LIMITS):
+    """Decode a query image; its pixels and the memory decoding them takes are read from the header and refused
+    before any pixel is decoded (``decode_query_image``); a large decode's memory goes back to the system after."""
+    return decode_query_image(raw, field_name, limits.max_query_pixels, limits.max_decode_bytes)
 
 
 def thumbnail_bytes(payload: dict[str, Any], image_root: str | None) -> bytes | None:
@@ -319,11 +313,30 @@ def public_source(source: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+# What /collections/{name} shows of ``mmindex info``: named fields only, so a field added later (a path, a host) is
+# hidden until it is listed here. Left out: location, model_path, text_model_path, sources (their inputs).
+PUBLIC_INFO = ("name", "alias_of", "store", "points", "model", "dim", "distance", "vectors", "payload_types",
+               "indexed_fields", "options", "model_fingerprint", "text_model", "text_model_fingerprint",
+               "model_precision", "id_rule")
+
+
 def public_info(info: dict[str, Any]) -> dict[str, Any]:
-    """``mmindex info`` of a collection without where it lives or where its model was loaded from."""
-    hidden = ("location", "model_path", "sources")
-    return {key: value for key, value in info.items() if key not in hidden}
+    """``mmindex info`` of a collection without where it lives, where its models were loaded from or what its sources
+    read: the ``PUBLIC_INFO`` fields, and in them no value that is a server path (a model recorded by its path shows
+    its folder's name)."""
+    return {key: without_paths(info[key]) for key in PUBLIC_INFO if key in info}
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` with every string that is an absolute path or a URL replaced by its last part."""
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_paths(item) for item in value]
+    if isinstance(value, str) and (os.path.isabs(value) or "://" in value or value.startswith("~")
+                                   or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")):
+        return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return value
 
 
 # -- errors ------------------------------------------------------------------------------------
-

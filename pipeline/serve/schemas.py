@@ -18,7 +18,9 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, max_length=LIMITS.max_text_chars, description="Query text (or give image).")
-    image: str | None = Field(None, description="Query image, base64-encoded bytes (JPEG, PNG, WebP, …).")
+    image: str | None = Field(None, description="Query image, base64-encoded bytes (JPEG, PNG, WebP, …): standard or "
+                                               "URL-safe alphabet, padded or not, line breaks allowed, or a data: URL "
+                                               "(data:image/png;base64,…).")
     target: Literal["image", "text", "both"] = Field(
         "image", description="Vectors to search: images, captions, or both fused by reciprocal rank.")
     filter: str | dict[str, Any] | None = Field(
@@ -46,7 +48,10 @@ class Hit(BaseModel):
 
 
 class SearchAnswer(BaseModel):
-    collection: str
+    collection: str = Field(description="The collection asked for (or the service's).")
+    alias_of: str | None = Field(None, description="When `collection` is an alias: the collection it pointed to for "
+                                                   "this search (resolved once, with its model).")
+    model: str = Field(description="The model that encoded the query: the one that made this collection's vectors.")
     target: str
     hits: list[Hit]
     encode_ms: float
@@ -58,7 +63,7 @@ class EmbedBody(BaseModel):
 
     texts: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_texts)
     images: list[str] = Field(default_factory=list, max_length=LIMITS.max_embed_images,
-                              description="base64-encoded image bytes")
+                              description="base64-encoded image bytes, in any form `image` of /search takes")
 
 
 class EmbedAnswer(BaseModel):

@@ -1,6 +1,6 @@
 """``mmindex serve``: search and embedding over HTTP, for stacks that do not import Python.
 
-Routes (JSON in and out; OpenAPI at /openapi.json, docs at /docs), in ``serve_api.py``:
+Routes (JSON in and out; OpenAPI at /openapi.json, docs at /docs), in ``routes.py``:
   POST /search            text or base64 image → hits (target image | text | both, filter, paging)
   POST /search/upload     the same with a multipart image upload
   POST /embed             texts and/or images → normalised vectors, with model name and dimension
@@ -15,8 +15,10 @@ Every request is bounded (``Limits``): the body whatever its transfer encoding
 header, before decoding), and ``offset + limit``. The event loop never waits on the model or the
 store: encoders batch in their own threads (one per modality), store calls run in a thread pool
 with a timeout, image decoding in another. Clients reach only the collections the service was
-given. Errors are JSON ``{"error": {"code", "message"}}``, 4xx for anything the caller can fix,
-and never show a server path.
+given; each request resolves its collection (an alias: the collection it points to at that
+moment) and that collection's model once, together (``Service.resolve``). Errors are JSON
+``{"error": {"code", "message"}}``, 4xx for anything the caller can fix, and never show a server
+path.
 """
 from __future__ import annotations
 
@@ -27,11 +29,12 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from mmindex.connectors.base import model_mismatch
-from mmindex.errors import EncodeError, StoreError
+from mmindex.connectors.base import CollectionSpec, model_mismatch
+from mmindex.errors import EncodeError, MmindexError, StoreError
+from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.models.encoder import encoder_for
 from mmindex.pipeline.serve.errors import ApiError
 from mmindex.pipeline.serve.settings import ServeSettings
@@ -113,18 +116,40 @@ class Model:
             batcher.close()
 
 
+@dataclass(frozen=True)
+class Target:
+    """One request's collection and model, resolved together (``Service.resolve``)."""
+
+    name: str  # as the client gave it (or the service's default)
+    collection: str  # the collection ``name`` is, or the one its alias points to for this request
+    store: Any  # ``collection``'s store
+    spec: CollectionSpec
+    model: Model
+
+
+def missing(store, place: str = "", remedy: str = "run `mmindex ingest` first") -> str:
+    """What ``require_collection`` says of a collection (or an alias's target) that does not exist; ``place`` (where
+    it was looked for) only for the server's log and the command line, never in an answer."""
+    try:
+        require_collection(store, place, remedy)
+    except StoreError as error:
+        return error.message
+    return f"collection {store.collection!r} did not exist a moment ago"  # it was created since
+
+
 class Service:
     """The model, the stores and the worker pools behind the routes.
 
-    Only the collections in ``settings.allowed`` are ever opened. When the service's collection
-    is an alias switched to a collection of another model (a model upgrade), the first query
-    after the switch loads that model (unless ``--model`` pinned one); the old one stays loaded
-    for queries still under way.
+    Only the collections in ``settings.allowed`` are ever opened, and the collections their aliases
+    point to. When the service's collection is an alias switched to a collection of another model
+    (a model upgrade), the first request after the switch loads that model (unless ``--model``
+    pinned one); the old one stays loaded, for requests still under way and a switch back.
     """
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self.stores: dict[str, Any] = {}
+        self.stores: dict[str, Any] = {}  # the allowed names, as clients give them (an alias follows its switches)
+        self.targets: dict[str, Any] = {}  # collections allowed aliases point to, opened by their own names
         self.store_lock = threading.Lock()
         self.model_lock = threading.Lock()
         self.models: list[Model] = []
@@ -136,8 +161,12 @@ class Service:
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmindex-decode")
         self.bulk_decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmindex-decode-embed")
         for name in settings.allowed[1:]:
-            self.lookup(name)  # a name no collection can have is refused now, not on each request
+            if self.lookup(name)[1] is None:  # a name no collection can have is refused here, not on each request
+                log.warning("collection %r (--allow-collection) does not exist %s yet; it is 404 until it does",
+                            name, settings.store.place)
         store, spec = self.lookup(settings.store.collection)
+        if spec is None:
+            self._start_without_collection(store)
         self.current = self._load(store.metadata() if spec else None)
 
     @property
@@ -196,34 +225,79 @@ class Service:
                 store = self.stores[name] = replace(self.settings.store, collection=name).open()
         return store, store.spec()
 
-    def existing(self, name: str):
-        """The store of an allowed collection that exists (404 otherwise)."""
-        store, spec = self.lookup(name)
+    def locate(self, name: str) -> tuple[str, Any, CollectionSpec]:
+        """The collection ``name`` is now (itself, or the one its alias points to), that collection's own store (which
+        never follows a later switch) and its spec. ApiError 404 for a name not served here or a collection (or
+        alias target) that does not exist."""
+        named, _ = self.lookup(name)
+        collection = named.aliases().get(name, name)
+        store = named if collection == name else self._store_of(collection)
+        spec = store.spec()
         if spec is None:
-            raise ApiError(404, "unknown_collection", f"collection {name!r} does not exist")
-        return store
+            raise ApiError(404, "unknown_collection", missing(named))
+        return collection, store, spec
+
+    def resolve(self, name: str) -> Target:
+        """What a search on ``name`` reaches, resolved once (``locate``) with the loaded model that fills it.
+
+        Every part of one request uses this one answer, so an alias switched while it runs can never pair the
+        query vector of one collection's model with a search in another collection. ApiError 404 (``locate``),
+        409 for a collection of another model.
+        """
+        collection, store, spec = self.locate(name)
+        return Target(name, collection, store, spec, self.model_for(name, store, spec))
 
     def checked(self, name: str):
-        """The store of an existing allowed collection and the loaded model that fills it."""
-        store = self.existing(name)
-        return store, self.model_for(name, store)
+        """The store and the loaded model of collection ``name`` as ``resolve`` finds them, together."""
+        target = self.resolve(name)
+        return target.store, target.model
 
-    def model_for(self, name: str, store) -> Model:
-        """The loaded model that fills collection ``name``; loads it when the service's alias moved to it.
+    def _store_of(self, collection: str):
+        """The open store of ``collection``, a collection an allowed alias points to (opened by its own name)."""
+        with self.store_lock:
+            store = self.targets.get(collection)
+            if store is None:
+                store = self.targets[collection] = replace(self.settings.store, collection=collection).open()
+        return store
+
+    def model_for(self, name: str, store, spec) -> Model:
+        """The loaded model that fills ``spec`` (collection ``name``, or the collection its alias points to); loads
+        it when the service's own alias moved to a collection of another model.
 
         Raises ApiError 409 for a collection of another model than the service's.
         """
-        spec = store.spec()
         for model in [self.current, *self.models]:
             if self._fills(model, spec):
+                if name == self.settings.store.collection:
+                    self.current = model  # /embed and /readyz follow the service's alias too
                 return model
         if name != self.settings.store.collection or self.settings.model:
             raise ApiError(409, "model_mismatch", model_mismatch(spec, self.encoder.spec(), name))
         with self.model_lock:
-            if not self._fills(self.current, spec):
+            loaded = next((model for model in self.models if self._fills(model, spec)), None)
+            if loaded is None:
                 log.info("collection %r now holds model %s; loading it", name, spec.model)
-                self.current = self._load(store.metadata())
-        return self.current
+                loaded = self._load(store.metadata())
+            self.current = loaded
+        return loaded
+
+    def embedding_model(self) -> Model:
+        """The model /embed answers with: the one of the service's collection as it resolves now, or the model
+        loaded at start while that collection is missing or unreachable."""
+        try:
+            return self.resolve(self.settings.store.collection).model
+        except (ApiError, MmindexError):
+            return self.current
+
+    def _start_without_collection(self, store) -> None:
+        """The service's collection is missing at start: with --model it starts (saying so, and /readyz says so
+        until the collection exists); without, no model can be chosen, so it refuses to start."""
+        settings = self.settings
+        if not settings.model:
+            raise StoreError(missing(store, settings.store.place, "ingest into it first, or give --model to start "
+                                                                  "the service before it exists"))
+        log.warning("%s; serving with --model %s: /readyz answers 503 and searches 404 until it exists",
+                    missing(store, settings.store.place, "ingest into it"), settings.model)
 
     def _fills(self, model: Model, spec) -> bool:
         """Whether ``model`` made ``spec``'s vectors (with --text-model, only the image model must agree)."""
@@ -235,7 +309,7 @@ class Service:
             model.close()
         for pool in (self.store_pool, self.decode_pool, self.bulk_decode_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        for store in self.stores.values():
+        for store in [*self.stores.values(), *self.targets.values()]:
             try:
                 store.close()
             except StoreError as error:

@@ -22,6 +22,8 @@ class Limits:
     max_embed_texts: int = 64
     max_embed_images: int = 16
     max_query_pixels: int = 16_777_216  # 4096 × 4096; ingest's --max-pixels is 89 M
+    max_decode_bytes: int = 128 * 1024 * 1024  # what decoding one query image may hold: 4096² RGBA and its resize
+    header_timeout: float = 10.0  # seconds from a connection's start (or its last answer) to a request's headers
     max_window: int = 1_000  # offset + limit, any target; "both" fuses this many candidates per vector
     store_timeout: float = 10.0  # seconds a store call may take before the request gets 503
 

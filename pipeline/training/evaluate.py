@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.errors import InputError
+from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
 from mmindex.pipeline.ingest.options import IngestOptions
@@ -25,6 +25,7 @@ from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, open_source
 from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.models.encoder import Encoder, Runtime, encoder_for
 from mmindex.pipeline.models.identity import ModelChoice
+from mmindex.pipeline.query.search import ranking
 
 KS = (1, 5, 10)
 
@@ -59,22 +60,39 @@ def metrics_from_ranks(direction: str, ranks: Sequence[float], ks: Sequence[int]
     return RetrievalMetrics(direction, count, recall, mrr, float(statistics.median(ranks)))
 
 
+TIE_TOLERANCE = 1e-6  # scores this close count as equal: float32 sums differ in the last bits between engines
+
+
 def exact_ranks(queries: np.ndarray, documents: np.ndarray, query_groups: np.ndarray,
                 document_groups: np.ndarray, chunk: int = 1024) -> list[float]:
     """Rank of the best-scoring correct document for each query, over all documents.
 
-    Ties with wrong documents are counted against the query (pessimistic), so a model
-    that maps everything to one point does not score well.
+    rank = 1 + the number of wrong documents scoring at least the best correct score (less
+    ``TIE_TOLERANCE``): ties with wrong documents count against the query (pessimistic), so a
+    model that maps everything to one point does not score well, and the rank depends on
+    scores only — never on ids or on the order an engine returns equal scores in.
+    ``queries``: (q, d), ``documents``: (n, d), both L2-normalised; groups: (q,) and (n,).
     """
     ranks: list[float] = []
     for start in range(0, len(queries), chunk):
         scores = queries[start:start + chunk] @ documents.T
         correct = query_groups[start:start + chunk, None] == document_groups[None, :]
         best = np.where(correct, scores, -np.inf).max(axis=1)
-        wrong_at_least = ((scores >= best[:, None]) & ~correct).sum(axis=1)
+        wrong_at_least = ((scores >= best[:, None] - TIE_TOLERANCE) & ~correct).sum(axis=1)
         for has_answer, above in zip(np.isfinite(best), wrong_at_least):
             ranks.append(float(above + 1) if has_answer else math.inf)
     return ranks
+
+
+def rank_in(hits: Sequence[Any], is_correct: Callable[[Any], bool], key: Callable[[Any], Any]) -> float:
+    """``exact_ranks``' rule on a ranked list of scored points (all points scoring at least the best correct one
+    included): 1 + the distinct ``key``s of wrong points scoring at least the best correct score; inf if none is
+    correct."""
+    best = max((hit.score for hit in hits if is_correct(hit)), default=None)
+    if best is None:
+        return math.inf
+    wrong = {key(hit) for hit in hits if hit.score >= best - TIE_TOLERANCE and not is_correct(hit)}
+    return float(len(wrong) + 1)
 
 
 @dataclass
@@ -107,12 +125,12 @@ def embed_pairs(source: Source, encoder: Encoder, group_cols: Sequence[str] = ()
                 on_progress: Callable[[int], None] | None = None) -> EvalPairs:
     """Read, decode and embed every row of ``source``."""
     if not source.mapping.caption:
-        raise InputError("evaluation needs a caption column; name it with --caption-col")
+        raise UsageError("evaluation needs a caption column; name it with --caption-col")
     keys = [group_key(source.mapping, column) for column in group_cols]
     missing = [c for c, key in zip(group_cols, keys) if key is None]
     if missing:
         fields = [source.mapping.caption, *source.mapping.payload]
-        raise InputError(f"--group-col {', '.join(missing)} is not a column of the input "
+        raise UsageError(f"--group-col {', '.join(missing)} is not a column of the input "
                          f"(columns: {', '.join(filter(None, fields))})")
     summary = IngestSummary(collection="(eval)", files=len(source.files))
     return embed_rows(collect_rows(source, encoder.name, summary, on_progress), encoder, keys, summary)
@@ -205,17 +223,11 @@ def store_metrics(pairs: EvalPairs, store: Store, limit: int = 1000, ks: Sequenc
     limit = max(1, min(limit, store.count()))
 
     def rank(vector, using, group, collapse_images):
-        hits = store.search(SearchRequest(vector=vector, using=using, filter=where, limit=limit))
-        seen, position = set(), 0
-        for hit in hits:
-            key = image_of_point.get(hit.id, hit.id) if collapse_images else hit.id
-            if key in seen:
-                continue  # the same image stored under several caption rows counts once
-            seen.add(key)
-            position += 1
-            if group_of_point.get(hit.id) == group:
-                return float(position)
-        return math.inf
+        hits = ranking(store, lambda size: SearchRequest(vector=vector, using=using, filter=where, limit=size,
+                                                         with_payload=False), limit)
+        key = (lambda hit: image_of_point.get(hit.id, hit.id)) if collapse_images else (lambda hit: hit.id)
+        # the same image stored under several caption rows counts once, as in memory
+        return rank_in(hits, lambda hit: group_of_point.get(hit.id) == group, key)
 
     t2i = [rank(v, "image", int(g), True) for v, g in zip(pairs.text_vectors, pairs.text_groups)]
     i2t = [rank(v, "text", int(g), False) for v, g in zip(pairs.image_vectors, pairs.image_groups)]

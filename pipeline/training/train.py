@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mmindex.errors import InputError, ModelError
+from mmindex.errors import InputError, ModelError, UsageError
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
 from mmindex.pipeline.ingest.rows import SourceRow
 from mmindex.pipeline.ingest.source import open_source
@@ -114,7 +114,7 @@ def train(
     torch.manual_seed(options.seed)
     source = open_source(list(inputs), options.image_col, options.caption_col, options.id_col)
     if not source.mapping.caption:
-        raise InputError("training needs a caption column; name it with --caption-col")
+        raise UsageError("training needs a caption column; name it with --caption-col")
     summary = IngestSummary(collection="(train)", files=len(source.files))
     rows = [r for r in collect_rows(source, "train", summary) if r.caption]
     train_rows, val_rows = split_rows(rows, options.val_fraction)
@@ -136,7 +136,7 @@ def train(
             if not hasattr(clip, needed):
                 raise ModelError(f"model {start!r} is not a CLIP-style dual encoder (no {needed}); cannot train it")
         if options.add_char_tokens and "text" in options.freeze:
-            raise InputError("new tokens are learnt by the text tower: do not freeze it with --add-char-tokens")
+            raise UsageError("new tokens are learnt by the text tower: do not freeze it with --add-char-tokens")
         added = add_char_tokens(encoder, clip, [r.caption for r in train_rows]) if options.add_char_tokens else []
         frozen = freeze_towers(clip, options.freeze)
         baseline = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
@@ -157,7 +157,8 @@ TOWERS = {
 def freeze_towers(clip, towers: Sequence[str]) -> list[str]:
     """Stop training the named towers; returns their names, sorted."""
     if set(towers) >= set(TOWERS):
-        raise InputError("freezing both towers leaves nothing to train")
+        raise UsageError("--freeze image and --freeze text together leave nothing to train: freezing both towers "
+                         "leaves nothing to train")
     for tower in towers:
         if tower not in TOWERS:
             raise InputError(f"cannot freeze {tower!r}; choose from {', '.join(TOWERS)}")

@@ -23,7 +23,7 @@ def run(cli):
     return cli
 
 
-def test_cli_copies_between_data_dirs_and_refuses_a_second_copy(run, source, tmp_path):
+def test_cli_copies_between_data_dirs_and_a_second_run_says_it_is_complete(run, source, tmp_path):
     source.close()  # the command opens the store itself
     result = run("copy", "-c", "photos", "--data-dir", tmp_path / "src", "--to-data-dir", tmp_path / "dst",
                  "--json", "--page-size", 20)
@@ -36,12 +36,22 @@ def test_cli_copies_between_data_dirs_and_refuses_a_second_copy(run, source, tmp
     copy.close()
     again = run("copy", "-c", "photos", "--data-dir", tmp_path / "src", "--to-data-dir", tmp_path / "dst",
                 "--to-collection", "photos")
-    assert again.exit_code == 1 and "already holds 70 points" in again.output
-    assert "Traceback" not in again.output and len(again.output.strip().splitlines()) == 1
+    assert again.exit_code == 0 and again.stdout.startswith("nothing to copy: the target is already a complete copy")
+    assert f"({POINTS} points)" in again.stdout and "Traceback" not in again.output
+    as_json = json.loads(run("copy", "-c", "photos", "--data-dir", tmp_path / "src", "--to-data-dir", tmp_path / "dst",
+                             "--json").stdout)
+    assert as_json["already_complete"] and as_json["copied"] == 0 and as_json["finished_at"] == summary["finished_at"]
+    other = run("copy", "-c", "photos", "--data-dir", tmp_path / "src", "--to-data-dir", tmp_path / "dst",
+                "--to-collection", "photos-2")
+    assert other.exit_code == 0, other.output
+    onto_a_copy = run("copy", "-c", "photos-2", "--data-dir", tmp_path / "dst", "--to-data-dir", tmp_path / "dst",
+                      "--to-collection", "photos")
+    assert onto_a_copy.exit_code == 1 and "already holds 70 points (a copy of" in onto_a_copy.output
+    assert len(onto_a_copy.output.strip().splitlines()) == 1
     nowhere = run("copy", "-c", "photos", "--data-dir", tmp_path / "src")
     assert nowhere.exit_code == 2 and "say where to copy to" in nowhere.output
     same = run("copy", "-c", "photos", "--data-dir", tmp_path / "src", "--to-collection", "photos")
-    assert same.exit_code == 1 and "same collection" in same.output
+    assert same.exit_code == 2 and "same collection" in same.output  # options that cannot go together
 
 
 def test_cli_copy_in_one_store_under_another_name_prints_a_summary(run, source, tmp_path):

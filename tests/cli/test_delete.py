@@ -32,7 +32,7 @@ def test_cli_counts_asks_and_deletes(tmp_path, data, tiny_model):
     ids = runner.invoke(main, ["delete", *where, "--ids", f"{kept},nope", "--yes"])
     assert "1 given id(s) have no point" in ids.output
     bad = runner.invoke(main, ["delete", *where, "--where", "nope = 1", "--yes"])
-    assert bad.exit_code == 1 and "Traceback" not in bad.output and "nope" in bad.output
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and "nope" in bad.output  # a filter: usage
     missing = runner.invoke(main, ["delete", "-c", "absent", "--data-dir", str(tmp_path / "store"), "--ids", "a"])
     assert missing.exit_code == 1 and "does not exist" in missing.output
 

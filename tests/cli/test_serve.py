@@ -14,3 +14,19 @@ def test_api_key_without_a_server_is_refused_with_the_right_flag():
     assert result.exit_code == 2 and "--serve-api-key" in result.output
     empty = CliRunner().invoke(main, ["serve", "-c", "x", "--serve-api-key", ""])
     assert empty.exit_code == 2 and "empty" in empty.output
+
+
+def test_a_missing_collection_is_named_at_start_instead_of_failing_on_a_model(tmp_path):
+    """Without --model no model can be chosen for a collection that does not exist: the command says which
+    collection is missing and what to do, before any model is looked for."""
+    result = CliRunner().invoke(main, ["serve", "-c", "nope", "--data-dir", str(tmp_path), "--device", "cpu"],
+                                env={"QDRANT_URL": "", "MMINDEX_CONFIG": ""})
+    assert result.exit_code == 1, result.output
+    assert "collection 'nope' does not exist" in result.output and "--model" in result.output
+    assert "Traceback" not in result.output and "model" not in result.output.split("does not exist")[0]
+
+
+def test_the_decode_bound_is_an_option():
+    result = CliRunner().invoke(main, ["serve", "-c", "x", "--max-decode-mib", "64", "--print-config"],
+                                env={"QDRANT_URL": ""})
+    assert result.exit_code == 0 and '"max_decode_mib": 64' in result.output, result.output

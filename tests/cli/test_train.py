@@ -32,10 +32,10 @@ def test_train_needs_exactly_one_start():
 def test_freezing_what_must_learn_is_refused(tmp_path, train_dir, tiny_model):
     result = CliRunner().invoke(main, ["train", str(train_dir), "--model", tiny_model, "--freeze", "image",
                                        "--freeze", "text", "-o", str(tmp_path / "m")])
-    assert result.exit_code == 1 and "freezing both towers leaves nothing to train" in result.output
+    assert result.exit_code == 2 and "freezing both towers leaves nothing to train" in result.output
     result = CliRunner().invoke(main, ["train", str(train_dir), "--model", tiny_model, "--freeze", "text",
                                        "--add-char-tokens", "-o", str(tmp_path / "m")])
-    assert result.exit_code == 1 and "do not freeze it with --add-char-tokens" in result.output
+    assert result.exit_code == 2 and "do not freeze it with --add-char-tokens" in result.output
     assert not (tmp_path / "m").exists()
 
 

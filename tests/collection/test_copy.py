@@ -1,13 +1,15 @@
 """copy_collection: Edge → server → Edge round trips, resuming, refusals (the command: tests/cli/test_copy.py)."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from mmindex.connectors.base import CollectionSpec, SearchRequest
+from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.collection.copy import COPY_KEY, copy_collection
-from mmindex.errors import CollectionMismatchError, StoreError
+from mmindex.pipeline.collection.copy import COPIED_KEY, COPY_KEY, copy_collection
+from mmindex.errors import CollectionMismatchError, StoreError, UsageError
 from helpers.copying import (DIM, LOCAL_MODE_RTOL, POINTS, SPEC, assert_same_points, assert_same_record,
                              expected, photos_collection, sample_points, stored)
 
@@ -82,12 +84,29 @@ def test_a_stopped_copy_continues_from_its_cursor(source, tmp_path, kind):
     target.close()
 
 
-def test_a_finished_copy_is_not_copied_over_again(source, tmp_path):
+def test_a_finished_copy_run_again_says_it_is_complete_and_copies_nothing(source, tmp_path):
     target = QdrantEdgeStore("copy", data_dir=tmp_path / "dst")
-    copy_collection(source, target)
-    with pytest.raises(StoreError, match="already holds 70 points"):
+    first = copy_collection(source, target)
+    assert not first.already_complete and first.finished_at
+    assert target.metadata()[COPIED_KEY] == {"source": first.source, "points": POINTS, "finished_at": first.finished_at}
+    again = copy_collection(source, target, on_progress=lambda done, total: pytest.fail("nothing to copy"))
+    assert again.already_complete and again.copied == 0 and again.finished_at == first.finished_at
+    assert again.source_points == again.target_points == POINTS
+    assert_same_points(target, expected(sample_points()))
+    # A copy of the copy is a copy of another source: the record does not travel, a rerun of it is complete too.
+    second = QdrantEdgeStore("copy2", data_dir=tmp_path / "dst")
+    assert copy_collection(target, second).copied == POINTS and copy_collection(target, second).already_complete
+    assert second.metadata()[COPIED_KEY]["source"] == first.target
+    # The source changed since: not "complete", and not copied over either.
+    source.delete([sample_points()[0].id])
+    with pytest.raises(StoreError, match=r"is a finished copy .* the source now has 69 points and the target 70"):
         copy_collection(source, target)
-    target.close()
+    elsewhere = QdrantEdgeStore("photos", data_dir=tmp_path / "elsewhere")
+    elsewhere.ensure_collection(SPEC)
+    with pytest.raises(StoreError, match=r"already holds 70 points \(a copy of qdrant-edge .*src/photos\)"):
+        copy_collection(elsewhere, target)
+    for store in (target, second, elsewhere):
+        store.close()
 
 
 def test_a_target_with_another_model_is_refused_untouched(source, tmp_path):
@@ -114,15 +133,15 @@ def test_an_unfinished_copy_of_another_source_is_refused(source, tmp_path):
 
 def test_copying_a_collection_onto_itself_is_refused(source, tmp_path):
     same = QdrantEdgeStore("photos", data_dir=tmp_path / "src")
-    with pytest.raises(StoreError, match="same collection"):
+    with pytest.raises(UsageError, match="same collection"):
         copy_collection(source, same)
     source.set_alias("live", "photos")
     through_alias = QdrantEdgeStore("live", data_dir=tmp_path / "src")
-    with pytest.raises(StoreError, match="same collection"):
+    with pytest.raises(UsageError, match="same collection"):
         copy_collection(source, through_alias)
     server = QdrantServerStore("c", url=":memory:")
     server.ensure_collection(SPEC)
-    with pytest.raises(StoreError, match="same collection"):
+    with pytest.raises(UsageError, match="same collection"):
         copy_collection(server, QdrantServerStore("c", url=":memory:", client=server.client))
     assert source.count() == POINTS and COPY_KEY not in source.metadata()
 
@@ -132,3 +151,90 @@ def test_a_missing_source_is_refused_and_nothing_is_created(tmp_path):
     with pytest.raises(StoreError, match="'nothing': it does not exist"):
         copy_collection(QdrantEdgeStore("nothing", data_dir=tmp_path / "src"), target)
     assert not target.exists()
+
+
+class Crash(BaseException):
+    """What kill -9 leaves: nothing after this step runs."""
+
+
+STEPS = ("upsert", "update_metadata", "finish", "create_payload_index", "ensure_collection")
+
+
+def crash_before(store, at):
+    """Make ``store`` die before its ``at``-th write (every write of a copy is a step); returns the step counter."""
+    steps = []
+    for name in STEPS:
+        real = getattr(store, name)
+
+        def step(*args, real=real, name=name, **kwargs):
+            if len(steps) == at:
+                raise Crash(name)
+            steps.append(name)
+            return real(*args, **kwargs)
+
+        setattr(store, name, step)
+    return steps
+
+
+@pytest.fixture
+def uninterrupted(source, tmp_path):
+    """The steps (writes to the target) of an uninterrupted copy, in order, and the points it leaves."""
+    clean = QdrantEdgeStore("copy", data_dir=tmp_path / "clean")
+    writes = crash_before(clean, -1)
+    copy_collection(source, clean, page=16)
+    want = stored(clean)
+    clean.close()
+    assert writes[-2:] == ["finish", "update_metadata"] and writes.count("upsert") == 5
+    return writes, want
+
+
+def crash_and_resume(source, folder, at, want):
+    target = QdrantEdgeStore("copy", data_dir=folder)
+    crash_before(target, at)
+    with pytest.raises(Crash):
+        copy_collection(source, target, page=16)
+    target.close()  # the process died; a new one opens the store again
+    target = QdrantEdgeStore("copy", data_dir=folder)
+    summary = copy_collection(source, target, page=16)
+    assert not summary.already_complete and summary.target_points == POINTS
+    assert_same_points(target, want)
+    assert_same_record(target)
+    assert copy_collection(source, target).already_complete
+    target.close()
+
+
+@pytest.mark.parametrize("step", [("ensure_collection", 1), ("upsert", 1), ("upsert", 3), ("finish", 1),
+                                  ("update_metadata", -1)], ids=lambda step: f"{step[0]}-{step[1]}")
+def test_a_copy_crashed_at_a_step_ends_like_an_uninterrupted_one(source, tmp_path, uninterrupted, step):
+    """Before the first write, between pages, during the index build at the end (it used to leave a copy that
+    could not go on: "already holds … delete it first"), before the record that it is finished."""
+    writes, want = uninterrupted
+    name, nth = step
+    places = [i for i, write in enumerate(writes) if write == name]
+    crash_and_resume(source, tmp_path / "dst", places[nth - 1] if nth > 0 else places[nth], want)
+
+
+@pytest.mark.slow
+def test_a_copy_crashed_before_any_of_its_writes_ends_like_an_uninterrupted_one(source, tmp_path, uninterrupted):
+    writes, want = uninterrupted
+    for at in range(len(writes)):
+        crash_and_resume(source, tmp_path / f"dst{at}", at, want)
+
+
+@pytest.mark.parametrize("change", ["payload", "vector", "same count other point"])
+def test_a_finished_copy_whose_source_changed_in_place_is_not_called_complete(source, tmp_path, change):
+    """A review's finding: a source edited in place (same number of points) made a re-run say "nothing to copy"
+    and leave the target out of date, exit 0. Every point is compared now."""
+    target = QdrantEdgeStore("copy", data_dir=tmp_path / "dst")
+    copy_collection(source, target)
+    point = sample_points()[3]
+    if change == "payload":
+        source.upsert([PointRecord(point.id, point.vectors, {**point.payload, "color": "CHANGED"})])
+    elif change == "vector":
+        source.upsert([PointRecord(point.id, {name: -v for name, v in point.vectors.items()}, point.payload)])
+    else:
+        source.delete([point.id])
+        source.upsert([PointRecord(str(uuid.uuid4()), point.vectors, point.payload)])
+    with pytest.raises(StoreError, match=r"is a finished copy .* but the source changed since: "):
+        copy_collection(source, target)
+    target.close()

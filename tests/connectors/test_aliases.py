@@ -38,8 +38,9 @@ def search_while_switching(reader_stores, switch, seconds: float = 1.0) -> list[
     threads = [threading.Thread(target=search, args=(store,)) for store in reader_stores]
     for thread in threads:
         thread.start()
-    deadline, switches = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
+    started, switches = time.monotonic(), 0
+    # at least `seconds`, and at least 51 switches (a loaded machine switches slower), at most 30 s
+    while (time.monotonic() - started < seconds or switches <= 50) and time.monotonic() - started < 30:
         switch(switches)
         switches += 1
         time.sleep(0.002)

@@ -55,7 +55,8 @@ def test_sync_delete_alias_and_copy_on_a_real_server(name, tmp_path, encoder):
     rows = pq.read_table(path).to_pylist()
     rows[0]["caption"] += " (fixed)"
     pq.write_table(pa.Table.from_pylist(rows[:15], schema=pq.read_schema(path)), path)
-    synced = ingest([str(data)], store, encoder, IngestOptions(sync=True, source_name="s", batch_size=8))
+    synced = ingest([str(data)], store, encoder, IngestOptions(sync=True, source_name="s", batch_size=8,
+                                                               max_delete="all"))  # 5 of 20: over the default 10%
     assert (synced.embedded, synced.deleted, store.count()) == (1, 5, 15)
     old = sum(r["year"] < 2018 for r in rows[:15])
     assert delete(store, where="year < 2018") == old and store.count() == 15 - old

@@ -385,3 +385,13 @@ def test_nav_lists_every_page():
     listed = nav_pages(config["nav"])
     assert sorted(listed) == sorted(p.name for p in DOCS.glob("*.md")), "mkdocs.yml's nav and docs/*.md differ"
     assert len(listed) == len(set(listed))
+
+
+def test_the_test_command_says_what_the_skipped_tests_need():
+    """Every system tool a test skips without (a skip reason that says ``apt-get install X``) is named where the
+    README gives the test command, so a new user is not left with an unexplained skip."""
+    section = README.read_text().split("## Run the tests", 1)[1].split("\n## ", 1)[0].lower()
+    needed = {match for path in (ROOT / "tests").rglob("test_*.py")
+              for match in re.findall(r"apt-get install ([a-z0-9-]+)", path.read_text())}
+    assert needed, "no test skips for a system tool any more: drop this test"
+    assert {tool for tool in needed if tool not in section} == set()

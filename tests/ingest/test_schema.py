@@ -111,25 +111,36 @@ def test_hive_partition_keys_are_payload_fields(tmp_path, encoder):
         store.close()
 
 
-def test_a_type_change_between_runs_is_refused_before_writing(tmp_path, encoder):
+def test_a_type_change_between_runs_converts_as_within_one_run(tmp_path, encoder):
+    """Text where integers were is converted value by value, as between the files of one run: a code whose
+    leading zero would be lost, or a fraction in an integer field, rejects its row in one line (file, row, column,
+    both types); the field keeps its type. Numbers where text was are refused before anything is written."""
     store = QdrantEdgeStore("types", data_dir=tmp_path / "store")
     try:
-        pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "zip": [10001], "score": [1]}),
+        pq.write_table(pa.table({"image": [png(1)], "caption": ["a"], "zip": [10001], "score": [1], "tag": ["x"]}),
                        tmp_path / "one.parquet")
         ingest([str(tmp_path / "one.parquet")], store, encoder, IngestOptions(rejects_path=None))
         (tmp_path / "two").mkdir()
-        pq.write_table(pa.table({"image": [png(2)], "caption": ["b"], "zip": ["02139"], "score": [1]}),
-                       tmp_path / "two" / "two.parquet")
-        with pytest.raises(CollectionMismatchError,
-                           match="payload field 'zip' is integer in collection 'types' but keyword in these inputs"):
-            ingest([str(tmp_path / "two")], store, encoder, IngestOptions(rejects_path=None))
-        assert store.count() == 1 and store.spec().payload_types["zip"] == "integer"
-        pq.write_table(pa.table({"image": [png(3)], "caption": ["c"], "zip": [2], "score": [0.5]}),
+        pq.write_table(pa.table({"image": [png(2), png(3)], "caption": ["b", "c"], "zip": ["02139", "10002"],
+                                 "score": [1, 2], "tag": ["y", "z"]}), tmp_path / "two" / "two.parquet")
+        two = ingest([str(tmp_path / "two")], store, encoder, IngestOptions(rejects_path=None))
+        assert (two.upserted, two.rejected) == (1, 1) and two.rejections[0].row == 0
+        assert two.rejections[0].reason == ("column 'zip': '02139' does not convert to int64 (a leading zero would "
+                                            "be lost); field 'zip' is integer in collection 'types', string in this "
+                                            "file")
+        pq.write_table(pa.table({"image": [png(4)], "caption": ["d"], "zip": [2], "score": [0.5], "tag": ["w"]}),
                        tmp_path / "three.parquet")
+        three = ingest([str(tmp_path / "three.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        assert three.rejected == 1 and "column 'score': 0.5 does not convert to int64 (not a whole number); field " \
+            "'score' is integer in collection 'types', double in this file" == three.rejections[0].reason
+        pq.write_table(pa.table({"image": [png(5)], "caption": ["e"], "zip": [3], "score": [3], "tag": [7]}),
+                       tmp_path / "four.parquet")
         with pytest.raises(CollectionMismatchError,
-                           match=r"'score' is integer in collection 'types' but float in these inputs \(pandas"):
-            ingest([str(tmp_path / "three.parquet")], store, encoder, IngestOptions(rejects_path=None))
-        assert store.count() == 1
+                           match=r"payload field 'tag' is keyword in collection 'types' but integer \(int64\) in "
+                                 r"column 'tag' of these inputs \(in .*four\.parquet\), and no conversion keeps"):
+            ingest([str(tmp_path / "four.parquet")], store, encoder, IngestOptions(rejects_path=None))
+        assert store.count() == 2 and store.spec().payload_types == {"zip": "integer", "score": "integer",
+                                                                      "tag": "keyword"}
     finally:
         store.close()
 

@@ -28,7 +28,9 @@ from mmindex.pipeline.ingest.images import THUMBNAIL_KEY
 from mmindex.pipeline.ingest.records import content_hash, point_id_from_key
 from mmindex.pipeline.ingest.sample import write_sample
 
-FAST = dict(batch_size=16, workers=1, optimize=False)
+# These tests delete a quarter or more of a source on purpose: the --max-delete guard (default 10%) has tests of its
+# own (tests/ingest/test_sync_guard.py).
+FAST = dict(batch_size=16, workers=1, optimize=False, max_delete="all")
 
 
 class Stores:
@@ -313,7 +315,8 @@ def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_mo
         "QdrantEdgeStore.delete = slow\n"
         "from mmindex.pipeline.cli import main\n"
         "main(sys.argv[1:], prog_name='mmindex')\n")
-    process = subprocess.Popen([sys.executable, str(script), *base, "--sync"], env=env, cwd=root,
+    sync = ["--sync", "--max-delete", "all"]  # 20 of 30 rows are gone: over the default 10%
+    process = subprocess.Popen([sys.executable, str(script), *base, *sync], env=env, cwd=root,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = b""
     deadline = time.monotonic() + 120
@@ -328,7 +331,7 @@ def test_a_sync_killed_while_deleting_converges_when_run_again(tmp_path, tiny_mo
     store = QdrantEdgeStore("k", data_dir=data_dir)
     assert store.count() == 28  # killed after the first of ten delete requests
     store.close()
-    rerun = subprocess.run([sys.executable, "-m", "mmindex", *base, "--sync"], env=env, cwd=root,
+    rerun = subprocess.run([sys.executable, "-m", "mmindex", *base, *sync], env=env, cwd=root,
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     summary = __import__("json").loads(rerun.stdout)

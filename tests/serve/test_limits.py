@@ -75,8 +75,10 @@ def test_a_chunked_body_over_the_limit_is_413_whatever_it_declares(site):
 @pytest.mark.parametrize("path, body, status, code", [
     ("/search", {"text": "x" * 2001}, 422, "invalid_request"),
     ("/search", {"text": "a", "filter": "year > 1 and " * 400}, 400, "filter_too_long"),
+    ("/search", {"text": "a", "filter": {"must": [{"must": [{"must": [{"must": [{"must": [{"must": [{"must": [
+        {"must": [{"must": [{"key": "year", "match": {"value": 1}}]}]}]}]}]}]}]}]}]}}, 400, "bad_filter"),  # 9 levels
     ("/search", {"text": "a", "filter": {"must": [{"must": [{"must": [{"must": [{"must": [{"must": [
-        {"must": [{"must": [{"key": "year", "match": {"value": 1}}]}]}]}]}]}]}]}]}}, 400, "bad_filter"),
+        {"must": [{"must": [{"key": "year", "match": {"value": 1}}]}]}]}]}]}]}]}]}}, 200, None),  # 8: the limit
     ("/search", {"text": "a", "limit": 10, "offset": 995}, 400, "window_too_large"),
     ("/search", {"text": "a", "limit": 1001}, 400, "window_too_large"),
     ("/search", {"text": "a", "target": "both", "limit": 1000, "offset": 59000}, 400, "window_too_large"),

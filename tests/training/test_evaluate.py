@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import math
+import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mmindex.connectors.base import CollectionSpec, PointRecord
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
-from mmindex.pipeline.training.evaluate import embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
+from mmindex.connectors.qdrant_server import QdrantServerStore
+from mmindex.pipeline.training.evaluate import EvalPairs, embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
 from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import open_source
+from helpers.ties import ShuffledTies
 
 
 def test_metrics_from_known_ranks():
@@ -83,4 +90,66 @@ def test_store_search_agrees_with_exact_on_a_small_collection(tmp_path, sample_d
     exact = exact_metrics(pairs)
     for a, b in zip(exact, through_store):
         assert a.recall == pytest.approx(b.recall) and a.mrr == pytest.approx(b.mrr, abs=1e-3)
+    store.close()
+
+
+def synthetic_pairs(images: list[int], captions: list[int]) -> EvalPairs:
+    """Rows whose image is vector ``images[i]`` and caption vector ``captions[i]`` (equal numbers: identical
+    images or captions), grouped by image as eval groups them."""
+    rows = [SimpleNamespace(id=str(uuid.uuid5(uuid.NAMESPACE_OID, str(i)))) for i in range(len(images))]
+    first_row: dict[int, int] = {}
+    for i, image in enumerate(images):
+        first_row.setdefault(image, i)
+    group = {image: g for g, image in enumerate(first_row)}
+    return EvalPairs(
+        image_vectors=np.stack([unit(np.random.default_rng(image).normal(size=6))[0] for image in first_row]),
+        image_groups=np.array([group[image] for image in first_row]),
+        image_rows=[rows[i] for i in first_row.values()],
+        text_vectors=np.stack([unit(np.random.default_rng(1000 + c).normal(size=6))[0] for c in captions]),
+        text_groups=np.array([group[image] for image in images]),
+        text_rows=rows, summary=None, image_of_point={row.id: str(image) for row, image in zip(rows, images)})
+
+
+def store_of(pairs: EvalPairs, images: list[int]) -> QdrantServerStore:
+    store = QdrantServerStore("ev", url=":memory:")
+    store.ensure_collection(CollectionSpec("m", 6, {}))
+    image_vector = dict(zip(sorted(set(images), key=images.index), pairs.image_vectors))
+    store.upsert([PointRecord(row.id, {"image": image_vector[image], "text": text}, {})
+                  for row, image, text in zip(pairs.text_rows, images, pairs.text_vectors)])
+    return store
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=2, max_size=25),
+       seed=st.integers(0, 1000))
+def test_eval_through_the_store_equals_exact_whatever_the_ties(data, seed):
+    """Shared images, shared captions, any engine tie order: through-the-collection figures equal the in-memory
+    ones whenever nothing is missing (the rank rule counts ties against the query, in both)."""
+    images, captions = [d[0] for d in data], [d[1] for d in data]
+    pairs = synthetic_pairs(images, captions)
+    store = store_of(pairs, images)
+    through_store, missing = store_metrics(pairs, ShuffledTies(store, seed))
+    assert missing == 0
+    assert [m.to_dict() for m in through_store] == [m.to_dict() for m in exact_metrics(pairs)]
+    store.close()
+
+
+def test_images_sharing_one_caption_agree_through_the_store_run_after_run(tmp_path, encoder):
+    """The issue's example: several images share the caption "No description"; eval's through-the-collection
+    figures equal its exact ones, and are the same on every run."""
+    path = write_sample(tmp_path / "d", rows=24, seed=4, width=32, height=32)[0]
+    rows = pq.read_table(path).to_pylist()
+    for row in rows[::2]:
+        row["caption"] = "No description"
+    for row in rows[1:8]:
+        row["image"] = rows[1]["image"]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    store = QdrantEdgeStore("ev", data_dir=tmp_path / "store")
+    ingest([str(path)], store, encoder)
+    pairs = embed_pairs(open_source([str(path)]), encoder)
+    exact = [m.to_dict() for m in exact_metrics(pairs)]
+    for seed in range(3):
+        through_store, missing = store_metrics(pairs, ShuffledTies(store, seed))
+        assert missing == 0 and [m.to_dict() for m in through_store] == exact
+    assert [m.to_dict() for m in store_metrics(pairs, store)[0]] == exact
     store.close()
