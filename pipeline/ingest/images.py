@@ -135,7 +135,7 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     if not data:
         raise RejectedImage("image is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data), formats=_known_formats())
+        image = Image.open(io.BytesIO(data), formats=known_formats())
         width, height = image.size
         if width * height > max_pixels:
             raise RejectedImage(
@@ -166,8 +166,8 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     return image
 
 
-def _known_formats() -> list[str]:
-    """The accepted formats this Pillow build can open (plugins load on first use)."""
+def known_formats() -> list[str]:
+    """The accepted formats (``FORMATS``) this Pillow build can open, found once (plugins load on first use)."""
     global _KNOWN
     if _KNOWN is None:
         Image.init()

@@ -82,7 +82,7 @@ def search(
                 for using in ("image", "text")]
     page = fuse(rankings)[offset:offset + limit]
     payloads = {p.id: p.payload for p in store.retrieve([hit.id for hit in page])} if page else {}
-    return [_with_payload(hit, payloads.get(hit.id, {})) for hit in page]
+    return [_hit(hit.id, hit.score, payloads.get(hit.id, {})) for hit in page]
 
 
 TIE_LIMIT = 100_000  # candidates fetched at most to complete a group of equal scores at the cut
@@ -145,11 +145,6 @@ def fuse(rankings: Sequence[Sequence[Any]]) -> list[Hit]:
             scores[point.id] = scores.get(point.id, 0.0) + 1.0 / (RRF_K + rank)
     shown = {point_id: round(score, 6) for point_id, score in scores.items()}
     return [_hit(point_id, shown[point_id], None) for point_id in sorted(shown, key=lambda pid: (-shown[pid], pid))]
-
-
-def _with_payload(hit: Hit, payload: dict[str, Any]) -> Hit:
-    """A fused hit (found without its payload) with the payload read by id."""
-    return _hit(hit.id, hit.score, payload)
 
 
 def _hit(point_id: str, score: float, payload: dict[str, Any] | None) -> Hit:

@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from PIL import Image
 
-from mmindex.pipeline.ingest.images import FORMATS, shrunk_size, sniff, to_rgb
+from mmindex.pipeline.ingest.images import known_formats, shrunk_size, sniff, to_rgb
 from mmindex.pipeline.serve.errors import ApiError
 
 MIB = 1024 * 1024
@@ -101,7 +101,7 @@ def decode_query_image(raw: bytes, field_name: str, max_pixels: int, max_decode_
     """
     cost = 0
     try:
-        image = Image.open(io.BytesIO(raw), formats=list(known_formats()))
+        image = Image.open(io.BytesIO(raw), formats=known_formats())
         cost = check_decode_size(image, field_name, max_pixels, max_decode_bytes, target_size)
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
@@ -167,12 +167,6 @@ def shrink(image: Image.Image, shortest: int) -> Image.Image:
     elif image.mode not in PEAK_BYTES_PER_PIXEL:
         image = image.convert("RGB")
     return image.resize(shrunk_size(image.size, shortest), Image.BICUBIC)
-
-
-def known_formats() -> tuple[str, ...]:
-    """The accepted formats (``ingest.images.FORMATS``) this Pillow build can open."""
-    Image.init()
-    return tuple(name for name in FORMATS if name in Image.OPEN)
 
 
 def release_memory() -> None:

@@ -44,6 +44,17 @@ def answers_standing_still(url: str, store_dir, alias: str, collections, limit: 
     return baseline
 
 
+def run_for(seconds: float, stop: threading.Event, *targets) -> None:
+    """Run each of ``targets`` in its own thread for ``seconds``, then set ``stop`` and wait for them."""
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
 def consistent(answer: dict, baseline) -> str | None:
     """Why ``answer`` is not what its collection and model give (None: it is)."""
     collection = answer.get("alias_of")
@@ -80,13 +91,7 @@ def test_an_alias_switched_back_and_forth_never_pairs_one_model_with_the_other_c
                 response = client.post(f"{site['url']}/search", json=QUERY)
                 answers.append(response.json() if response.status_code == 200 else response.text)
 
-    threads = [threading.Thread(target=flip)] + [threading.Thread(target=ask) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.2)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    run_for(1.2, stop, flip, *[ask] * 4)
     switch(site["store"], "photos", "v1")
     wrong = [(answer, why) for answer in answers
              if (why := consistent(answer, site["baseline"]) if isinstance(answer, dict) else answer)]
@@ -223,13 +228,7 @@ def test_ingest_delete_and_alias_switches_while_the_service_answers_through_the_
                 answers.append(response.json() if response.status_code == 200 else response.text)
                 time.sleep(0.1)  # three clients: ~20 searches a second
 
-    threads = [threading.Thread(target=churn)] + [threading.Thread(target=ask) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(4)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_for(4, stop, churn, *[ask] * 3)
     writer.close()
     wrong = [(answer, why) for answer in answers
              if (why := consistent(answer, baseline) if isinstance(answer, dict) else answer)]
