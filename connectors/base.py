@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
+from mmindex.connectors.queries import Nearest, Prefetch, Query, SearchParams, SparseVector
 from mmindex.errors import CollectionMismatchError
 
 VECTOR_NAMES = ("image", "text")
@@ -204,6 +205,17 @@ class PointRecord:
     payload: dict[str, Any]
 
 
+def plain_vectors(named: Any) -> dict[str, Any]:
+    """An engine's named vectors as plain values: dense ones as lists of floats, sparse ones as ``SparseVector``."""
+    plain = {}
+    for name, vector in dict(named).items():
+        if hasattr(vector, "indices") and hasattr(vector, "values"):
+            plain[name] = SparseVector(tuple(int(i) for i in vector.indices), tuple(float(v) for v in vector.values))
+        else:
+            plain[name] = vector
+    return plain
+
+
 @dataclass
 class StoredPoint:
     """A point read back by id."""
@@ -215,15 +227,20 @@ class StoredPoint:
     @classmethod
     def from_engine(cls, record: Any, with_vectors: bool = False) -> "StoredPoint":
         """From a record of either Qdrant engine (both have id, payload and vector)."""
-        vectors = dict(record.vector) if with_vectors and record.vector else None
+        vectors = plain_vectors(record.vector) if with_vectors and record.vector else None
         return cls(str(record.id), dict(record.payload or {}), vectors)
 
 
 @dataclass
 class SearchRequest:
-    """A nearest-neighbour search on one named vector, with an optional Qdrant filter."""
+    """A query on the collection (``connectors/queries.py``), with an optional Qdrant filter.
 
-    vector: Sequence[float]
+    The plain form is a nearest-neighbour search: ``vector`` among the named vectors ``using``. With ``query``
+    set, the engine scores points by it (fusion, recommendation, MMR, a formula) over the results of the
+    ``prefetch`` legs, if any; ``filter`` then applies to every leg as well as to the final query.
+    """
+
+    vector: Sequence[float] | None = None
     using: str = "image"
     filter: dict[str, Any] | None = None
     limit: int = 10
@@ -234,6 +251,19 @@ class SearchRequest:
     exact: bool = False  # brute force instead of HNSW (for checking recall)
     hnsw_ef: int | None = None  # search-time beam width; larger is slower and more exact
     oversampling: float = 2.0  # with quantization: candidates fetched per result, then rescored
+    query: Query | None = None
+    prefetch: Sequence[Prefetch] = ()
+
+    def top(self) -> Query:
+        """The query node the engine scores by: ``query``, or the nearest neighbours of ``vector``."""
+        if self.query is not None:
+            return self.query
+        if self.vector is None:
+            raise ValueError("a search needs a vector or a query")
+        return Nearest(self.vector, self.using)
+
+    def params(self) -> SearchParams:
+        return SearchParams(exact=self.exact, hnsw_ef=self.hnsw_ef, oversampling=self.oversampling)
 
 
 @dataclass
@@ -248,8 +278,21 @@ class ScoredPoint:
     @classmethod
     def from_engine(cls, point: Any, with_vectors: bool = False) -> "ScoredPoint":
         """From a scored point of either Qdrant engine."""
-        vectors = dict(point.vector) if with_vectors and point.vector else None
+        vectors = plain_vectors(point.vector) if with_vectors and point.vector else None
         return cls(str(point.id), float(point.score), dict(point.payload or {}), vectors)
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    """How many points hold one value of a payload field (a point holding it several times in a list counts once)."""
+
+    value: str | int | bool
+    count: int
+
+    @staticmethod
+    def ordered(counts: Iterable["FacetCount"]) -> list["FacetCount"]:
+        """``counts`` in the one order both stores answer in: count descending, then value ascending."""
+        return sorted(counts, key=lambda c: (-c.count, type(c.value).__name__, c.value))
 
 
 @dataclass
@@ -275,6 +318,8 @@ class CollectionInfo:
     model_precision: str = "fp32"  # int8: the towers ran quantised (ONNX Runtime)
     id_rule: dict[str, Any] | None = None  # how point ids are made: {"rule": "column", "column": …} or content
     sources: dict[str, Any] = field(default_factory=dict)  # source name → what its last run read and wrote
+    sparse_vectors: list[str] = field(default_factory=list)  # ["keywords"]: the BM25 vector exists
+    keywords: dict[str, Any] | None = None  # the BM25 rule and text fields the keyword vectors were made with
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -298,6 +343,8 @@ class CollectionInfo:
             "model_precision": self.model_precision,
             "id_rule": self.id_rule,
             "sources": dict(sorted(self.sources.items())),
+            "sparse_vectors": list(self.sparse_vectors),
+            "keywords": self.keywords,
         }
 
     @classmethod
@@ -310,7 +357,8 @@ class CollectionInfo:
                    model_fingerprint=meta.get("model_fingerprint"), model_path=meta.get("model_path"),
                    text_model=meta.get("text_model"), text_model_fingerprint=meta.get("text_model_fingerprint"),
                    text_model_path=meta.get("text_model_path"), model_precision=meta.get("model_precision", "fp32"),
-                   id_rule=meta.get("id_rule"), sources=meta.get("sources", {}))
+                   id_rule=meta.get("id_rule"), sources=meta.get("sources", {}),
+                   sparse_vectors=list(meta.get("sparse_vectors", [])), keywords=meta.get("keywords"))
 
 
 class LayoutOnce:
@@ -381,6 +429,13 @@ class Store(Protocol):
     def search(self, request: SearchRequest) -> list[ScoredPoint]: ...
 
     def count(self, filter: dict[str, Any] | None = None) -> int: ...
+
+    def facet(self, key: str, filter: dict[str, Any] | None = None, limit: int = 10,
+              exact: bool = True) -> list[FacetCount]:
+        """The ``limit`` most frequent values of the payload key ``key`` (a Qdrant key or path: ``color``,
+        ``meta.y``, ``items[].tag``) among the points ``filter`` matches, ``FacetCount.ordered``; each element of a
+        list counts. The key needs a keyword, integer, bool or uuid payload index (``create_payload_index``);
+        ``exact=False`` lets the engine estimate counts. StoreError when the engine refuses."""
 
     def info(self) -> CollectionInfo: ...
 

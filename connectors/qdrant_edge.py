@@ -14,17 +14,15 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
-
-import numpy as np
 
 from mmindex.connectors.base import (
     VECTOR_NAMES,
     CollectionInfo,
     CollectionOptions,
     CollectionSpec,
+    FacetCount,
     LayoutOnce,
     PointRecord,
     ScoredPoint,
@@ -32,6 +30,8 @@ from mmindex.connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
+from mmindex.connectors.edge_query import edge_filter, edge_params, edge_prefetch, edge_query, edge_vector
+from mmindex.connectors.queries import KEYWORDS
 from mmindex.errors import FilterError, StoreError
 from mmindex.keys import field_of_key, qdrant_path
 
@@ -150,6 +150,7 @@ class QdrantEdgeStore(LayoutOnce):
             "format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
             "distance": "cosine", "vectors": list(VECTOR_NAMES), "payload_types": dict(spec.payload_types),
             "indexed_fields": {}, "options": self.options.to_dict(), **spec.text_model_record(),
+            "sparse_vectors": [KEYWORDS],
         })
 
     def close(self) -> None:
@@ -193,7 +194,7 @@ class QdrantEdgeStore(LayoutOnce):
             edge_points = [
                 qe.Point(
                     id=point.id,
-                    vector={name: vector.tolist() for name, vector in point.vectors.items()},
+                    vector={name: edge_vector(vector) for name, vector in point.vectors.items()},
                     payload=point.payload,
                 )
                 for point in chunk
@@ -263,31 +264,58 @@ class QdrantEdgeStore(LayoutOnce):
         return points, (None if next_offset is None else str(next_offset))
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
+        """Run ``request``'s query (``connectors/queries.py``) over its prefetch legs, all inside the engine."""
         qe = _edge()
         self._follow_alias()
         quantized = bool(self._layout().get("quantization"))
+        params = request.params()
         query = qe.QueryRequest(
             limit=request.limit,
             offset=request.offset or None,
-            query=qe.Query.Nearest([float(x) for x in request.vector], using=request.using),
+            query=edge_query(request.top()),
+            prefetches=[edge_prefetch(leg, params, quantized) for leg in request.prefetch] or None,
             filter=edge_filter(request.filter),
             score_threshold=request.score_threshold,
             with_payload=request.with_payload,
             with_vector=request.with_vectors,
-            params=qe.SearchParams(
-                hnsw_ef=request.hnsw_ef, exact=request.exact,
-                # Quantized vectors find candidates; the full vectors rank them.
-                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=request.oversampling)
-                if quantized else None,
-            ),
+            params=edge_params(params, quantized),
         )
         results = self._engine("search", self._open().query, query)
         return [ScoredPoint.from_engine(r, request.with_vectors) for r in results]
+
+    def update_vectors(self, vectors: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Set these named vectors of each (id, {name: vector}), keeping the point's other vectors and payload."""
+        qe = _edge()
+        for start in range(0, len(vectors), 256):
+            chunk = vectors[start:start + 256]
+            self._update(qe.UpdateOperation.update_vectors([
+                qe.PointVectors(point_id, {name: edge_vector(v) for name, v in named.items()})
+                for point_id, named in chunk]))
+
+    def add_keywords_vector(self) -> None:
+        """Give a collection made before keyword search the sparse ``keywords`` vector (BM25 with IDF); a no-op
+        when it has it. Points gain their keyword vectors with ``update_vectors``."""
+        meta = self._metadata() or {}
+        if KEYWORDS in meta.get("sparse_vectors", []):
+            return
+        qe = _edge()
+        self._update(qe.UpdateOperation.create_sparse_vector(KEYWORDS, modifier=qe.Modifier.Idf))
+        self._engine("flush", self._open().flush)
+        self.update_metadata({"sparse_vectors": [*meta.get("sparse_vectors", []), KEYWORDS]})
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         qe = _edge()
         self._follow_alias()
         return self._engine("count", self._open().count, qe.CountRequest(exact=True, filter=edge_filter(filter)))
+
+    def facet(self, key: str, filter: dict[str, Any] | None = None, limit: int = 10,
+              exact: bool = True) -> list[FacetCount]:
+        """The engine's value counts of ``key`` among the points ``filter`` matches (``Store.facet``)."""
+        qe = _edge()
+        self._follow_alias()
+        request = qe.FacetRequest(key=key, limit=limit, exact=exact, filter=edge_filter(filter))
+        response = self._engine(f"count the values of {key}", self._open().facet, request)
+        return FacetCount.ordered(FacetCount(hit.value, int(hit.count)) for hit in response.hits)
 
     def info(self) -> CollectionInfo:
         self._follow_alias()
@@ -469,6 +497,7 @@ def edge_config(dim: int, options: CollectionOptions):
         quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=options.on_disk or None)
     return qe.EdgeConfig(vectors={name: params for name in VECTOR_NAMES}, hnsw_config=hnsw,
+                         sparse_vectors={KEYWORDS: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
                          quantization_config=quantization)
 
 
@@ -481,100 +510,3 @@ def _disk_usage(folder: Path) -> int:
         except (OSError, AttributeError):
             continue
     return total
-
-
-# -- Qdrant filter JSON → Edge objects ------------------------------------------------
-def edge_filter(spec: dict[str, Any] | None):
-    """Translate a Qdrant filter (REST JSON form) into qdrant_edge objects; ``FilterError`` if it cannot be.
-
-    Filters are checked against Qdrant's schema before they get here (``pipeline/query/where.py``);
-    what the binding still refuses becomes a ``FilterError`` too, never another exception.
-    """
-    try:
-        return _edge_filter(spec)
-    except (ValueError, TypeError, OverflowError, KeyError) as error:
-        if isinstance(error, FilterError):
-            raise
-        raise FilterError(f"the embedded store cannot use this filter: {type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
-
-
-def _edge_filter(spec: dict[str, Any] | None):
-    if not spec:
-        return None
-    if not isinstance(spec, dict):
-        raise FilterError(f"a filter must be a JSON object, got {type(spec).__name__}")
-    qe = _edge()
-    unknown = set(spec) - {"must", "should", "must_not", "min_should"}
-    if unknown:
-        raise FilterError(f"unknown filter clause(s): {', '.join(sorted(unknown))}")
-    parts = {}
-    for clause in ("must", "should", "must_not"):
-        conditions = spec.get(clause)
-        if conditions is None:
-            continue
-        if isinstance(conditions, dict):
-            conditions = [conditions]
-        parts[clause] = [_edge_condition(c) for c in conditions]
-    if "min_should" in spec:
-        ms = spec["min_should"]
-        parts["min_should"] = qe.MinShould([_edge_condition(c) for c in ms["conditions"]], int(ms["min_count"]))
-    return qe.Filter(**parts)
-
-
-def _edge_condition(cond: dict[str, Any]):
-    qe = _edge()
-    if not isinstance(cond, dict):
-        raise FilterError(f"a filter condition must be a JSON object, got {cond!r}")
-    if {"must", "should", "must_not"} & set(cond):
-        return _edge_filter(cond)
-    if "has_id" in cond:
-        return qe.HasIdCondition({_point_id(i) for i in cond["has_id"]})
-    if "is_empty" in cond:
-        return qe.IsEmptyCondition(cond["is_empty"]["key"])
-    if "is_null" in cond:
-        return qe.IsNullCondition(cond["is_null"]["key"])
-    if "nested" in cond:
-        return qe.NestedCondition(cond["nested"]["key"], _edge_filter(cond["nested"]["filter"]))
-    if "key" not in cond:
-        raise FilterError(f"unsupported filter condition: {json.dumps(cond)}")
-    key = cond["key"]
-    if "match" in cond:
-        return qe.FieldCondition(key=key, match=_edge_match(cond["match"], key))
-    if "range" in cond:
-        bounds = {k: v for k, v in cond["range"].items() if v is not None}
-        if not bounds or set(bounds) - {"gt", "gte", "lt", "lte"}:
-            raise FilterError(f"range on {key!r} needs gt/gte/lt/lte bounds, got {cond['range']!r}")
-        if any(isinstance(v, str) for v in bounds.values()):
-            return qe.FieldCondition(key=key, range=qe.RangeDateTime(**{k: str(v) for k, v in bounds.items()}))
-        return qe.FieldCondition(key=key, range=qe.RangeFloat(**{k: float(v) for k, v in bounds.items()}))
-    if "values_count" in cond:
-        return qe.FieldCondition(key=key, values_count=qe.ValuesCount(**cond["values_count"]))
-    raise FilterError(f"unsupported condition on {key!r}: {json.dumps(cond)}")
-
-
-def _edge_match(match: dict[str, Any], key: str):
-    qe = _edge()
-    if "value" in match:
-        value = match["value"]
-        if isinstance(value, bool):
-            # qdrant-edge reads a Python bool as the integer 0 or 1 (bool is an int subclass and its
-            # binding tries integers first), so `ok = true` matched nothing; numpy's bool is taken as one.
-
-            value = np.bool_(value)
-        return qe.MatchValue(value)
-    if "any" in match:
-        return qe.MatchAny(list(match["any"]))
-    if "except" in match:
-        return qe.MatchExcept(list(match["except"]))
-    if "text" in match:
-        return qe.MatchText(match["text"])
-    if "phrase" in match:
-        return qe.MatchPhrase(match["phrase"])
-    raise FilterError(f"unsupported match on {key!r}: {json.dumps(match)}")
-
-
-def _point_id(value: Any):
-    if isinstance(value, int):
-        return value
-    return uuid.UUID(str(value))

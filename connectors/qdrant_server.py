@@ -26,6 +26,7 @@ from mmindex.connectors.base import (
     CollectionInfo,
     CollectionOptions,
     CollectionSpec,
+    FacetCount,
     LayoutOnce,
     PointRecord,
     ScoredPoint,
@@ -33,6 +34,8 @@ from mmindex.connectors.base import (
     StoredPoint,
     chunk_by_bytes,
 )
+from mmindex.connectors.queries import KEYWORDS
+from mmindex.connectors.server_query import server_params, server_prefetch, server_query, server_vector
 from mmindex.errors import FilterError, StoreError
 from mmindex.keys import field_of_key, qdrant_path
 
@@ -190,13 +193,15 @@ class QdrantServerStore(LayoutOnce):
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
         meta = {"format": 1, "model": spec.model, "model_fingerprint": spec.fingerprint, "dim": int(spec.dim),
-                "payload_types": dict(spec.payload_types), "options": options.to_dict(), **spec.text_model_record()}
+                "payload_types": dict(spec.payload_types), "options": options.to_dict(), **spec.text_model_record(),
+                "sparse_vectors": [KEYWORDS]}
         meta = {k: v for k, v in meta.items() if v is not None}
         self._call(
             "create collection",
             self.client.create_collection,
             self.collection,
             vectors_config={name: params for name in VECTOR_NAMES},
+            sparse_vectors_config={KEYWORDS: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             shard_number=options.shard_number,
             replication_factor=options.replication_factor,
             write_consistency_factor=options.write_consistency_factor,
@@ -233,7 +238,7 @@ class QdrantServerStore(LayoutOnce):
             structs = [
                 models.PointStruct(
                     id=point.id,
-                    vector={name: vector.tolist() for name, vector in point.vectors.items()},
+                    vector={name: server_vector(vector) for name, vector in point.vectors.items()},
                     payload=point.payload,
                 )
                 for point in chunk
@@ -284,36 +289,62 @@ class QdrantServerStore(LayoutOnce):
             self._call("update payloads", self.client.batch_update_points, self.collection, operations, wait=True)
 
     def search(self, request: SearchRequest) -> list[ScoredPoint]:
-        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
-        from qdrant_client import models
-
+        """Run ``request``'s query (``connectors/queries.py``) over its prefetch legs with the Query API."""
         quantized = bool(self._layout().get("quantization"))
-        params = models.SearchParams(
-            hnsw_ef=request.hnsw_ef, exact=request.exact,
-            # Quantized vectors find candidates; the original vectors rank them.
-            quantization=models.QuantizationSearchParams(rescore=True, oversampling=request.oversampling)
-            if quantized else None,
-        )
+        params = request.params()
+        query, using = server_query(request.top())
+        prefetch = [server_prefetch(leg, params, quantized, self.local, server_filter) for leg in request.prefetch]
         response = self._call(
             "search",
             self.client.query_points,
             self.collection,
-            query=[float(x) for x in request.vector],
-            using=request.using,
+            query=query,
+            using=using,
+            prefetch=prefetch or None,
             query_filter=server_filter(request.filter),
             limit=request.limit,
             offset=request.offset or None,
             score_threshold=request.score_threshold,
-            search_params=None if self.local else params,
+            search_params=server_params(params, quantized, self.local),
             with_payload=request.with_payload,
             with_vectors=request.with_vectors,
         )
         return [ScoredPoint.from_engine(p, request.with_vectors) for p in response.points]
 
+    def update_vectors(self, vectors: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Set these named vectors of each (id, {name: vector}), keeping the point's other vectors and payload."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
+        from qdrant_client import models
+
+        for start in range(0, len(vectors), 256):
+            points = [models.PointVectors(id=point_id, vector={name: server_vector(v) for name, v in named.items()})
+                      for point_id, named in vectors[start:start + 256]]
+            self._call("update vectors", self.client.update_vectors, self.collection, points, wait=True)
+
+    def add_keywords_vector(self) -> None:
+        """Give a collection made before keyword search the sparse ``keywords`` vector (BM25 with IDF); a no-op
+        when it has it. Points gain their keyword vectors with ``update_vectors``."""
+        # qdrant-client (pydantic models, ~0.5 s): loaded when a server store opens or a raw filter is checked
+        from qdrant_client import models
+
+        meta = dict(self._metadata() or {})
+        if KEYWORDS in meta.get("sparse_vectors", []):
+            return
+        self._call("add the keywords vector", self.client.create_vector_name, self.collection, KEYWORDS,
+                   models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)))
+        self.update_metadata({"sparse_vectors": [*meta.get("sparse_vectors", []), KEYWORDS]})
+
     def count(self, filter: dict[str, Any] | None = None) -> int:
         result = self._call("count", self.client.count, self.collection,
                             count_filter=server_filter(filter), exact=True)
         return result.count
+
+    def facet(self, key: str, filter: dict[str, Any] | None = None, limit: int = 10,
+              exact: bool = True) -> list[FacetCount]:
+        """The server's value counts of ``key`` among the points ``filter`` matches (``Store.facet``)."""
+        response = self._call(f"count the values of {key}", self.client.facet, self.collection, key,
+                              facet_filter=server_filter(filter), limit=limit, exact=exact)
+        return FacetCount.ordered(FacetCount(hit.value, int(hit.count)) for hit in response.hits)
 
     def info(self) -> CollectionInfo:
         if not self.exists():

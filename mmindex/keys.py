@@ -10,6 +10,7 @@ from mmindex.errors import FilterError
 
 SOURCE_KEY = "_source"  # where a point came from: {name, file, row, path}
 TRUNCATED_KEY = "_caption_truncated"  # true when the caption was longer than the model reads
+CAPTION_KEY = "caption"  # the caption text, whichever column it comes from (ingest/source.py writes it)
 
 
 def is_raw_key(name: str) -> bool:

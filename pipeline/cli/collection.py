@@ -14,7 +14,7 @@ from mmindex.pipeline.cli.options import (
     split_values,
     store_options,
 )
-from mmindex.pipeline.cli.progress import open_progress
+from mmindex.pipeline.cli.progress import ResumedProgress
 from mmindex.pipeline.collection.aliases import delete_alias, list_aliases, set_alias
 from mmindex.pipeline.collection.copy import copy_between, copy_target
 from mmindex.pipeline.collection.delete import delete_points, select_points
@@ -66,6 +66,14 @@ def info(store, as_json):
         synced = f", synced {record['synced_at']}" if record.get("synced_at") else ""
         click.echo(f"{'sources' if not number else '':<13}{source}: {record['points']:,} points{synced}")
     click.echo(f"vectors      {', '.join(details['vectors'])}: {details['dim']}-d, {details['distance']}")
+    keywords = details.get("keywords")
+    if keywords:
+        fields = ", ".join(["caption", *keywords.get("fields", [])])
+        click.echo(f"keywords     BM25 over {fields}")
+    elif "keywords" in details.get("sparse_vectors", []):
+        click.echo("keywords     none written yet")
+    else:
+        click.echo(f"keywords     none (made before keyword search: mmindex keywords -c {details['name']} adds them)")
     click.echo("payload      " + (", ".join(f"{k} ({v})" for k, v in details["payload_types"].items()) or "-"))
     click.echo("indexed      " + (", ".join(f"{k} ({v})" for k, v in details["indexed_fields"].items()) or "-"))
     click.echo("layout       " + (", ".join(f"{k}={v}" for k, v in details["options"].items()) or "default"))
@@ -196,22 +204,11 @@ def copy_command(store, to_url, to_data_dir, to_collection, to_api_key, to_ca_ce
 
 def _run_copy(source, target, page_size: int, quiet: bool, progress_interval: float):
     """The copy with a progress bar on stderr, made once the number of points is known."""
-    bar = None
-    shown = 0
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar, shown
-        if bar is None:
-            shown = done  # points copied by an earlier run are not this run's progress
-            bar = open_progress("copy", "points", max(total - done, 0), quiet=quiet, interval=progress_interval)
-        bar.update(done - shown)
-        shown = done
-
+    on_progress = ResumedProgress("copy", "points", quiet=quiet, interval=progress_interval)
     try:
         return copy_between(source, target, page=page_size, on_progress=on_progress)
     finally:
-        if bar is not None:
-            bar.close()
+        on_progress.close()
 
 
 @click.group("alias")

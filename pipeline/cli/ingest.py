@@ -22,7 +22,7 @@ from mmindex.pipeline.models.identity import ModelChoice
 
 INGEST_SECTIONS = [
     ("Input, model and collection", ["collection", "model", "text_model", "trust_model_code", "image_col", "caption_col", "id_col", "payload_cols",
-                                     "index_fields", "image_root", "thumbnails", "data_dir", "url"]),
+                                     "index_fields", "text_fields", "image_root", "thumbnails", "data_dir", "url"]),
     ("Keeping the collection in sync", ["sync", "source_name", "max_delete", "dry_run"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
@@ -68,6 +68,9 @@ INGEST_SECTIONS = [
 @click.option("--payload-cols", multiple=True, help="Comma-separated payload columns (default: every other column).")
 @click.option("--index-fields", multiple=True,
               help="Comma-separated payload fields to index for fast filtering, as NAME or NAME:TYPE.")
+@click.option("--text-fields", multiple=True, metavar="A,B,…",
+              help="Payload fields whose text joins the caption in the keyword (BM25) vector, e.g. title,tags "
+                   "(strings or lists of strings; nested as --where names them). Default: the collection's.")
 @click.option("--max-pixels", default=89_478_485, show_default=True, type=click.IntRange(1),
               help="Reject images with more pixels than this (decompression bombs).")
 @click.option("--image-root", default=None,
@@ -131,7 +134,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
            index_fields, max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize,
            thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec, engine, ray_address, ray_actors,
            ray_gpus_per_actor, sync, max_delete, source_name, dry_run, print_config, as_json, quiet,
-           progress_interval):
+           progress_interval, text_fields):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -160,6 +163,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
     Examples:
       mmindex ingest data/*.parquet --collection photos
       mmindex ingest s3://bucket/laion/ --image-col jpg --caption-col txt --index-fields year,lang
+      mmindex ingest products.parquet -c products --text-fields title,tags   # keyword search on them too
       mmindex ingest photos.parquet --image-root /srv/photos --report run.json --max-reject-rate 0.01
       QDRANT_URL=http://localhost:6333 mmindex ingest data/ -c photos --model ./my-clip
       mmindex ingest data/ -c photos --model open_clip:ViT-B-32/laion2b_s34b_b79k
@@ -173,6 +177,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         image_col=image_col, caption_col=caption_col, id_col=id_col, payload_cols=split_values(payload_cols),
         batch_size=batch_size, workers=workers, devices=split_values((devices,)) or [] if devices else [],
         pipelined=not no_pipeline, decode=decode, index_fields=split_values(index_fields) or (), max_pixels=max_pixels,
+        text_fields=split_values(text_fields),
         optimize=not no_optimize, rejects_path=rejects,
         image_root=None if print_config else image_root_path(image_root),
         missing_caption=missing_caption, skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes,

@@ -22,18 +22,26 @@ from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.models.encoder import Runtime
 from mmindex.pipeline.models.identity import ModelChoice, model_display_name
-from mmindex.pipeline.training.evaluate import evaluate_models
+from mmindex.errors import UsageError
+from mmindex.pipeline.training.evaluate import evaluate_models, parse_modes
 from mmindex.pipeline.training.scratch import build_scratch_model
 from mmindex.pipeline.training.train import TrainOptions, train
 
 
+_EVERY_RELEVANT = (("P@10", "precision@10"), ("R@10 all", "recall_all@10"), ("F1@10", "f1@10"), ("mAP", "map"),
+                   ("nDCG@10", "ndcg@10"))  # measures that count every relevant answer (training/metrics.py)
+
+
 def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
     click.echo(title)
-    click.echo(f"  {'direction':<12} {'queries':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'median rank':>11}")
+    every = [(name, key) for name, key in _EVERY_RELEVANT if metrics and key in metrics[0]]
+    click.echo(f"  {'direction':<12} {'queries':>7} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'median rank':>11}"
+               + "".join(f" {name:>8}" for name, _ in every))
     for m in metrics:
         median = "-" if m["median_rank"] is None else f"{m['median_rank']:g}"
         click.echo(f"  {m['direction']:<12} {m['queries']:>7} {m['recall@1']:>6.3f} {m['recall@5']:>6.3f} "
-                   f"{m['recall@10']:>6.3f} {m['mrr']:>6.3f} {median:>11}")
+                   f"{m['recall@10']:>6.3f} {m['mrr']:>6.3f} {median:>11}"
+                   + "".join(f" {m[key]:>8.3f}" for _, key in every))
 
 
 @click.command("eval")
@@ -51,16 +59,21 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @column_options
 @device_option("run the model")
 @inference_options
+@click.option("--compare", default=None, metavar="MODE,MODE,…",
+              help="With --collection: rank every caption's images in each search mode, side by side "
+                   "(dense, keyword, hybrid, hybrid-rrf, both, diverse, cutoff). E.g. --compare dense,hybrid.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @friendly_errors
 def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, image_col, caption_col,
-                     id_col, device, backend, model_precision, model_threads, as_json):
+                     id_col, device, backend, model_precision, model_threads, compare, as_json):
     """Measure retrieval quality on image–caption pairs in INPUTS.
 
-    Reports Recall@1/5/10, MRR and median rank for text→image and image→text, computed
-    exactly in memory and, with --collection, through the collection's own search, so you
-    can see whether indexing loses anything. Rows with identical image bytes (or equal
-    --group-col values) count as correct answers for each other.
+    Reports Recall@1/5/10 (a relevant answer in the first K), MRR and median rank, and
+    precision, recall and F1 at 10, mAP and nDCG@10 (counting every relevant answer; --json
+    has them at 1, 5 and 10) for text→image and image→text, computed exactly in memory
+    and, with --collection, through the collection's own search, so you can see whether
+    indexing loses anything. Rows with identical image bytes (or equal --group-col values)
+    count as correct (relevant) answers for each other.
 
     \b
     Examples:
@@ -69,12 +82,15 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
     """
     settings = store
+    modes = parse_modes(compare) if compare is not None else []
+    if modes and not settings.collection:
+        raise UsageError("--compare ranks through a collection: give --collection (and --ingest to fill it)")
     store = settings.open() if settings.collection else None
     try:
         report = evaluate_models(list(inputs), store, ModelChoice(model, text_model, model_precision),
                                  Runtime(device, backend, model_threads), split_values(group_col) or [],
                                  IngestOptions(image_col=image_col, caption_col=caption_col, id_col=id_col), do_ingest,
-                                 settings.place)
+                                 settings.place, modes)
     finally:
         if store is not None:
             store.close()
@@ -93,6 +109,21 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
         if report["rows_missing_from_collection"]:
             click.echo(f"  note: {report['rows_missing_from_collection']} rows are not in the collection "
                        "(add --ingest)")
+    if report.get("compare"):
+        print_comparison(report["compare"])
+
+
+def print_comparison(rows: list[dict[str, Any]]) -> None:
+    """``eval --compare``: one line per search mode, text→image, on the same queries."""
+    click.echo("search modes, text→image through the collection:")
+    click.echo(f"  {'mode':<12} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'P@10':>6} {'mAP':>6} {'nDCG@10':>7}"
+               f"  {'at the cutoff: P / R / F1 (hits)'}")
+    for row in rows:
+        cut = (f"  {row['precision@cutoff']:.3f} / {row['recall@cutoff']:.3f} / {row['f1@cutoff']:.3f} "
+               f"({row['hits']:g})" if "f1@cutoff" in row else "")
+        click.echo(f"  {row['mode']:<12} {row['recall@1']:>6.3f} {row['recall@5']:>6.3f} {row['recall@10']:>6.3f} "
+                   f"{row['mrr']:>6.3f} {row.get('precision@10', 0):>6.3f} {row.get('map', 0):>6.3f} "
+                   f"{row.get('ndcg@10', 0):>7.3f}{cut}")
 
 
 @click.command("train")

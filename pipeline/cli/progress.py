@@ -178,3 +178,26 @@ def format_seconds(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+class ResumedProgress:
+    """Progress of a resumable run that reports (done, total) points: the bar opens at the first report and counts
+    only what this run does (points done by an earlier run are not its progress). Call it; ``close()`` at the end."""
+
+    def __init__(self, desc: str, unit: str, quiet: bool = False, interval: float = DEFAULT_INTERVAL):
+        self.desc, self.unit, self.quiet, self.interval = desc, unit, quiet, interval
+        self.bar = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.shown = done
+            self.bar = open_progress(self.desc, self.unit, max(total - done, 0), quiet=self.quiet,
+                                     interval=self.interval)
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+

@@ -14,6 +14,8 @@ from mmindex.pipeline.query.queries import QueryAnswers, QueryRequest, run_queri
 QUERY_SECTIONS = [
     ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
                "model", "text_model", "device", "backend", "model_precision", "model_threads", "trust_model_code"]),
+    ("Ranking", ["mode", "fusion", "fusion_depth", "like", "unlike", "not_texts", "strategy", "diversity", "pool", "boost",
+                 "group_by", "group_size", "cutoff"]),
     ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
     STORE_SECTION,
 ]
@@ -49,11 +51,48 @@ QUERY_SECTIONS = [
 @click.option("--hnsw-ef", default=None, type=click.IntRange(1), help="HNSW search beam (larger: slower, more exact).")
 @click.option("--oversampling", default=2.0, show_default=True, type=click.FloatRange(1),
               help="Quantized collections: candidates per result rescored with the full vectors.")
+@click.option("--mode", default="dense", show_default=True, type=click.Choice(["dense", "keyword", "hybrid"]),
+              help="dense: CLIP vectors (meaning); keyword: BM25 over the caption and --text-fields (exact words, "
+                   "part numbers, names); hybrid: both, fused by the engine. E.g. --mode hybrid \"XJ-9000 red\".")
+@click.option("--fusion", default=None, type=click.Choice(["rrf", "dbsf"]),
+              help="How --target both and --mode hybrid fuse their rankings: reciprocal rank (rrf; the default "
+                   "for --target both) or distribution-based score fusion (dbsf; the default for --mode hybrid, "
+                   "whose BM25 scores tie often).")
+@click.option("--fusion-depth", default=100, show_default=True, type=int,
+              help="Candidates each leg of a fused (--target both, --mode hybrid) or --boost ranking brings; pages "
+                   "must end within them. Larger pages deeper and costs more (up to 10000).")
+@click.option("--like", multiple=True, metavar="EXAMPLE",
+              help="Search near this example too (repeatable): a stored point id, an image file or a text. "
+                   "Alone it is \"more like this\" (the point itself is never returned): --like 3f2c…")
+@click.option("--unlike", multiple=True, metavar="EXAMPLE",
+              help="Search away from this example (repeatable): a point id, an image file or a text.")
+@click.option("--not", "not_texts", multiple=True, metavar="TEXT",
+              help="Search away from this text (repeatable): \"a dog\" --not \"a cartoon\".")
+@click.option("--strategy", default="average_vector", show_default=True,
+              type=click.Choice(["average_vector", "best_score", "sum_scores"]),
+              help="How examples combine (Qdrant's recommendation strategies): average_vector searches near "
+                   "2·mean(likes) − mean(unlikes); best_score and sum_scores score each point against every example.")
+@click.option("--diversity", default=None, type=float, metavar="λ",
+              help="0–1: trade relevance for variety with MMR (0: plain ranking), choosing among --pool "
+                   "candidates; 0.2–0.3 spreads near-duplicates at little cost in relevance (docs/retrieval-quality.md"
+                   ", Diversity). E.g. --diversity 0.3 --pool 200.")
+@click.option("--pool", default=None, type=int,
+              help="Candidates --diversity chooses from, per leg (default 100); pages must end within them.")
+@click.option("--boost", default=None, metavar="EXPR",
+              help="Rescore by payload: e.g. \"score + 0.1 * popularity\" or \"score + 0.3 * "
+                   "exp_decay(taken_at, target=now, scale=30d)\" (docs/where-language.md, Rescoring).")
+@click.option("--group-by", default=None, metavar="FIELD",
+              help="At most --group-size hits per value of FIELD (one per album, per product…); --limit and "
+                   "--offset count groups. E.g. --group-by album --group-size 2.")
+@click.option("--group-size", default=1, show_default=True, type=int, help="Hits per group with --group-by.")
+@click.option("--cutoff", default=None, type=click.Choice(["auto"]),
+              help="auto: return only the hits judged relevant to this query (zero included), --limit at most.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per hit, one per line, with the query it answers and its rank.")
 @friendly_errors
 def query(texts, image_paths, target, store, model, text_model, device, backend, model_precision, model_threads, where, filter_json, limit, offset, fields, score_threshold,
-          exact, hnsw_ef, oversampling, as_json):
+          exact, hnsw_ef, oversampling, mode, fusion, fusion_depth, like, unlike, not_texts, strategy, diversity, pool, boost,
+          group_by, group_size, cutoff, as_json):
     """Search a collection with TEXT or an --image, across modalities.
 
     Several TEXTs (or --image options) run one query each, with the model loaded once;
@@ -68,11 +107,16 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
       mmindex query "a red circle" "a blue square" --fields color,shape,year
       mmindex query "a red circle" --target text --json         # text → captions, JSON lines
       mmindex query "cat" --where "created >= '2021-06-01' and tags in ('cat', 'kitten')"
+      mmindex query "XJ-9000 bracket" -c parts --mode hybrid        # exact words and meaning
+      mmindex query --like 3f2c5e9a-0b1d-5c7e-9a4f-2d6b8e1c0a37 -c photos   # more like this point
+      mmindex query "a dog on a beach" --not "a cartoon" --diversity 0.5 --group-by album
       mmindex query "海滩上的狗" -c photos --text-model sentence-transformers/clip-ViT-B-32-multilingual-v1
     """
     chosen = list(dict.fromkeys(name.strip() for name in fields.split(",") if name.strip())) if fields else None
     request = QueryRequest(texts, image_paths, target or "image", where, filter_json, limit, offset, score_threshold,
-                           exact, hnsw_ef, oversampling, chosen)
+                           exact, hnsw_ef, oversampling, chosen, mode=mode, fusion=fusion, like=like, unlike=unlike,
+                           not_texts=not_texts, strategy=strategy, diversity=diversity, pool=pool, boost=boost,
+                           group_by=group_by, group_size=group_size, cutoff=cutoff, fusion_depth=fusion_depth)
     settings = store
     collection = settings.collection
     store = settings.open()
@@ -104,6 +148,7 @@ def print_answers(result: QueryAnswers, request: QueryRequest, collection: str, 
     where, offset, chosen = request.where, request.offset, request.fields
     raw_filter = result.raw_filter
     searched = {"image": "images", "text": "captions", "both": "images and captions"}[request.target]
+    searched = {"dense": searched, "keyword": "keywords (BM25)", "hybrid": f"{searched} and keywords"}[request.mode]
     width = terminal_width()
     for number, ((kind, value), hits) in enumerate(result.answers):
         if number:
@@ -117,9 +162,13 @@ def print_answers(result: QueryAnswers, request: QueryRequest, collection: str, 
                 + f": {len(hits)} hit{'s' if len(hits) != 1 else ''}"
                 + (f" from rank {offset + 1}" if offset else ""))
         room = max(width - display_width(rest) - 8, 12)  # the query itself is cut first
-        label = repr(short(value, room)) if kind == "text" else f"image {short(value, room)}"
+        label = repr(short(value, room)) if kind == "text" else f"{kind} {short(value, room)}"
         click.echo(label + rest)
+        group = object()
         for rank, hit in enumerate(hits, start=offset + 1):
+            if request.group_by and hit.group != group:
+                group = hit.group
+                click.echo(f"  {request.group_by} = {group!r}")
             shown = {**hit.payload, "caption": hit.caption} if chosen and "caption" in chosen else hit.payload
             names = field_order(list(shown), indexed, chosen)
             click.echo(f"{rank:>3}. {hit.score:.4f}  {short(hit.caption or '(no caption)', width - 14)}")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, Store, StoredPoint
+from mmindex.connectors.queries import SparseVector
 from mmindex.errors import StoreError, UsageError
 from mmindex.pipeline.config import StoreSettings
 
@@ -234,7 +235,8 @@ def _mark(target: Store, source_name: str, cursor: str | None, done: int, comple
 
 def _record(point: StoredPoint) -> PointRecord:
     # float32 is what both engines store, so the values pass through unchanged.
-    vectors = {name: np.asarray(values, dtype=np.float32) for name, values in (point.vectors or {}).items()}
+    vectors = {name: values if isinstance(values, SparseVector) else np.asarray(values, dtype=np.float32)
+               for name, values in (point.vectors or {}).items()}  # keyword vectors (sparse) as they are
     return PointRecord(point.id, vectors, point.payload)
 
 

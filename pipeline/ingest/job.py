@@ -15,7 +15,7 @@ from mmindex.pipeline.ingest.gpu_decode import check_gpu_decode_possible
 from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.ray import RayOptions, ingest_on_ray
 from mmindex.pipeline.ingest.run import checked_plan, ingest
-from mmindex.pipeline.ingest.sync import index_plan
+from mmindex.pipeline.ingest.sync import index_plan, keyword_plan
 from mmindex.pipeline.ingest.signals import graceful_stop
 from mmindex.pipeline.ingest.source import Source, open_source
 from mmindex.pipeline.ingest.summary import IngestSummary, outcome, utc_now, write_report
@@ -167,6 +167,7 @@ def _checked_plan(job: IngestJob, store) -> tuple[ModelPlan, Source]:
     source = open_source(list(job.inputs), options.image_col, options.caption_col, options.id_col,
                          options.payload_cols, skip_bad_files=options.skip_bad_files, shard=job.shard)
     index_plan(source, options.index_fields)  # a field --index-fields names that is not there: refused now too
+    keyword_plan(source, store, store.metadata() if store.exists() else None, options)  # and --text-fields
     return plan, source
 
 

@@ -80,6 +80,11 @@ class IngestOptions:
     """Columns stored as payload (default: every other column)."""
     index_fields: Sequence[str] = ()
     """Payload fields to index for fast filtering, as NAME or NAME:TYPE."""
+    text_fields: Sequence[str] | None = None
+    """Payload fields whose text joins the caption in each point's keyword vector (BM25, ``query/keywords.py``):
+    strings or lists of strings, nested names as ``--where`` takes them (``meta.title``). None: the fields the
+    collection records (none for a new one); other fields than recorded are refused (``mmindex keywords`` re-does
+    them)."""
     batch_size: int = 64
     """Rows per forward pass (halved automatically after a CUDA out-of-memory error)."""
     workers: int = 4
@@ -123,7 +128,7 @@ class IngestOptions:
     would delete more deletes nothing and fails (an input that vanished must not empty the collection)."""
 
     def __post_init__(self) -> None:
-        for name in ("payload_cols", "index_fields", "devices"):  # one name given as a plain string is one name
+        for name in ("payload_cols", "index_fields", "devices", "text_fields"):  # a plain string is one name
             if isinstance(getattr(self, name), str):
                 setattr(self, name, [getattr(self, name)])
         if self.index_fields is None:

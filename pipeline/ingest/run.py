@@ -23,6 +23,7 @@ from PIL import Image
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError, UsageError
 from mmindex.keys import SOURCE_KEY
+from mmindex.pipeline.collection.keywords import changed_keywords, write_keyword_vectors
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 from mmindex.pipeline.ingest.options import MISSING_CAPTION_POLICIES, IngestOptions
@@ -33,6 +34,7 @@ from mmindex.pipeline.ingest.summary import IngestSummary, add_tally, reject_row
 from mmindex.pipeline.ingest.sync import finish_source, prepare_collection
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.models.identity import ModelChoice, ModelPlan
+from mmindex.pipeline.query.keywords import recorded_settings, with_keyword_vectors
 
 
 def ingest(
@@ -216,6 +218,11 @@ class IngestRun:
         self.lost_files: set[str] = set()  # files whose rows could not all be read
         self.owners: set[str] = set()  # other sources whose points rows of this run took over
         self.exists = store.exists() if options.dry_run else True
+        # The collection's BM25 rule (recorded by prepare_collection); None: made before keyword search.
+        self.keywords = None if options.dry_run else recorded_settings(store.metadata())
+        if self.keywords is None and not options.dry_run:
+            summary.notes.append(f"collection {store.collection!r} has no keyword vector (made before keyword "
+                                 f"search): `mmindex keywords -c {store.collection}` adds it, no model needed")
 
     def jobs(self, source: Source, model: str, batch_size: int) -> Iterator[Job]:
         stop = self.options.stop
@@ -236,7 +243,7 @@ class IngestRun:
         return self._changed(rows, repeated)
 
     def write(self, embedded: Embedded) -> None:
-        points = embedded.points()
+        points = with_keyword_vectors(embedded.points(), self.keywords)
         if points:
             with self.store_lock:
                 self.store.upsert(points)
@@ -304,6 +311,7 @@ class IngestRun:
         if updates and not self.options.dry_run:
             with self.store_lock:
                 self.store.overwrite_payloads(updates)
+                write_keyword_vectors(self.store, changed_keywords(self.keywords, updates, stored))
         with self.summary_lock:
             self.summary.unchanged += unchanged
             self.summary.payload_updated += len(updates)

@@ -18,6 +18,7 @@ from mmindex.pipeline.ingest.summary import IngestSummary, utc_now
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.query.fields import resolve_field
 from mmindex.pipeline.query.filters import source_filter
+from mmindex.pipeline.query.keywords import SETTINGS_KEY, ingest_record
 
 if TYPE_CHECKING:  # the run's record of what it saw: run.py calls this module, not the other way round
     from mmindex.pipeline.ingest.run import IngestRun
@@ -47,6 +48,7 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     indexes = index_plan(source, options.index_fields)
     spec = replace(encoder.spec(),
                    payload_types=payload_types(source.schema, source.mapping.payload, source.mapping.payload_key))
+    keywords = keyword_plan(source, store, meta, options)
     rule = id_rule(source)
     rule_change = None
     renamed = False
@@ -76,6 +78,8 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     changes = _model_changes(meta or {}, encoder)
     if meta is None or meta.get("id_rule") is None or renamed:
         changes["id_rule"] = rule
+    if keywords is not None:
+        changes[SETTINGS_KEY] = keywords  # the BM25 rule and --text-fields, recorded at the first write
     sources = dict((meta or {}).get("sources", {}))
     if options.source_name not in sources:
         sources[options.source_name] = {"inputs": list(source.inputs)}
@@ -86,6 +90,14 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
         store.create_payload_index(name, kind)
     store.begin_load()
     return rule_change
+
+
+def keyword_plan(source: Source, store: Store, meta: dict | None, options: IngestOptions) -> dict | None:
+    """The keyword record (BM25 rule, ``--text-fields``) to write at the first write, or None; refuses text fields
+    that are not text or not the recorded ones (``query/keywords.ingest_record``) before anything loads or writes."""
+    types = payload_types(source.schema, source.mapping.payload, source.mapping.payload_key)
+    return ingest_record(meta, {**(meta or {}).get("payload_types", {}), **types}, options.text_fields,
+                         store.collection)
 
 
 def check_rebuild(source: Source, store: Store, options: IngestOptions, recorded: dict, rule: dict) -> None:

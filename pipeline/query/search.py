@@ -1,41 +1,42 @@
 """Cross-modal search: filters (``pipeline/query/where.py``) and a query vector in, typed hits out.
 
-``search`` looks up one named vector (``image`` or ``text``) or both, fused by reciprocal
-rank; ``Hit`` is what users see of a point.
+``search`` looks up one named vector (``image`` or ``text``) or both, and the keyword vector, ranked as
+``SearchOptions`` say (``pipeline/query/plan.py`` builds the engine request); ``Hit`` is what users see of a
+point.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mmindex.connectors.base import ScoredPoint, SearchRequest, Store
+from mmindex.connectors.base import SearchRequest, Store
+from mmindex.connectors.queries import Fusion, Rescore
 from mmindex.errors import FilterError, UsageError, StoreError
-from mmindex.pipeline.query.filters import compile_filter
+from mmindex.pipeline.query.cutoff import CANDIDATES, background_scores, relevant_count
+from mmindex.pipeline.query.filters import combine_filters, compile_filter
+from mmindex.pipeline.query.hits import Hit, hit_from
+from mmindex.pipeline.query.groups import grouped
+from mmindex.pipeline.query.ranking import FUSED_TOLERANCE, ranking
+from mmindex.pipeline.query.diversity import diverse_ranking
+from mmindex.pipeline.query.plan import (
+    DEFAULT_POOL,
+    DepthError,
+    SearchOptions,
+    build_request,
+    check_threshold,
+    mmr_anchor,
+    vector_legs,
+)
 
 
-@dataclass
-class Hit:
-    """One search result as users see it."""
-
-    id: str
-    score: float
-    caption: str | None
-    payload: dict[str, Any]
-    source: dict[str, Any] = field(default_factory=dict)
-    has_thumbnail: bool = False  # a thumbnail is stored with the point (ingest --thumbnails)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "caption": self.caption,
-                "payload": self.payload, "source": self.source}
-
-
-RRF_K = 60
-FUSION_DEPTH = 1000  # candidates per vector that target "both" fuses
+# Candidates per leg that fusion (target both, hybrid) and rescoring rank, unless told otherwise (--fusion-depth):
+# the dense leg's HNSW search for 1,000 candidates costs ~15× a top-10 search (bench/README.md, section 9).
+FUSION_DEPTH = 100
+MAX_FUSION_DEPTH = 10_000
 
 
 def search(
     store: Store,
-    vector: Sequence[float],
+    vector: Sequence[float] | None,
     target: str = "image",
     where: str | None = None,
     filter_json: dict[str, Any] | None = None,
@@ -46,70 +47,107 @@ def search(
     hnsw_ef: int | None = None,
     oversampling: float = 2.0,
     fusion_depth: int = FUSION_DEPTH,
+    options: SearchOptions = SearchOptions(),
 ) -> list[Hit]:
-    """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered.
+    """Nearest points to ``vector`` among the collection's ``target`` vectors, filtered, ranked as ``options`` say.
 
-    ``target`` is ``image``, ``text``, or ``both``: both vector sets are searched and the two
-    rankings fused by reciprocal rank fusion (score = Σ 1 / (60 + rank); Cormack, Clarke and
-    Büttcher, SIGIR 2009), so a point that is near as an image *and* as a caption comes first.
-    Fusion ranks the top ``fusion_depth`` candidates of each list whatever the page, so pages
-    are slices of one ranking (page 2 of 10 is hits 11–20 of a limit-20 search);
-    ``offset + limit`` must not exceed it (FilterError); ``limit`` ≥ 1 and ``offset`` ≥ 0 (UsageError). ``exact``
-    searches by brute force (to
-    check the index's recall); ``hnsw_ef`` widens the index search; on a quantized
-    collection ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
+    ``target`` is ``image``, ``text``, or ``both``: both vector sets are searched and the two rankings fused
+    inside the engine (``options.fusion``: reciprocal rank fusion, Cormack, Clarke and Büttcher, SIGIR 2009, or
+    distribution-based score fusion), so a point near as an image *and* as a caption comes first. ``options``
+    adds keyword and hybrid modes, examples and negatives, MMR diversity, formula boosts, groups and a relevance
+    cutoff (``pipeline/query/plan.py``). Every page is a slice of one ranking: score descending, then point id
+    (MMR's own greedy order with ``diversity``). Fused and rescored rankings cover the best ``fusion_depth``
+    candidates of each leg, MMR the ``pool`` best: ``offset + limit`` must not exceed them (FilterError).
+    ``limit`` ≥ 1 and ``offset`` ≥ 0 (UsageError); with ``group_by`` they count groups. ``exact`` searches by
+    brute force (to check the index's recall); ``hnsw_ef`` widens the index search; on a quantized collection
+    ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
+
+    Returns ``Hit`` values (id, score, caption, payload; ``group`` with ``group_by``).
     """
     check_target(target, score_threshold)
     check_page(limit, offset)
+    check_threshold(options, target, score_threshold)
     spec = store.spec()
     if spec is None:
         raise StoreError(f"collection {store.collection!r} does not exist; ingest into it first")
     query_filter = compile_filter(where, filter_json, field_types=spec.payload_types, origin="filter")
+    if options.exclude_ids:
+        query_filter = combine_filters(query_filter, {"must_not": [{"has_id": list(options.exclude_ids)}]})
+    if isinstance(fusion_depth, bool) or not isinstance(fusion_depth, int) or not 1 <= fusion_depth <= MAX_FUSION_DEPTH:
+        raise UsageError(f"fusion depth must be a whole number from 1 to {MAX_FUSION_DEPTH:,}, not {fusion_depth!r}")
+    if not options.group_by:  # groups read the ranking as deep as it goes (a fused one: its legs' candidates)
+        check_depth(vector, target, options, offset + limit, fusion_depth)
+    params = dict(score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
 
-    def request(using: str, size: int) -> SearchRequest:
-        return SearchRequest(vector=vector, using=using, filter=query_filter, limit=size, offset=0,
-                             score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling,
-                             with_payload=False)
+    def request(size: int, with_payload: bool = False) -> SearchRequest:
+        built = build_request(vector, target, options, query_filter, size, fusion_depth, params)
+        built.with_payload = with_payload
+        return built
 
-    if target != "both":
-        page = ranking(store, lambda size: request(target, size), offset + limit)[offset:offset + limit]
-        payloads = {p.id: p.payload for p in store.retrieve([p.id for p in page])} if page else {}
-        return [_hit(p.id, p.score, payloads.get(p.id, {})) for p in page]
-    if offset + limit > fusion_depth:
-        raise FilterError(f"target both ranks the top {fusion_depth:,} candidates of each vector: offset + limit "
-                          f"({offset + limit:,}) must be at most {fusion_depth:,}")
-    rankings = [ranking(store, lambda size, using=using: request(using, size), fusion_depth)[:fusion_depth]
-                for using in ("image", "text")]
-    page = fuse(rankings)[offset:offset + limit]
-    payloads = {p.id: p.payload for p in store.retrieve([hit.id for hit in page])} if page else {}
-    return [_hit(hit.id, hit.score, payloads.get(hit.id, {})) for hit in page]
+    if options.cutoff == "auto":
+        return relevant_page(store, request, vector, target, options, limit, offset)
+    if options.diversity is not None:
+        anchor, using = mmr_anchor(vector, target, options)
+        picked = diverse_ranking(store, vector_legs(vector, target, options), anchor, using, float(options.diversity),
+                                 options.pool or DEFAULT_POOL, offset + limit, query_filter, params)
+        return with_payloads(store, picked[offset:offset + limit])
+    try:
+        return ranked_page(store, request, options, limit, offset, spec.payload_types)
+    except StoreError as error:
+        if options.boost is None or not hasattr(options.boost, "failure_hint"):
+            raise
+        # Qdrant Edge says only "Operation cancelled" when a formula fails on some point's data.
+        # The engine's own words name the data directory: kept as the cause, not shown.
+        raise FilterError(f"--boost: {options.boost.failure_hint()}") from error
 
 
-TIE_LIMIT = 100_000  # candidates fetched at most to complete a group of equal scores at the cut
+def ranked_page(store: Store, request, options: SearchOptions, limit: int, offset: int,
+                payload_types: dict[str, str]) -> list[Hit]:
+    """Hits ``offset`` to ``offset + limit`` of the ranking ``request(size, with_payload)`` asks the engine for
+    (groups of hits with ``group_by``), with their payloads."""
+    top = request(1)
+    tolerance = FUSED_TOLERANCE if isinstance(top.top(), Fusion) else 0.0
+    if options.group_by:
+        bounded = isinstance(top.top(), (Fusion, Rescore))  # ranks only its legs' candidates
+        return grouped(store, request, options.group_by, options.group_size, limit, offset, payload_types,
+                       tolerance=tolerance, matching=(lambda: store.count(top.filter)) if bounded else None)
+    return with_payloads(store, ranking(store, request, offset + limit, tolerance=tolerance)[offset:offset + limit])
 
 
-def ranking(store: Store, request: Callable[[int], SearchRequest], depth: int,
-            tie_limit: int = TIE_LIMIT) -> list[ScoredPoint]:
-    """The first ``depth`` points of one deterministic order — score descending, then id ascending — and after
-    them every further point tied with the last one, so any slice of the first ``depth`` is exact.
+def with_payloads(store: Store, page: list) -> list[Hit]:
+    """The page's points as hits, their payloads read in one request."""
+    payloads = {p.id: p.payload for p in store.retrieve([p.id for p in page])} if page else {}
+    return [hit_from(p.id, p.score, payloads.get(p.id, {})) for p in page]
 
-    ``request(size)`` is the engine request for the best ``size`` points (offset 0). The engine keeps an
-    arbitrary subset of a group of equal scores that the cut at ``size`` falls into, and that subset can change
-    from call to call; ordering ties by id after the cut would make pages repeat some points and skip others
-    (the bug milvus-io/milvus#44870 fixed the same way). So this asks for one point past ``depth`` and, while
-    that point still ties with the cut, for twice as many, until a lower score or the end of the collection
-    shows the tie group is complete. Raises StoreError when more than ``tie_limit`` points tie at the cut
-    (their order could not be made exact); a filter that narrows the search avoids it.
-    """
-    size = depth + 1
-    while True:
-        points = sorted(store.search(request(size)), key=lambda p: (-p.score, p.id))
-        if len(points) < size or points[-1].score < points[depth - 1].score:
-            return points
-        if size >= depth + tie_limit:
-            raise StoreError(f"more than {tie_limit:,} points score exactly {points[depth - 1].score:g} at rank "
-                             f"{depth:,}: their order cannot be made exact; narrow the search with a filter")
-        size = min(size * 2, depth + tie_limit)
+
+def relevant_page(store: Store, request, vector: Sequence[float] | None, target: str, options: SearchOptions,
+                  limit: int, offset: int) -> list[Hit]:
+    """``--cutoff auto``: of the best max(CANDIDATES, offset + limit) hits, those ``cutoff.relevant_count`` judges
+    relevant against the query's scores over a fixed sample of the collection; then the page of them."""
+    leg = vector_legs(vector, target, options)[0]  # one dense leg (check_threshold): Nearest to this vector
+    candidates = ranking(store, request, max(CANDIDATES, offset + limit))[:max(CANDIDATES, offset + limit)]
+    if not candidates:
+        return []
+    kept = relevant_count([p.score for p in candidates], background_scores(store, leg.vector, leg.using))
+    return with_payloads(store, candidates[:kept][offset:offset + limit])
+
+
+def check_depth(vector: Sequence[float] | None, target: str, options: SearchOptions, wanted: int,
+                fusion_depth: int) -> None:
+    """FilterError when a page reaches past the candidates a fused, rescored or diversified ranking covers."""
+    if options.diversity is not None:
+        pool = options.pool or DEFAULT_POOL  # one pool for every page: pages are slices of one choice
+        if wanted > pool:
+            raise DepthError(f"--diversity chooses among the best {pool:,} candidates (--pool): offset + limit "
+                              f"({wanted:,}) must be at most {pool:,} (raise --pool to page deeper)")
+        return
+    legs = len(vector_legs(vector, target, options))
+    if (legs > 1 or options.boost is not None) and wanted > fusion_depth:
+        what = "target both" if target == "both" and options.mode == "dense" else (
+            f"mode {options.mode}" if legs > 1 else "--boost")
+        raise DepthError(f"{what} ranks the top {fusion_depth:,} candidates of each leg: offset + limit "
+                          f"({wanted:,}) must be at most {fusion_depth:,} (raise --fusion-depth, up to "
+                          f"{MAX_FUSION_DEPTH:,}, to page deeper)")
 
 
 TARGETS = ("image", "text", "both")
@@ -131,26 +169,3 @@ def check_page(limit: int, offset: int) -> None:
         raise UsageError(f"limit must be a whole number of at least 1, not {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise UsageError(f"offset must be a whole number of at least 0, not {offset!r}")
-
-
-def fuse(rankings: Sequence[Sequence[Any]]) -> list[Hit]:
-    """Reciprocal rank fusion of several result lists of scored points, each in (score, then id) order.
-
-    A point's fused score is Σ 1 / (60 + rank) over the lists that hold it (Cormack, Clarke and Büttcher,
-    SIGIR 2009), rounded to 6 decimals as shown; hits are ordered by that score, then by id.
-    """
-    scores: dict[str, float] = {}
-    for ranked in rankings:
-        for rank, point in enumerate(ranked, start=1):
-            scores[point.id] = scores.get(point.id, 0.0) + 1.0 / (RRF_K + rank)
-    shown = {point_id: round(score, 6) for point_id, score in scores.items()}
-    return [_hit(point_id, shown[point_id], None) for point_id in sorted(shown, key=lambda pid: (-shown[pid], pid))]
-
-
-def _hit(point_id: str, score: float, payload: dict[str, Any] | None) -> Hit:
-    payload = dict(payload or {})
-    payload.pop("_hash", None)
-    has_thumbnail = payload.pop("_thumbnail", None) is not None
-    source = payload.pop("_source", None) or {}
-    caption = payload.pop("caption", None)
-    return Hit(point_id, score, caption, payload, source, has_thumbnail)

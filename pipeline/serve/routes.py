@@ -9,40 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
-import json
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from mmindex.connectors.base import CollectionSpec
 from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
-from mmindex.pipeline.query.filters import check_json_depth, compile_filter
-from mmindex.pipeline.query.search import check_target, search
-from mmindex.pipeline.query.where import check_filter_shape
+from mmindex.pipeline.serve.checks import decode_base64_image, decode_bytes
 from mmindex.pipeline.serve.errors import ApiError, error_body
-from mmindex.pipeline.serve.images import base64_bytes, decode_query_image
+from mmindex.pipeline.serve.facets import run_facets
 from mmindex.pipeline.serve.metrics import Metrics
 from mmindex.pipeline.serve.schemas import (
     ERRORS,
     LIMITS,
+    MAX_BOOST_CHARS,
+    MAX_EXAMPLES,
+    MAX_FACET_LIMIT,
     WINDOW_CEILING,
     EmbedAnswer,
     EmbedBody,
     ErrorAnswer,
+    FacetsAnswer,
+    FacetsBody,
     SearchAnswer,
     SearchBody,
 )
-from mmindex.pipeline.serve.service import Model, Service, log
-from mmindex.pipeline.serve.settings import Limits, ServeSettings
+from mmindex.pipeline.serve.searching import SearchInputs, form_examples, inputs_of, run_search
+from mmindex.pipeline.serve.service import Service, log
+from mmindex.pipeline.serve.settings import ServeSettings
 
 router = APIRouter()
 
@@ -57,35 +56,47 @@ def _context(request: Request) -> tuple[Service, ServeSettings, Metrics]:
 
 # -- routes ------------------------------------------------------------------------------------
 
-@router.post("/search", response_model=SearchAnswer, responses=ERRORS, summary="Search with text or an image")
+@router.post("/search", response_model=SearchAnswer, responses=ERRORS,
+             summary="Search with text, an image and/or examples, ranked as the options say")
 async def search_route(body: SearchBody, request: Request):
     service, settings, _ = _context(request)
-    if sum([bool(body.text and body.text.strip()), body.image is not None, body.like is not None]) != 1:
-        raise ApiError(400, "bad_request", "give exactly one of text, image or like")
-    check_window(body.offset, body.limit, settings.limits)
-    check_filter(body.filter, settings.limits)
-    check_target(body.target, body.score_threshold)  # the library's rule and message (UsageError: 400)
-    image = None
-    if body.image is not None:
-        image = await service.decode(decode_base64_image, body.image, "image", settings.limits)
-    return await run_search(request, body.text, image, body.target, body.filter, body.limit, body.offset,
-                            body.score_threshold, body.collection, body.like)
+    return await run_search(request, await inputs_of(body, service, settings.limits))
 
 
 @router.post("/search/upload", response_model=SearchAnswer, responses=ERRORS,
-             summary="Search with an uploaded image (multipart/form-data)")
+             summary="Search with an uploaded image (multipart/form-data), with /search's options")
 async def search_upload(request: Request, image: UploadFile = File(...),
                         target: Literal["image", "text", "both"] = Form("image"),
                         filter: str | None = Form(None, max_length=LIMITS.max_filter_chars),
                         limit: int = Form(10, ge=1, le=WINDOW_CEILING),
                         offset: int = Form(0, ge=0, le=WINDOW_CEILING),
-                        collection: str | None = Form(None, max_length=255)):
+                        score_threshold: float | None = Form(None, ge=-1.0, le=1.0),
+                        collection: str | None = Form(None, max_length=255),
+                        mode: Literal["dense", "keyword", "hybrid"] = Form("dense"),
+                        fusion: Literal["rrf", "dbsf"] | None = Form(None),
+                        like: list[str] = Form([], max_length=MAX_EXAMPLES,
+                                               description="Repeatable: a point id or a text."),
+                        unlike: list[str] = Form([], max_length=MAX_EXAMPLES),
+                        not_texts: list[str] = Form([], alias="not", max_length=MAX_EXAMPLES),
+                        strategy: Literal["average_vector", "best_score", "sum_scores"] = Form("average_vector"),
+                        diversity: float | None = Form(None), pool: int | None = Form(None),
+                        boost: str | None = Form(None, max_length=MAX_BOOST_CHARS),
+                        group_by: str | None = Form(None, max_length=255), group_size: int = Form(1),
+                        cutoff: Literal["auto"] | None = Form(None), fusion_depth: int = Form(100)):
     service, settings, _ = _context(request)
-    check_window(offset, limit, settings.limits)
+    for field_name, values in (("like", like), ("unlike", unlike), ("not", not_texts)):
+        if any(len(value) > settings.limits.max_text_chars for value in values):
+            raise ApiError(400, "text_too_long", f"a {field_name} text has at most "
+                                                 f"{settings.limits.max_text_chars:,} characters")
     raw = await image.read(settings.limits.max_body_bytes + 1)  # the guard bounded the whole body already
     decoded = await service.decode(decode_bytes, raw, "image", settings.limits)
-    check_filter(filter, settings.limits)
-    return await run_search(request, None, decoded, target, filter or None, limit, offset, None, collection)
+    inputs = SearchInputs(image=decoded, target=target, filter=filter or None, limit=limit, offset=offset,
+                          score_threshold=score_threshold, collection=collection, like=form_examples(like),
+                          unlike=form_examples(unlike), not_texts=not_texts, mode=mode, fusion=fusion,
+                          strategy=strategy, diversity=diversity, pool=pool, boost=boost or None,
+                          group_by=group_by or None, group_size=group_size, cutoff=cutoff,
+                          fusion_depth=fusion_depth)
+    return await run_search(request, inputs)
 
 
 @router.post("/embed", response_model=EmbedAnswer, responses=ERRORS, summary="Texts and images to vectors")
@@ -137,6 +148,24 @@ async def thumbnail_route(point_id: str, request: Request, collection: str | Non
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/facets", response_model=FacetsAnswer, responses=ERRORS,
+            summary="Points per value of payload fields, under a filter")
+async def facets_get(request: Request, field: list[str] = Query(..., description="A field to count (repeatable)."),
+                     filter: str | None = Query(None, max_length=LIMITS.max_filter_chars),
+                     where: str | None = Query(None, max_length=LIMITS.max_filter_chars),
+                     limit: int = Query(20, ge=1, le=MAX_FACET_LIMIT),
+                     collection: str | None = Query(None, max_length=255)):
+    service, settings, _ = _context(request)
+    return await run_facets(service, settings, field, [filter, where], limit, collection)
+
+
+@router.post("/facets", response_model=FacetsAnswer, responses=ERRORS,
+             summary="Points per value of payload fields, under a filter given as /search takes it")
+async def facets_post(body: FacetsBody, request: Request):
+    service, settings, _ = _context(request)
+    return await run_facets(service, settings, body.fields, [body.filter, body.where], body.limit, body.collection)
+
+
 @router.get("/healthz", summary="Liveness: answers at once, whatever the load")
 async def healthz():
     return {"status": "ok"}
@@ -174,101 +203,7 @@ async def page():
     return HTMLResponse((Path(__file__).parent / "web" / "index.html").read_text())
 
 
-# -- the search itself --------------------------------------------------------------------------
-
-async def run_search(request: Request, text, image, target, filter_value, limit, offset, score_threshold,
-                     collection, like: str | None = None) -> dict:
-    """One search. The collection (an alias: the collection it points to now) and its model are resolved once,
-    together, and every step below uses that one answer, which the answer names (``alias_of``, ``model``)."""
-    service, settings, metrics = _context(request)
-    name = collection or settings.store.collection
-    resolved = await service.call(service.resolve, name)
-    store, model = resolved.store, resolved.model
-    started = time.perf_counter()
-    if like is not None:
-        vector = await like_vector(service, store, like)
-    else:
-        vector = await encode_query(text, image, model, metrics)
-    encoded = time.perf_counter()
-    compiled = await service.call(filter_of, resolved.spec, filter_value, settings.limits)
-    hits = await service.call(functools.partial(search, store, vector, target, None, compiled, limit, offset,
-                                                score_threshold, fusion_depth=settings.limits.max_window))
-    done = time.perf_counter()
-    metrics.search.observe(done - encoded)
-    return {
-        "collection": name, "alias_of": resolved.collection if resolved.collection != name else None,
-        "model": model.encoder.name, "target": target,
-        "hits": [public_hit(h, name, settings.image_root) for h in hits],
-        "encode_ms": round((encoded - started) * 1000, 3), "search_ms": round((done - encoded) * 1000, 3),
-    }
-
-
-async def encode_query(text: str | None, image, model: Model, metrics: Metrics) -> np.ndarray:
-    started = time.perf_counter()
-    kind = "image" if image is not None else "text"
-    batcher = model.images if image is not None else model.texts
-    vector = await asyncio.wrap_future(batcher.submit([image if image is not None else text])[0])
-    metrics.encode.labels(kind).observe(time.perf_counter() - started)
-    return vector
-
-
-async def like_vector(service: Service, store, point_id: str):
-    try:
-        point_id = str(uuid.UUID(point_id))
-    except ValueError:
-        raise ApiError(404, "not_found", f"no point {point_id!r}") from None
-    points = await service.call(store.retrieve, [point_id], True)
-    if not points or not points[0].vectors or "image" not in points[0].vectors:
-        raise ApiError(404, "not_found", f"no point {point_id!r} with an image vector")
-    return np.asarray(points[0].vectors["image"], dtype=np.float32)
-
-
-def check_window(offset: int, limit: int, limits: Limits) -> None:
-    if offset + limit > limits.max_window:
-        raise ApiError(400, "window_too_large", f"offset + limit is {offset + limit:,}; at most "
-                                                f"{limits.max_window:,} results can be paged through")
-
-
-def filter_of(collection, value: str | dict | None, limits: Limits) -> dict[str, Any] | None:
-    """The request's ``filter`` (a where expression, or a raw Qdrant filter as JSON text or an object) → a checked
-    Qdrant filter bounded by ``limits`` (``compile_filter``), typed by ``collection`` (its ``CollectionSpec``, or its
-    store, whose spec is read); FilterError (400) for an invalid or too large one."""
-    raw = not isinstance(value, str) or value.strip().startswith("{")
-    field_types = None
-    if not raw and value.strip():
-        spec = collection if isinstance(collection, CollectionSpec) or collection is None else collection.spec()
-        field_types = spec.payload_types if spec is not None else None
-    return compile_filter(None if raw else value, value if raw else None, field_types=field_types, origin="filter",
-                          max_depth=limits.max_filter_depth, max_conditions=limits.max_filter_conditions)
-
-
-def check_filter(value: Any, limits: Limits) -> None:
-    """Bound a filter's nesting (a raw object's, measured without recursion) and then its size (characters, as JSON
-    for a raw one), before anything else reads it."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        check_json_depth(value, "filter", limits.max_filter_depth)
-    text = value if isinstance(value, str) else json.dumps(value)
-    if len(text) > limits.max_filter_chars:
-        raise ApiError(400, "filter_too_long", f"filter has {len(text):,} characters; at most "
-                                               f"{limits.max_filter_chars:,}")
-    if not isinstance(value, str):
-        check_filter_shape(value, "filter", limits.max_filter_depth, None)
-
-
 # -- images and thumbnails ----------------------------------------------------------------------
-
-def decode_base64_image(data: str, field_name: str = "image", limits: Limits = LIMITS):
-    """A query image sent as base64 text (any spelling ``base64_bytes`` reads) → an RGB image, bounded by ``limits``."""
-    return decode_bytes(base64_bytes(data, field_name), field_name, limits)
-
-
-def decode_bytes(raw: bytes, field_name: str = "image", limits: Limits = LIMITS):
-    """Decode a query image; its pixels and the memory decoding them takes are read from the header and refused
-    before any pixel is decoded (``decode_query_image``); a large decode's memory goes back to the system after."""
-    return decode_query_image(raw, field_name, limits.max_query_pixels, limits.max_decode_bytes)
-
 
 def thumbnail_bytes(payload: dict[str, Any], image_root: str | None) -> bytes | None:
     """From the stored thumbnail, or the image file under --image-root; never another path."""
@@ -288,30 +223,6 @@ def thumbnail_bytes(payload: dict[str, Any], image_root: str | None) -> bytes | 
 
 
 # -- what answers may show ----------------------------------------------------------------------
-
-def public_hit(hit, collection: str, image_root: str | None) -> dict[str, Any]:
-    """A hit as the API shows it: the source without server paths, a thumbnail URL tied to its collection."""
-    has_thumbnail = hit.has_thumbnail or bool(image_root and (hit.source or {}).get("path"))
-    return {**hit.to_dict(), "source": public_source(hit.source),
-            "thumbnail": f"/thumbnails/{quote(hit.id, safe='')}?collection={quote(collection, safe='')}"
-            if has_thumbnail else None}
-
-
-def public_source(source: dict[str, Any]) -> dict[str, Any]:
-    """``_source`` without server paths: the file's name, the row, a relative image path, a named source."""
-    shown: dict[str, Any] = {}
-    if source.get("file"):
-        shown["file"] = os.path.basename(str(source["file"]).rstrip("/"))
-    if source.get("row") is not None:
-        shown["row"] = source["row"]
-    path = source.get("path")
-    if path and not os.path.isabs(str(path)) and "://" not in str(path) and ".." not in str(path).split("/"):
-        shown["path"] = path
-    name = source.get("name")
-    if name and not os.path.isabs(str(name)) and "://" not in str(name):
-        shown["name"] = name
-    return shown
-
 
 # What /collections/{name} shows of ``mmindex info``: named fields only, so a field added later (a path, a host) is
 # hidden until it is listed here. Left out: location, model_path, text_model_path, sources (their inputs).

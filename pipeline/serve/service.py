@@ -5,6 +5,7 @@ Routes (JSON in and out; OpenAPI at /openapi.json, docs at /docs), in ``routes.p
   POST /search/upload     the same with a multipart image upload
   POST /embed             texts and/or images → normalised vectors, with model name and dimension
   GET  /collections/{name} count, model, dims, payload schema, layout
+  GET|POST /facets        points per value of payload fields under a filter (``serve/facets.py``)
   GET  /thumbnails/{id}   a result's thumbnail (from the payload, or the image source under --image-root)
   GET  /healthz  /readyz  liveness (no work at all); readiness (model loaded, store open and answering)
   GET  /metrics           Prometheus: requests, latency, encode vs search time, batch sizes

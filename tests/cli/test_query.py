@@ -35,7 +35,7 @@ def test_table_output_and_filter_json(run, ingested):
 
 def test_query_needs_text_or_image(run, ingested):
     result = run("query", "-c", "shapes")
-    assert result.exit_code == 2 and "give a TEXT to search for, or --image FILE" in result.output
+    assert result.exit_code == 2 and "give a TEXT to search for, --image FILE, or --like EXAMPLE" in result.output
 
 
 def test_query_prints_a_header_per_query_with_the_model_name(run, ingested, tiny_model):

@@ -60,7 +60,7 @@ def test_every_hazard_row_ends_where_it_should(tmp_path, encoder, hazards, pipel
     assert point("bad_utf8_caption").payload["caption"] == "caf\ufffd au lait \ufffd"
     assert set(point("null_caption").vectors) == {"image"}  # image vector only
     assert point("null_caption").payload.get("caption") is None
-    assert set(point("cmyk").vectors) == {"image", "text"}
+    assert set(point("cmyk").vectors) == {"image", "text", "keywords"}  # keywords: BM25 of the caption
     assert point("huge_int_payload").payload["big"] == str(2**64 - 1)
     assert point("nan_payload").payload["score"] is None
     assert point("path_inside_root").payload["_source"]["path"] == "ok.png"

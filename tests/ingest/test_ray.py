@@ -8,6 +8,7 @@ from helpers.hazards import EXPECTED, MAX_PAYLOAD, MAX_PIXELS, write_hazards
 
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.queries import SparseVector
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.records import point_id_from_key
 from mmindex.pipeline.ingest.source import open_source
@@ -54,6 +55,9 @@ def test_ray_engine_equals_the_local_engine(tmp_path, tiny_model, encoder, local
         assert got[point_id].payload == point.payload
         assert set(got[point_id].vectors) == set(point.vectors)
         for name in point.vectors:
+            if isinstance(point.vectors[name], SparseVector):  # the keyword vector: the same tokens and weights
+                assert got[point_id].vectors[name] == point.vectors[name]
+                continue
             np.testing.assert_allclose(got[point_id].vectors[name], point.vectors[name], atol=1e-5)
     assert got[point_id_from_key("dup")].payload["caption"] == "the last caption"  # input order kept
     ray_store.close()  # the embedded store has one writer: the next run's

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
+from mmindex.connectors.queries import SparseVector
 from mmindex.errors import StoreError
 from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.run import ingest
@@ -61,6 +62,9 @@ def assert_same_points(a, b):
         assert point.payload == other.payload
         assert point.vectors.keys() == other.vectors.keys()
         for name in point.vectors:
+            if isinstance(point.vectors[name], SparseVector):  # the keyword vector: the same tokens and weights
+                assert point.vectors[name] == other.vectors[name]
+                continue
             np.testing.assert_allclose(point.vectors[name], other.vectors[name], atol=2e-5)
 
 

@@ -15,7 +15,7 @@ from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.query.filters import combine_filters, compile_filter, load_raw_filter, matches_everything
 from mmindex.pipeline.query.search import search
-from mmindex.pipeline.serve.routes import filter_of
+from mmindex.pipeline.serve.checks import filter_of
 from mmindex.pipeline.serve.settings import Limits
 
 

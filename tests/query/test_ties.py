@@ -19,7 +19,8 @@ from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex.errors import StoreError, UsageError
-from mmindex.pipeline.query.search import RRF_K, ranking, search
+from mmindex.connectors.queries import Fusion, Nearest, Prefetch
+from mmindex.pipeline.query.search import ranking, search
 from helpers.ties import ShuffledTies
 
 DIM = 8
@@ -48,11 +49,17 @@ def oracle(store, vector, target: str, where_year: int | None = None) -> list[st
 
     if target != "both":
         return [p.id for p in complete(target)]
-    fused: dict[str, float] = {}
-    for ranked in (complete("image"), complete("text")):
-        for rank, point in enumerate(ranked, start=1):
-            fused[point.id] = fused.get(point.id, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused, key=lambda pid: (-round(fused[pid], 6), pid))
+    return fused(store, vector, 100_000, where_year)
+
+
+def fused(store, vector, depth: int, where_year: int | None = None) -> list[str]:
+    """The engine's whole RRF fusion of the top ``depth`` of each vector, in (score to 6 decimals, then id) order.
+
+    Inside one vector's list the engine ranks equal scores in its own order; the fusion is the engine's."""
+    flt = None if where_year is None else {"must": [{"key": "year", "match": {"value": where_year}}]}
+    got = store.search(SearchRequest(query=Fusion("rrf"), filter=flt, limit=100_000, with_payload=False, prefetch=[
+        Prefetch(Nearest(vector, using), depth, filter=flt) for using in ("image", "text")]))
+    return [p.id for p in sorted(got, key=lambda p: (-round(p.score, 6), p.id))]
 
 
 @pytest.fixture(scope="module", params=["edge", "memory"])
@@ -91,14 +98,8 @@ def test_fusion_depth_cut_inside_a_tie_group_is_still_one_order(tied_store, dept
     answers = {tuple(h.id for h in search(ShuffledTies(store, seed), vector, target="both", limit=depth,
                                           fusion_depth=depth)) for seed in range(8)}
     assert len(answers) == 1
-    # the fused list of the top `depth` of each vector, each in (score, id) order
-    full = {using: [p.id for p in ranking(store, lambda size, u=using: SearchRequest(
-        vector=vector, using=u, limit=size, with_payload=False), depth)[:depth]] for using in ("image", "text")}
-    fused: dict[str, float] = {}
-    for ids in full.values():
-        for rank, pid in enumerate(ids, start=1):
-            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank)
-    assert list(answers.pop()) == sorted(fused, key=lambda pid: (-round(fused[pid], 6), pid))[:depth]
+    # the engine's fusion of the top `depth` of each vector, cut at `depth` in (score, id) order
+    assert list(answers.pop()) == fused(store, vector, depth)[:depth]
 
 
 def test_ranking_completes_the_tie_group_past_the_cut(tied_store):

@@ -27,6 +27,7 @@ from mmindex import FilterError, IngestOptions, MmindexError, ingest, search
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
 from mmindex.pipeline.query.where import parse_where, validate_filter
+from tests.helpers.where_trees import boolean_trees
 
 TYPES = {"year": "float", "zip": "keyword", "n": "integer", "color": "keyword", "tags": "keyword", "ok": "bool",
          "created": "datetime", "exif.make": "keyword", "shot on": "integer", "名前": "keyword",
@@ -294,17 +295,7 @@ def comparisons(draw):
     return (name, op, value), f"{field} {op} {spell(draw, kind, value)}"
 
 
-@st.composite
-def expressions(draw, depth=2):
-    if depth == 0 or draw(st.integers(0, 2)) == 0:
-        return draw(comparisons())
-    form = draw(st.sampled_from(["and", "or", "not"]))
-    if form == "not":
-        tree, text = draw(expressions(depth=depth - 1))
-        return ("not", tree), f"not ({text})"
-    left, left_text = draw(expressions(depth=depth - 1))
-    right, right_text = draw(expressions(depth=depth - 1))
-    return (form, left, right), f"({left_text}) {form} ({right_text})"
+expressions = boolean_trees(comparisons)
 
 
 def cell_values(row: dict, name: str) -> list:

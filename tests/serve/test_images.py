@@ -212,7 +212,7 @@ def peak_growth_mib(function) -> float:
 def test_a_16_bit_png_decodes_within_what_its_mode_costs(color_type, mode):
     """A 2048×2048 16-bit PNG (under every limit) decodes holding at most its ``decode_cost`` and a few MiB; the
     ingest decoder holds ~34 bytes a pixel for 16-bit grey (a float64 copy and more), 140 MiB here."""
-    from mmindex.pipeline.serve.routes import decode_base64_image
+    from mmindex.pipeline.serve.checks import decode_base64_image
 
     raw = png16(2048, 2048, color_type)
     text = base64.b64encode(raw).decode()

@@ -221,7 +221,8 @@ def abusive_body(name: str):
         "filter of 2 MiB": ("/search", {"text": "a", "filter": "year > 1 or " * 190_000}),
         "9400x9400 PNG": ("/search", {"image": base64.b64encode(png(9400, 9400)).decode()}),
         "both, offset 59000": ("/search", {"text": "a", "target": "both", "limit": 1000, "offset": 59000}),
-        "both, last allowed page": ("/search", {"text": "a", "target": "both", "limit": 10, "offset": 990}),
+        "both, last allowed page": ("/search", {"text": "a", "target": "both", "limit": 10, "offset": 990,
+                                                "fusion_depth": 1000}),
     }[name]
     return body[0], json.dumps(body[1]).encode()
 

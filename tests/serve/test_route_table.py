@@ -21,4 +21,4 @@ def test_every_route_of_the_router_has_its_own_label():
 def test_only_the_post_routes_have_their_body_read():
     table = RouteTable.of(routes.router.routes)
     posts = {route.path for route in routes.router.routes if "POST" in route.methods}
-    assert table.body == posts == {"/search", "/search/upload", "/embed"}
+    assert table.body == posts == {"/search", "/search/upload", "/embed", "/facets"}

@@ -67,8 +67,9 @@ def test_search_variants(site):
     page2 = post(url, "/search", {"text": QUERY, "limit": 3, "offset": 3}).json()["hits"]
     first6 = post(url, "/search", {"text": QUERY, "limit": 6}).json()["hits"]
     assert [h["id"] for h in page2] == [h["id"] for h in first6[3:]]
-    like = post(url, "/search", {"like": first6[0]["id"], "limit": 1}).json()["hits"]
-    assert like[0]["id"] == first6[0]["id"] and like[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    like = post(url, "/search", {"like": first6[0]["id"], "limit": 3}).json()["hits"]
+    assert len(like) == 3 and first6[0]["id"] not in [h["id"] for h in like]  # more like this, never itself
+    assert like[0]["score"] < 1.0 - 1e-4
     image_path = site["data"] / first6[0]["source"]["path"]
     by_image = post(url, "/search", {"image": base64.b64encode(image_path.read_bytes()).decode(), "limit": 1}).json()
     assert by_image["hits"][0]["id"] == first6[0]["id"]
@@ -130,7 +131,8 @@ def test_collection_health_metrics_openapi_page_and_thumbnails(site):
     ("post", "/search", {"text": "x", "collection": "nope"}, 404, "unknown_collection"),
     ("post", "/search", {"text": "x", "limit": 0}, 422, "invalid_request"),
     ("post", "/search", {"text": "x", "target": "audio"}, 422, "invalid_request"),
-    ("post", "/search", {"like": "not-an-id"}, 404, "not_found"),
+    ("post", "/search", {"like": "00000000-0000-0000-0000-000000000007"}, 404, "not_found"),
+    ("post", "/search", {"like": [{"id": "not-an-id"}]}, 404, "not_found"),
     ("post", "/embed", {}, 400, "bad_request"),
     ("get", "/collections/nope", None, 404, "unknown_collection"),
     ("post", "/search", {"text": "x", "collection": "../etc"}, 404, "unknown_collection"),

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from mmindex.connectors.base import CollectionSpec, PointRecord
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.pipeline.training.evaluate import EvalPairs, embed_pairs, exact_metrics, exact_ranks, metrics_from_ranks, store_metrics
+from mmindex.pipeline.training.evaluate import (
+    TIE_TOLERANCE,
+    EvalPairs,
+    embed_pairs,
+    exact_metrics,
+    exact_ranks,
+    metrics_from_ranks,
+    store_metrics,
+)
 from mmindex.pipeline.ingest.run import ingest
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.ingest.source import open_source
@@ -153,3 +161,43 @@ def test_images_sharing_one_caption_agree_through_the_store_run_after_run(tmp_pa
         assert missing == 0 and [m.to_dict() for m in through_store] == exact
     assert [m.to_dict() for m in store_metrics(pairs, store)[0]] == exact
     store.close()
+
+
+def tied(scores: np.ndarray) -> list[float]:
+    """Scores within TIE_TOLERANCE of the next higher one made equal to it (identical vectors' float32 scores
+    differ in the last bits), so that a plain sort sees the ties the metrics see."""
+    order = np.argsort(-scores, kind="stable")
+    result, top = [0.0] * len(scores), math.inf
+    for previous, index in zip([None, *order[:-1]], order):
+        if previous is None or scores[previous] - scores[index] > TIE_TOLERANCE:
+            top = float(scores[index])
+        result[index] = top
+    return result
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=2, max_size=25))
+def test_every_relevant_answer_counts_as_scikit_learn_counts_it(data):
+    """precision, recall and F1 at K, mAP and nDCG@K of eval (image→text: every caption of the image's group is
+    relevant; shared captions tie exactly) equal scikit-learn's on each query's ranking sorted by score with a
+    relevant document after every other one of equal score (the pessimistic rule), averaged over queries."""
+    import sklearn.metrics as sk  # scikit-learn (the test extra): the oracle, loaded by this test only
+
+    images, captions = [d[0] for d in data], [d[1] for d in data]
+    pairs = synthetic_pairs(images, captions)
+    text_to_image, image_to_text = exact_metrics(pairs)
+    for metrics, queries, query_groups, documents, document_groups in (
+            (text_to_image, pairs.text_vectors, pairs.text_groups, pairs.image_vectors, pairs.image_groups),
+            (image_to_text, pairs.image_vectors, pairs.image_groups, pairs.text_vectors, pairs.text_groups)):
+        rows = []
+        for query, group in zip(queries, query_groups):
+            scores, relevant = tied(documents @ query), document_groups == group
+            flags = relevant[sorted(range(len(scores)), key=lambda i: (-scores[i], relevant[i]))]
+            rank_scores = np.arange(len(flags), 0, -1)
+            cut = [1] * min(10, len(flags)) + [0] * max(0, len(flags) - 10)
+            ndcg = sk.ndcg_score([flags.astype(float)], [rank_scores], k=10) if len(flags) > 1 else float(flags[0])
+            rows.append((flags[:10].sum() / 10, sk.recall_score(flags, cut, zero_division=0),
+                         sk.average_precision_score(flags, rank_scores), ndcg))
+        precision, recall, mean_ap, ndcg = np.mean(rows, axis=0)
+        assert metrics.precision[10] == pytest.approx(precision) and metrics.recall_all[10] == pytest.approx(recall)
+        assert metrics.map == pytest.approx(mean_ap) and metrics.ndcg[10] == pytest.approx(ndcg)
