@@ -9,7 +9,6 @@ import numpy as np
 
 from mmindex.connectors.queries import (
     Fusion,
-    Mmr,
     Nearest,
     Prefetch,
     Query,
@@ -136,7 +135,7 @@ def edge_vector(vector: Any):
 
 
 def edge_query(query: Query):
-    """One query node as Edge's ``Query`` / ``Mmr`` / ``Fusion`` / ``Formula``."""
+    """One query node as Edge's ``Query`` / ``Fusion`` / ``Formula``."""
     qe = _edge()
     if isinstance(query, Nearest):
         return qe.Query.Nearest(edge_vector(query.vector), using=query.using)
@@ -145,10 +144,6 @@ def edge_query(query: Query):
                                      [edge_vector(v) for v in query.negatives])
         kind = qe.Query.RecommendBestScore if query.strategy == "best_score" else qe.Query.RecommendSumScores
         return kind(examples, using=query.using)
-    if isinstance(query, Mmr):
-        # Edge's lambda weighs relevance, Qdrant's diversity weighs novelty: lambda = 1 − diversity.
-        return qe.Mmr(edge_vector(query.vector), 1.0 - float(query.diversity), int(query.candidates),
-                      using=query.using)
     if isinstance(query, Fusion):
         return qe.Fusion.Rrf(k=int(query.k)) if query.method == "rrf" else qe.Fusion.Dbsf()
     if isinstance(query, Rescore):

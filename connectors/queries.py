@@ -1,12 +1,12 @@
 """What a search asks the engine to score, as engine-neutral values: one query node, and the prefetch legs under it.
 
 Both stores translate the same tree into their engine's Query API (``connectors/edge_query.py`` for Qdrant Edge,
-``connectors/server_query.py`` for qdrant-client), so fusion, recommendation, MMR and formula rescoring run inside
-the engine and give the same answers on both. A request is ``query`` over ``prefetch``:
+``connectors/server_query.py`` for qdrant-client), so fusion, recommendation and formula rescoring run inside the
+engine and give the same answers on both (``--diversity`` picks among the engine's candidates in
+``pipeline/query/diversity.py``: the engines' own MMR orders equal candidates each its own way). A request is ``query`` over ``prefetch``:
 
 - ``Nearest``: nearest points to a dense vector, or a sparse one on the ``keywords`` vector (BM25 with IDF).
 - ``Recommend``: nearest to positives and away from negatives (Qdrant's ``best_score`` / ``sum_scores``).
-- ``Mmr``: maximal marginal relevance (Carbonell and Goldstein, SIGIR 1998) over ``candidates`` nearest points.
 - ``Fusion``: reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009) or distribution-based score
   fusion of the prefetch legs' results.
 - ``Rescore``: a formula over ``$score`` and payload fields, applied to the prefetch legs' results.
@@ -65,18 +65,6 @@ class Recommend:
 
 
 @dataclass(frozen=True)
-class Mmr:
-    """Maximal marginal relevance: from the ``candidates`` points nearest to ``vector``, pick one by one the point
-    maximising (1 − diversity) · sim(query, p) − diversity · max sim(p, picked) (Carbonell and Goldstein, SIGIR
-    1998; Qdrant's ``diversity``). ``diversity`` in [0, 1]; 0 is plain relevance."""
-
-    vector: tuple[float, ...]
-    using: str
-    diversity: float
-    candidates: int
-
-
-@dataclass(frozen=True)
 class Fusion:
     """Fuse the prefetch legs: ``rrf`` scores Σ 1 / (k + position) over the legs that hold a point, its position
     in each counted from 0 as both Qdrant engines count it (Cormack et al., SIGIR 2009, count ranks from 1);
@@ -99,7 +87,7 @@ class Rescore:
     defaults: dict[str, Any] | None = None
 
 
-Query = Union[Nearest, Recommend, Mmr, Fusion, Rescore]
+Query = Union[Nearest, Recommend, Fusion, Rescore]
 
 
 @dataclass(frozen=True)

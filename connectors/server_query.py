@@ -5,7 +5,6 @@ from typing import Any
 
 from mmindex.connectors.queries import (
     Fusion,
-    Mmr,
     Nearest,
     Prefetch,
     Query,
@@ -44,9 +43,6 @@ def server_query(query: Query) -> tuple[Any, str | None]:
         return models.RecommendQuery(recommend=models.RecommendInput(
             positive=[server_vector(v) for v in query.positives],
             negative=[server_vector(v) for v in query.negatives], strategy=strategy)), query.using
-    if isinstance(query, Mmr):
-        return models.NearestQuery(nearest=server_vector(query.vector), mmr=models.Mmr(
-            diversity=float(query.diversity), candidates_limit=int(query.candidates))), query.using
     if isinstance(query, Fusion):
         if query.method == "rrf":
             return models.RrfQuery(rrf=models.Rrf(k=int(query.k))), None

@@ -1,6 +1,7 @@
 """How a search is ranked, and the engine request that ranks it: dense, keyword or hybrid legs, examples and
-negatives, diversity and rescoring, each turned into one query tree (``connectors/queries.py``) that the engine
-runs whole — fusion, recommendation, MMR and formulas happen inside Qdrant Edge or the server, never in Python.
+negatives and rescoring, each turned into one query tree (``connectors/queries.py``) that the engine runs whole —
+fusion, recommendation and formulas happen inside Qdrant Edge or the server, never in Python. (``--diversity``
+picks among the legs' candidates in ``pipeline/query/diversity.py``.)
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mmindex.connectors.queries import (
 from mmindex.connectors.base import SearchRequest
 from mmindex.errors import FilterError, UsageError
 
+
 class DepthError(FilterError):
     """A page (or page of groups) past the candidates a ranking covers: raise ``--fusion-depth`` or ``--pool``.
     (HTTP: 400 ``window_too_large``; CLI: exit 2.)"""
@@ -32,6 +34,8 @@ class DepthError(FilterError):
 MODES = ("dense", "keyword", "hybrid")
 STRATEGIES = ("average_vector", *RECOMMEND_STRATEGIES)
 DEFAULT_POOL = 100  # candidates MMR chooses from, unless --pool says otherwise
+KEYWORD_EXAMPLES = ("--like, --unlike and --not are compared by meaning (the dense vectors): use --mode hybrid or "
+                    "dense with them; keyword mode ranks only the words of a TEXT")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,6 @@ class SearchOptions:
         return self.fusion or ("dbsf" if self.mode == "hybrid" else "rrf")
 
 
-
 def check_options(options: SearchOptions) -> None:
     """Refuse options that cannot be honoured, each with a one-line UsageError naming the option."""
     choices = (("mode", options.mode, MODES), ("fusion", options.fusion_method, FUSIONS),
@@ -110,8 +113,7 @@ def check_options(options: SearchOptions) -> None:
     if options.mode == "keyword" and options.fusion is not None:
         raise UsageError("--fusion fuses several legs; keyword mode has one (the keyword vector): use --mode hybrid")
     if options.mode == "keyword" and (options.positives or options.negatives):
-        raise UsageError("--like, --unlike and --not are compared by meaning (the dense vectors): use --mode hybrid "
-                         "or dense with them; keyword mode ranks only the words of a TEXT")
+        raise UsageError(KEYWORD_EXAMPLES)
     if options.cutoff is not None and options.group_by:
         raise UsageError("--cutoff and --group-by both decide which hits to leave out: use one of them")
     if options.cutoff not in (None, "auto"):

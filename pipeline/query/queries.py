@@ -19,8 +19,8 @@ from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.models.quick import quick_encoder_for
 from mmindex.pipeline.query.filters import load_raw_filter
 from mmindex.pipeline.query.keywords import keyword_query
-from mmindex.pipeline.query.plan import SearchOptions, check_threshold
-from mmindex.pipeline.query.search import FUSION_DEPTH, MAX_FUSION_DEPTH, Hit, check_page, check_target, search
+from mmindex.pipeline.query.plan import KEYWORD_EXAMPLES, SearchOptions, check_threshold
+from mmindex.pipeline.query.search import FUSION_DEPTH, Hit, check_fusion_depth, check_page, check_target, search
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,8 @@ class QueryRequest:
             raise UsageError("--target chooses the dense vectors searched; keyword mode searches the keyword vector "
                              "(the caption and --text-fields): leave --target out, or use --mode hybrid")
         if self.mode == "keyword" and (self.like or self.unlike or self.not_texts):
-            raise UsageError("--like, --unlike and --not are compared by meaning (the dense vectors): use --mode "
-                             "hybrid or dense with them; keyword mode ranks only the words of a TEXT")
-        depth = self.fusion_depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_FUSION_DEPTH:
-            raise UsageError(f"--fusion-depth must be a whole number from 1 to {MAX_FUSION_DEPTH:,}, not {depth!r}")
+            raise UsageError(KEYWORD_EXAMPLES)  # before the examples are embedded: check_options sees them later
+        check_fusion_depth(self.fusion_depth)
 
     def options(self, **found: Any) -> SearchOptions:
         """The ranking options of this request; ``found`` adds what the store and model give (example vectors,

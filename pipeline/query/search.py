@@ -56,7 +56,7 @@ def search(
     distribution-based score fusion), so a point near as an image *and* as a caption comes first. ``options``
     adds keyword and hybrid modes, examples and negatives, MMR diversity, formula boosts, groups and a relevance
     cutoff (``pipeline/query/plan.py``). Every page is a slice of one ranking: score descending, then point id
-    (MMR's own greedy order with ``diversity``). Fused and rescored rankings cover the best ``fusion_depth``
+    (with ``diversity``: MMR's order of choice, ``pipeline/query/diversity.py``). Fused and rescored rankings cover the best ``fusion_depth``
     candidates of each leg, MMR the ``pool`` best: ``offset + limit`` must not exceed them (FilterError).
     ``limit`` ≥ 1 and ``offset`` ≥ 0 (UsageError); with ``group_by`` they count groups. ``exact`` searches by
     brute force (to check the index's recall); ``hnsw_ef`` widens the index search; on a quantized collection
@@ -73,8 +73,7 @@ def search(
     query_filter = compile_filter(where, filter_json, field_types=spec.payload_types, origin="filter")
     if options.exclude_ids:
         query_filter = combine_filters(query_filter, {"must_not": [{"has_id": list(options.exclude_ids)}]})
-    if isinstance(fusion_depth, bool) or not isinstance(fusion_depth, int) or not 1 <= fusion_depth <= MAX_FUSION_DEPTH:
-        raise UsageError(f"fusion depth must be a whole number from 1 to {MAX_FUSION_DEPTH:,}, not {fusion_depth!r}")
+    check_fusion_depth(fusion_depth)
     if not options.group_by:  # groups read the ranking as deep as it goes (a fused one: its legs' candidates)
         check_depth(vector, target, options, offset + limit, fusion_depth)
     params = dict(score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
@@ -130,6 +129,12 @@ def relevant_page(store: Store, request, vector: Sequence[float] | None, target:
         return []
     kept = relevant_count([p.score for p in candidates], background_scores(store, leg.vector, leg.using))
     return with_payloads(store, candidates[:kept][offset:offset + limit])
+
+
+def check_fusion_depth(depth: int) -> None:
+    """A fusion depth is a whole number from 1 to MAX_FUSION_DEPTH (UsageError)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_FUSION_DEPTH:
+        raise UsageError(f"--fusion-depth must be a whole number from 1 to {MAX_FUSION_DEPTH:,}, not {depth!r}")
 
 
 def check_depth(vector: Sequence[float] | None, target: str, options: SearchOptions, wanted: int,
