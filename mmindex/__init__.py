@@ -81,6 +81,10 @@ _EXPORTS = {
     "CopySummary": "mmindex.pipeline.collection.copy",
     "delete": "mmindex.pipeline.collection.delete",
     "select_points": "mmindex.pipeline.collection.delete",
+    "find_duplicates": "mmindex.pipeline.duplicates.find",
+    "DuplicatesReport": "mmindex.pipeline.duplicates.find",
+    "DuplicateGroup": "mmindex.pipeline.duplicates.find",
+    "Thresholds": "mmindex.pipeline.duplicates.evidence",
 }
 
 

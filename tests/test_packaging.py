@@ -140,3 +140,16 @@ def test_python_dash_m_mmindex_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "mmindex", "--version"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("mmindex, version ")
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """A new folder under pipeline/ must be in pyproject's package list, or the wheel ships without it (the fast
+    check of the slow install tests above)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"mmindex"} | {
+        "mmindex." + ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("pipeline", "connectors") for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts and "web" not in init.parent.relative_to(ROOT).parts}
+    assert found - listed == set(), f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"

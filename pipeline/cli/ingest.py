@@ -23,7 +23,7 @@ from mmindex.pipeline.models.identity import ModelChoice
 INGEST_SECTIONS = [
     ("Input, model and collection", ["collection", "model", "text_model", "trust_model_code", "image_col", "caption_col", "id_col", "payload_cols",
                                      "index_fields", "text_fields", "image_root", "thumbnails", "data_dir", "url"]),
-    ("Keeping the collection in sync", ["sync", "source_name", "max_delete", "dry_run"]),
+    ("Keeping the collection in sync", ["sync", "source_name", "max_delete", "dry_run", "on_duplicate"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
     ("Throughput", ["device", "backend", "model_precision", "model_threads", "devices", "decode", "batch_size", "workers", "no_pipeline", "parallel_writes", "bulk_load",
@@ -123,6 +123,11 @@ INGEST_SECTIONS = [
 @click.option("--dry-run", is_flag=True,
               help="Read and compare only: count the rows that would be embedded, the payloads that would be "
                    "updated and the points that would be deleted; write nothing.")
+@click.option("--on-duplicate", type=click.Choice(["keep", "skip", "link"]), default="keep", show_default=True,
+              help="Rows that are exact or near duplicates (the same photo resized, recompressed, cropped, "
+                   "recoloured, captioned, mirrored) of a stored point or an earlier row: keep them; skip them "
+                   "(counted, and listed in the rejects file with the id they duplicate); or link them (stored "
+                   "with duplicate_of and duplicate_tier). Not with --sync. E.g. --on-duplicate skip.")
 @click.option("--print-config", is_flag=True,
               help="Check the options and print the resolved settings as JSON; read, load and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -134,7 +139,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
            index_fields, max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize,
            thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec, engine, ray_address, ray_actors,
            ray_gpus_per_actor, sync, max_delete, source_name, dry_run, print_config, as_json, quiet,
-           progress_interval, text_fields):
+           progress_interval, text_fields, on_duplicate):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
     INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
@@ -172,6 +177,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
       mmindex ingest data/ -c photos --sync --dry-run            # what a nightly sync would do
       mmindex ingest data/ -c photos --sync --source nightly     # then do it
       mmindex ingest data/ -c photos --sync --max-delete all     # the inputs really lost most rows
+      mmindex ingest new/ -c photos --on-duplicate skip          # leave out copies of stored photos
     """
     options = IngestOptions(
         image_col=image_col, caption_col=caption_col, id_col=id_col, payload_cols=split_values(payload_cols),
@@ -182,7 +188,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         image_root=None if print_config else image_root_path(image_root),
         missing_caption=missing_caption, skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes,
         thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate,
-        max_delete=max_delete)
+        max_delete=max_delete, on_duplicate=on_duplicate)
     job = IngestJob(list(inputs), store, ModelChoice(model, text_model, model_precision), options, device=device,
                     backend=backend, threads=model_threads, engine=engine, shard=parse_shard(shard_spec),
                     ray=RayOptions(address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor),
@@ -225,7 +231,7 @@ def job_settings(job: IngestJob) -> dict:
         "workers": job.options.workers, "rejects": job.options.rejects_path, "report": job.report,
         "max_reject_rate": job.options.max_reject_rate, "sync": job.options.sync, "max_delete": job.options.max_delete,
         "source": job.options.source_name,
-        "dry_run": job.options.dry_run,
+        "dry_run": job.options.dry_run, "on_duplicate": job.options.on_duplicate,
         "config_file": (click.get_current_context().find_root().obj or {}).get("config_path"),
     }
 
@@ -236,7 +242,8 @@ def print_summary(summary) -> None:
         click.echo(
             f"collection {summary.collection} [DRY RUN, nothing written]: read {summary.read:,} rows from "
             f"{summary.files} file(s) of source {summary.source!r}\n"
-            f"  would embed {summary.upserted:,}  update the payload of {summary.payload_updated:,}  "
+            f"  would embed {summary.upserted:,}  update the payload of {summary.payload_updated:,}"
+            + (f" ({summary.signals_added:,} gaining duplicate signals)" if summary.signals_added else "") + "  "
             f"unchanged {summary.unchanged:,}  rejected {summary.rejected:,}  "
             + ("stale points not counted (an input was not read in full)" if summary.stale is None else
                f"would delete {summary.deleted:,}" if summary.deleted or not summary.stale else
@@ -252,6 +259,8 @@ def print_summary(summary) -> None:
         + (f"  payload updated {summary.payload_updated:,}" if summary.payload_updated else "")
         + f"  unchanged (skipped) {summary.unchanged:,}  rejected {summary.rejected:,}"
         + (f"  deleted {summary.deleted:,}" if summary.deleted else "")
+        + (f"  duplicates skipped {summary.skipped_duplicates:,}" if summary.skipped_duplicates else "")
+        + (f"  duplicates linked {summary.linked_duplicates:,}" if summary.linked_duplicates else "")
         + (f"  not processed {summary.not_processed:,}" if summary.not_processed else "")
         + (f"  duplicate ids {summary.duplicate_ids:,}" if summary.duplicate_ids else "")
         + (f"  (batch halved after {summary.oom_retries} CUDA out-of-memory errors)" if summary.oom_retries else "")
@@ -269,6 +278,13 @@ def print_summary(summary) -> None:
                    + ("kept, more than --max-delete allows" if summary.delete_refused else "--sync deletes them"))
     for skipped in summary.skipped_files:
         click.echo(f"  skipped file {skipped['file']}: {skipped['reason']}")
+    if summary.signals_added:
+        click.echo(f"  {summary.signals_added:,} stored points gained their duplicate signals (no re-embedding)")
+    for duplicate in summary.duplicates[:5]:
+        click.echo(f"  skipped {duplicate.file} row {duplicate.row}: {duplicate.reason}")
+    if summary.skipped_duplicates > 5:
+        click.echo(f"  … and {summary.skipped_duplicates - 5:,} more duplicates skipped"
+                   + (f" (listed in {summary.rejects_file})" if summary.rejects_file else ""))
     for rejection in summary.rejections[:10]:
         click.echo(f"  rejected {rejection.file} row {rejection.row} [{rejection.stage}]: {rejection.reason}")
     if summary.rejected > 10:

@@ -31,6 +31,8 @@ COMMANDS = {
              "Copy a collection to another store: points, vectors, payloads, model record, layout, indexes."),
     "keywords": ("mmindex.pipeline.cli.keywords:keywords_command",
                  "Give a collection's points their keyword vectors (BM25), from stored captions; no model."),
+    "duplicates": ("mmindex.pipeline.cli.duplicates:duplicates_command",
+                   "Find groups of duplicate images in a collection, with a suggested keeper for each."),
     "alias": ("mmindex.pipeline.cli.collection:alias_group",
               "Names that point to a collection, switched in one atomic step."),
     "eval": ("mmindex.pipeline.cli.models:evaluate_command",

@@ -15,7 +15,7 @@ QUERY_SECTIONS = [
     ("Query", ["image_paths", "collection", "target", "where", "filter_json", "limit", "offset", "fields", "as_json",
                "model", "text_model", "device", "backend", "model_precision", "model_threads", "trust_model_code"]),
     ("Ranking", ["mode", "fusion", "fusion_depth", "like", "unlike", "not_texts", "strategy", "diversity", "pool", "boost",
-                 "group_by", "group_size", "cutoff"]),
+                 "group_by", "group_size", "cutoff", "collapse_duplicates"]),
     ("Search tuning", ["score_threshold", "exact", "hnsw_ef", "oversampling"]),
     STORE_SECTION,
 ]
@@ -87,12 +87,16 @@ QUERY_SECTIONS = [
 @click.option("--group-size", default=1, show_default=True, type=int, help="Hits per group with --group-by.")
 @click.option("--cutoff", default=None, type=click.Choice(["auto"]),
               help="auto: return only the hits judged relevant to this query (zero included), --limit at most.")
+@click.option("--collapse-duplicates", is_flag=True,
+              help="One hit per group of exact or near duplicates (the best scoring; the others' ids listed under "
+                   "it), so copies of one photo do not fill the page; --limit and --offset count the hits shown. "
+                   "E.g. mmindex query \"a beach\" -c photos --collapse-duplicates.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per hit, one per line, with the query it answers and its rank.")
 @friendly_errors
 def query(texts, image_paths, target, store, model, text_model, device, backend, model_precision, model_threads, where, filter_json, limit, offset, fields, score_threshold,
           exact, hnsw_ef, oversampling, mode, fusion, fusion_depth, like, unlike, not_texts, strategy, diversity, pool, boost,
-          group_by, group_size, cutoff, as_json):
+          group_by, group_size, cutoff, collapse_duplicates, as_json):
     """Search a collection with TEXT or an --image, across modalities.
 
     Several TEXTs (or --image options) run one query each, with the model loaded once;
@@ -116,7 +120,8 @@ def query(texts, image_paths, target, store, model, text_model, device, backend,
     request = QueryRequest(texts, image_paths, target or "image", where, filter_json, limit, offset, score_threshold,
                            exact, hnsw_ef, oversampling, chosen, mode=mode, fusion=fusion, like=like, unlike=unlike,
                            not_texts=not_texts, strategy=strategy, diversity=diversity, pool=pool, boost=boost,
-                           group_by=group_by, group_size=group_size, cutoff=cutoff, fusion_depth=fusion_depth)
+                           group_by=group_by, group_size=group_size, cutoff=cutoff, fusion_depth=fusion_depth,
+                           collapse_duplicates=collapse_duplicates)
     settings = store
     collection = settings.collection
     store = settings.open()
@@ -174,3 +179,6 @@ def print_answers(result: QueryAnswers, request: QueryRequest, collection: str, 
             click.echo(f"{rank:>3}. {hit.score:.4f}  {short(hit.caption or '(no caption)', width - 14)}")
             line = fields_line(shown, names, width - 6, explicit=bool(chosen))
             click.echo(f"      {line}" if line else f"      point {hit.id}")
+            if hit.duplicates:
+                click.echo(f"      + {len(hit.duplicates)} duplicate{'s' if len(hit.duplicates) != 1 else ''}: "
+                           + short(", ".join(hit.duplicates), width - 24))

@@ -74,7 +74,8 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
 
     \b
     Routes: POST /search, POST /search/upload, POST /embed, GET /collections/NAME,
-    GET /thumbnails/ID, GET /healthz, GET /readyz, GET /metrics; OpenAPI at /openapi.json.
+    GET /thumbnails/ID, GET /facets, POST /facets, GET /duplicates, GET /healthz, GET /readyz,
+    GET /metrics; the web page at /; OpenAPI at /openapi.json.
     Needs the serve extra: pip install 'mmindex[serve]'.
 
     \b

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mmindex.errors import InputError, ModelError, UsageError
+from mmindex.pipeline.duplicates.signals import signals_of
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image, extreme_aspect_box, shrunk_size
 from mmindex.pipeline.ingest.sample import make_row
 from mmindex.pipeline.models.encoder import pick_device
@@ -85,6 +86,7 @@ class GpuDecoder:
                     rejected.append((row, error.message))
                     continue
                 pillow.append((len(kept), image))
+                row.payload.update(signals_of(image).to_payload())  # as decode_rows does; torchvision's JPEGs get none
             kept.append(row)
             batch.jpeg.append(torch.frombuffer(bytearray(data), dtype=torch.uint8) if header else None)
             batch.orientation.append(header[0] if header else 1)
@@ -207,6 +209,7 @@ class GpuDecoder:
 @dataclass
 class _ProbeRow:
     data: bytes
+    payload: dict = field(default_factory=dict)
 
     @property
     def image(self):

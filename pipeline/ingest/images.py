@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin
 
 from mmindex.errors import MmindexError
 
@@ -131,6 +131,9 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
     ``center_crop``: the model resizes the shortest edge and crops the centre square (CLIP's
     processor), so the far ends of a very long image (beyond ``MAX_ASPECT``:1) can be cut here;
     False keeps the whole image (models that squash or pad it). Raises RejectedImage.
+
+    The returned image's ``info["source_size"]`` is (width, height) in px as stored in the file, upright (EXIF
+    orientation applied), whatever reduced size it was decoded or resized to: the size duplicate keepers compare.
     """
     if not data:
         raise RejectedImage("image is empty (0 bytes)")
@@ -141,6 +144,7 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
             raise RejectedImage(
                 f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
             )
+        source_size = upright_size(image)
         if target_size and image.format == "JPEG":
             # Let libjpeg decode at a reduced scale (1/2, 1/4, 1/8 — never below the model's
             # input size): several times less work for large photos.
@@ -163,7 +167,16 @@ def decode_image(data: bytes, target_size: int | None = None, max_pixels: int = 
             image = _crop_extreme_aspect(image)
         if min(image.size) > 2 * target_size:
             image = image.resize(shrunk_size(image.size, 2 * target_size), Image.BICUBIC)
+    image.info["source_size"] = source_size
     return image
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) in px of an opened image as stored in its file, turned as ``ImageOps.exif_transpose`` turns
+    it: EXIF orientations 5–8 (transposed or rotated by 90°/270°, EXIF 2.32 tag 0x0112) swap the two."""
+    width, height = image.size
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def known_formats() -> list[str]:

@@ -72,6 +72,10 @@ class IngestJob:
         check_device(self.device)
         if self.engine not in ENGINES:
             raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine == "ray" and self.options.on_duplicate != "keep":
+            raise UsageError(f"--on-duplicate {self.options.on_duplicate} runs on the local engine only (the check "
+                             "follows the run's input order in one writer); drop --engine ray, or use --on-duplicate "
+                             "keep and find the duplicates afterwards with `mmindex duplicates -c NAME`")
         if self.shard is not None and not (len(self.shard) == 2 and 0 <= self.shard[0] < self.shard[1]):
             raise UsageError(f"shard must be (I, N) with 0 <= I < N, not {self.shard!r}")
         for name in ("batch_size", "workers"):

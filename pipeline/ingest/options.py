@@ -12,6 +12,7 @@ from mmindex.errors import UsageError
 from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS
 
 MISSING_CAPTION_POLICIES = ("image-only", "reject")
+ON_DUPLICATE_CHOICES = ("keep", "skip", "link")
 
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -126,6 +127,13 @@ class IngestOptions:
     max_delete: str = DEFAULT_MAX_DELETE
     """The most of its source's points a sync may delete: ``N%`` of them, a count ``N``, or ``all``. A sync that
     would delete more deletes nothing and fails (an input that vanished must not empty the collection)."""
+    on_duplicate: str = "keep"
+    """Rows that are exact or near duplicates (``duplicates.evidence``, default thresholds) of a point already stored
+    or of an earlier row of the run: ``keep`` (store them, no check), ``skip`` (leave them out; counted in
+    ``skipped_duplicates``, listed in the rejects file with the id they duplicate) or ``link`` (store them with
+    ``duplicate_of`` and ``duplicate_tier`` in the payload). Not ``keep``: every image is decoded by Pillow (its
+    duplicate signals need it) and ``_pixels`` is indexed. ``skip`` and ``link`` are refused with ``sync``
+    (UsageError): a sync could delete the stored point a skipped row duplicates."""
 
     def __post_init__(self) -> None:
         for name in ("payload_cols", "index_fields", "devices", "text_fields"):  # a plain string is one name
@@ -134,6 +142,20 @@ class IngestOptions:
         if self.index_fields is None:
             self.index_fields = ()
         self.max_delete = self.delete_limit.spec  # refused here when it is not a limit
+        if self.on_duplicate not in ON_DUPLICATE_CHOICES:
+            raise UsageError(f"--on-duplicate must be one of {', '.join(ON_DUPLICATE_CHOICES)}, not "
+                             f"{self.on_duplicate!r}")
+        if self.sync and self.on_duplicate != "keep":
+            # A row skipped (or linked) as a duplicate of a stored point whose own row left the inputs would lose
+            # its only copy (or its link's target) when this sync deletes that point as stale.
+            loss = ("skipped as a duplicate of a stored point that the sync then deletes as stale (its row left the "
+                    "inputs) would leave no stored copy of the photo" if self.on_duplicate == "skip" else
+                    "linked to a stored point that the sync then deletes as stale (its row left the inputs) would "
+                    "keep a duplicate_of naming a point that is gone")
+            raise UsageError(
+                f"--sync cannot be combined with --on-duplicate {self.on_duplicate}: a row {loss}. Run the sync with "
+                "--on-duplicate keep (the default), then find the duplicates with `mmindex duplicates -c NAME`; or "
+                f"ingest new rows with --on-duplicate {self.on_duplicate} without --sync")
 
     @property
     def delete_limit(self) -> DeleteLimit:

@@ -58,7 +58,8 @@ class StoreGate:
         self.summary = IngestSummary(collection=self.store.collection, model=self.encoder.name,
                                      files=len(source.files), notes=list(source.mapping.notes),
                                      source=options.source_name)
-        self.run = IngestRun(self.store, self.summary, options, None, None)
+        self.run = IngestRun(self.store, self.summary, options, None, None,
+                             image_steps=(self.encoder.image_size, self.encoder.center_crop))
 
     def read_types(self):
         """The dataset's schema as this run reads it: a column's type may be the one the collection records."""

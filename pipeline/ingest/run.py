@@ -24,13 +24,16 @@ from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError, UsageError
 from mmindex.keys import SOURCE_KEY
 from mmindex.pipeline.collection.keywords import changed_keywords, write_keyword_vectors
+from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS, has_signals, signals_of
+from mmindex.pipeline.ingest.duplicates import (DUPLICATE_OF_KEY, DUPLICATE_TIER_KEY, LINK_KEYS, DuplicateCheck,
+                                               unsigned_warning)
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 from mmindex.pipeline.ingest.options import MISSING_CAPTION_POLICIES, IngestOptions
 from mmindex.pipeline.ingest.rows import SourceRow, read_batch
 from mmindex.pipeline.ingest.source import Source, open_source
 from mmindex.pipeline.ingest.stages import HASH_KEY, Embedded, Job, Pipeline, PipelineStopped, embed_reference
-from mmindex.pipeline.ingest.summary import IngestSummary, add_tally, reject_row, write_rejects_of
+from mmindex.pipeline.ingest.summary import IngestSummary, add_tally, reject_row, skip_duplicate, write_rejects_of
 from mmindex.pipeline.ingest.sync import finish_source, prepare_collection
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.models.identity import ModelChoice, ModelPlan
@@ -128,16 +131,18 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
             on_progress: Callable[[int, int], None] | None, on_stage: Callable[[str], None] | None) -> None:
-    decoder = None
-    if options.pipelined and not options.dry_run:
-        decoder, note = choose_decoder(options.decode, encoder, options.max_pixels, options.decode_device)
-        summary.notes += [note] if note else []
-    elif options.decode == "gpu" and not options.dry_run:
-        raise UsageError("--decode gpu decodes in the pipelined ingest; --no-pipeline is the Pillow reference path")
+    decoder = _decoder(encoder, options, summary)
     rule_change = prepare_collection(source, store, encoder, options)
     summary.model = encoder.name  # the name the collection records (a copied folder has another)
-    run = IngestRun(store, summary, options, encoder.captions_too_long, on_progress)
+    run = IngestRun(store, summary, options, encoder.captions_too_long, on_progress,
+                    image_steps=(encoder.image_size, encoder.center_crop))
+    unsigned = unsigned_warning(store, options.on_duplicate) if options.on_duplicate != "keep" else None
+    summary.warnings[:0] = [unsigned] if unsigned else []  # first: the CLI prints the first five
     if options.dry_run:
+        if options.on_duplicate != "keep":  # a warning, so that the CLI prints it and the report lists it
+            act = "leave out" if options.on_duplicate == "skip" else "store with duplicate_of"
+            summary.warnings.insert(0, f"--dry-run embeds nothing, so it does not look for duplicates: the rows "
+                                       f"--on-duplicate {options.on_duplicate} would {act} are counted as to embed")
         for job in run.jobs(source, encoder.identity, options.batch_size):
             summary.upserted += len(job.rows)  # would be embedded and upserted
             if on_progress:
@@ -173,6 +178,31 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
     store.finish(optimize=optimize)
 
 
+def _decoder(encoder: Encoder, options: IngestOptions, summary: IngestSummary):
+    """The run's GPU decoder, or None (Pillow). ``--on-duplicate skip|link`` needs every image's duplicate signals,
+    which need Pillow's image: then JPEGs are not decoded on the GPU. Otherwise a GPU decoder leaves its JPEGs
+    without signals, and the summary says so once."""
+    if options.dry_run:
+        return None
+    if not options.pipelined:
+        if options.decode == "gpu":
+            raise UsageError("--decode gpu decodes in the pipelined ingest; --no-pipeline is the Pillow reference path")
+        return None
+    if options.on_duplicate != "keep" and options.decode != "cpu":
+        if options.decode == "gpu":
+            summary.notes.append(f"images decoded by Pillow, not on the GPU: --on-duplicate {options.on_duplicate} "
+                                 "needs each image's duplicate signals, made from Pillow's decode")
+        return None
+    decoder, note = choose_decoder(options.decode, encoder, options.max_pixels, options.decode_device)
+    summary.notes += [note] if note else []
+    if decoder is not None:
+        summary.warnings.append(
+            "JPEGs decoded on the GPU get no duplicate signals (_pixels, _print…), so `mmindex duplicates` and "
+            "--on-duplicate cannot see them: run the same `mmindex ingest` again (with --decode cpu or not) to add "
+            "them; unchanged rows are not embedded again")
+    return decoder
+
+
 class _StopWatcher:
     """Calls ``on_stop`` from a helper thread as soon as ``event`` is set (signal handlers only set events)."""
 
@@ -203,8 +233,12 @@ class IngestRun:
     """The reading side (source → jobs) and the writing side (vectors → store) of one run."""
 
     def __init__(self, store: Store, summary: IngestSummary, options: IngestOptions,
-                 too_long: Callable[[list[str]], list[bool]] | None, on_progress: Callable[[int, int], None] | None):
+                 too_long: Callable[[list[str]], list[bool]] | None, on_progress: Callable[[int, int], None] | None,
+                 image_steps: tuple[int | None, bool] = (None, False)):
         self.store = store
+        # The model's (image side, centre crop): how decode_rows decodes, so signals added later are the same.
+        self.image_steps = image_steps
+        self.duplicates = DuplicateCheck(store) if options.on_duplicate != "keep" and not options.dry_run else None
         self.summary = summary
         self.options = options
         self.too_long = too_long
@@ -243,11 +277,15 @@ class IngestRun:
         return self._changed(rows, repeated)
 
     def write(self, embedded: Embedded) -> None:
+        embedded, skipped, linked = self._without_duplicates(embedded)
         points = with_keyword_vectors(embedded.points(), self.keywords)
         if points:
             with self.store_lock:
                 self.store.upsert(points)
         with self.summary_lock:
+            for row, match in skipped:
+                skip_duplicate(self.summary, row.file, row.row, row.key, match.reason(), match.of, match.tier)
+            self.summary.linked_duplicates += linked
             for row, reason in embedded.rejected:
                 reject_row(self.summary, row.file, row.row, row.key, "decode", reason)
             for row, reason in embedded.failed:
@@ -257,6 +295,23 @@ class IngestRun:
             rejected = self.summary.rejected
         if self.on_progress:
             self.on_progress(embedded.source_rows, rejected)
+
+    def _without_duplicates(self, embedded: Embedded) -> tuple[Embedded, list, int]:
+        """``--on-duplicate``: (the rows to write, [(row, match)] of the rows skipped, rows linked)."""
+        if self.duplicates is None or not embedded.rows:
+            return embedded, [], 0
+        link = self.options.on_duplicate == "link"
+        with self.store_lock:
+            matches = self.duplicates.check(embedded.rows, embedded.image_vectors, keep_duplicates=link)
+        if link:
+            for row, match in zip(embedded.rows, matches):
+                if match is not None:
+                    row.payload[DUPLICATE_OF_KEY], row.payload[DUPLICATE_TIER_KEY] = match.of, match.tier
+            return embedded, [], sum(match is not None for match in matches)
+        skipped = [(row, match) for row, match in zip(embedded.rows, matches) if match is not None]
+        if not skipped:
+            return embedded, [], 0
+        return embedded.keeping([i for i, match in enumerate(matches) if match is None]), skipped, 0
 
     def skip(self, job: Job) -> None:
         """A job the pipeline handed back unprocessed (the run was told to stop)."""
@@ -291,7 +346,7 @@ class IngestRun:
             with self.store_lock:
                 stored = {p.id: p.payload for p in self.store.retrieve(list(dict.fromkeys(r.id for r in rows)))}
         todo, updates = [], []
-        unchanged = 0
+        unchanged = signals_added = 0
         others: dict[str, int] = {}
         for row in rows:
             previous = stored.get(row.id)
@@ -308,6 +363,7 @@ class IngestRun:
                 unchanged += 1
             else:
                 updates.append((row.id, payload))
+                signals_added += not has_signals(previous)
         if updates and not self.options.dry_run:
             with self.store_lock:
                 self.store.overwrite_payloads(updates)
@@ -315,6 +371,7 @@ class IngestRun:
         with self.summary_lock:
             self.summary.unchanged += unchanged
             self.summary.payload_updated += len(updates)
+            self.summary.signals_added += signals_added
             for owner, count in others.items():
                 self._taken_over(owner, count)
         return todo
@@ -333,9 +390,22 @@ class IngestRun:
     def _payload_for(self, row: SourceRow, previous: dict[str, Any]) -> dict[str, Any] | None:
         """The payload a stored point with this row's content should have (None: the image does not decode).
 
-        The stored thumbnail is kept when the run asks for none or for its size; else one is made.
+        The stored thumbnail is kept when the run asks for none or for its size; else one is made. The stored
+        duplicate signals and links are kept; a point made before signals were kept gets them, from the image
+        decoded as the run decodes it (no forward pass).
         """
         payload = {**row.payload, HASH_KEY: row.hash}
+        payload.update({key: previous[key] for key in LINK_KEYS if key in previous})
+        if has_signals(previous):
+            payload.update({key: previous[key] for key in SIGNAL_KEYS})
+        elif self.options.dry_run:
+            payload.update(dict.fromkeys(SIGNAL_KEYS))  # would be computed: differs from the stored payload
+        else:
+            try:
+                image = decode_image(row.image.data, self.image_steps[0], self.options.max_pixels, self.image_steps[1])
+            except RejectedImage:
+                return None
+            payload.update(signals_of(image).to_payload())
         old = previous.get(THUMBNAIL_KEY)
         size = self.options.thumbnails
         if old is not None and (not size or _thumbnail_fits(old, row.image.data, size)):

@@ -19,6 +19,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS
+from mmindex.pipeline.ingest.duplicates import LINK_KEYS
 from mmindex.pipeline.ingest.records import left_out_binary, payload_types
 from mmindex.pipeline.ingest.schema import (
     FOOTER_ERRORS,
@@ -37,7 +39,8 @@ IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path"
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
 ID_NAMES = ("id", "key", "uid", "uuid")
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated", "_thumbnail")  # keys mmindex writes into every payload
+# Keys mmindex writes into payloads: a source column of one of these names is stored under the name plus "_".
+RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated", "_thumbnail", *SIGNAL_KEYS, *LINK_KEYS)
 CAPTION_KEY = "caption"  # the payload key of the caption text, whichever column it comes from
 
 

@@ -13,12 +13,13 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mmindex.connectors.base import PointRecord
+from mmindex.pipeline.duplicates.signals import signals_of
 from mmindex.pipeline.ingest.gpu_decode import GpuDecoder, JpegBatch
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 from mmindex.pipeline.models.backend import batch_size_of, isolate, part_of, slice_features
@@ -75,9 +76,22 @@ class Embedded:
             points.append(PointRecord(row.id, vectors, {**row.payload, HASH_KEY: row.hash}))
         return points
 
+    def keeping(self, keep: Sequence[int]) -> "Embedded":
+        """The job with only the rows at positions ``keep`` (ascending), their vectors and caption positions."""
+        text_of = dict(zip(self.captioned, self.text_vectors))
+        texts = [text_of[old] for old in keep if old in text_of]
+        width = self.text_vectors.shape[1] if self.text_vectors.ndim == 2 else 0
+        return replace(self, rows=[self.rows[i] for i in keep],
+                       image_vectors=self.image_vectors[np.asarray(keep, dtype=np.int64)],
+                       text_vectors=np.stack(texts) if texts else np.zeros((0, width), dtype=np.float32),
+                       captioned=[new for new, old in enumerate(keep) if old in text_of])
+
 
 def decode_rows(job: Job, target_size: int | None, max_pixels: int, center_crop: bool = False):
-    """Decode every row of a job; returns the good rows, their images and the rejections (``decode_image``)."""
+    """Decode every row of a job; returns the good rows, their images and the rejections (``decode_image``).
+
+    Each good row's payload gains the image's duplicate signals (``duplicates.signals``: ``_pixels``, ``_width``,
+    ``_height``, ``_print``), computed from the image as decoded here."""
     rows, images, rejected = [], [], []
     for row in job.rows:
         try:
@@ -87,6 +101,7 @@ def decode_rows(job: Job, target_size: int | None, max_pixels: int, center_crop:
             continue
         if job.thumbnail:
             row.payload[THUMBNAIL_KEY] = thumbnail(image, job.thumbnail)
+        row.payload.update(signals_of(image).to_payload())
         images.append(image)
         rows.append(row)
     return rows, images, rejected

@@ -3,9 +3,11 @@ report and the exit code the rules give it."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -18,8 +20,23 @@ from mmindex.pipeline.ingest.options import IngestOptions
 
 
 @dataclass
+class SkippedDuplicate:
+    """A row ``--on-duplicate skip`` left out: where it came from, its id value, why (``DuplicateMatch.reason``),
+    the point id it duplicates and the tier (exact or near)."""
+
+    file: str
+    row: int
+    id: str | None
+    stage: str  # always "duplicate"
+    reason: str
+    duplicate_of: str
+    tier: str
+
+
+@dataclass
 class IngestSummary:
-    """What a run did: ``read == upserted + payload_updated + unchanged + rejected + not_processed``.
+    """What a run did: ``read == upserted + payload_updated + unchanged + rejected + skipped_duplicates +
+    not_processed``.
 
     ``not_processed`` is non-zero only when a run stopped early (a signal or a failure):
     those rows were read but neither written nor rejected, and the next run takes them up.
@@ -27,6 +44,11 @@ class IngestSummary:
     other payload (a moved image path, a new column, a thumbnail): their payload was replaced,
     their vectors kept. ``stale`` counts the source's points that no row of this run produced;
     with ``sync`` they are ``deleted``. In a dry run the counts say what a run would do.
+
+    ``--on-duplicate skip``: ``skipped_duplicates`` rows were exact or near duplicates of a stored point or an earlier
+    row, and not written; each is in ``duplicates`` (and the rejects file, stage ``duplicate``) with the id it
+    duplicates. ``link``: ``linked_duplicates`` of the upserted rows carry ``duplicate_of``. ``signals_added``: of the
+    payload-updated rows, those whose stored point gained its duplicate signals (made before they were kept).
     """
 
     collection: str
@@ -42,6 +64,9 @@ class IngestSummary:
     unchanged: int = 0
     rejected: int = 0
     not_processed: int = 0
+    skipped_duplicates: int = 0
+    linked_duplicates: int = 0
+    signals_added: int = 0
     duplicate_ids: int = 0
     stale: int | None = None  # None: not counted (the run did not read its whole source)
     deleted: int = 0
@@ -58,6 +83,7 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    duplicates: list[SkippedDuplicate] = field(default_factory=list)  # the skipped_duplicates rows
     taken_over: int = 0  # rows whose point was recorded under another source (they share ids)
     # Point ids of rows rejected this run whose id is known: a sync keeps their stored points.
     kept_ids: list[str] = field(default_factory=list, repr=False)
@@ -72,12 +98,17 @@ class IngestSummary:
         return self.rejected / self.read if self.read else 0.0
 
     def adds_up(self) -> bool:
-        return self.read == self.upserted + self.payload_updated + self.unchanged + self.rejected + self.not_processed
+        return self.read == self.accounted + self.not_processed
+
+    @property
+    def accounted(self) -> int:
+        """Rows that ended in a bucket: written, updated, unchanged, rejected or skipped as duplicates."""
+        return self.upserted + self.payload_updated + self.unchanged + self.rejected + self.skipped_duplicates
 
     def stopped_early(self, status: str, error: str | None = None) -> None:
         """Mark a run that ended before all it read was written: what is left over was not processed."""
         self.status, self.error = status, error
-        self.not_processed = max(0, self.read - self.upserted - self.payload_updated - self.unchanged - self.rejected)
+        self.not_processed = max(0, self.read - self.accounted)
 
     def rejections_by_stage(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -92,6 +123,7 @@ class IngestSummary:
         data["reject_rate"] = round(self.reject_rate, 6)
         data["rejected_by_stage"] = self.rejections_by_stage()
         data["rejections"] = [asdict(r) for r in self.rejections[:max_rejections]]
+        data["duplicates"] = [asdict(d) for d in self.duplicates[:max_rejections]]
         data["adds_up"] = self.adds_up()
         return data
 
@@ -113,6 +145,12 @@ def add_tally(summary: IngestSummary, tally: IngestSummary) -> None:
     summary.warnings.extend(tally.warnings[:room])
 
 
+def skip_duplicate(summary: IngestSummary, file: str, row: int, key: Any, reason: str, of: str, tier: str) -> None:
+    summary.skipped_duplicates += 1
+    summary.duplicates.append(SkippedDuplicate(file, row, None if key is None else str(key), "duplicate", reason, of,
+                                               tier))
+
+
 def reject_row(summary: IngestSummary, file: str, row: int, key: Any, stage: str, reason: str) -> None:
     summary.rejected += 1
     summary.rejections.append(Rejection(file, row, None if key is None else str(key), stage, reason))
@@ -120,12 +158,16 @@ def reject_row(summary: IngestSummary, file: str, row: int, key: Any, stage: str
 
 REJECTS_SCHEMA = pa.schema([
     ("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+    ("duplicate_of", pa.string()),
 ])
 
 
-def write_rejects(rejections: Sequence[Rejection], path: str) -> None:
-    """Write the rejected rows (file, row, id, stage, reason) to Parquet, atomically."""
-    table = pa.Table.from_pylist([asdict(r) for r in rejections], schema=REJECTS_SCHEMA)
+def write_rejects(rejections: Sequence[Rejection | SkippedDuplicate], path: str) -> None:
+    """Write the rejected rows (file, row, id, stage, reason) and the rows skipped as duplicates (stage
+    ``duplicate``, with ``duplicate_of``: the point id they duplicate; null for other rows) to Parquet, atomically."""
+    names = REJECTS_SCHEMA.names
+    table = pa.Table.from_pylist([{name: asdict(r).get(name) for name in names} for r in rejections],
+                                 schema=REJECTS_SCHEMA)
     _write_atomically(path, lambda partial: pq.write_table(table, partial))
 
 
@@ -135,8 +177,8 @@ def write_rejects_of(summary: IngestSummary, options: IngestOptions) -> None:
     if not path:
         return
     try:
-        if summary.rejections:
-            write_rejects(summary.rejections, path)
+        if summary.rejections or summary.duplicates:
+            write_rejects([*summary.rejections, *summary.duplicates], path)
             summary.rejects_file = path
         elif os.path.islink(path) and os.path.isfile(path):
             write_rejects([], path)  # empty, through the link: the link is the user's, not ours to remove
@@ -183,11 +225,19 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
 def _check_reader(path: str) -> int:
     """A write descriptor of ``path`` (the caller closes it); OSError when ``path`` is a named pipe that nobody
     reads: opening it to write would wait for ever. Closing it before the real write would end the reader's
-    file, so the caller keeps it open until the write is done."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as error:
-        raise OSError(error.errno, f"nothing reads from it ({error.strerror})") from error
+    file, so the caller keeps it open until the write is done. A reader gets ``READER_GRACE`` seconds to open the
+    pipe (``mmindex ingest --report pipe & cat pipe`` starts both at once)."""
+    deadline = time.monotonic() + READER_GRACE
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO or time.monotonic() >= deadline:
+                raise OSError(error.errno, f"nothing reads from it ({error.strerror})") from error
+            time.sleep(0.02)
+
+
+READER_GRACE = 2.0  # seconds a named pipe's reader has to open it
 
 
 EXIT_FAILED, EXIT_TOO_MANY_REJECTS = 1, 3

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.errors import CollectionMismatchError, FilterError, UsageError
+from mmindex.pipeline.duplicates.signals import PIXELS_KEY
+from mmindex.pipeline.ingest.duplicates import LINK_KEYS
 from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.records import id_problem, payload_types, point_id_from_key
 from mmindex.pipeline.ingest.source import CAPTION_KEY, Source, keep_stored_types
@@ -46,8 +48,10 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
     if meta is not None:  # a column typed otherwise than the collection records it is read in the recorded type
         keep_stored_types(source, meta.get("payload_types", {}), store.collection)
     indexes = index_plan(source, options.index_fields)
-    spec = replace(encoder.spec(),
-                   payload_types=payload_types(source.schema, source.mapping.payload, source.mapping.payload_key))
+    types = payload_types(source.schema, source.mapping.payload, source.mapping.payload_key)
+    if options.on_duplicate == "link":  # the fields link writes, typed so that --where and --fields know them
+        types.update(dict.fromkeys(LINK_KEYS, "keyword"))
+    spec = replace(encoder.spec(), payload_types=types)
     keywords = keyword_plan(source, store, meta, options)
     rule = id_rule(source)
     rule_change = None
@@ -88,6 +92,8 @@ def prepare_collection(source: Source, store: Store, encoder: Encoder, options: 
         store.update_metadata(changes)
     for name, kind in indexes.items():
         store.create_payload_index(name, kind)
+    if options.on_duplicate != "keep":  # each written batch looks stored points up by their pixel hash
+        store.create_payload_index(PIXELS_KEY, "keyword")
     store.begin_load()
     return rule_change
 

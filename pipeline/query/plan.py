@@ -58,6 +58,8 @@ class SearchOptions:
     - ``group_by`` / ``group_size``: at most ``group_size`` hits per value of a payload field; ``limit`` and
       ``offset`` then count groups.
     - ``cutoff``: ``auto`` keeps only the hits judged relevant (``pipeline/query/cutoff.py``); ``limit`` caps.
+    - ``collapse_duplicates``: one hit per near-duplicate group, the best scoring, listing the others
+      (``pipeline/duplicates/collapse.py``); ``limit`` and ``offset`` then count the hits shown.
     """
 
     mode: str = "dense"
@@ -74,6 +76,7 @@ class SearchOptions:
     group_by: str | None = None
     group_size: int = 1
     cutoff: str | None = None
+    collapse_duplicates: bool = False
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -116,8 +119,21 @@ def check_options(options: SearchOptions) -> None:
         raise UsageError(KEYWORD_EXAMPLES)
     if options.cutoff is not None and options.group_by:
         raise UsageError("--cutoff and --group-by both decide which hits to leave out: use one of them")
+    if options.collapse_duplicates:
+        check_collapse(options)
     if options.cutoff not in (None, "auto"):
         raise UsageError(f"--cutoff takes 'auto', not {options.cutoff!r}")
+
+
+def check_collapse(options: SearchOptions) -> None:
+    """``--collapse-duplicates`` decides which hits to leave out, as ``--group-by`` and ``--diversity`` do by other
+    rules: one of them at a time (UsageError). With ``--cutoff auto`` it collapses the hits judged relevant."""
+    if not isinstance(options.collapse_duplicates, bool):
+        raise UsageError(f"--collapse-duplicates is true or false, not {options.collapse_duplicates!r}")
+    for name, given in (("--group-by", options.group_by), ("--diversity", options.diversity is not None)):
+        if given:
+            raise UsageError(f"--collapse-duplicates and {name} both decide which similar hits to leave out: use one "
+                             "of them")
 
 
 def check_threshold(options: SearchOptions, target: str, score_threshold: float | None) -> None:

@@ -56,6 +56,7 @@ class QueryRequest:
     group_size: int = 1
     cutoff: str | None = None
     fusion_depth: int = FUSION_DEPTH
+    collapse_duplicates: bool = False
 
     def __post_init__(self) -> None:
         for name in ("texts", "image_paths", "like", "unlike", "not_texts"):
@@ -82,7 +83,7 @@ class QueryRequest:
         the keyword vector, the parsed boost)."""
         return SearchOptions(mode=self.mode, fusion=self.fusion, strategy=self.strategy, diversity=self.diversity,
                              pool=self.pool, group_by=self.group_by, group_size=self.group_size,
-                             cutoff=self.cutoff, **found)
+                             cutoff=self.cutoff, collapse_duplicates=self.collapse_duplicates, **found)
 
 
 @dataclass

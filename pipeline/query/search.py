@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from mmindex.connectors.base import SearchRequest, Store
 from mmindex.connectors.queries import Fusion, Rescore
 from mmindex.errors import FilterError, UsageError, StoreError
+from mmindex.pipeline.duplicates.collapse import collapse, collapsed_hits, collapsed_page
 from mmindex.pipeline.query.cutoff import CANDIDATES, background_scores, relevant_count
 from mmindex.pipeline.query.filters import combine_filters, compile_filter
 from mmindex.pipeline.query.hits import Hit, hit_from
@@ -74,7 +75,7 @@ def search(
     if options.exclude_ids:
         query_filter = combine_filters(query_filter, {"must_not": [{"has_id": list(options.exclude_ids)}]})
     check_fusion_depth(fusion_depth)
-    if not options.group_by:  # groups read the ranking as deep as it goes (a fused one: its legs' candidates)
+    if not options.group_by and not options.collapse_duplicates:  # these read the ranking as deep as it goes
         check_depth(vector, target, options, offset + limit, fusion_depth)
     params = dict(score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
 
@@ -106,8 +107,11 @@ def ranked_page(store: Store, request, options: SearchOptions, limit: int, offse
     (groups of hits with ``group_by``), with their payloads."""
     top = request(1)
     tolerance = FUSED_TOLERANCE if isinstance(top.top(), Fusion) else 0.0
+    bounded = isinstance(top.top(), (Fusion, Rescore))  # ranks only its legs' candidates
+    if options.collapse_duplicates:
+        return collapsed_page(store, request, limit, offset, tolerance=tolerance,
+                              matching=(lambda: store.count(top.filter)) if bounded else None)
     if options.group_by:
-        bounded = isinstance(top.top(), (Fusion, Rescore))  # ranks only its legs' candidates
         return grouped(store, request, options.group_by, options.group_size, limit, offset, payload_types,
                        tolerance=tolerance, matching=(lambda: store.count(top.filter)) if bounded else None)
     return with_payloads(store, ranking(store, request, offset + limit, tolerance=tolerance)[offset:offset + limit])
@@ -128,6 +132,11 @@ def relevant_page(store: Store, request, vector: Sequence[float] | None, target:
     if not candidates:
         return []
     kept = relevant_count([p.score for p in candidates], background_scores(store, leg.vector, leg.using))
+    if options.collapse_duplicates:  # the relevant hits, collapsed: their payloads hold the signals
+        payloads = {p.id: p.payload for p in store.retrieve([p.id for p in candidates[:kept]])} if kept else {}
+        for point in candidates[:kept]:
+            point.payload = payloads.get(point.id, {})
+        return collapsed_hits(collapse(candidates[:kept]), limit, offset)
     return with_payloads(store, candidates[:kept][offset:offset + limit])
 
 

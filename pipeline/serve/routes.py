@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
 from mmindex.pipeline.serve.checks import decode_base64_image, decode_bytes
+from mmindex.pipeline.serve.duplicates import run_duplicates
 from mmindex.pipeline.serve.errors import ApiError, error_body
 from mmindex.pipeline.serve.facets import run_facets
 from mmindex.pipeline.serve.metrics import Metrics
@@ -33,6 +34,7 @@ from mmindex.pipeline.serve.schemas import (
     WINDOW_CEILING,
     EmbedAnswer,
     EmbedBody,
+    DuplicatesAnswer,
     ErrorAnswer,
     FacetsAnswer,
     FacetsBody,
@@ -82,7 +84,8 @@ async def search_upload(request: Request, image: UploadFile = File(...),
                         diversity: float | None = Form(None), pool: int | None = Form(None),
                         boost: str | None = Form(None, max_length=MAX_BOOST_CHARS),
                         group_by: str | None = Form(None, max_length=255), group_size: int = Form(1),
-                        cutoff: Literal["auto"] | None = Form(None), fusion_depth: int = Form(100)):
+                        cutoff: Literal["auto"] | None = Form(None), fusion_depth: int = Form(100),
+                        collapse_duplicates: bool = Form(False)):
     service, settings, _ = _context(request)
     for field_name, values in (("like", like), ("unlike", unlike), ("not", not_texts)):
         if any(len(value) > settings.limits.max_text_chars for value in values):
@@ -95,7 +98,7 @@ async def search_upload(request: Request, image: UploadFile = File(...),
                           unlike=form_examples(unlike), not_texts=not_texts, mode=mode, fusion=fusion,
                           strategy=strategy, diversity=diversity, pool=pool, boost=boost or None,
                           group_by=group_by or None, group_size=group_size, cutoff=cutoff,
-                          fusion_depth=fusion_depth)
+                          fusion_depth=fusion_depth, collapse_duplicates=collapse_duplicates)
     return await run_search(request, inputs)
 
 
@@ -164,6 +167,18 @@ async def facets_get(request: Request, field: list[str] = Query(..., description
 async def facets_post(body: FacetsBody, request: Request):
     service, settings, _ = _context(request)
     return await run_facets(service, settings, body.fields, [body.filter, body.where], body.limit, body.collection)
+
+
+@router.get("/duplicates", response_model=DuplicatesAnswer, responses=ERRORS,
+            summary="Groups of duplicate images in a whole collection, with their tier and evidence")
+async def duplicates_route(request: Request, collection: str | None = Query(None, max_length=255),
+                           tier: Literal["exact", "near", "similar"] = Query("near"),
+                           limit: int = Query(20, ge=1, le=1_000), offset: int = Query(0, ge=0, le=WINDOW_CEILING)):
+    service, settings, _ = _context(request)
+    state = request.app.state
+    if getattr(state, "duplicates_cache", None) is None:  # the last runs, kept for paging through their groups
+        state.duplicates_cache = {}
+    return await run_duplicates(service, settings, state.duplicates_cache, collection, tier, limit, offset)
 
 
 @router.get("/healthz", summary="Liveness: answers at once, whatever the load")

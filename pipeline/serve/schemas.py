@@ -89,6 +89,9 @@ class SearchBody(BaseModel):
     fusion_depth: int = Field(100, description="Candidates each leg of a fused (target both, mode hybrid) or "
                                                "boosted ranking brings; a page must end within them; at most the "
                                                "service's --max-window.")
+    collapse_duplicates: bool = Field(
+        False, description="One hit per group of exact or near duplicates (the best scoring), the others' ids in its "
+                           "`duplicates`; `limit` and `offset` count the hits shown. Not with group_by or diversity.")
 
 
 class Hit(BaseModel):
@@ -100,6 +103,9 @@ class Hit(BaseModel):
     thumbnail: str | None = Field(None, description="URL path of the result's thumbnail, if it has one.")
     group: bool | int | str | None = Field(None, description="With `group_by`: the value of the group this hit is "
                                                              "shown in.")
+    duplicates: list[str] | None = Field(None, description="With `collapse_duplicates`: ids of the exact or near "
+                                                           "copies this hit stands for (ranked above the next hit "
+                                                           "shown).")
 
 
 class SearchAnswer(BaseModel):
@@ -115,6 +121,49 @@ class SearchAnswer(BaseModel):
     hits: list[Hit]
     encode_ms: float
     search_ms: float
+
+
+class DuplicateMember(BaseModel):
+    id: str = Field(description="The point id (as `keeper`, `pairs` and `/search` hits give it).")
+    id_value: str | None = Field(None, description="The collection's id column value for this image, as text (what "
+                                                   "tells copies apart: they share a caption); null when point ids "
+                                                   "are made from content.")
+    caption: str | None
+    width: int | None = Field(None, description="The decoded image's width, px.")
+    height: int | None = None
+    thumbnail: str | None = Field(None, description="URL path of its thumbnail, if it has one.")
+
+
+class DuplicatePairAnswer(BaseModel):
+    left: str
+    right: str
+    tier: str = Field(description="exact, near or similar.")
+    cosine: float | None = Field(None, description="Cosine of the two image vectors (None: an exact pair found by "
+                                                   "its pixel hash alone).")
+    hash_distance: int | None = Field(None, description="Bits (of 64) between the perceptual hashes.")
+    residual: float | None = Field(None, description="Share of cells that still differ once aligned.")
+    displaced: float | None = None
+    mirrored: bool = False
+
+
+class DuplicateGroupAnswer(BaseModel):
+    group: int
+    tier: str = Field(description="The weakest tier among the group's pairs.")
+    keeper: str = Field(description="The suggested point to keep: the most pixels, then the first in source order.")
+    size: int
+    members: list[DuplicateMember] = Field(description="The keeper first, then by id.")
+    pairs: list[DuplicatePairAnswer]
+
+
+class DuplicatesAnswer(BaseModel):
+    collection: str
+    alias_of: str | None = None
+    tier: str
+    groups: list[DuplicateGroupAnswer] = Field(description="Groups `offset` to `offset + limit`, in keeper id order.")
+    total_groups: int
+    points: int = Field(description="Points in the collection.")
+    without_signals: int = Field(description="Points without duplicate signals (never exact or near).")
+    cached: bool = Field(description="The groups came from the service's cache of the last run on this collection.")
 
 
 class EmbedBody(BaseModel):

@@ -64,6 +64,7 @@ class SearchInputs:
     group_size: int = 1
     cutoff: str | None = None
     fusion_depth: int = FUSION_DEPTH
+    collapse_duplicates: bool = False
 
     def query_request(self) -> QueryRequest:
         """The library's request for these inputs: constructing it runs every check ``mmindex query`` and
@@ -77,7 +78,7 @@ class SearchInputs:
                             unlike=[e.given for e in self.unlike], not_texts=list(self.not_texts),
                             strategy=self.strategy, diversity=self.diversity, pool=self.pool, boost=self.boost,
                             group_by=self.group_by, group_size=self.group_size, cutoff=self.cutoff,
-                            fusion_depth=self.fusion_depth)
+                            fusion_depth=self.fusion_depth, collapse_duplicates=self.collapse_duplicates)
 
 
 async def inputs_of(body: SearchBody, service: Service, limits: Limits) -> SearchInputs:
@@ -92,7 +93,7 @@ async def inputs_of(body: SearchBody, service: Service, limits: Limits) -> Searc
     options = {name: getattr(body, name) for name in ("target", "filter", "limit", "offset", "score_threshold",
                                                       "collection", "mode", "fusion", "strategy", "diversity",
                                                       "pool", "boost", "group_by", "group_size", "cutoff",
-                                                      "fusion_depth")}
+                                                      "fusion_depth", "collapse_duplicates")}
     return SearchInputs(text=text, image=image, like=await examples_of(body.like, "like", service, limits),
                         unlike=await examples_of(body.unlike, "unlike", service, limits),
                         not_texts=as_list(body.not_texts), **options)

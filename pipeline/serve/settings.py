@@ -26,6 +26,8 @@ class Limits:
     header_timeout: float = 10.0  # seconds from a connection's start (or its last answer) to a request's headers
     max_window: int = 1_000  # offset + limit, any target; "both" fuses this many candidates per vector
     store_timeout: float = 10.0  # seconds a store call may take before the request gets 503
+    max_duplicates_points: int = 5_000  # /duplicates runs on collections of at most this many points
+    duplicates_timeout: float = 60.0  # seconds one /duplicates run may take before 503
 
 
 @dataclass
