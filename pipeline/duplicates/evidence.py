@@ -111,7 +111,7 @@ class PairEvidence:
 def compare(a: ImageSignals, b: ImageSignals, cosine: float | None, thresholds: Thresholds = Thresholds()) -> PairEvidence:
     """The tier of images ``a`` and ``b`` and its evidence (module docstring), the same either way round.
     ``cosine``: of their image vectors (None: unknown, then a pair that is not near is "different")."""
-    if a.pixels == b.pixels and (a.width, a.height) == (b.width, b.height):
+    if same_pixels(a, b):
         return PairEvidence.exact(cosine)
     if (b.pixels, b.fingerprint) < (a.pixels, a.fingerprint):
         a, b = b, a  # one order for every pair: compare(a, b) and compare(b, a) give the same evidence
@@ -128,6 +128,11 @@ def compare(a: ImageSignals, b: ImageSignals, cosine: float | None, thresholds: 
             and displaced <= thresholds.max_displaced)
     tier = "near" if near else "similar" if similar else "different"
     return PairEvidence(tier, cosine, distance, shift, residual, difference, displaced, mirrored)
+
+
+def same_pixels(a: ImageSignals, b: ImageSignals) -> bool:
+    """The exact tier: equal decoded pixels (hash) of images of one size."""
+    return a.pixels == b.pixels and (a.width, a.height) == (b.width, b.height)
 
 
 def colour_shift(a: ImageSignals, b: ImageSignals) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,10 +24,9 @@ from mmindex.errors import UsageError
 from mmindex.keys import SOURCE_KEY
 from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.duplicates.evidence import TIERS, PairEvidence, Thresholds, compare
-from mmindex.pipeline.duplicates.signals import PIXELS_KEY, ImageSignals, signals_from_payload
+from mmindex.pipeline.duplicates.signals import WITH_SIGNALS, ImageSignals, SignalCache
 from mmindex.pipeline.query.filters import combine_filters
 
-WITH_SIGNALS = {"must_not": [{"is_empty": {"key": PIXELS_KEY}}]}  # points that hold duplicate signals
 DEFAULT_NEIGHBOURS = 16
 DEFAULT_PAGE = 256
 SIGNALS_KEPT = 4096  # signals of recently read points kept (about 14 KB each with their planes: 56 MB)
@@ -191,17 +189,8 @@ class Seen:
     each), so a pair found from both of its points is compared once (``compare`` is symmetric)."""
 
     def __init__(self) -> None:
-        self.recent: OrderedDict[str, ImageSignals | None] = OrderedDict()
+        self.signals = SignalCache(SIGNALS_KEPT).get
         self.pairs: set[int] = set()
-
-    def signals(self, point_id: str, payload: dict[str, Any]) -> ImageSignals | None:
-        if point_id in self.recent:
-            self.recent.move_to_end(point_id)
-            return self.recent[point_id]
-        signals = self.recent[point_id] = signals_from_payload(payload)
-        if len(self.recent) > SIGNALS_KEPT:
-            self.recent.popitem(last=False)
-        return signals
 
     def first_time(self, a: str, b: str) -> bool:
         key = hash((a, b) if a < b else (b, a))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Mapping
@@ -30,6 +31,8 @@ SIGNAL_KEYS = (PIXELS_KEY, WIDTH_KEY, HEIGHT_KEY, PRINT_KEY)
 LUMA = 32  # fingerprint side, luminance (px)
 CHROMA = 16  # fingerprint side, each chroma channel (px)
 PRINT_BYTES = LUMA * LUMA + 2 * CHROMA * CHROMA
+WITH_SIGNALS = {"must_not": [{"is_empty": {"key": PIXELS_KEY}}]}  # Qdrant filter: points that hold the signals
+WITHOUT_SIGNALS = {"must": [{"is_empty": {"key": PIXELS_KEY}}]}  # and those that do not
 
 
 @dataclass(frozen=True)
@@ -125,3 +128,23 @@ def signals_from_payload(payload: Mapping[str, Any]) -> ImageSignals | None:
 
 def has_signals(payload: Mapping[str, Any]) -> bool:
     return all(key in payload for key in SIGNAL_KEYS)
+
+
+class SignalCache:
+    """The signals of the ``size`` points read most recently, by (point id, pixel hash), so that each one's hashes
+    and planes are made once however often it comes back as a candidate (about 14 KB a point with its planes)."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.recent: OrderedDict[tuple[str, Any], ImageSignals | None] = OrderedDict()
+
+    def get(self, point_id: str, payload: Mapping[str, Any]) -> ImageSignals | None:
+        """``signals_from_payload(payload)`` for the point ``point_id``, from the cache when it holds them."""
+        key = (point_id, payload.get(PIXELS_KEY))
+        if key in self.recent:
+            self.recent.move_to_end(key)
+            return self.recent[key]
+        signals = self.recent[key] = signals_from_payload(payload)
+        if len(self.recent) > self.size:
+            self.recent.popitem(last=False)
+        return signals

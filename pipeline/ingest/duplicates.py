@@ -16,14 +16,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.pipeline.duplicates.evidence import PairEvidence, Thresholds, compare
-from mmindex.pipeline.duplicates.signals import PIXELS_KEY, ImageSignals, signals_from_payload
+from mmindex.pipeline.duplicates.evidence import PairEvidence, Thresholds, compare, same_pixels
+from mmindex.pipeline.duplicates.signals import (
+    PIXELS_KEY,
+    WITHOUT_SIGNALS,
+    ImageSignals,
+    SignalCache,
+    signals_from_payload,
+)
 
 DUPLICATE_OF_KEY = "duplicate_of"  # --on-duplicate link: the point id a stored row duplicates
 DUPLICATE_TIER_KEY = "duplicate_tier"  # and how: exact or near
 LINK_KEYS = (DUPLICATE_OF_KEY, DUPLICATE_TIER_KEY)
 CANDIDATES = 16  # nearest stored image vectors compared per row
-SIGNAL_CACHE = 4096  # candidates' signals kept between rows (about 2 KB each with their planes)
 PIXEL_PAGES = 4  # pages of 256 points read per batch for stored points with a batch's pixel hashes
 _STRENGTH = {"exact": 0, "near": 1}
 
@@ -34,7 +39,7 @@ def unsigned_warning(store: Store, mode: str) -> str | None:
     duplicate them are stored. None when every stored point has them (or there is no collection yet)."""
     if not store.exists():
         return None
-    missing = store.count({"must": [{"is_empty": {"key": PIXELS_KEY}}]})
+    missing = store.count(WITHOUT_SIGNALS)
     if not missing:
         return None
     return (f"{missing:,} stored point(s) of collection {store.collection!r} have no duplicate signals (made before "
@@ -76,7 +81,7 @@ class DuplicateCheck:
         self.thresholds = thresholds
         self.candidates = candidates
         self.pixels: dict[str, str] = {}  # pixel hash → point id of the first row of this run kept with it
-        self.cache: dict[tuple, ImageSignals | None] = {}  # (id, pixel hash) → signals, least recently used first
+        self._signals = SignalCache().get  # candidates' signals, kept between rows
 
     def check(self, rows: Sequence[Any], image_vectors: np.ndarray, keep_duplicates: bool) -> list[DuplicateMatch | None]:
         """One match or None per row (``rows``: ``SourceRow`` with signals in the payload; ``image_vectors``:
@@ -102,15 +107,15 @@ class DuplicateCheck:
                     self.pixels.setdefault(mine.pixels, row.id)
         return matches
 
-    def _best(self, own_id: str, mine: ImageSignals, vector: np.ndarray, same_pixels: list[tuple[str, dict]],
+    def _best(self, own_id: str, mine: ImageSignals, vector: np.ndarray, stored: list[tuple[str, dict]],
               earlier: list[tuple[str, dict, float, bool]]) -> DuplicateMatch | None:
         """The strongest match of one row (exact before near, an original before a linked copy, then the highest
         cosine, then the lowest id). Exact is settled by the pixel hash alone; near candidates are compared in
         that order and the first near one is the answer, so a duplicate costs one ``compare``, not one per
         candidate."""
         exact = [DuplicateMatch(point_id, PairEvidence.exact(), DUPLICATE_OF_KEY in payload)
-                 for point_id, payload in same_pixels if point_id != own_id and self._signals(point_id, payload)
-                 and self._signals(point_id, payload).area == mine.area]
+                 for point_id, payload in stored if point_id != own_id
+                 and (other := self._signals(point_id, payload)) is not None and same_pixels(mine, other)]
         first = self.pixels.get(mine.pixels)
         if first is not None and first != own_id:
             exact.append(DuplicateMatch(first, PairEvidence.exact()))
@@ -129,15 +134,6 @@ class DuplicateCheck:
             if evidence.tier in _STRENGTH:
                 return DuplicateMatch(point_id, evidence, copy)
         return None
-
-    def _signals(self, point_id: str, payload: dict) -> ImageSignals | None:
-        """A candidate's signals, kept for ``SIGNAL_CACHE`` candidates (their hashes and planes are made once)."""
-        key = (point_id, payload.get(PIXELS_KEY))
-        signals = self.cache.pop(key, None) or signals_from_payload(payload)
-        self.cache[key] = signals
-        if len(self.cache) > SIGNAL_CACHE:
-            del self.cache[next(iter(self.cache))]
-        return signals
 
     def _stored_pixels(self, hashes: set[str]) -> dict[str, list[tuple[str, dict]]]:
         """Stored points whose pixel hash is one of ``hashes``: hash → [(id, payload)] (at most ``PIXEL_PAGES``
