@@ -8,7 +8,7 @@ Definitions (per class ``c``, over n examples with a true and a predicted label 
 - accuracy = (examples whose prediction equals the truth) / n;
 - macro F1 = the unweighted mean of F1(c) over the classes; weighted F1 = the mean weighted by support(c),
   the number of true examples of ``c``;
-- confusion[i][j] = examples of true class ``labels[i]`` predicted as ``labels[j]``.
+- ``confusion[i][j]`` = examples of true class ``labels[i]`` predicted as ``labels[j]``.
 
 The classes are ``labels`` when given (a prediction or truth outside them is refused), else every label seen in
 either list, sorted. Checked against scikit-learn's ``precision_recall_fscore_support``, ``accuracy_score`` and

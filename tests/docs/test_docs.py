@@ -395,3 +395,17 @@ def test_the_test_command_says_what_the_skipped_tests_need():
               for match in re.findall(r"apt-get install ([a-z0-9-]+)", path.read_text())}
     assert needed, "no test skips for a system tool any more: drop this test"
     assert {tool for tool in needed if tool not in section} == set()
+
+
+def test_the_site_builds_in_strict_mode(tmp_path):
+    """The docs site builds as .ci/run builds it (``mkdocs build --strict``): a docstring that autorefs reads as a
+    cross-reference (``confusion[i][j]`` outside backticks) or a broken link fails here, not only in CI."""
+    import subprocess  # only this test runs a process
+    import sys
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert result.returncode == 0, "\n".join(warnings) or result.stderr[-2000:]
