@@ -19,7 +19,8 @@ MAX_FUNCTION_LINES = 80
 HEAVY = {"torch", "torchvision", "transformers", "sentence_transformers", "open_clip", "ray", "fastapi",
          "starlette", "uvicorn", "prometheus_client", "onnxruntime", "onnx", "onnxscript", "qdrant_edge",
          "qdrant_client", "httpx", "grpc", "tokenizers", "huggingface_hub", "safetensors", "multipart",
-         "tqdm", "pydantic", "pyarrow"}
+         "tqdm", "pydantic", "pyarrow", "sklearn"}
+# scikit-learn (~1 s to import) only fits linear probes (pipeline/classify/probe.py).
 # pyarrow is a core dependency, imported at the top of the modules that read Parquet; it is listed because it takes
 # ~0.1 s to import, which `mmindex --help` and the fast query path skip.
 

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from mmindex.pipeline.cli.classify import ingest_labelers, probe_labelers
 from mmindex.pipeline.cli.format import SectionedCommand
 from mmindex.errors import UsageError
 from mmindex.pipeline.cli.options import (column_options, command_line_only, device_option, friendly_errors,
@@ -21,8 +22,10 @@ from mmindex.pipeline.ingest.source import parse_shard
 from mmindex.pipeline.models.identity import ModelChoice
 
 INGEST_SECTIONS = [
-    ("Input, model and collection", ["collection", "model", "text_model", "trust_model_code", "image_col", "caption_col", "id_col", "payload_cols",
-                                     "index_fields", "text_fields", "image_root", "thumbnails", "data_dir", "url"]),
+    ("Input, model and collection", ["collection", "model", "text_model", "trust_model_code", "image_col", "caption_col", "id_col", "split", "payload_cols",
+                                     "index_fields", "text_fields", "image_root", "thumbnails", "labels_path",
+                                     "label_templates", "label_field", "label_top_k", "probe_path", "data_dir",
+                                     "url"]),
     ("Keeping the collection in sync", ["sync", "source_name", "max_delete", "dry_run", "on_duplicate"]),
     ("Reliability", ["missing_caption", "max_pixels", "max_payload_bytes", "skip_bad_files", "rejects", "no_rejects",
                      "max_reject_rate", "report"]),
@@ -128,6 +131,19 @@ INGEST_SECTIONS = [
                    "recoloured, captioned, mirrored) of a stored point or an earlier row: keep them; skip them "
                    "(counted, and listed in the rejects file with the id they duplicate); or link them (stored "
                    "with duplicate_of and duplicate_tier). Not with --sync. E.g. --on-duplicate skip.")
+@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Zero-shot labels from this labels file (one per line) written with each embedded point, as "
+                   "`mmindex label` writes them: e.g. --labels animals.txt (then --where \"label = cat\").")
+@click.option("--template", "label_templates", multiple=True, metavar="TEXT",
+              help="With --labels: prompt template, {} where the label goes; repeat to average several. E.g. "
+                   "--template \"a photo of a {}.\"")
+@click.option("--label-field", default="label", show_default=True,
+              help="With --labels: the payload field to write (and FIELD_score, FIELD_top, FIELD_top_scores).")
+@click.option("--label-top-k", default=3, show_default=True, type=click.IntRange(1),
+              help="With --labels: labels kept in FIELD_top, best first. E.g. --label-top-k 5.")
+@click.option("--probe", "probe_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="A linear probe saved by `mmindex train --task classify`: its prediction written with each "
+                   "embedded point, in the field it was trained for. E.g. --probe shape-probe.json.")
 @click.option("--print-config", is_flag=True,
               help="Check the options and print the resolved settings as JSON; read, load and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -135,14 +151,17 @@ INGEST_SECTIONS = [
 @progress_interval_option
 @friendly_errors
 def ingest(inputs, store, model, text_model, device, backend, model_precision, model_threads, devices, decode,
-           batch_size, workers, no_pipeline, parallel_writes, bulk_load, image_col, caption_col, id_col, payload_cols,
+           batch_size, workers, no_pipeline, parallel_writes, bulk_load, image_col, caption_col, id_col, split, payload_cols,
            index_fields, max_pixels, image_root, missing_caption, max_payload_bytes, skip_bad_files, no_optimize,
            thumbnails, rejects, no_rejects, report, max_reject_rate, shard_spec, engine, ray_address, ray_actors,
            ray_gpus_per_actor, sync, max_delete, source_name, dry_run, print_config, as_json, quiet,
-           progress_interval, text_fields, on_duplicate):
+           progress_interval, text_fields, on_duplicate, labels_path, label_templates, label_field, label_top_k,
+           probe_path):
     """Embed images and captions from Parquet INPUTS and upsert one point per row.
 
-    INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …).
+    INPUTS are Parquet files, directories, globs or object-store URIs (s3://, gs://, …), or
+    Hugging Face datasets folders (save_to_disk, a DatasetDict with --split, the Hub's
+    Parquet layout) and Hub names in the local cache (docs/ingest-and-columns.md).
     Each row becomes a point with named vectors `image` and `text` and the other columns
     as payload. Point ids are deterministic, so re-running never duplicates, and rows
     whose image, caption and model are unchanged are not embedded again: a run that was
@@ -178,9 +197,10 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
       mmindex ingest data/ -c photos --sync --source nightly     # then do it
       mmindex ingest data/ -c photos --sync --max-delete all     # the inputs really lost most rows
       mmindex ingest new/ -c photos --on-duplicate skip          # leave out copies of stored photos
+      mmindex ingest beans/ -c beans --split train               # a DatasetDict saved by datasets
     """
     options = IngestOptions(
-        image_col=image_col, caption_col=caption_col, id_col=id_col, payload_cols=split_values(payload_cols),
+        image_col=image_col, caption_col=caption_col, id_col=id_col, split=split, payload_cols=split_values(payload_cols),
         batch_size=batch_size, workers=workers, devices=split_values((devices,)) or [] if devices else [],
         pipelined=not no_pipeline, decode=decode, index_fields=split_values(index_fields) or (), max_pixels=max_pixels,
         text_fields=split_values(text_fields),
@@ -188,7 +208,9 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         image_root=None if print_config else image_root_path(image_root),
         missing_caption=missing_caption, skip_bad_files=skip_bad_files, max_payload_bytes=max_payload_bytes,
         thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate,
-        max_delete=max_delete, on_duplicate=on_duplicate)
+        max_delete=max_delete, on_duplicate=on_duplicate,
+        labelers=ingest_labelers(labels_path, label_templates, label_field, label_top_k, engine)
+        + probe_labelers(None if print_config else probe_path, label_top_k, engine))
     job = IngestJob(list(inputs), store, ModelChoice(model, text_model, model_precision), options, device=device,
                     backend=backend, threads=model_threads, engine=engine, shard=parse_shard(shard_spec),
                     ray=RayOptions(address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor),

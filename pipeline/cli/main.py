@@ -29,6 +29,8 @@ COMMANDS = {
                "Delete points from a collection: by id, by filter, or everything one source wrote."),
     "copy": ("mmindex.pipeline.cli.collection:copy_command",
              "Copy a collection to another store: points, vectors, payloads, model record, layout, indexes."),
+    "label": ("mmindex.pipeline.cli.classify:label_command",
+              "Write zero-shot labels into each point's payload, from its stored image vector."),
     "keywords": ("mmindex.pipeline.cli.keywords:keywords_command",
                  "Give a collection's points their keyword vectors (BM25), from stored captions; no model."),
     "duplicates": ("mmindex.pipeline.cli.duplicates:duplicates_command",

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
+from mmindex.pipeline.cli.classify import (EVAL_CLASSIFY_ONLY, EVAL_CLASSIFY_TAKES, TRAIN_CLASSIFY_ONLY,
+                                           TRAIN_CLASSIFY_TAKES, check_task, eval_classify, eval_task_options,
+                                           train_classify, train_task_options)
 from mmindex.pipeline.cli.options import (
     column_options,
     device_option,
@@ -45,12 +49,14 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 
 
 @click.command("eval")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1, required=False)
 @click.option("--model", "-m", default=None,
               help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32).")
 @click.option("--text-model", default=None,
               help="Text model for captions, trained into --model's space (default: the collection's, if any).")
-@store_options(collection_required=False)
+@store_options(collection_required=False,
+               collection_help="Also measure through this collection's own search (its ANN index), for comparison; "
+                               "with --task classify, the collection scored, e.g. -c shapes.")
 @click.option("--ingest/--no-ingest", "do_ingest", default=False, show_default=True,
               help="With --collection: ingest INPUTS into it first (unchanged rows are skipped).")
 @click.option("--group-col", multiple=True,
@@ -63,9 +69,10 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
               help="With --collection: rank every caption's images in each search mode, side by side "
                    "(dense, keyword, hybrid, hybrid-rrf, both, diverse, cutoff). E.g. --compare dense,hybrid.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@eval_task_options
 @friendly_errors
 def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, image_col, caption_col,
-                     id_col, device, backend, model_precision, model_threads, compare, as_json):
+                     id_col, split, device, backend, model_precision, model_threads, compare, as_json, task, **classify):
     """Measure retrieval quality on image–caption pairs in INPUTS.
 
     Reports Recall@1/5/10 (a relevant answer in the first K), MRR and median rank, and
@@ -75,12 +82,19 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
     indexing loses anything. Rows with identical image bytes (or equal --group-col values)
     count as correct (relevant) answers for each other.
 
+    With --task classify (no INPUTS): accuracy, per-class precision/recall/F1, macro and
+    weighted F1 and the confusion matrix of zero-shot --labels and of a linear probe on a
+    held-out share of a collection's points, against its --label-col.
+
     \b
     Examples:
       mmindex eval heldout/ --model demo/shapes-clip
       mmindex eval heldout/ --model demo/shapes-clip --caption-col short_caption --group-col color,shape
       mmindex eval coco_val.parquet --group-col image_id -c coco --ingest --json
+      mmindex eval --task classify -c shapes --label-col shape --labels shapes.txt --plot confusion.png
     """
+    if check_task(task, EVAL_CLASSIFY_TAKES, EVAL_CLASSIFY_ONLY):  # docs/classify.md, "Measuring"
+        return eval_classify(store, as_json, device, backend, model_threads, **classify)
     settings = store
     modes = parse_modes(compare) if compare is not None else []
     if modes and not settings.collection:
@@ -89,7 +103,8 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
     try:
         report = evaluate_models(list(inputs), store, ModelChoice(model, text_model, model_precision),
                                  Runtime(device, backend, model_threads), split_values(group_col) or [],
-                                 IngestOptions(image_col=image_col, caption_col=caption_col, id_col=id_col), do_ingest,
+                                 IngestOptions(image_col=image_col, caption_col=caption_col, id_col=id_col,
+                                               split=split), do_ingest,
                                  settings.place, modes)
     finally:
         if store is not None:
@@ -127,9 +142,10 @@ def print_comparison(rows: list[dict[str, Any]]) -> None:
 
 
 @click.command("train")
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
-              help="Folder for the best model (a sentence-transformers folder that --model accepts).")
+@click.argument("inputs", nargs=-1, required=False)
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="Folder for the best model (a sentence-transformers folder that --model accepts); with --task "
+                   "classify, the probe's JSON file, e.g. -o shape-probe.json.")
 @click.option("--model", "-m", default=None, help="Pretrained sentence-transformers CLIP to start from.")
 @click.option("--from-scratch", type=click.Choice(["tiny", "small", "base"]), default=None,
               help="Start from a fresh CLIP of this size instead (no download).")
@@ -154,19 +170,38 @@ def print_comparison(rows: list[dict[str, Any]]) -> None:
 @click.option("--add-char-tokens", is_flag=True,
               help="Give every non-ASCII character of the training captions (e.g. Chinese) that has no token "
                    "of its own a new one, instead of several byte pieces; for teaching a model a new language.")
+@click.option("--loss", type=click.Choice(["infonce", "triplet"]), default="infonce", show_default=True,
+              help="infonce: symmetric InfoNCE, the CLIP loss; triplet: max(0, d(a,p) - d(a,n) + margin) over "
+                   "in-batch negatives, both directions. E.g. --loss triplet --mining hardest.")
+@click.option("--margin", type=float, default=None,
+              help="Triplet only: the margin, a finite number > 0 (default 0.2, as VSE++ on cosine distance and "
+                   "FaceNet on unit vectors). E.g. --loss triplet --margin 0.1.")
+@click.option("--distance", type=click.Choice(["cosine", "euclidean"]), default=None,
+              help="Triplet only: 1 - cosine (default) or the Euclidean distance of the L2-normalised vectors. "
+                   "E.g. --loss triplet --distance euclidean.")
+@click.option("--mining", type=click.Choice(["all", "semi-hard", "hardest"]), default=None,
+              help="Triplet only: which in-batch negatives count: every one (mean over those with a loss), the "
+                   "closest one farther than the positive (FaceNet; the default), or the closest (VSE++). "
+                   "E.g. --loss triplet --mining hardest.")
 @column_options
 @trust_option
 @click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 @progress_interval_option
+@train_task_options
 @friendly_errors
 def train_command(inputs, output, model, from_scratch, epochs, batch_size, learning_rate, weight_decay, val_fraction,
-                  group_col, seed, workers, device, save_half, freeze, add_char_tokens, image_col, caption_col, id_col,
-                  as_json, progress_interval):
+                  group_col, seed, workers, device, save_half, freeze, add_char_tokens, loss, margin, distance, mining,
+                  image_col, caption_col, id_col, split, as_json, progress_interval, task, **classify):
     """Fine-tune a CLIP contrastively on image–caption pairs in INPUTS.
 
-    Symmetric InfoNCE (the CLIP loss) over in-batch negatives. A fixed share of rows
+    Symmetric InfoNCE (the CLIP loss) over in-batch negatives, or with --loss triplet a
+    triplet loss (--margin, --distance, --mining). A fixed share of rows
     (--val-fraction, chosen by id) is held out and evaluated after every epoch with the
     metrics of `mmindex eval`; the best epoch is saved to --output with its metrics.
+
+    With --task classify (no INPUTS): a linear probe (logistic regression) on the stored
+    image vectors of a collection's points that carry --label-col, saved to --output as
+    JSON; the points without a label get its prediction in COL_predicted (--field).
 
     \b
     Examples:
@@ -175,15 +210,23 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
         mmindex train train --from-scratch small --epochs 30 -o models/shapes
       mmindex sample zh --rows 6000 --caption-style mixed --caption-lang mixed && \\
         mmindex train zh --model demo/shapes-clip --freeze image --add-char-tokens -o models/shapes-zh
+      mmindex train train --from-scratch small --loss triplet --mining semi-hard --margin 0.2 -o models/shapes-t
+      mmindex train --task classify -c shapes --label-col shape -o shape-probe.json
     """
+    if check_task(task, TRAIN_CLASSIFY_TAKES, TRAIN_CLASSIFY_ONLY):  # docs/classify.md, "Linear probe"
+        return train_classify(output, seed, as_json, progress_interval, **classify)
+    if Path(output).is_file():
+        raise click.UsageError(f"--output {output}: a file is there; the model is written to a folder")
     if bool(model) == bool(from_scratch):
         raise click.UsageError("give exactly one of --model or --from-scratch")
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
         val_fraction=val_fraction, seed=seed, workers=workers, device=device, group_cols=split_values(group_col) or (),
         from_scratch=from_scratch, save_half=save_half, freeze=freeze, add_char_tokens=add_char_tokens,
-        image_col=image_col, caption_col=caption_col, id_col=id_col,
+        image_col=image_col, caption_col=caption_col, id_col=id_col, split=split,
+        loss=loss, margin=margin, distance=distance, mining=mining,
     )
+    options.loss_spec()  # refuse settings that do not fit the loss before anything is read
     bar = open_progress("train", "steps", interval=progress_interval)
 
     def on_step(step, loss):

@@ -43,18 +43,21 @@ LAYOUT_PARAMS = ("shard_number", "replication_factor", "write_consistency_factor
                  "hnsw_m", "hnsw_ef_construct")
 
 
-def store_options(function=None, *, collection_required: bool = True, layout: bool = False):
+def store_options(function=None, *, collection_required: bool = True, layout: bool = False,
+                  collection_help: str | None = None):
     """Options that say where the collection lives; the command receives them as ``store: StoreSettings``.
 
-    With ``layout``, also the options that lay out a new collection (shards, quantization, HNSW…).
+    With ``layout``, also the options that lay out a new collection (shards, quantization, HNSW…);
+    ``collection_help``: the --collection help of an optional collection (default: eval's).
     """
     if function is None:
-        return lambda f: store_options(f, collection_required=collection_required, layout=layout)
+        return lambda f: store_options(f, collection_required=collection_required, layout=layout,
+                                       collection_help=collection_help)
 
     decorators = [
         click.option("--collection", "-c", default="default" if collection_required else None,
                      show_default=collection_required,
-                     help="Collection name." if collection_required else
+                     help="Collection name." if collection_required else collection_help or
                      "Also measure through this collection's own search (its ANN index), for comparison."),
         click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
                      help="Folder of the embedded Qdrant Edge store."),
@@ -119,13 +122,17 @@ STORE_SECTION = ("Store (embedded, or a Qdrant server)",
 
 
 def column_options(function):
-    """--image-col, --caption-col and --id-col, the same in every command that reads Parquet."""
+    """--image-col, --caption-col, --id-col and --split, the same in every command that reads Parquet."""
     for decorator in reversed([
         click.option("--image-col", default=None,
                      help="Image column (bytes, {bytes, path} struct, or path). Detected if unset."),
         click.option("--caption-col", default=None, help="Caption column. Detected if unset (caption/text/txt…)."),
         click.option("--id-col", default=None,
                      help="Id column; point ids are UUIDv5 of it. Detected if unset (id/key)."),
+        click.option("--split", default=None, metavar="NAME",
+                     help="Split of a Hugging Face datasets input (DatasetDict folder, Hub Parquet layout, cached "
+                          "Hub name) to read; 'all' reads every split into the payload field 'split'. "
+                          "E.g. --split train."),
     ]):
         function = decorator(function)
     return function

@@ -169,7 +169,8 @@ def _checked_plan(job: IngestJob, store) -> tuple[ModelPlan, Source]:
         store.count()  # opens it: an embedded collection another process holds is refused now, naming that process
     options = job.options
     source = open_source(list(job.inputs), options.image_col, options.caption_col, options.id_col,
-                         options.payload_cols, skip_bad_files=options.skip_bad_files, shard=job.shard)
+                         options.payload_cols, skip_bad_files=options.skip_bad_files, shard=job.shard,
+                         split=options.split)
     index_plan(source, options.index_fields)  # a field --index-fields names that is not there: refused now too
     keyword_plan(source, store, store.metadata() if store.exists() else None, options)  # and --text-fields
     return plan, source

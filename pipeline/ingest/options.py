@@ -6,7 +6,7 @@ import math
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Any, Sequence
 
 from mmindex.errors import UsageError
 from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS
@@ -79,6 +79,9 @@ class IngestOptions:
     """Id column: point ids are UUIDv5 of its values; detected when None (id, key), else ids come from content."""
     payload_cols: Sequence[str] | None = None
     """Columns stored as payload (default: every other column)."""
+    split: str | None = None
+    """The split of a Hugging Face ``datasets`` input to read (``--split``; ``"all"``: every one, its name in the
+    payload field ``split``); needed when an input holds several (``pipeline/ingest/hf_layout.py``)."""
     index_fields: Sequence[str] = ()
     """Payload fields to index for fast filtering, as NAME or NAME:TYPE."""
     text_fields: Sequence[str] | None = None
@@ -134,6 +137,12 @@ class IngestOptions:
     ``duplicate_of`` and ``duplicate_tier`` in the payload). Not ``keep``: every image is decoded by Pillow (its
     duplicate signals need it) and ``_pixels`` is indexed. ``skip`` and ``link`` are refused with ``sync``
     (UsageError): a sync could delete the stored point a skipped row duplicates."""
+    labelers: Sequence[Any] = ()
+    """Predicted labels written with each embedded point (``--labels``): ``(field, top_k, labeler)`` entries, where
+    a labeler is a ``classify.predictions.Labeler`` or a function of the run's ``Encoder`` that makes one (zero-shot
+    labels embed their prompts with the run's text model). Each writes ``field``, ``field_score``, ``field_top`` and
+    ``field_top_scores`` from the row's fresh image vector, as ``mmindex label`` does from the stored one
+    (``classify.predictions.label_fields``). Local engine only."""
 
     def __post_init__(self) -> None:
         for name in ("payload_cols", "index_fields", "devices", "text_fields"):  # a plain string is one name

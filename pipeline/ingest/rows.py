@@ -121,8 +121,8 @@ def read_rows(source: Source, source_batch: SourceBatch, model: str, summary: In
                 continue
             summary.image_only += 1
         try:
-            data = image_bytes(images[index], mapping.image_kind, source_batch.path, source.open_input,
-                               options.image_root)
+            data = image_bytes(images[index], mapping.image_kind, source.image_anchor(source_batch.path),
+                               source.open_input, options.image_root)
         except RejectedImage as error:
             reject_row(summary, file, row_number, key, "read", error.message)
             _keep(summary, mapping.id, key)

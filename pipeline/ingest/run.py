@@ -23,6 +23,8 @@ from PIL import Image
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError, UsageError
 from mmindex.keys import SOURCE_KEY
+from mmindex.pipeline.classify.predictions import (begin_ingest_labels, bind_labelers, recorded_label_keys,
+                                                   with_labels)
 from mmindex.pipeline.collection.keywords import changed_keywords, write_keyword_vectors
 from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS, has_signals, signals_of
 from mmindex.pipeline.ingest.duplicates import (DUPLICATE_OF_KEY, DUPLICATE_TIER_KEY, LINK_KEYS, DuplicateCheck,
@@ -79,7 +81,7 @@ def ingest(
     started = time.perf_counter()
     source = inputs if isinstance(inputs, Source) else open_source(
         [inputs] if isinstance(inputs, str) else list(inputs), options.image_col, options.caption_col, options.id_col,
-        options.payload_cols, skip_bad_files=options.skip_bad_files,
+        options.payload_cols, skip_bad_files=options.skip_bad_files, split=options.split,
     )
     if plan is not None:  # loaded once the model and the inputs have passed their checks, as `mmindex ingest` does
         encoder = Encoder(plan.model, text_model=plan.text_model, precision=plan.precision,
@@ -132,7 +134,12 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,
             on_progress: Callable[[int, int], None] | None, on_stage: Callable[[str], None] | None) -> None:
     decoder = _decoder(encoder, options, summary)
+    if options.labelers:  # --labels: made with this run's model and checked before anything is written
+        columns = [source.mapping.payload_key(column) for column in source.mapping.payload]
+        options = replace(options, labelers=bind_labelers(options.labelers, encoder, columns))
     rule_change = prepare_collection(source, store, encoder, options)
+    if options.labelers and not options.dry_run:
+        summary.warnings += begin_ingest_labels(store, options.labelers)
     summary.model = encoder.name  # the name the collection records (a copied folder has another)
     run = IngestRun(store, summary, options, encoder.captions_too_long, on_progress,
                     image_steps=(encoder.image_size, encoder.center_crop))
@@ -254,6 +261,8 @@ class IngestRun:
         self.exists = store.exists() if options.dry_run else True
         # The collection's BM25 rule (recorded by prepare_collection); None: made before keyword search.
         self.keywords = None if options.dry_run else recorded_settings(store.metadata())
+        # Predicted labels (`mmindex label`, --labels) are kept when a row's payload is replaced.
+        self.label_keys = recorded_label_keys(store.metadata() if self.exists else None)
         if self.keywords is None and not options.dry_run:
             summary.notes.append(f"collection {store.collection!r} has no keyword vector (made before keyword "
                                  f"search): `mmindex keywords -c {store.collection}` adds it, no model needed")
@@ -278,7 +287,7 @@ class IngestRun:
 
     def write(self, embedded: Embedded) -> None:
         embedded, skipped, linked = self._without_duplicates(embedded)
-        points = with_keyword_vectors(embedded.points(), self.keywords)
+        points = with_keyword_vectors(with_labels(embedded.points(), self.options.labelers), self.keywords)
         if points:
             with self.store_lock:
                 self.store.upsert(points)
@@ -396,6 +405,7 @@ class IngestRun:
         """
         payload = {**row.payload, HASH_KEY: row.hash}
         payload.update({key: previous[key] for key in LINK_KEYS if key in previous})
+        payload.update({key: previous[key] for key in self.label_keys if key in previous and key not in payload})
         if has_signals(previous):
             payload.update({key: previous[key] for key in SIGNAL_KEYS})
         elif self.options.dry_run:

@@ -137,19 +137,20 @@ def holds_values(filesystem: pafs.FileSystem, path: str, column: str) -> bool:
         return True
 
 
-def read_footers(filesystem: pafs.FileSystem, files: Sequence[str]) -> list[Footer | Exception]:
+def read_footers(filesystem: pafs.FileSystem, files: Sequence[str],
+                 read: Callable[[pafs.FileSystem, str], Footer] | None = None) -> list[Footer | Exception]:
     """Every file's footer, or the error reading it; several at once, since on an object store each is a round
-    trip."""
-    def read(path: str) -> Footer | Exception:
+    trip. ``read(filesystem, path)``: how one footer is read (default: a Parquet footer, ``read_footer``)."""
+    def read_one(path: str) -> Footer | Exception:
         try:
-            return read_footer(filesystem, path)[0]
+            return read(filesystem, path) if read is not None else read_footer(filesystem, path)[0]
         except FOOTER_ERRORS as error:
             return error
 
     if len(files) == 1:
-        return [read(files[0])]
+        return [read_one(files[0])]
     with ThreadPoolExecutor(max_workers=min(16, len(files)), thread_name_prefix="mmindex-schema") as pool:
-        return list(pool.map(read, files))
+        return list(pool.map(read_one, files))
 
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # what Hive and Spark write for a null partition value

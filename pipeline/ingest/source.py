@@ -1,16 +1,16 @@
 """Find Parquet files, map their columns, and stream record batches.
 
 Inputs may be local files, directories (searched recursively, hidden and ``_`` entries
-skipped), globs or object-store URIs (anything ``pyarrow.fs.FileSystem.from_uri`` knows).
+skipped), globs or object-store URIs (anything ``pyarrow.fs.FileSystem.from_uri`` knows:
+``pipeline/ingest/files.py``), and data sets as Hugging Face ``datasets`` saves them — its
+Arrow shards, a DatasetDict's split, the Hub's Parquet layout, a cached Hub name
+(``hf_layout.py``, ``arrow_shards.py``; ``ClassLabel`` columns as names: ``class_labels.py``).
 Batches are read one at a time, so memory does not grow with the dataset; every batch
 knows its file and first row.
 """
 from __future__ import annotations
 
-import fnmatch
-import glob
 import os
-import posixpath
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
@@ -20,25 +20,27 @@ import pyarrow.parquet as pq
 
 from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS
+from mmindex.pipeline.ingest.arrow_shards import (piece_name, read_table_footer, read_table_footers,
+                                                  table_holds_values, unreadable)
+from mmindex.pipeline.ingest.class_labels import (ClassLabel, columns_to_read, features_beside, label_schema,
+                                                  labels_of_files, name_labels)
 from mmindex.pipeline.ingest.duplicates import LINK_KEYS
+from mmindex.pipeline.ingest.files import discover
+from mmindex.pipeline.ingest.hf_layout import SPLIT_FIELD, resolve_inputs
 from mmindex.pipeline.ingest.records import left_out_binary, payload_types
 from mmindex.pipeline.ingest.schema import (
     FOOTER_ERRORS,
     DatasetSchema,
     Footer,
     conform_batch,
-    holds_values,
     keep_recorded_types,
     plain_type,
-    read_footer,
-    read_footers,
     unify,
 )
 
 IMAGE_NAMES = ("image", "jpg", "jpeg", "png", "img", "image_bytes", "image_path", "webp")
 CAPTION_NAMES = ("caption", "text", "txt", "title", "description", "alt")
 ID_NAMES = ("id", "key", "uid", "uuid")
-PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 # Keys mmindex writes into payloads: a source column of one of these names is stored under the name plus "_".
 RESERVED_PAYLOAD = ("_hash", "_source", "_caption_truncated", "_thumbnail", *SIGNAL_KEYS, *LINK_KEYS)
 CAPTION_KEY = "caption"  # the payload key of the caption text, whichever column it comes from
@@ -139,6 +141,9 @@ class Source:
     dataset: DatasetSchema | None = None  # how each file differs from ``schema`` (None: they do not)
     inputs: tuple[str, ...] = ()  # as given: files, folders, globs, URIs
     footers: dict[str, Footer] = field(default_factory=dict)  # each file as listed; a file read later must match
+    labels: dict[str, ClassLabel] = field(default_factory=dict)  # ClassLabel columns read as names (+ <col>_id)
+    name: str | None = None  # the source name of a data set picked by split or Hub name (hf_layout.resolve_inputs)
+    image_folders: dict[str, str] = field(default_factory=dict)  # file → its data set's folder (hf_layout)
 
     def default_name(self) -> str:
         """The source name a run records when none is given (``ingest --source``).
@@ -146,8 +151,11 @@ class Source:
         One input is its own name, a local one as an absolute path (``data/`` run from /srv is
         ``/srv/data``, a quoted glob ``/srv/data/*.parquet``); a URI stays as written. Several
         inputs (a glob the shell expanded) are named by the folder they share, since the
-        list of files changes from run to run; ``--sync`` then needs an explicit ``--source``.
+        list of files changes from run to run; ``--sync`` then needs an explicit ``--source``. A ``datasets``
+        split picked with ``--split`` is ``/srv/beans#train``; a cached Hub name ``hf://datasets/owner/name``.
         """
+        if self.name:
+            return self.name
         names = [item.rstrip("/") if "://" in item else os.path.abspath(item) for item in self.inputs]
         if len(names) == 1:
             return names[0]
@@ -228,13 +236,14 @@ class Source:
             raise _BadFile(InputError("the file changed while being read", file=self.display(unit.path)), 0, None)
         row = unit.first_row
         wanted = self.mapping.columns()
-        present = [c for c in wanted if c in parquet.schema_arrow.names]
+        present = [c for c in columns_to_read(wanted, self.labels) if c in parquet.schema_arrow.names]
         try:
             self._unchanged(unit.path)
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[unit.row_group], columns=present):
-                errors: dict[int, str] = {}
+                batch, errors = name_labels(batch, self.labels)
                 if self.dataset is not None:
-                    batch, errors = conform_batch(batch, wanted, self.dataset, unit.path)
+                    batch, converted = conform_batch(batch, wanted, self.dataset, unit.path)
+                    errors = {**converted, **errors}
                 if row + batch.num_rows > unit.first_row + (unit.rows or 0):
                     raise _Changed(f"row group {unit.row_group} holds more rows than its footer says ({unit.rows})")
                 yield SourceBatch(self.display(unit.path), unit.path, row, batch, row_errors=errors)
@@ -244,7 +253,9 @@ class Source:
                                f"{unit.rows}")
             self._unchanged(unit.path)  # rewritten while this row group was read: the rows may be of two files
         except (OSError, pa.ArrowException, MemoryError, _Changed) as error:
-            what = "" if isinstance(error, _Changed) else f"cannot read Parquet data (row group {unit.row_group}): "
+            kind = "Arrow" if piece_name(unit.path) == "record batch" else "Parquet"
+            what = "" if isinstance(error, _Changed) else \
+                f"cannot read {kind} data ({piece_name(unit.path)} {unit.row_group}): "
             failure = InputError(f"{what}{error}", file=self.display(unit.path), row=row)
             failure.__cause__ = error
             raise _BadFile(failure, row, unit.first_row + (unit.rows or 0) - row) from error
@@ -294,6 +305,12 @@ class Source:
             )
         return None
 
+    def image_anchor(self, path: str) -> str:
+        """The file whose folder a relative image path of ``path``'s rows resolves against: ``path`` itself, or for
+        a file of a ``datasets`` layout, one in the data set's folder (``hf_layout.Resolved``)."""
+        folder = self.image_folders.get(path)
+        return path if folder is None else os.path.join(folder, os.path.basename(path))
+
     def display(self, path: str) -> str:
         return self.display_names.get(path, path)
 
@@ -302,16 +319,16 @@ class Source:
 
     def _footer(self, path: str) -> Footer:
         try:
-            return read_footer(self.filesystem, path)[0]
+            return read_table_footer(self.filesystem, path)[0]
         except FOOTER_ERRORS as error:
-            raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+            raise InputError(f"{unreadable(path)}: {error}", file=self.display(path)) from error
 
-    def _open(self, path: str) -> pq.ParquetFile:
+    def _open(self, path: str) -> Any:
         """The file to read rows from, or InputError: unreadable, changed since listed, or not of the mapping."""
         try:
-            parquet = read_footer(self.filesystem, path)[1]
+            parquet = read_table_footer(self.filesystem, path)[1]
         except FOOTER_ERRORS as error:
-            raise InputError(f"not a readable Parquet file: {error}", file=self.display(path)) from error
+            raise InputError(f"{unreadable(path)}: {error}", file=self.display(path)) from error
         try:
             self._unchanged(path, parquet)
         except _Changed as error:
@@ -338,87 +355,6 @@ def find_files(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[
     """Expand files, directories, globs and URIs into Parquet file paths on one filesystem."""
     filesystem, files, display, _ = discover(inputs)
     return filesystem, files, display
-
-
-def discover(inputs: Sequence[str]) -> tuple[pafs.FileSystem, list[str], dict[str, str], dict[str, str]]:
-    """``find_files``, plus each file's root: the folder it was found under (for Hive partition keys)."""
-    if not inputs:
-        raise InputError("no input given: pass Parquet files, directories or globs")
-    filesystem: pafs.FileSystem | None = None
-    files: list[str] = []
-    display: dict[str, str] = {}
-    roots: dict[str, str] = {}
-    for item in inputs:
-        fs, paths, prefix, root = _expand(item)
-        if filesystem is None:
-            filesystem = fs
-        elif type(fs) is not type(filesystem):
-            raise InputError(f"all inputs must be on one filesystem; {item!r} is on another")
-        if not paths:
-            raise InputError(f"no Parquet files found for {item!r}")
-        for path in paths:
-            if path not in display:
-                files.append(path)
-                display[path] = prefix + path
-                roots[path] = root
-    return filesystem, files, display, roots
-
-
-def _expand(item: str) -> tuple[pafs.FileSystem, list[str], str, str]:
-    """(filesystem, Parquet files, display prefix, the folder the files were found under)."""
-    if "://" in item:
-        try:
-            fs, path = pafs.FileSystem.from_uri(item)
-        except (pa.ArrowException, ValueError, OSError) as error:
-            raise InputError(f"cannot open {item!r}: {error}") from error
-        prefix = item.split("://", 1)[0] + "://"
-        return fs, _expand_on(fs, path), prefix, _root(path)
-    local = item
-    fs = pafs.LocalFileSystem()
-    if glob.has_magic(local):
-        matches = sorted(glob.glob(local, recursive=True))
-        paths: list[str] = []
-        for match in matches:
-            paths.extend(_expand_on(fs, os.path.abspath(match)))
-        return fs, paths, "", _root(os.path.abspath(local))
-    if not os.path.exists(local):
-        raise InputError(f"input not found: {item}")
-    return fs, _expand_on(fs, os.path.abspath(local)), "", _root(os.path.abspath(local))
-
-
-def _root(path: str) -> str:
-    """The folder above which folder names are not partition keys: the input's fixed part."""
-    if glob.has_magic(path):
-        return _glob_base(path)
-    return path if not path.endswith(PARQUET_SUFFIXES) else posixpath.dirname(path)
-
-
-def _glob_base(path: str) -> str:
-    """The folder a glob starts in: ``/d/year=*/x.parquet`` → ``/d``."""
-    return path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
-
-
-def _expand_on(fs: pafs.FileSystem, path: str) -> list[str]:
-    base, pattern = path, None
-    if glob.has_magic(path):
-        base = _glob_base(path)
-        pattern = path
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.File:
-        return [base]
-    if info.type != pafs.FileType.Directory:
-        raise InputError(f"input not found: {path}")
-    found = []
-    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        relative = entry.path[len(base):].lstrip("/")
-        # Skip hidden and bookkeeping files (_SUCCESS, .crc, _delta_log/ …) as Spark and pyarrow do.
-        if entry.type != pafs.FileType.File or any(p.startswith(("_", ".")) for p in relative.split("/")):
-            continue
-        if entry.path.endswith(PARQUET_SUFFIXES):
-            found.append(entry.path)
-    if pattern:
-        found = [f for f in found if fnmatch.fnmatch(f, pattern)]
-    return sorted(found)
 
 
 def map_columns(
@@ -526,37 +462,67 @@ def open_source(
     payload_cols: Sequence[str] | None = None,
     skip_bad_files: bool = False,
     shard: tuple[int, int] | None = None,
+    split: str | None = None,
 ) -> Source:
     """Find the files, read every file's schema into one for the dataset, and map the columns.
 
     Files whose schemas drift are reconciled (``pipeline/ingest/schema.py``): a column in some files is
-    kept, types are promoted or converted as read, Hive partition keys become columns.
+    kept, types are promoted or converted as read, Hive partition keys become columns. A ``datasets``
+    folder or cached Hub name is read as the files of ``split`` (``hf_layout.resolve_inputs``: ``"all"``
+    reads every split, its name in the payload field ``split``), and ``ClassLabel`` columns as their names
+    plus ``<col>_id`` (``class_labels.py``). Raises UsageError for a split to choose, InputError for unreadable
+    inputs.
     """
-    filesystem, files, display, roots = discover(inputs)
+    resolved = resolve_inputs(inputs, split)
+    filesystem, files, display, roots = discover(resolved.inputs)
     footers: dict[str, Footer] = {}
     failures: list[tuple[str, Exception]] = []
-    for path, found in zip(files, read_footers(filesystem, files)):
+    for path, found in zip(files, read_table_footers(filesystem, files)):
         if isinstance(found, Footer):
             footers[path] = found
         elif not skip_bad_files:
-            raise InputError(f"not a readable Parquet file: {found}", file=display[path]) from found
+            raise InputError(f"{unreadable(path)}: {found}", file=display[path]) from found
         else:
             failures.append((path, found))
     if not footers:
         path, error = failures[0]
-        raise InputError(f"not a readable Parquet file: {error} (and none of the {len(files)} input file(s) is)",
+        raise InputError(f"{unreadable(path)}: {error} (and none of the {len(files)} input file(s) is)",
                          file=display[path])
     dataset = unify({path: footer.schema for path, footer in footers.items()}, roots, display,
                     {path: sum(footer.row_groups) for path, footer in footers.items()},
-                    lambda path, column: holds_values(filesystem, path, column))
+                    lambda path, column: table_holds_values(filesystem, path, column))
+    labels = _datasets_columns(dataset, footers, display, resolved.splits,
+                               features_beside if isinstance(filesystem, pafs.LocalFileSystem) else None)
     try:
         mapping = map_columns(dataset.schema, image_col, caption_col, id_col, payload_cols)
     except InputError as error:
         if error.file is not None or len(footers) != 1:
             raise
         raise type(error)(error.message, file=display[next(iter(footers))]) from None  # the one file it is about
-    mapping = replace(mapping, notes=mapping.notes + tuple(dataset.notes))
-    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers)
+    mapping = replace(mapping, notes=mapping.notes + tuple(resolved.notes) + tuple(dataset.notes))
+    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
+                  labels, resolved.name, resolved.image_folders)
+
+
+def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], display: dict[str, str],
+                      splits: dict[str, str | None], beside: Any) -> dict[str, ClassLabel]:
+    """Change ``dataset`` for what ``datasets`` wrote: each ``ClassLabel`` column as names plus ``<col>_id``
+    (the labels returned), and, with ``--split all``, each file's split name as the column ``split``."""
+    labels = labels_of_files({path: footer.schema for path, footer in footers.items()}, display, beside)
+    dataset.schema, labels = label_schema(dataset.schema, labels, display[next(iter(footers))] if labels else None)
+    for column, label in labels.items():
+        dataset.notes.append(f"ClassLabel column {column!r}: its names are the payload field {column!r}, its "
+                             f"integers {label.id_column!r}")
+    if splits:
+        if SPLIT_FIELD in dataset.schema.names:
+            raise UsageError(f"--split all writes each row's split into the payload field {SPLIT_FIELD!r}, but the "
+                             f"data set has a column {SPLIT_FIELD!r}; read one split at a time (--split NAME)")
+        for path, name in splits.items():
+            dataset.partitions.setdefault(path, {})[SPLIT_FIELD] = name
+        dataset.schema = dataset.schema.append(pa.field(SPLIT_FIELD, pa.string()))
+        dataset.partition_fields += (SPLIT_FIELD,)
+        dataset.notes.append(f"--split all: each row's split name is the payload field {SPLIT_FIELD!r}")
+    return labels
 
 
 def keep_stored_types(source: Source, recorded: dict[str, str], collection: str) -> None:
@@ -569,7 +535,7 @@ def keep_stored_types(source: Source, recorded: dict[str, str], collection: str)
     now = payload_types(source.dataset.schema, mapping.payload, mapping.payload_key)
 
     def any_values(column: str) -> bool:
-        return any(holds_values(source.filesystem, path, column) for path, footer in source.footers.items()
+        return any(table_holds_values(source.filesystem, path, column) for path, footer in source.footers.items()
                    if column in footer.schema.names and sum(footer.row_groups)
                    and column not in source.dataset.without_values.get(path, ()))
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmindex.connectors.base import CollectionSpec, Store
 from mmindex.errors import CollectionMismatchError, FilterError, UsageError
 from mmindex.pipeline.duplicates.signals import PIXELS_KEY
+from mmindex.pipeline.ingest.arrow_shards import open_rows
 from mmindex.pipeline.ingest.duplicates import LINK_KEYS
 from mmindex.pipeline.ingest.options import IngestOptions
 from mmindex.pipeline.ingest.records import id_problem, payload_types, point_id_from_key
@@ -128,7 +128,7 @@ def check_unique_ids(source: Source, column: str) -> None:
     seen: set[int] = set()
     for path in source.files:
         try:
-            parquet = pq.ParquetFile(source.open_input(path))
+            parquet = open_rows(source.filesystem, path)  # a Parquet file or an Arrow shard
             keys = (key for batch in parquet.iter_batches(batch_size=65536, columns=[column])
                     for key in batch.column(0).to_pylist()) if column in parquet.schema_arrow.names else ()
             for row, key in enumerate(keys):

@@ -319,12 +319,13 @@ def documents(store: Store, request: Callable[[int], SearchRequest], depth: int,
 
 def evaluate(inputs: Sequence[str] | Source, encoder: Encoder, group_cols: Sequence[str] = (),
              store: Store | None = None, image_col: str | None = None, caption_col: str | None = None,
-             id_col: str | None = None, compare: Sequence[str] = ()) -> dict[str, Any]:
+             id_col: str | None = None, compare: Sequence[str] = (), split: str | None = None) -> dict[str, Any]:
     """Evaluate ``encoder`` on image–caption pairs; through ``store`` too when given, and in each search mode of
     ``compare`` (``compare_modes``; needs ``store``: UsageError otherwise)."""
     if compare and store is None:
         raise UsageError("--compare ranks through a collection: give --collection (and --ingest to fill it)")
-    source = inputs if isinstance(inputs, Source) else open_source(list(inputs), image_col, caption_col, id_col)
+    source = inputs if isinstance(inputs, Source) else open_source(list(inputs), image_col, caption_col, id_col,
+                                                                   split=split)
     pairs = embed_pairs(source, encoder, group_cols)
     report: dict[str, Any] = {
         "model": encoder.name,
@@ -367,9 +368,10 @@ def evaluate_models(inputs: Sequence[str], store: Store | None, models: ModelCho
                           threads=runtime.threads)
     if store is not None and ingest_first:
         ingest(list(inputs), store, encoder, IngestOptions(image_col=columns.image_col,
-                                                           caption_col=columns.caption_col, id_col=columns.id_col))
+                                                           caption_col=columns.caption_col, id_col=columns.id_col,
+                                                           split=columns.split))
     return evaluate(list(inputs), encoder, group_cols, store, columns.image_col, columns.caption_col,
-                    columns.id_col, compare)
+                    columns.id_col, compare, columns.split)
 
 
 # -- eval --compare: search modes side by side on the same text queries, through the collection -----------------

@@ -1,6 +1,7 @@
 """Contrastive fine-tuning of a sentence-transformers CLIP on image–caption Parquet.
 
-The CLIP loss: symmetric InfoNCE over in-batch negatives with a learned temperature.
+The loss (``pipeline/training/losses.py``): symmetric InfoNCE over in-batch negatives with a learned temperature
+(the CLIP loss, the default) or a triplet loss with in-batch negative mining.
 A deterministic validation split is evaluated after every epoch with the same metrics as
 ``mmindex eval``; the best epoch is saved. Training can start from a pretrained model or
 from a fresh small CLIP (``from_scratch``), which needs no download. A tower can be frozen
@@ -26,6 +27,7 @@ from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
+from mmindex.pipeline.training.losses import LossSpec, clip_loss, loss_spec, tower_output
 from mmindex.pipeline.training.scratch import build_scratch_model
 
 
@@ -50,6 +52,15 @@ class TrainOptions:
     image_col: str | None = None
     caption_col: str | None = None
     id_col: str | None = None
+    split: str | None = None  # the split of a Hugging Face datasets input (pipeline/ingest/hf_layout.py)
+    loss: str = "infonce"  # or "triplet" (pipeline/training/losses.py)
+    margin: float | None = None  # triplet only; None: the loss's default (0.2)
+    distance: str | None = None  # triplet only: "cosine" (default) or "euclidean"
+    mining: str | None = None  # triplet only: "all", "semi-hard" (default) or "hardest"
+
+    def loss_spec(self) -> LossSpec:
+        """The loss with its defaults filled; ``UsageError`` for settings that do not fit it (see ``loss_spec``)."""
+        return loss_spec(self.loss, self.margin, self.distance, self.mining)
 
 
 @dataclass
@@ -75,6 +86,7 @@ class TrainReport:
     best_score: float = 0.0
     frozen: list[str] = field(default_factory=list)
     added_tokens: list[str] = field(default_factory=list)
+    loss: dict[str, Any] = field(default_factory=lambda: LossSpec().to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,11 +120,12 @@ def train(
     import torch
 
     options = options or TrainOptions()
+    spec = options.loss_spec()
     if not model and not options.from_scratch:
         raise ModelError("give a model to start from (--model) or --from-scratch SIZE")
     random.seed(options.seed)
     torch.manual_seed(options.seed)
-    source = open_source(list(inputs), options.image_col, options.caption_col, options.id_col)
+    source = open_source(list(inputs), options.image_col, options.caption_col, options.id_col, split=options.split)
     if not source.mapping.caption:
         raise UsageError("training needs a caption column; name it with --caption-col")
     summary = IngestSummary(collection="(train)", files=len(source.files))
@@ -142,7 +155,8 @@ def train(
         baseline = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
         report = TrainReport(str(output), f"scratch:{options.from_scratch}" if options.from_scratch else str(model),
                              len(train_rows), len(val_rows), summary.rejected,
-                             [m.to_dict() for m in baseline], score_of(baseline), frozen=frozen, added_tokens=added)
+                             [m.to_dict() for m in baseline], score_of(baseline), frozen=frozen, added_tokens=added,
+                             loss=spec.to_dict())
         report.best_score = report.baseline_score
         _fit(encoder, clip, train_rows, val_rows, options, report, Path(output), on_step, on_epoch, command)
     return report
@@ -207,7 +221,10 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
     cached = _image_features(encoder, clip, train_rows, options) if "image" in report.frozen else None
     loader = _loader(encoder, train_rows, options, cached)
     steps = max(1, len(loader) * options.epochs)
-    trainable = [p for p in clip.parameters() if p.requires_grad]
+    spec = options.loss_spec()
+    # The triplet loss compares distances, not scaled similarities: the temperature stays as it was (and is saved so).
+    trainable = [p for name, p in clip.named_parameters()
+                 if p.requires_grad and not (spec.name == "triplet" and name == "logit_scale")]
     optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=options.weight_decay)
     warmup = max(1, int(options.warmup_fraction * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -226,9 +243,9 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
             input_ids, attention = input_ids.to(device, non_blocking=True), attention.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 if cached is None:
-                    loss = clip_loss(clip, images, input_ids, attention)
+                    loss = clip_loss(clip, images, input_ids, attention, spec=spec)
                 else:
-                    loss = clip_loss(clip, None, input_ids, attention, image_features=images)
+                    loss = clip_loss(clip, None, input_ids, attention, image_features=images, spec=spec)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -253,30 +270,6 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
             _save(encoder, output, report, options, command)
         if on_epoch:
             on_epoch(epoch_report)
-
-
-def clip_loss(clip, pixels, input_ids, attention, image_features=None):
-    """Symmetric InfoNCE: each image's caption is its positive, the batch's others negatives.
-
-    ``image_features`` (the image tower's output, precomputed) stand in for ``pixels``.
-    """
-    # torch takes seconds to import: only code that runs a model loads it
-    import torch
-
-    # torch takes seconds to import: only code that runs a model loads it
-    import torch.nn.functional as F
-
-    image = image_features if image_features is not None else _features(clip.get_image_features(pixel_values=pixels))
-    text = _features(clip.get_text_features(input_ids=input_ids, attention_mask=attention))
-    image = F.normalize(image.float(), dim=-1)
-    text = F.normalize(text.float(), dim=-1)
-    logits = clip.logit_scale.exp() * text @ image.T
-    targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-
-def _features(output):
-    return output if hasattr(output, "shape") else output.pooler_output
 
 
 class PairDataset:
@@ -313,7 +306,7 @@ def _image_features(encoder, clip, rows, options) -> list:
     with torch.inference_mode():
         for items in indexed:
             good = [pixels for pixels, _ in filter(None, items)]
-            vectors = iter(_features(clip.get_image_features(pixel_values=torch.stack(good).to(encoder.device)))
+            vectors = iter(tower_output(clip.get_image_features(pixel_values=torch.stack(good).to(encoder.device)))
                            if good else [])
             features.extend(None if item is None else next(vectors).float().cpu().clone() for item in items)
     return features
@@ -387,8 +380,9 @@ def model_card(report: TrainReport, command: str = "") -> str:
     return f"""# {Path(report.output).name}
 
 A CLIP-style dual encoder for mmindex (sentence-transformers format), trained with
-`mmindex train` (symmetric InfoNCE over in-batch negatives).
+`mmindex train`.
 
+- loss: {LossSpec(**report.loss).describe()}
 - started from: `{report.start_model}`
 - pairs: {report.train_rows} for training, {report.validation_rows} held out for validation
 {extras}- best epoch: {report.best_epoch} (of {len(report.epochs)} so far)

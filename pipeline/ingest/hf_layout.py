@@ -1,0 +1,323 @@
+"""Folders written by Hugging Face ``datasets`` and the Hub, and Hub names found in the local caches: which
+files hold which split (``--split``).
+
+A local folder given as an input is one of these layouts, tried in this order:
+
+* a ``DatasetDict`` (``DatasetDict.save_to_disk``): ``dataset_dict.json`` (``{"splits": [...]}``) and one
+  ``Dataset`` folder per split;
+* a ``Dataset`` (``Dataset.save_to_disk``): ``state.json``, whose ``_data_files`` lists the Arrow shards
+  (``data-00000-of-00002.arrow`` …) in order, and ``dataset_info.json``; one split (``_split``, often unnamed);
+* a folder of the ``datasets`` cache: ``dataset_info.json`` (its ``splits``) beside ``{name}-{split}.arrow``
+  or ``{name}-{split}-00000-of-00002.arrow``;
+* the Hub's Parquet layout, when *every* Parquet file under the folder is named as the Hub names splits:
+  ``{split}-00000-of-00003.parquet`` (in ``data/`` or a configuration's folder; a ``-{hash}`` before
+  ``.parquet`` as older ``push_to_hub`` wrote), ``{config}/{split}/0000.parquet`` (the ``refs/convert/parquet``
+  branch; ``partial-{split}`` is the split), or ``{config}/{name}-{split}.parquet`` (that branch's older
+  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``). A folder with any other Parquet file
+  is plain Parquet, read as it always was (``pipeline/ingest/files.py``).
+
+Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
+split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
+Files of several configurations under one folder are refused: pass the configuration's folder.
+
+An input ``owner/name`` that is not a local path is a Hub name, read from the local caches, never the
+network (``cached_folder``): the snapshot ``refs/main`` points to in the hub cache
+(``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``:
+``datasets--owner--name/snapshots/<revision>/``), else the newest prepared copy in the ``datasets`` cache
+(``$HF_DATASETS_CACHE``, else ``$HF_HOME/datasets``: ``owner___name/<config>/<version>/<hash>/``). The names
+are those of ``huggingface_hub/constants.py`` and ``datasets/config.py``; neither library is imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from mmindex.errors import InputError, UsageError
+
+SPLIT_ALL = "all"  # --split all: every split, its name in the payload field SPLIT_FIELD
+SPLIT_FIELD = "split"
+DATASET_DICT_FILE = "dataset_dict.json"  # datasets.config.DATASETDICT_JSON_FILENAME
+STATE_FILE = "state.json"  # datasets.config.DATASET_STATE_JSON_FILENAME
+INFO_FILE = "dataset_info.json"  # datasets.config.DATASET_INFO_FILENAME
+# datasets.data_files.SPLIT_KEYWORDS: the words the Hub reads as a split in a file name.
+SPLIT_WORDS = ("train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
+SPLIT_NAME = r"\w+(?:\.\w+)*"  # datasets.naming._split_re
+SHARDED = re.compile(rf"(?P<split>{SPLIT_NAME})-\d{{5}}-of-\d{{5}}(?:-[0-9A-Za-z]+)?\.parquet")
+CONVERTED = re.compile(r"\d{4}\.parquet")
+OLDER = re.compile(rf".+?-(?P<split>{SPLIT_NAME})(?:-\d{{5}}-of-\d{{5}})?\.parquet")
+CACHED_ARROW = r".+-{split}(?:-\d{{5}}-of-\d{{5}})?\.arrow"
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+SPLIT_ORDER = ("train", "validation", "test")
+
+
+@dataclass
+class Layout:
+    """A folder's splits: each split's files in reading order (``None``: the one split of a ``Dataset`` whose
+    ``state.json`` names none)."""
+
+    kind: str  # "DatasetDict", "Dataset", "datasets cache", "Hub Parquet"
+    folder: str
+    splits: dict[str | None, list[str]]
+
+
+@dataclass
+class Resolved:
+    """The inputs for ``files.discover`` (as given, or the files of the chosen splits), the source name to
+    record (None: ``Source.default_name``), each file's split when ``--split all`` reads several, and the folder
+    of the data set each file belongs to: relative image paths (an ``Image`` whose bytes are null) resolve
+    against it, not against the folder of the file (``data/``, a DatasetDict's split folder)."""
+
+    inputs: list[str]
+    name: str | None = None
+    splits: dict[str, str | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    image_folders: dict[str, str] = field(default_factory=dict)  # file → the data set's folder (image paths)
+
+
+def resolve_inputs(inputs: Sequence[str], split: str | None = None,
+                   environ: Mapping[str, str] | None = None) -> Resolved:
+    """Replace each input that is a ``datasets`` layout (or a cached Hub name) by the files of the split to read.
+
+    Raises UsageError for several splits and no ``split``, a ``split`` an input lacks, or a ``split`` given
+    where no input has splits; InputError for a Hub name in no local cache (where it looked, how to get it).
+    """
+    environ = os.environ if environ is None else environ
+    resolved = Resolved([])
+    layouts = 0
+    for item in inputs:
+        folder, hub = item, None
+        if "://" not in item and not _has_magic(item) and not os.path.exists(item) and _hub_name(item):
+            folder, hub = cached_folder(item, environ), item
+        layout = find_layout(os.path.abspath(folder)) if "://" not in folder and os.path.isdir(folder) else None
+        if layout is None:
+            resolved.inputs.append(folder)
+            continue
+        layouts += 1
+        picked = pick_splits(layout, split, item)
+        for files in picked.values():
+            resolved.image_folders.update(dict.fromkeys(files, layout.folder))
+        if split is None and layout.kind == "Hub Parquet":
+            resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is
+        else:
+            for name, files in picked.items():
+                resolved.inputs.extend(files)
+                if split == SPLIT_ALL:
+                    resolved.splits.update(dict.fromkeys(files, name))
+        resolved.notes.append(f"{item}: a {layout.kind} folder ({layout.folder}); split(s) read: "
+                              f"{', '.join('(unnamed)' if name is None else name for name in picked)}")
+        one_split = split not in (None, SPLIT_ALL)
+        if len(inputs) == 1 and (hub or one_split):  # the split is part of the name: a sync of it keeps the others
+            base = f"hf://datasets/{hub}" if hub else os.path.abspath(item)
+            resolved.name = base + (f"#{split}" if one_split else "")
+    if split is not None and not layouts:
+        raise UsageError(f"--split {split}: no input is a data set with splits (a DatasetDict, a save_to_disk or "
+                         "Hub Parquet folder, or a cached Hub name); leave --split out for plain Parquet")
+    return resolved
+
+
+def _has_magic(item: str) -> bool:
+    return any(character in item for character in "*?[")
+
+
+def _hub_name(item: str) -> bool:
+    return bool(HUB_NAME.fullmatch(item)) and not item.endswith((".parquet", ".parq", ".pq", ".arrow"))
+
+
+def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | None, list[str]]:
+    """The splits of ``layout`` that ``split`` picks (in order): all for ``all``, the only one for None."""
+    names = list(layout.splits)
+    if split == SPLIT_ALL:
+        return dict(layout.splits)
+    if split is None:
+        if len(names) > 1:
+            suggestion = "train" if "train" in names else names[0]
+            raise UsageError(
+                f"{shown} holds {len(names)} splits ({', '.join(map(str, names))}): pick one with --split, e.g. "
+                f"--split {suggestion} (or --split all to read every one, its name in the payload field "
+                f"{SPLIT_FIELD!r})")
+        return dict(layout.splits)
+    if split not in layout.splits:
+        listed = ", ".join("(unnamed)" if name is None else name for name in names)
+        raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
+    return {split: layout.splits[split]}
+
+
+def find_layout(folder: str) -> Layout | None:
+    """The ``datasets`` or Hub layout of a local folder, or None for a folder of plain Parquet files."""
+    if os.path.isfile(os.path.join(folder, DATASET_DICT_FILE)):
+        names = _json(os.path.join(folder, DATASET_DICT_FILE)).get("splits")
+        if not isinstance(names, list) or not names:
+            raise InputError(f"{DATASET_DICT_FILE} lists no splits", file=folder)
+        splits: dict[str | None, list[str]] = {}
+        for name in names:
+            inner = dataset_shards(os.path.join(folder, str(name)))
+            splits[str(name)] = inner[1]
+        return Layout("DatasetDict", folder, splits)
+    if os.path.isfile(os.path.join(folder, STATE_FILE)):
+        name, files = dataset_shards(folder)
+        return Layout("Dataset", folder, {name: files})
+    if os.path.isfile(os.path.join(folder, INFO_FILE)):
+        cached = cache_folder_splits(folder)
+        if cached:
+            return Layout("datasets cache", folder, cached)
+    return hub_parquet(folder)
+
+
+def _json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {os.path.basename(path)}: {error}", file=path) from None
+    if not isinstance(found, dict):
+        raise InputError(f"{os.path.basename(path)} is not a JSON object", file=path)
+    return found
+
+
+def dataset_shards(folder: str) -> tuple[str | None, list[str]]:
+    """A ``save_to_disk`` Dataset folder's split name (``state.json``'s ``_split``) and Arrow shards in order."""
+    state = _json(os.path.join(folder, STATE_FILE))
+    entries = state.get("_data_files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("filename") for e in entries):
+        raise InputError(f"{STATE_FILE} has no list of shards (_data_files)", file=folder)
+    files = [os.path.join(folder, str(entry["filename"])) for entry in entries]
+    missing = [path for path in files if not os.path.isfile(path)]
+    if missing:
+        raise InputError(f"{STATE_FILE} lists {len(files)} shard(s), {len(missing)} of them missing (first: "
+                         f"{os.path.basename(missing[0])})", file=folder)
+    split = state.get("_split")
+    return (str(split) if split else None), files
+
+
+def cache_folder_splits(folder: str) -> dict[str | None, list[str]]:
+    """The splits of a ``datasets`` cache folder: ``dataset_info.json``'s ``splits``, each the
+    ``{name}-{split}[-NNNNN-of-NNNNN].arrow`` files beside it; {} when it holds none."""
+    info = _json(os.path.join(folder, INFO_FILE))
+    arrows = sorted(name for name in os.listdir(folder) if name.endswith(".arrow") and not name.startswith("."))
+    names = list(info.get("splits") or {}) if isinstance(info.get("splits"), dict) else []
+    splits: dict[str | None, list[str]] = {}
+    for name in names:
+        pattern = re.compile(CACHED_ARROW.format(split=re.escape(name)))
+        files = [os.path.join(folder, arrow) for arrow in arrows if pattern.fullmatch(arrow)]
+        if files:
+            splits[name] = files
+    return splits
+
+
+def hub_parquet(folder: str) -> Layout | None:
+    """The Hub Parquet layout of ``folder`` (see the module's docstring), or None if any Parquet file under it is
+    named otherwise (or none is there). Raises UsageError for files of several configurations."""
+    found: dict[str, dict[str, list[str]]] = {}  # config → split → files
+    for path in _parquet_files(folder):
+        parts = os.path.relpath(path, folder).split(os.sep)
+        base, parents = parts[-1], parts[:-1]
+        sharded, older = SHARDED.fullmatch(base), OLDER.fullmatch(base)
+        if sharded:
+            split, config = sharded["split"], parents
+        elif CONVERTED.fullmatch(base) and parents and re.fullmatch(SPLIT_NAME, _unpartial(parents[-1])):
+            split, config = _unpartial(parents[-1]), parents[:-1]
+        elif older and older["split"] in SPLIT_WORDS:
+            split, config = older["split"], parents
+        else:
+            return None
+        found.setdefault("/".join(config), {}).setdefault(split, []).append(path)
+    if not found:
+        return None
+    if len(found) > 1:
+        configs = sorted(found)
+        raise UsageError(f"{folder} holds the Parquet files of {len(configs)} configurations "
+                         f"({', '.join(c or '(top)' for c in configs)}): pass one configuration's folder, e.g. "
+                         f"{os.path.join(folder, configs[-1])}")
+    splits = next(iter(found.values()))
+    ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
+    return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
+
+
+def _unpartial(name: str) -> str:
+    return name[len("partial-"):] if name.startswith("partial-") else name
+
+
+def _parquet_files(folder: str) -> list[str]:
+    """Parquet files under ``folder`` as ``files.discover`` finds them (hidden and ``_`` entries skipped)."""
+    found = []
+    for root, folders, names in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith(("_", ".")))
+        found.extend(os.path.join(root, name) for name in names
+                     if name.endswith((".parquet", ".parq", ".pq")) and not name.startswith(("_", ".")))
+    return sorted(found)
+
+
+def cache_homes(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(the hub cache, the ``datasets`` cache) as ``huggingface_hub.constants`` and ``datasets.config`` find them:
+    ``HF_HUB_CACHE`` (or the older ``HUGGINGFACE_HUB_CACHE``), else ``HF_HOME/hub``; ``HF_DATASETS_CACHE``,
+    else ``HF_HOME/datasets``; ``HF_HOME`` defaults to ``$XDG_CACHE_HOME/huggingface`` (``~/.cache``)."""
+    def expand(path: str) -> str:
+        return os.path.expandvars(os.path.expanduser(path))
+
+    home = expand(environ.get("HF_HOME") or os.path.join(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"))
+    hub = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return expand(hub), expand(environ.get("HF_DATASETS_CACHE") or os.path.join(home, "datasets"))
+
+
+def cached_folder(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The local folder holding the Hub data set ``name`` (``owner/name``): its hub-cache snapshot, else its
+    newest ``datasets``-cache copy. Raises InputError naming the folders looked in and how to get it."""
+    environ = os.environ if environ is None else environ
+    hub_home, datasets_home = cache_homes(environ)
+    repo = os.path.join(hub_home, "datasets--" + name.replace("/", "--"))
+    snapshot = _snapshot(repo)
+    if snapshot is not None:
+        return snapshot
+    prepared = os.path.join(datasets_home, name.replace("/", "___"))
+    copy = _prepared_copy(prepared)
+    if copy is not None:
+        return copy
+    raise InputError(
+        f"input not found: {name} is no local path, and no data set {name} is in the local Hugging Face caches "
+        f"(looked in {repo} and {prepared}); get it with `hf download --repo-type dataset {name}` and run again, or "
+        f"save it with datasets.load_dataset({name!r}).save_to_disk(DIR) and pass DIR")
+
+
+def _snapshot(repo: str) -> str | None:
+    """The snapshot folder ``refs/main`` points to; else the only one there, or the one every ref points to."""
+    snapshots = os.path.join(repo, "snapshots")
+    if not os.path.isdir(snapshots):
+        return None
+    refs = []
+    for root, _, names in os.walk(os.path.join(repo, "refs")):
+        for ref in names:
+            try:
+                with open(os.path.join(root, ref), encoding="utf-8") as handle:
+                    refs.append((os.path.relpath(os.path.join(root, ref), os.path.join(repo, "refs")),
+                                 handle.read().strip()))
+            except OSError:
+                continue
+    pointed = [revision for ref, revision in refs if ref == "main"] or sorted({revision for _, revision in refs})
+    present = sorted(name for name in os.listdir(snapshots) if not name.startswith("."))
+    choices = [revision for revision in pointed if revision in present] or present
+    if len(choices) > 1:
+        raise InputError(f"the hub cache holds {len(choices)} revisions of this data set and refs/main names none "
+                         f"of them; pass one's folder, e.g. {os.path.join(snapshots, choices[0])}", file=repo)
+    return os.path.join(snapshots, choices[0]) if choices else None
+
+
+def _prepared_copy(prepared: str) -> str | None:
+    """The newest ``<config>/<version>/<hash>/`` folder with a ``dataset_info.json``; UsageError for several
+    configurations."""
+    if not os.path.isdir(prepared):
+        return None
+    copies: dict[str, list[str]] = {}
+    for config in sorted(os.listdir(prepared)):
+        for root, folders, names in os.walk(os.path.join(prepared, config)):
+            folders[:] = [f for f in folders if not f.startswith(".") and not f.endswith(".incomplete")]
+            if INFO_FILE in names and any(n.endswith(".arrow") for n in names):
+                copies.setdefault(config, []).append(root)
+    if len(copies) > 1:
+        raise UsageError(f"the datasets cache holds {len(copies)} configurations of this data set "
+                         f"({', '.join(copies)}); pass one's folder, e.g. {max(copies[next(iter(copies))])}")
+    if not copies:
+        return None
+    return max(next(iter(copies.values())), key=lambda folder: os.path.getmtime(os.path.join(folder, INFO_FILE)))

@@ -1,0 +1,229 @@
+"""``label_collection`` (``mmindex label``) and ``label_fields``: the fields written from stored image vectors on
+both stores, resumed after a kill, replaced by other labels, limited by a filter, and the bad inputs refused in one
+line with nothing written; ``ingest`` with labelers writes the same fields."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from helpers.classify import COLORS, SHAPES, all_payloads, open_store
+
+from mmindex import IngestOptions, ingest
+from mmindex.connectors.base import PointRecord
+from mmindex.errors import CollectionMismatchError, InputError, UsageError
+from mmindex.pipeline.classify.predictions import (LABELS_KEY, NO_IMAGE_VECTOR, label_collection, label_fields,
+                                                   model_record)
+from mmindex.pipeline.classify.zero_shot import ZeroShotLabeler, labeler_from_encoder
+from mmindex.pipeline.query.facets import facets
+from mmindex.pipeline.query.filters import compile_filter
+
+KEYS = ("label", "label_score", "label_top", "label_top_scores")
+
+
+def labeler_for(store, encoder, labels=SHAPES, templates=("a {}",)):
+    return labeler_from_encoder(encoder, labels, list(templates), model_record(store.spec()))
+
+
+def label_part(payload, name="label"):
+    return {key: payload[key] for key in (name, f"{name}_score", f"{name}_top", f"{name}_top_scores")
+            if key in payload}
+
+
+def test_label_fields_against_a_plain_oracle():
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c", "d"]
+    vectors = rng.normal(size=(30, 5)).astype(np.float32)
+    vectors[0] = 0.0  # no direction: every class equally likely, ties broken in the classes' order
+    labeler = ZeroShotLabeler(classes, ["{}"], np.eye(4, 5, dtype=np.float32), 10.0, {"model": "m"})
+    rows = label_fields(labeler, vectors, "guess", top_k=3)
+    probabilities = labeler.predict_proba(vectors)
+    for row, p in zip(rows, probabilities):
+        ranked = sorted(range(4), key=lambda i: (-p[i], i))[:3]
+        assert row == {"guess": classes[ranked[0]], "guess_score": round(p[ranked[0]], 6),
+                       "guess_top": [classes[i] for i in ranked],
+                       "guess_top_scores": [round(p[i], 6) for i in ranked]}
+    assert rows[0]["guess_top"] == ["a", "b", "c"]
+    assert label_fields(labeler, vectors[:2], "guess", top_k=99)[0]["guess_top"].__len__() == 4
+    assert label_fields(labeler, np.zeros((0, 5), np.float32)) == []
+
+
+def labelled_and_checked(store, encoder) -> dict:
+    """Label ``store`` (pages of 7) and check every point against the oracle, the payload kept, the facet counts,
+    a --where on the field and the recorded types; returns the payloads."""
+    before = all_payloads(store)
+    report = label_collection(store, labeler_for(store, encoder), page=7)
+    after = all_payloads(store)
+    stored, _ = store.scroll(limit=100, with_vectors=True)
+    oracle = label_fields(labeler_for(store, encoder), np.array([p.vectors["image"] for p in stored]))
+    assert {p.id: label_part(after[p.id]) for p in stored} == dict(zip([p.id for p in stored], oracle))
+    assert all({k: v for k, v in after[i].items() if k not in KEYS} == before[i] for i in before)
+    assert report.labelled == report.points == 60 and sum(report.counts.values()) == 60
+    counted = facets(store, ["label"], limit=20)[0]
+    assert {v.value: v.count for v in counted.values} == {k: v for k, v in report.counts.items() if v}
+    meta = store.metadata()
+    assert meta["payload_types"]["label"] == "keyword" and meta["payload_types"]["label_score"] == "float"
+    assert meta[LABELS_KEY]["label"]["progress"] is None
+    some = next(name for name, count in report.counts.items() if count)
+    assert store.count(compile_filter(f"label = {some!r}", field_types=meta["payload_types"])) == report.counts[some]
+    return after
+
+
+def test_labels_come_from_the_stored_vectors(collection, encoder):
+    labelled_and_checked(collection, encoder)
+
+
+@pytest.mark.slow  # two ingests; each store alone is checked by the test above
+def test_labels_from_stored_vectors_on_both_stores_agree(tmp_path, encoder, sample_dir):
+    answers = {}
+    for kind in ("edge", "memory"):
+        store = open_store(kind, "shapes", tmp_path / kind)
+        try:
+            ingest([str(sample_dir)], store, encoder, IngestOptions(source_name="sample", pipelined=False))
+            answers[kind] = labelled_and_checked(store, encoder)
+        finally:
+            store.close()
+    assert {i: label_part(p) for i, p in answers["edge"].items()} == {
+        i: label_part(p) for i, p in answers["memory"].items()}
+
+
+def test_a_killed_run_resumes_after_its_last_page(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder), page=16)  # a clean run
+    expected = {i: label_part(p) for i, p in all_payloads(collection).items()}
+    label_collection(collection, labeler_for(collection, encoder, COLORS), page=16)  # other labels over it
+    assert {i: label_part(p) for i, p in all_payloads(collection).items()} != expected
+    writes = []
+    real = collection.overwrite_payloads
+    collection.overwrite_payloads = lambda items: (writes.append([i for i, _ in items]), real(items))[1]
+
+    def stop_after_first_page(done, total):
+        if done >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        label_collection(collection, labeler_for(collection, encoder), page=16, on_progress=stop_after_first_page)
+    mark = collection.metadata()[LABELS_KEY]["label"]["progress"]
+    assert mark["done"] == 16 and mark["labelled"] == 16 and mark["next"] is not None
+    report = label_collection(collection, labeler_for(collection, encoder), page=16)
+    assert report.resumed_from == mark["next"] and report.labelled == 60 and sum(report.counts.values()) == 60
+    written = [i for page in writes for i in page]
+    assert sorted(written) == sorted(set(written)) and len(written) == 60  # every point written once
+    assert {i: label_part(p) for i, p in all_payloads(collection).items()} == expected
+    assert collection.metadata()[LABELS_KEY]["label"]["progress"] is None
+
+
+def test_other_labels_replace_the_fields_everywhere(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder), top_k=5)
+    colours = labeler_for(collection, encoder, COLORS)
+    report = label_collection(collection, colours, top_k=2)
+    assert report.replaced and report.labelled == 60
+    for payload in all_payloads(collection).values():
+        assert payload["label"] in COLORS and set(payload["label_top"]) <= set(COLORS)
+        assert len(payload["label_top"]) == len(payload["label_top_scores"]) == 2
+    assert collection.metadata()[LABELS_KEY]["label"]["labeler"]["labels"] == COLORS
+
+
+def test_a_filter_labels_only_its_points_and_clears_other_labels_outside(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder))
+    types = collection.spec().payload_types
+    recent = compile_filter("year >= 2021", field_types=types)
+    inside = set(all_payloads(collection, recent))
+    assert 0 < len(inside) < 60
+    report = label_collection(collection, labeler_for(collection, encoder, COLORS), filter=recent)
+    assert report.points == report.labelled == len(inside) and report.cleared == 60 - len(inside)
+    for point_id, payload in all_payloads(collection).items():
+        if point_id in inside:
+            assert payload["label"] in COLORS
+        else:
+            assert not set(KEYS) & set(payload)
+    # the same labels on the rest: the field now covers every point, the first part kept
+    rest = label_collection(collection, labeler_for(collection, encoder, COLORS), filter={"must_not": [recent]})
+    assert rest.cleared == 0 and rest.labelled == 60 - len(inside)
+    assert all(p["label"] in COLORS for p in all_payloads(collection).values())
+
+
+def test_points_without_an_image_vector_are_counted(collection, encoder):
+    spec = collection.spec()
+    lone = PointRecord("00000000-0000-4000-8000-000000000001", {"text": np.ones(spec.dim, np.float32)},
+                       {"caption": "text only"})
+    collection.upsert([lone])
+    report = label_collection(collection, labeler_for(collection, encoder))
+    assert report.skipped == {NO_IMAGE_VECTOR: 1} and report.labelled == 60 and report.points == 61
+    assert "label" not in all_payloads(collection)[lone.id]
+
+
+@pytest.fixture
+def text_only(kind, tmp_path, encoder):
+    store = open_store(kind, "texts", tmp_path)
+    store.ensure_collection(encoder.spec())
+    store.upsert([PointRecord(f"00000000-0000-4000-8000-00000000000{i}", {"text": np.ones(encoder.dim, np.float32)},
+                              {"caption": f"text {i}"}) for i in range(3)])
+    yield store
+    store.close()
+
+
+def test_a_collection_without_image_vectors_is_one_line_and_nothing_written(text_only, encoder):
+    before, meta = all_payloads(text_only), text_only.metadata()
+    with pytest.raises(InputError, match="collection 'texts' has no image vector in its 3 points") as caught:
+        label_collection(text_only, labeler_for(text_only, encoder))
+    assert "\n" not in str(caught.value)
+    assert all_payloads(text_only) == before and text_only.metadata() == meta
+
+
+def test_a_labeler_of_another_model_is_one_line_and_nothing_written(collection, encoder):
+    before, meta = all_payloads(collection), collection.metadata()
+    other = labeler_from_encoder(encoder, SHAPES, ["{}"], {"model": "other-clip", "fingerprint": "f" * 64,
+                                                            "dim": encoder.dim})
+    with pytest.raises(CollectionMismatchError, match="made for image vectors of model 'other-clip'") as caught:
+        label_collection(collection, other)
+    assert "\n" not in str(caught.value)
+    assert all_payloads(collection) == before and collection.metadata() == meta
+
+
+def test_a_field_holding_the_collections_data_is_refused(collection, encoder):
+    before = all_payloads(collection)
+    for field, why in (("color", "payload field 'color' \\(keyword\\) holds the collection's own data"),
+                       ("year", "'year' \\(integer\\) holds"), ("caption", "'caption' holds"),
+                       ("size", "'size' \\(keyword\\) holds"), ("bad.name", "a plain name"), ("_x", "a plain name")):
+        with pytest.raises(UsageError, match=f"--field '?{re.escape(field)}'?: .*{why}") as caught:
+            label_collection(collection, labeler_for(collection, encoder), field=field)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match="--top-k"):
+        label_collection(collection, labeler_for(collection, encoder), top_k=0)
+    assert all_payloads(collection) == before
+
+
+def test_ingest_with_labels_writes_what_label_writes(tmp_path, kind, encoder, sample_dir):
+    at_ingest = open_store(kind, "at_ingest", tmp_path)
+    later = open_store(kind, "later", tmp_path)
+    try:
+        entry = ("label", 3, lambda model: labeler_from_encoder(model, SHAPES, ["a {}"]))
+        ingest([str(sample_dir)], at_ingest, encoder, IngestOptions(source_name="s", labelers=[entry]))
+        ingest([str(sample_dir)], later, encoder, IngestOptions(source_name="s"))
+        label_collection(later, labeler_for(later, encoder))
+        fresh, stored = all_payloads(at_ingest), all_payloads(later)
+        assert fresh.keys() == stored.keys()
+        for point_id in fresh:
+            a, b = label_part(fresh[point_id]), label_part(stored[point_id])
+            assert (a["label"], a["label_top"]) == (b["label"], b["label_top"])
+            np.testing.assert_allclose(a["label_top_scores"], b["label_top_scores"], atol=2e-6)
+        record = at_ingest.metadata()[LABELS_KEY]["label"]
+        assert record["written_by"] == "ingest" and not record["partial"]
+        assert record["sha"] == later.metadata()[LABELS_KEY]["label"]["sha"]
+        assert at_ingest.metadata()["payload_types"]["label"] == "keyword"
+        # an ingest again, unchanged rows: the labels stay, nothing is rewritten
+        again = ingest([str(sample_dir)], later, encoder, IngestOptions(source_name="s"))
+        assert again.unchanged == 60 and again.payload_updated == 0
+        assert all_payloads(later) == stored
+    finally:
+        at_ingest.close()
+        later.close()
+
+
+def test_ingest_refuses_a_label_field_that_is_an_input_column(tmp_path, encoder, sample_dir):
+    store = open_store("memory", "clash", tmp_path)
+    entry = ("color", 3, lambda model: labeler_from_encoder(model, COLORS, None))
+    with pytest.raises(UsageError, match="payload field 'color' holds the collection's own data"):
+        ingest([str(sample_dir)], store, encoder, IngestOptions(source_name="s", labelers=[entry]))
+    assert store.count() == 0 if store.exists() else True
+    store.close()
