@@ -7,6 +7,7 @@ the templates' L2-normalised text vectors, normalised again.
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,9 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 def read_labels(path: str | Path) -> list[str]:
     """The labels of a labels file: one per line, surrounding spaces stripped; blank lines and lines starting with
-    ``#`` are skipped. Labels may hold any other text, braces included (they are put in a template by plain
+    ``#`` are skipped. Invisible format characters at either end (a byte-order mark that Notepad or Excel writes
+    at the start of the file, a zero-width space: Unicode category Cf) are stripped with the spaces, so they never
+    become part of a label that ``--where "label = cat"`` would then fail to match. Labels may hold any other text, braces included (they are put in a template by plain
     replacement, never by ``str.format``).
 
     Raises ``InputError`` naming the file when it cannot be read, is not UTF-8, or holds no label, and naming the
@@ -29,7 +32,7 @@ def read_labels(path: str | Path) -> list[str]:
     probability between two names).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: the labels file is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
@@ -37,7 +40,7 @@ def read_labels(path: str | Path) -> list[str]:
     labels: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        label = line.strip()
+        label = clean_label(line)
         if not label or label.startswith("#"):
             continue
         key = label.casefold()
@@ -52,6 +55,16 @@ def read_labels(path: str | Path) -> list[str]:
         raise InputError(f"{path}: the labels file holds no label (one label per line; blank lines and lines "
                          "starting with # are skipped)")
     return labels
+
+
+def clean_label(text: str) -> str:
+    """``text`` without the spaces and invisible format characters (Unicode category Cf) at either end."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]
 
 
 def check_templates(templates: Sequence[str] | None) -> list[str]:

@@ -71,9 +71,21 @@ def check_labeler_model(labeler: Labeler, spec: CollectionSpec, where: str) -> N
                           precision=record.get("precision", "fp32"))
     if not ours.same_image_model(spec):
         raise CollectionMismatchError(
-            f"the {labeler.kind} labeler was made for image vectors of model {ours.model!r} (size {ours.dim}); "
-            f"{where} holds vectors of model {spec.model!r} (size {spec.dim}): its probabilities would mean nothing "
-            "there. Make the labeler for this model")
+            f"the {labeler.kind} labeler was made for image vectors of {_model_words(ours, spec)}; {where} holds "
+            f"vectors of {_model_words(spec, ours)}: its probabilities would mean nothing there. Make the labeler "
+            "for this model")
+
+
+def _model_words(spec: CollectionSpec, other: CollectionSpec) -> str:
+    """The model of ``spec`` in words, down to what tells it from ``other`` (same name and size: the fingerprint
+    of its weights or the precision of its vectors)."""
+    words = f"model {spec.model!r} (size {spec.dim}"
+    if (spec.model, spec.dim) == (other.model, other.dim):
+        if spec.precision != other.precision:
+            words += f", {spec.precision} vectors"
+        else:
+            words += f", weights {spec.fingerprint or 'of unknown fingerprint'}"
+    return words + ")"
 
 
 def labeler_sha(labeler: Labeler) -> str:
@@ -125,11 +137,11 @@ def label_types(name: str) -> dict[str, str]:
     return payload_types(schema, list(keys))
 
 
-def check_field(name: str, meta: dict[str, Any] | None, columns: Sequence[str] = ()) -> None:
-    """Refuse (UsageError) a field name that is not a plain name, or whose keys hold the collection's own data (a
+def check_field(name: str, meta: dict[str, Any] | None, columns: Sequence[str] = (), option: str = "--field") -> None:
+    """Refuse (UsageError, naming ``option``: the command's option that gave the name) a field name that is not a plain name, or whose keys hold the collection's own data (a
     recorded payload field no labeler wrote, or one of ``columns``) or another labeler's keys."""
     if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
-        raise UsageError(f"--field {name!r}: a label field is a plain name (a letter, then letters, digits or _), "
+        raise UsageError(f"{option} {name!r}: a label field is a plain name (a letter, then letters, digits or _), "
                          "e.g. label or predicted_shape")
     recorded = recorded_labels(meta)
     types = (meta or {}).get("payload_types", {})
@@ -137,11 +149,11 @@ def check_field(name: str, meta: dict[str, Any] | None, columns: Sequence[str] =
     for key in field_keys(name):
         if key in columns or key in SYSTEM_FIELDS or (key in types and name not in recorded):
             kind = f" ({types[key]})" if key in types else ""
-            raise UsageError(f"--field {name}: payload field {key!r}{kind} holds the collection's own data; write the "
-                             f"predictions under another --field, e.g. --field predicted_{name}")
+            raise UsageError(f"{option} {name}: payload field {key!r}{kind} holds the collection's own data; write the "
+                             f"predictions under another {option}, e.g. {option} predicted_{name}")
     for other in recorded:
         if other != name and keys & set(field_keys(other)):
-            raise UsageError(f"--field {name}: its keys {', '.join(sorted(keys & set(field_keys(other))))} are those "
+            raise UsageError(f"{option} {name}: its keys {', '.join(sorted(keys & set(field_keys(other))))} are those "
                              f"of the label field {other!r}; pick a name apart from it")
 
 
@@ -304,7 +316,7 @@ def bind_labelers(entries: Sequence[LabelerEntry], encoder: Any,
         if not isinstance(labeler, Labeler) and callable(labeler):
             labeler = labeler(encoder)
         check_labeler_model(labeler, encoder.spec(), "this ingest's model")
-        check_field(name, None, columns)
+        check_field(name, None, columns, option="--label-field")
         if any(set(field_keys(name)) & set(field_keys(other)) for other, _, _ in bound):
             raise UsageError(f"--label-field {name}: two labelers would write the same payload keys")
         bound.append((name, check_top_k(top_k, labeler), labeler))
@@ -319,7 +331,7 @@ def begin_ingest_labels(store: Store, entries: Sequence[tuple[str, int, Labeler]
     had_points = store.count() > 0 if entries else False
     for name, top_k, labeler in entries:
         meta = store.metadata() or {}
-        check_field(name, meta)
+        check_field(name, meta, option="--label-field")
         run = {"sha": labeler_sha(labeler), "top_k": top_k, "filter": None}
         recorded = recorded_labels(meta).get(name)
         if recorded is not None and {key: recorded.get(key) for key in run} == run:

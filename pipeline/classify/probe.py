@@ -202,7 +202,10 @@ def load_probe(path: str | Path) -> LinearProbe:
                          f"version {PROBE_VERSION}: fit it again with `mmindex train --task classify`")
     try:
         return _probe_from(data)
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise InputError(f"probe file {str(path)!r} is damaged: it has no {error.args[0]!r} entry; fit it again "
+                         "with `mmindex train --task classify`") from None
+    except (TypeError, ValueError) as error:
         raise InputError(f"probe file {str(path)!r} is damaged: {error}") from None
 
 

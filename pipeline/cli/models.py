@@ -237,6 +237,8 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
         t2i, i2t = epoch.validation
         bar.write(f"epoch {epoch.epoch}: loss {epoch.train_loss:.4f}  val R@1 text→image {t2i['recall@1']:.3f} "
                   f"image→text {i2t['recall@1']:.3f}  ({epoch.seconds:.0f}s)")
+        if epoch.warning:
+            bar.write(f"  warning: {epoch.warning}")
 
     command = "mmindex train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "mmindex train"
     with bar:

@@ -12,8 +12,10 @@ class name (``"dog"``), and ``label_id``, the integer (``1``). A ``Sequence(Clas
 * Any other integer outside ``0 … len(names) - 1`` rejects its row, with the field and the value
   (``name_labels``'s row errors; the run names the file and row).
 * A column already named ``<col>_id`` is refused (``InputError``): the integer would have nowhere to go.
-* Only top-level columns and lists of labels are named; a ``ClassLabel`` inside a struct is left as its
-  integers. A column that is not of integers (names already written out) is left as it is.
+* Only top-level columns and lists of labels are named (any Arrow list kind: ``list``, ``large_list``,
+  ``fixed_size_list`` as ``Sequence(ClassLabel, length=n)`` writes, ``list_view``, ``large_list_view``); a
+  ``ClassLabel`` deeper down (inside a struct, a list of lists) is left as its integers, and the run's notes say
+  which field and why (``unnamed_label_notes``). A column of strings (names already written out) is left as it is.
 """
 from __future__ import annotations
 
@@ -147,12 +149,57 @@ def label_schema(schema: pa.Schema, labels: Mapping[str, ClassLabel],
     return pa.schema(fields, metadata=schema.metadata), named
 
 
+def is_list_kind(arrow_type: pa.DataType) -> bool:
+    """Whether ``arrow_type`` is one of Arrow's list types (list, large_list, fixed_size_list, list views)."""
+    checks = ("is_list", "is_large_list", "is_fixed_size_list", "is_list_view", "is_large_list_view")
+    return any(getattr(pa.types, check, lambda _: False)(arrow_type) for check in checks)  # views: pyarrow ≥ 16
+
+
 def _of_integers(arrow_type: pa.DataType, many: bool) -> bool:
     if many:
-        if not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)):
+        if not is_list_kind(arrow_type):
             return False
         arrow_type = arrow_type.value_type
     return pa.types.is_integer(arrow_type)
+
+
+def _of_strings(arrow_type: pa.DataType) -> bool:
+    if is_list_kind(arrow_type):
+        arrow_type = arrow_type.value_type
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def unnamed_label_notes(schemas: Mapping[str, pa.Schema], schema: pa.Schema,
+                        beside: Callable[[str], dict[str, Any] | None] | None = None) -> list[str]:
+    """Notes for the ``ClassLabel`` features that stay integers in the payload: one inside a struct or a list of
+    lists (``meta.kind``, ``boxes[][]``: only top-level columns and lists of labels are named), or a column whose
+    Arrow type is neither integers nor names (``schema``: the data set's, before ``label_schema``)."""
+    nested: dict[str, None] = {}
+    for path, file_schema in schemas.items():
+        features = features_in(file_schema)
+        if features is None and beside is not None:
+            features = beside(path)
+        for column, feature in (features or {}).items():
+            if _names(feature) is None and _names(_item_feature(feature)) is None:
+                nested.update(dict.fromkeys(_label_paths(feature, column)))
+        for column, label in class_labels(features or {}).items():
+            if column in schema.names and not (_of_integers(schema.field(column).type, label.many)
+                                               or _of_strings(schema.field(column).type)):
+                nested.setdefault(f"{column} ({schema.field(column).type})")
+    return [f"ClassLabel {where} stays integers: only a top-level ClassLabel column or a list of them is read as "
+            "names" for where in nested]
+
+
+def _label_paths(feature: Any, path: str) -> list[str]:
+    """The paths of the ``ClassLabel`` features inside ``feature`` (``a.b``, ``a[]``), itself included."""
+    if _names(feature) is not None:
+        return [path]
+    inner = _item_feature(feature)
+    if inner is not None:
+        return _label_paths(inner, path + "[]")
+    if isinstance(feature, dict) and "_type" not in feature:  # a struct: its fields by name
+        return [found for key, value in feature.items() for found in _label_paths(value, f"{path}.{key}")]
+    return []
 
 
 def columns_to_read(wanted: Sequence[str], labels: Mapping[str, ClassLabel]) -> list[str]:

@@ -19,6 +19,7 @@ A local folder given as an input is one of these layouts, tried in this order:
 Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
 split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
 Files of several configurations under one folder are refused: pass the configuration's folder.
+A split read whose shard numbering has gaps (``check_numbering``: a download cut short) is refused (InputError).
 
 An input ``owner/name`` that is not a local path is a Hub name, read from the local caches, never the
 network (``cached_folder``): the snapshot ``refs/main`` points to in the hub cache
@@ -46,6 +47,8 @@ INFO_FILE = "dataset_info.json"  # datasets.config.DATASET_INFO_FILENAME
 SPLIT_WORDS = ("train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
 SPLIT_NAME = r"\w+(?:\.\w+)*"  # datasets.naming._split_re
 SHARDED = re.compile(rf"(?P<split>{SPLIT_NAME})-\d{{5}}-of-\d{{5}}(?:-[0-9A-Za-z]+)?\.parquet")
+NUMBERED = re.compile(r"(?P<stem>.*?)-(?P<index>\d{5})-of-(?P<total>\d{5})(?P<tail>(?:-[0-9A-Za-z]+)?\.\w+)")
+SHOWN_MISSING = 3  # missing shard names a message lists
 CONVERTED = re.compile(r"\d{4}\.parquet")
 OLDER = re.compile(rf".+?-(?P<split>{SPLIT_NAME})(?:-\d{{5}}-of-\d{{5}})?\.parquet")
 CACHED_ARROW = r".+-{split}(?:-\d{{5}}-of-\d{{5}})?\.arrow"
@@ -97,6 +100,8 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
             continue
         layouts += 1
         picked = pick_splits(layout, split, item)
+        for name, files in picked.items():
+            check_numbering(name, files, item)
         for files in picked.values():
             resolved.image_folders.update(dict.fromkeys(files, layout.folder))
         if split is None and layout.kind == "Hub Parquet":
@@ -143,6 +148,48 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
         listed = ", ".join("(unnamed)" if name is None else name for name in names)
         raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
     return {split: layout.splits[split]}
+
+
+def check_numbering(split: str | None, files: Sequence[str], shown: str) -> None:
+    """Refuse a split whose shard files' numbering has gaps: ``-NNNNN-of-MMMMM`` names (Hub Parquet, the
+    ``datasets`` cache, ``save_to_disk``) must be ``00000`` … ``MMMMM - 1`` with one total, and the
+    ``refs/convert/parquet`` names ``0000.parquet`` … must run from 0 with none left out (they carry no total: a
+    missing *last* file cannot be seen). A download cut short looks like this, and reading what is there would
+    let ``--sync`` delete the missing rows. Raises InputError naming the split, the missing files, what to do."""
+    numbered: dict[str, dict[int, set[int]]] = {}  # stem → total → indexes
+    tails: dict[str, str] = {}
+    converted, others = set(), 0
+    for path in files:
+        base = os.path.basename(path)
+        match = NUMBERED.fullmatch(base)
+        if match:
+            numbered.setdefault(match["stem"], {}).setdefault(int(match["total"]), set()).add(int(match["index"]))
+            tail = match["tail"]
+            tails[match["stem"]] = tail if tail.count("-") == 0 else "-*" + os.path.splitext(tail)[1]
+        elif CONVERTED.fullmatch(base):
+            converted.add(int(base[:4]))
+        else:
+            others += 1
+    named = "(unnamed)" if split is None else repr(split)
+    kinds = len(numbered) + bool(converted) + bool(others)
+    if kinds > 1 or any(len(totals) > 1 for totals in numbered.values()):
+        seen = sorted({f"-of-{total:05d}" for totals in numbered.values() for total in totals})
+        seen += ["NNNN.parquet"] * bool(converted) + ["unnumbered"] * bool(others)
+        raise InputError(f"{shown}: split {named} mixes shard files of several numberings ({', '.join(seen)}): "
+                         "an old copy beside a new one, or a download cut short; keep one set of files (finish the "
+                         "download, or remove the stale files) and run again")
+    missing: list[str] = []
+    for stem, totals in numbered.items():
+        (total, indexes), = totals.items()
+        missing += [f"{stem}-{index:05d}-of-{total:05d}{tails[stem]}" for index in range(total) if index not in indexes]
+    if converted:
+        missing += [f"{index:04d}.parquet" for index in range(max(converted)) if index not in converted]
+    if missing:
+        listed = ", ".join(missing[:SHOWN_MISSING]) + (f" and {len(missing) - SHOWN_MISSING} more"
+                                                       if len(missing) > SHOWN_MISSING else "")
+        raise InputError(f"{shown}: split {named} is missing {len(missing)} of its shard files ({listed}), as a "
+                         "download cut short leaves it; finish the download (run `hf download` again) and run "
+                         "again, or remove the split's files")
 
 
 def find_layout(folder: str) -> Layout | None:

@@ -23,7 +23,7 @@ from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS
 from mmindex.pipeline.ingest.arrow_shards import (piece_name, read_table_footer, read_table_footers,
                                                   table_holds_values, unreadable)
 from mmindex.pipeline.ingest.class_labels import (ClassLabel, columns_to_read, features_beside, label_schema,
-                                                  labels_of_files, name_labels)
+                                                  labels_of_files, name_labels, unnamed_label_notes)
 from mmindex.pipeline.ingest.duplicates import LINK_KEYS
 from mmindex.pipeline.ingest.files import discover
 from mmindex.pipeline.ingest.hf_layout import SPLIT_FIELD, resolve_inputs
@@ -509,6 +509,8 @@ def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], displa
     """Change ``dataset`` for what ``datasets`` wrote: each ``ClassLabel`` column as names plus ``<col>_id``
     (the labels returned), and, with ``--split all``, each file's split name as the column ``split``."""
     labels = labels_of_files({path: footer.schema for path, footer in footers.items()}, display, beside)
+    dataset.notes += unnamed_label_notes({path: footer.schema for path, footer in footers.items()}, dataset.schema,
+                                         beside)
     dataset.schema, labels = label_schema(dataset.schema, labels, display[next(iter(footers))] if labels else None)
     for column, label in labels.items():
         dataset.notes.append(f"ClassLabel column {column!r}: its names are the payload field {column!r}, its "

@@ -137,6 +137,14 @@ def triplet_from_distances(distances, margin: float, mining: str, negatives=None
     ``hardest`` and ``semi-hard`` average over the anchors that have at least one negative (a batch of one pair
     has none: the loss is 0, still attached to the graph). Returns a scalar tensor.
     """
+    return triplet_terms(distances, margin, mining, negatives)[0]
+
+
+def triplet_terms(distances, margin: float, mining: str, negatives=None):
+    """``triplet_from_distances``'s loss with what it was made of: (loss, anchors that had at least one negative,
+    active triplets: those with L > 0 that count, i.e. every one for ``all``, each anchor's chosen one otherwise).
+    The two counts are ints; an anchor with no negative (a batch of one pair, or only duplicates of its caption)
+    teaches nothing."""
     # torch takes seconds to import: only code that runs a model loads it
     import torch
 
@@ -146,13 +154,14 @@ def triplet_from_distances(distances, margin: float, mining: str, negatives=None
         valid = valid & negatives
     positive = distances.diagonal().unsqueeze(1)  # (B, 1): d(a, p) for each anchor
     zero = distances.sum() * 0  # keeps the graph when nothing counts
+    has_negative = valid.any(dim=1)
+    anchors = int(has_negative.sum())
     if mining == "all":
         hinge = (positive - distances + margin).clamp_min(0)
         active = valid & (hinge > 0)
-        return hinge[active].mean() if active.any() else zero
-    has_negative = valid.any(dim=1)
+        return (hinge[active].mean() if active.any() else zero), anchors, int(active.sum())
     if not has_negative.any():
-        return zero
+        return zero, 0, 0
     inf = torch.full_like(distances, math.inf)
     if mining == "hardest":
         chosen = torch.where(valid, distances, inf).min(dim=1).values
@@ -163,24 +172,44 @@ def triplet_from_distances(distances, margin: float, mining: str, negatives=None
         chosen = torch.where(farther.any(dim=1), closest_farther, farthest)
     else:
         raise UsageError(f"--mining {mining!r}: choose from {', '.join(MININGS)}")
-    hinge = (positive.squeeze(1) - chosen + margin).clamp_min(0)
-    return hinge[has_negative].mean()
+    hinge = (positive.squeeze(1) - chosen + margin).clamp_min(0)[has_negative]
+    return hinge.mean(), anchors, int((hinge > 0).sum())
+
+
+@dataclass
+class NegativeCounts:
+    """What a run's batches gave the loss to learn from, summed over batches and both directions: ``anchors``
+    (2 per pair), ``with_negative`` (anchors with at least one in-batch negative: an item that is not a caption
+    of the same text), ``active`` (triplets with a loss > 0; the triplet loss only, 0 for InfoNCE)."""
+
+    anchors: int = 0
+    with_negative: int = 0
+    active: int = 0
+
+    def add(self, other: "NegativeCounts") -> None:
+        self.anchors += other.anchors
+        self.with_negative += other.with_negative
+        self.active += other.active
 
 
 def triplet_loss(text, image, margin: float = DEFAULT_MARGIN, distance: str = DEFAULT_DISTANCE,
-                 mining: str = DEFAULT_MINING, same=None):
+                 mining: str = DEFAULT_MINING, same=None, counts: NegativeCounts | None = None):
     """Symmetric triplet loss over in-batch negatives; a scalar tensor.
 
     ``text``, ``image``: (B, D) tensors, row i of each a pair (L2-normalised here). Text→image: each caption is an
     anchor, its image the positive, the batch's other images the negatives; image→text the other way round; the
     loss is the mean of the two (see ``triplet_from_distances`` for the formula, the mining and the mean).
     ``same``: an optional (B, B) bool tensor, True where pairs i and j are known to match (e.g. the same caption
-    text): such a j is no negative of i in either direction.
+    text): such a j is no negative of i in either direction. ``counts``: where to add the batch's anchors, those
+    with a negative and the active triplets (``NegativeCounts``).
     """
     negatives = None if same is None else ~same
     distances = pairwise_distances(text, image, distance)
-    text_to_image = triplet_from_distances(distances, margin, mining, negatives)
-    image_to_text = triplet_from_distances(distances.T, margin, mining, None if negatives is None else negatives.T)
+    text_to_image, anchors, active = triplet_terms(distances, margin, mining, negatives)
+    image_to_text, anchors_back, active_back = triplet_terms(distances.T, margin, mining,
+                                                             None if negatives is None else negatives.T)
+    if counts is not None:
+        counts.add(NegativeCounts(2 * len(distances), anchors + anchors_back, active + active_back))
     return (text_to_image + image_to_text) / 2
 
 
@@ -198,7 +227,8 @@ def tower_output(output):
     return output if hasattr(output, "shape") else output.pooler_output
 
 
-def clip_loss(clip, pixels, input_ids, attention, image_features=None, spec: LossSpec | None = None):
+def clip_loss(clip, pixels, input_ids, attention, image_features=None, spec: LossSpec | None = None,
+              counts: NegativeCounts | None = None):
     """The loss of one batch of a transformers CLIP-style model: InfoNCE (the default) or the triplet loss.
 
     ``pixels``: (B, 3, H, W) preprocessed images, or ``image_features`` (B, D), the image tower's output computed
@@ -206,10 +236,17 @@ def clip_loss(clip, pixels, input_ids, attention, image_features=None, spec: Los
     the batch's others negatives. The triplet loss does not use ``clip.logit_scale`` (it compares distances with
     a margin), and two captions of identical text are not each other's negatives there: a duplicate is always the
     hardest negative, and pushing identical texts apart is impossible.
+
+    ``counts``: where to add the batch's ``NegativeCounts``. InfoNCE keeps duplicates as negatives in its loss, but
+    counts an anchor as having a negative only where the batch holds a caption of other text: a batch of one
+    caption text teaches it nothing either (its loss stays at log B whatever the images are).
     """
     spec = spec or LossSpec()
     image = image_features if image_features is not None else tower_output(clip.get_image_features(pixel_values=pixels))
     text = tower_output(clip.get_text_features(input_ids=input_ids, attention_mask=attention))
+    same = same_tokens(input_ids, attention)
     if spec.name == "triplet":
-        return triplet_loss(text, image, spec.margin, spec.distance, spec.mining, same_tokens(input_ids, attention))
+        return triplet_loss(text, image, spec.margin, spec.distance, spec.mining, same, counts)
+    if counts is not None:
+        counts.add(NegativeCounts(2 * len(same), 2 * int((~same).any(dim=1).sum())))
     return info_nce_loss(text, image, clip.logit_scale)

@@ -27,7 +27,7 @@ from mmindex.pipeline.ingest.source import open_source
 from mmindex.pipeline.ingest.summary import IngestSummary
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.training.evaluate import collect_rows, embed_rows, exact_metrics
-from mmindex.pipeline.training.losses import LossSpec, clip_loss, loss_spec, tower_output
+from mmindex.pipeline.training.losses import LossSpec, NegativeCounts, clip_loss, loss_spec, tower_output
 from mmindex.pipeline.training.scratch import build_scratch_model
 
 
@@ -65,11 +65,19 @@ class TrainOptions:
 
 @dataclass
 class EpochReport:
+    """One epoch: its mean training loss, time (s), validation metrics and score; what its batches gave the loss
+    (``anchors``, ``anchors_with_negative``, ``active_triplets``: ``NegativeCounts``, both directions) and a
+    ``warning`` when no anchor had a negative (nothing was learnt: the epoch's optimiser steps were skipped)."""
+
     epoch: int
     train_loss: float
     seconds: float
     validation: list[dict[str, Any]]
     score: float
+    anchors: int = 0
+    anchors_with_negative: int = 0
+    active_triplets: int | None = None  # the triplet loss only
+    warning: str | None = None
 
 
 @dataclass
@@ -238,38 +246,69 @@ def _fit(encoder, clip, train_rows, val_rows, options, report, output: Path, on_
     for epoch in range(1, options.epochs + 1):
         clip.train()
         started, total, batches = time.perf_counter(), 0.0, 0
+        counts = NegativeCounts()
         for images, input_ids, attention in loader:
-            images = images.to(device, non_blocking=True)
-            input_ids, attention = input_ids.to(device, non_blocking=True), attention.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                if cached is None:
-                    loss = clip_loss(clip, images, input_ids, attention, spec=spec)
-                else:
-                    loss = clip_loss(clip, None, input_ids, attention, image_features=images, spec=spec)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
+            before = counts.with_negative
+            loss = _step(clip, spec, device, autocast_dtype, (images, input_ids, attention), cached is not None,
+                         (optimizer, scaler, trainable), counts)
+            if counts.with_negative > before:  # the optimiser stepped: so does the schedule
+                schedule.step()
             with torch.no_grad():
                 clip.logit_scale.clamp_(0, math.log(100))
             step += 1
-            total += loss.item()
+            total += loss
             batches += 1
             if on_step:
                 on_step(step, total / batches)
         clip.eval()
         metrics = exact_metrics(embed_rows(val_rows, encoder, options.group_cols))
         epoch_report = EpochReport(epoch, total / max(1, batches), time.perf_counter() - started,
-                                   [m.to_dict() for m in metrics], score_of(metrics))
+                                   [m.to_dict() for m in metrics], score_of(metrics), counts.anchors,
+                                   counts.with_negative, counts.active if spec.name == "triplet" else None,
+                                   None if counts.with_negative else nothing_learnt(spec, epoch))
         report.epochs.append(epoch_report)
-        if epoch_report.score > report.best_score or report.best_epoch == 0:
+        learnt = counts.with_negative > 0
+        if learnt and (epoch_report.score > report.best_score or report.best_epoch == 0):
             report.best_epoch, report.best_score = epoch, epoch_report.score
             _save(encoder, output, report, options, command)
         if on_epoch:
             on_epoch(epoch_report)
+    if not any(e.anchors_with_negative for e in report.epochs):
+        raise InputError(f"nothing was learnt in {len(report.epochs)} epoch(s): every batch's captions were all the "
+                         "same text, so no anchor had a negative; train on pairs whose captions differ (or a larger "
+                         "--batch-size); no model was saved")
+
+
+def nothing_learnt(spec: LossSpec, epoch: int) -> str:
+    """The warning for an epoch in which no anchor had a negative."""
+    what = "triplet" if spec.name == "triplet" else "caption"
+    return (f"no {what} had a negative in epoch {epoch}: captions in a batch are all the same; nothing was learnt "
+            "(its steps were skipped)")
+
+
+def _step(clip, spec, device, autocast_dtype, batch, cached: bool, optimiser, counts: NegativeCounts) -> float:
+    """One batch: the loss (its value returned), its ``NegativeCounts`` added to ``counts``, and an optimiser step
+    unless no anchor had a negative (the loss then holds no signal, and a step would only decay the weights)."""
+    # torch takes seconds to import: only code that runs a model loads it
+    import torch
+
+    optimizer, scaler, trainable = optimiser
+    images, input_ids, attention = (part.to(device, non_blocking=True) for part in batch)
+    found = NegativeCounts()
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        if cached:
+            loss = clip_loss(clip, None, input_ids, attention, image_features=images, spec=spec, counts=found)
+        else:
+            loss = clip_loss(clip, images, input_ids, attention, spec=spec, counts=found)
+    counts.add(found)
+    if found.with_negative:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.item()
 
 
 class PairDataset:

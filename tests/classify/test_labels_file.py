@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.classify.labels_file import DEFAULT_TEMPLATES, check_templates, prompts, read_labels
 
-# A label: printable text with no line break, not blank, not starting with # once stripped.
-LABEL = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=20).map(
+# A label: printable text with no line break, not blank, not starting with # once stripped (invisible format
+# characters, category Cf, are stripped at the ends: test_invisible_marks_at_the_ends_never_join_a_label).
+LABEL = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf")), min_size=1, max_size=20).map(
     str.strip).filter(lambda text: text and not text.startswith("#"))
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -85,3 +86,17 @@ def test_templates_need_one_placeholder():
         with pytest.raises(UsageError, match="must hold \\{\\} exactly once") as caught:
             check_templates(["{}", bad])
         assert repr(bad) in str(caught.value)
+
+
+@pytest.mark.parametrize("mark", ["\ufeff", "\u200b", "\u200e", "\u2060"])
+def test_invisible_marks_at_the_ends_never_join_a_label(tmp_path, mark):
+    """A byte-order mark (Notepad, Excel) at the start of the file, or a zero-width character at either end of a line
+    (Unicode category Cf), is stripped like a space: the label is the visible text that --where matches."""
+    path = tmp_path / "labels.txt"
+    path.write_text(f"{mark}circle\nsquare{mark}\n{mark} star \n", encoding="utf-8")
+    assert read_labels(path) == ["circle", "square", "star"]
+    path.write_bytes("\ufeffcircle\r\nsquare\r\n".encode("utf-8"))
+    assert read_labels(path) == ["circle", "square"]
+    path.write_text(f"circle\n{mark}Circle\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 1 .*line 2"):
+        read_labels(path)

@@ -180,6 +180,21 @@ def test_a_labeler_of_another_model_is_one_line_and_nothing_written(collection, 
     assert all_payloads(collection) == before and collection.metadata() == meta
 
 
+def test_a_labeler_of_the_same_name_but_other_weights_says_what_differs(collection, encoder):
+    """Same model name and size, other weights or precision: the message names the difference, not the same model
+    twice."""
+    spec = collection.spec()
+    before = all_payloads(collection)
+    for changed, words in (({"fingerprint": "e" * 64}, f"weights {'e' * 64}"), ({"precision": "int8"}, "int8 vectors")):
+        record = {"model": spec.model, "fingerprint": spec.fingerprint, "dim": spec.dim, "precision": spec.precision,
+                  **changed}
+        with pytest.raises(CollectionMismatchError, match=re.escape(words)) as caught:
+            label_collection(collection, labeler_from_encoder(encoder, SHAPES, ["{}"], record))
+        message = str(caught.value)
+        assert message.split(";")[0] != message.split(";")[1].replace(f" collection {collection.collection!r} holds", "")
+    assert all_payloads(collection) == before
+
+
 def test_a_field_holding_the_collections_data_is_refused(collection, encoder):
     before = all_payloads(collection)
     for field, why in (("color", "payload field 'color' \\(keyword\\) holds the collection's own data"),
@@ -223,7 +238,7 @@ def test_ingest_with_labels_writes_what_label_writes(tmp_path, kind, encoder, sa
 def test_ingest_refuses_a_label_field_that_is_an_input_column(tmp_path, encoder, sample_dir):
     store = open_store("memory", "clash", tmp_path)
     entry = ("color", 3, lambda model: labeler_from_encoder(model, COLORS, None))
-    with pytest.raises(UsageError, match="payload field 'color' holds the collection's own data"):
+    with pytest.raises(UsageError, match="^--label-field color: payload field 'color' holds the collection's own data"):
         ingest([str(sample_dir)], store, encoder, IngestOptions(source_name="s", labelers=[entry]))
     assert store.count() == 0 if store.exists() else True
     store.close()

@@ -85,6 +85,8 @@ def probe_text(**changes):
     (probe_text(classes=["a", "a"]), "is damaged: a class is named twice"),
     (probe_text(model={"model": "m", "dim": 5}), "is damaged: weights for 3-d vectors"),
     (probe_text(coef=[[0, 0, "x"], [0, 0, 0]]), "is damaged"),
+    (json.dumps({key: value for key, value in json.loads(probe_text()).items() if key != "model"}),
+     "is damaged: it has no 'model' entry"),
 ])
 def test_a_file_that_is_not_a_probe_is_one_line(tmp_path, text, says):
     path = tmp_path / "probe.json"

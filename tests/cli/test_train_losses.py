@@ -54,3 +54,21 @@ def test_train_help_documents_the_losses():
     for text in ("--loss [infonce|triplet]", "--margin", "--distance [cosine|euclidean]",
                  "--mining [all|semi-hard|hardest]", "--loss triplet --mining"):
         assert text in result.output
+
+
+@pytest.mark.slow  # ~10 s each: builds a model, trains two epochs
+@pytest.mark.parametrize("loss", ["triplet", "infonce"])
+def test_captions_all_the_same_fail_saying_nothing_was_learnt(tmp_path, train_dir, loss):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(train_dir).slice(0, 64)
+    same = table.set_column(table.schema.get_field_index("caption"), "caption", [["a shape"] * len(table)])
+    pq.write_table(same, tmp_path / "same.parquet")
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "same.parquet"), "--from-scratch", "tiny", "--epochs",
+                                       "2", "--batch-size", "16", "--loss", loss, "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1, result.output
+    what = "triplet" if loss == "triplet" else "caption"
+    for epoch in (1, 2):
+        assert f"no {what} had a negative in epoch {epoch}: captions in a batch are all the same" in result.output
+    assert "nothing was learnt in 2 epoch(s)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()

@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 from mmindex import IngestOptions, ingest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.errors import InputError, UsageError
-from mmindex.pipeline.ingest.class_labels import ClassLabel, label_arrays, name_labels
+from mmindex.pipeline.ingest.class_labels import ClassLabel, label_arrays, label_schema, name_labels
 from mmindex.pipeline.ingest.hf_layout import resolve_inputs
 from mmindex.pipeline.ingest.source import open_source
 
@@ -227,6 +227,8 @@ def oracle(values, names):
     return out, bad
 
 
+# Every Arrow list kind a Sequence/List(ClassLabel) column can be read as (fixed_size_list: Sequence(…, length=n)).
+LIST_KINDS = ["list_", "large_list", "fixed_size_list"] + [k for k in ("list_view", "large_list_view") if hasattr(pa, k)]
 label_names = st.lists(st.text(min_size=1, max_size=6), min_size=0, max_size=5, unique=True)
 
 
@@ -240,9 +242,14 @@ def test_class_label_mapping_matches_a_plain_python_oracle(names, data):
     assert list(zip(got_names.to_pylist(), got_ids.to_pylist())) == want
     assert [value for _, value in bad] == want_bad and all(flat[row] == v for row, v in bad)
 
-    lists = data.draw(st.lists(st.one_of(st.none(), st.lists(value, max_size=4)), max_size=8))
+    kind = data.draw(st.sampled_from(LIST_KINDS))
+    width = data.draw(st.integers(0, 3)) if kind == "fixed_size_list" else None
+    items = st.lists(value, min_size=width or 0, max_size=4 if width is None else width)
+    lists = data.draw(st.lists(st.one_of(st.none(), items), max_size=8))
     start = data.draw(st.integers(0, len(lists)))
-    column = pa.array(lists, pa.list_(pa.int64())).slice(start)  # a slice: offsets that do not start at 0
+    arrow_type = pa.list_(pa.int64(), width) if width is not None else getattr(pa, kind)(pa.int64())
+    column = pa.array(lists, arrow_type).slice(start)  # a slice: offsets that do not start at 0
+    assert label_schema(pa.schema([("c", arrow_type)]), {"c": ClassLabel("c", tuple(names), many=True)})[1]
     got_names, got_ids, bad = label_arrays(column, ClassLabel("c", tuple(names), many=True))
     expected_names, expected_ids, expected_bad = [], [], []
     for row, items in enumerate(lists[start:]):

@@ -19,8 +19,10 @@ from mmindex.pipeline.training.losses import (
     loss_spec,
     pairwise_distances,
     same_tokens,
+    NegativeCounts,
     triplet_from_distances,
     triplet_loss,
+    triplet_terms,
 )
 
 COMBINATIONS = [(mining, distance) for mining in MININGS for distance in DISTANCES]
@@ -169,6 +171,49 @@ def test_known_duplicates_are_not_negatives():
         rows = [list(map(float, r)) for r in text.tolist()], [list(map(float, r)) for r in image.tolist()]
         assert masked == pytest.approx(oracle_triplet(*rows, 0.2, "cosine", mining, same.tolist()), abs=1e-6)
         assert masked < triplet_loss(text, image, 0.2, "cosine", mining).item()
+
+
+def oracle_counts(d, margin, mining, negative) -> tuple[int, int]:
+    """Plain Python: (anchors with a negative, active triplets) of one direction, as ``oracle_direction`` picks."""
+    anchors, active = 0, 0
+    for i in range(len(d)):
+        negatives = [j for j in range(len(d)) if j != i and negative[i][j]]
+        anchors += bool(negatives)
+        if mining == "all":
+            active += sum(d[i][i] - d[i][j] + margin > 0 for j in negatives)
+        elif negatives:
+            values = [d[i][j] for j in negatives]
+            farther = [x for x in values if x > d[i][i]]
+            chosen = min(values) if mining == "hardest" else (min(farther) if farther else max(values))
+            active += d[i][i] - chosen + margin > 0
+    return anchors, active
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), mining=st.sampled_from(MININGS))
+def test_triplet_counts_match_the_oracle(data, mining):
+    size = data.draw(st.integers(1, 6))
+    d = [[data.draw(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0, 1.5])) for _ in range(size)] for _ in range(size)]
+    negative = [[data.draw(st.booleans()) for _ in range(size)] for _ in range(size)]
+    loss, anchors, active = triplet_terms(torch.tensor(d, dtype=torch.float64), 0.3, mining, torch.tensor(negative))
+    assert (anchors, active) == oracle_counts(d, 0.3, mining, negative)
+    assert loss.item() == pytest.approx(oracle_direction(d, 0.3, mining, negative), abs=1e-9)
+
+
+def test_identical_captions_leave_no_anchor_a_negative_for_either_loss(tiny_model):
+    from mmindex.pipeline.models.encoder import Encoder
+
+    encoder = Encoder(tiny_model, device="cpu", half=False)
+    clip = encoder.model[0].auto_model
+    features = torch.randn(4, clip.config.projection_dim, generator=torch.Generator().manual_seed(0))
+    for captions, want in ((["a red circle"] * 4, 0), (["a red circle"] * 3 + ["a blue square"], 8)):
+        tokens = encoder.model[0].processor.tokenizer(captions, padding=True, return_tensors="pt")
+        for spec in (loss_spec("infonce"), loss_spec("triplet", mining="all"), loss_spec("triplet")):
+            counts = NegativeCounts()
+            clip_loss(clip, None, tokens["input_ids"], tokens["attention_mask"], image_features=features, spec=spec,
+                      counts=counts)
+            assert (counts.anchors, counts.with_negative) == (8, want), (captions, spec)
+            assert counts.active <= (12 if spec.mining == "all" else 8) and (want or counts.active == 0)
 
 
 def test_same_tokens_ignores_padding():
