@@ -98,12 +98,14 @@ def score(name: str, labeler: Labeler, vectors: np.ndarray, truth: Sequence[str]
 def evaluate_classifiers(store: Store, label_col: str, labels: Sequence[str] | None = None,
                          templates: Sequence[str] | None = None, probe: LinearProbe | None = None,
                          holdout: float = DEFAULT_HOLDOUT, seed: int = 0, where: str | None = None,
-                         runtime: Runtime | None = None, place: str = "") -> ClassifyEvaluation:
+                         runtime: Runtime | None = None, place: str = "", model: str | None = None,
+                         text_model: str | None = None) -> ClassifyEvaluation:
     """Score classifiers of ``label_col`` on the held-out side of the points ``where`` matches.
 
     The points are split by id (``split.held_out``: ``holdout`` of them, chosen by ``seed``; the same point always
     lands on the same side). Classifiers: zero-shot ``labels`` in ``templates`` (``zero_shot.zero_shot_labeler``)
-    when given; and ``probe``, or without one a probe fitted on the other side (``probe.fit_probe``, its C chosen
+    when given (its model loaded from ``model`` / ``text_model`` when given, as ``zero_shot_labeler`` takes them); and
+    ``probe``, or without one a probe fitted on the other side (``probe.fit_probe``, its C chosen
     on a validation share of that side). Each is scored on the held-out points by
     ``classification.classification_report``.
 
@@ -127,7 +129,8 @@ def evaluate_classifiers(store: Store, label_col: str, labels: Sequence[str] | N
                                     int((~side).sum()), int(side.sum()), points.no_image_vector)
     heldout_vectors = points.vectors[side]
     if labels:
-        zero_shot = zero_shot_labeler(store, labels, templates, runtime, place=place)
+        zero_shot = zero_shot_labeler(store, labels, templates, runtime, place=place, model=model,
+                                      text_model=text_model)
         evaluation.results.append(score("zero-shot", zero_shot, heldout_vectors, truth))
     if probe is None:
         train_labels = check_labels([label for label, out in zip(points.labels, side) if not out],

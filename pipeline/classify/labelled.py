@@ -4,8 +4,9 @@ a label, its predictions written into the payload of the points that do not.
 """
 from __future__ import annotations
 
-import time
 import dataclasses
+import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,20 +49,48 @@ def check_label_column(spec, label_col: str, collection: str) -> None:
 
 
 def label_text(value: Any, label_col: str, point_id: str) -> str | None:
-    """A payload value as a class name: text as it is, other scalars as text, None for none; InputError for a list
-    or an object (a label column holds one value per point)."""
+    """A payload value as a class name: text as it is; a number as Python's ``str`` writes it (3 → "3", 2.5 → "2.5",
+    3.0 → "3.0"); true and false as "true" and "false" (as JSON writes them); None for none. InputError for a list
+    or an object (a label column holds one value per point) and for a number that is not finite. Text that is empty
+    or only spaces is returned as it is: ``read_labelled`` refuses it (``blank_labels``)."""
     if value is None:
         return None
     if isinstance(value, (list, dict)):
         raise InputError(f"label column {label_col!r}: point {point_id} holds {type(value).__name__} {value!r:.60}; "
                          "a label column holds one value per point")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"label column {label_col!r}: point {point_id} holds {value!r}, which is no class; give it "
+                         "a class or null")
     return value if isinstance(value, str) else str(value)
+
+
+def is_blank(label: str | None) -> bool:
+    """Whether a label is text that is empty or only spaces (no class: ``check_blank_labels`` refuses it)."""
+    return label is not None and not label.strip()
+
+
+def check_blank_labels(points: "LabelledPoints", label_col: str) -> None:
+    """InputError, in one line, when points carry a label that is empty or only spaces: such a value names no class
+    (it would be learnt and predicted as the class "", and shown as a blank row). Says how many, an example point,
+    and how to fix it: set those values to null (then they count as points without a label) or give them a class,
+    or leave them out with ``--where``."""
+    blank = [(point_id, label) for point_id, label in zip(points.ids, points.labels) if is_blank(label)]
+    if not blank:
+        return
+    empty_only = all(label == "" for _, label in blank)
+    what = "''" if empty_only else "empty or only spaces"
+    leave_out = f", or leave them out with --where \"`{label_col}` != ''\"" if empty_only else ""
+    raise InputError(f"label column {label_col!r}: {len(blank):,} of the {len(points.labels):,} points in scope hold "
+                     f"an empty label ({what}; e.g. point {blank[0][0]}), which names no class: set those values to "
+                     f"null (they then count as points without a label) or give them a class{leave_out}")
 
 
 def read_labelled(store: Store, label_col: str, filter: dict[str, Any] | None = None,
                   page: int = PAGE) -> LabelledPoints:
     """Every point ``filter`` matches with its image vector and ``label_col`` value, ``page`` points per scroll.
-    InputError for a list-valued label."""
+    InputError for a list-valued label, and for labels that are empty or only spaces (``check_blank_labels``)."""
     ids: list[str] = []
     vectors: list[Any] = []
     labels: list[str | None] = []
@@ -79,7 +108,9 @@ def read_labelled(store: Store, label_col: str, filter: dict[str, Any] | None = 
         if cursor is None:
             break
     array = np.asarray(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), np.float32)
-    return LabelledPoints(ids, array, labels, missing)
+    labelled = LabelledPoints(ids, array, labels, missing)
+    check_blank_labels(labelled, label_col)
+    return labelled
 
 
 @dataclass

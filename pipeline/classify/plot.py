@@ -1,9 +1,17 @@
 """The confusion matrices of ``eval --task classify --plot`` as one PNG, drawn with Pillow (no plotting library):
 one panel per classifier, side by side, rows the true class and columns the predicted one, each cell shaded by its
-share of the row (the class's recall on the diagonal) and marked with its count."""
+share of the row (the class's recall on the diagonal) and marked with its count.
+
+Class names are drawn with the first font that can draw them all: Pillow's own, then common system fonts (Noto CJK,
+DejaVu Sans, the macOS and Windows CJK fonts; no font tool is needed). A name that no font here can draw is written
+as its number (``#3``) in the image, and ``plot_legend`` gives those numbers' names for the command's output.
+"""
 from __future__ import annotations
 
+import glob
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +24,81 @@ PAD = 12
 GAP = 24  # between panels
 LINE = 16  # a text line's height
 WHITE, INK, DARK = (255, 255, 255), (20, 20, 20), (8, 48, 107)
+FONT_SIZE = 11
+# Fonts tried after Pillow's own (Latin only), in order: glob patterns of common places.
+FONT_CANDIDATES = ("/usr/share/fonts/**/Noto*CJK*", "/usr/share/fonts/**/DejaVuSans.ttf", "/usr/share/fonts/**/wqy*",
+                   "/usr/share/fonts/**/Droid*Fallback*", "/usr/local/share/fonts/**/*.tt[fc]",
+                   "/System/Library/Fonts/PingFang.ttc", "/System/Library/Fonts/Supplemental/Arial Unicode.ttf",
+                   "/Library/Fonts/Arial Unicode.ttf", "C:/Windows/Fonts/msyh.ttc", "C:/Windows/Fonts/arialuni.ttf")
+MISSING = "\U0010fffd"  # a private-use character no font draws: what the font draws for a character it lacks
+
+
+def _glyph(font: Any, char: str) -> bytes | None:
+    """The pixels ``font`` draws for ``char`` (None when it cannot draw it at all)."""
+    canvas = Image.new("L", (4 * FONT_SIZE, 4 * FONT_SIZE))
+    try:
+        ImageDraw.Draw(canvas).text((FONT_SIZE, FONT_SIZE), char, font=font, fill=255)
+    except (UnicodeError, OSError, ValueError):
+        return None
+    return canvas.tobytes()
+
+
+def can_draw(font: Any, text: str) -> bool:
+    """Whether ``font`` has a glyph for every visible character of ``text``: a character it lacks is drawn as its
+    missing-glyph box (the glyph it draws for ``MISSING``), so it is compared with that. Spaces, format characters
+    and combining marks are not checked."""
+    missing = _glyph(font, MISSING)
+    for char in set(text):
+        if char.isspace() or unicodedata.category(char) in ("Cf", "Mn", "Me"):
+            continue
+        drawn = _glyph(font, char)
+        if drawn is None or drawn == missing:
+            return False
+    return True
+
+
+def _fonts() -> list[Any]:
+    fonts = [ImageFont.load_default()]
+    for pattern in FONT_CANDIDATES:
+        for path in sorted(glob.glob(pattern, recursive=True))[:4]:
+            try:
+                fonts.append(ImageFont.truetype(path, FONT_SIZE))
+            except OSError:
+                continue
+    return fonts
+
+
+@lru_cache(maxsize=8)
+def choose_font(names: tuple[str, ...]) -> tuple[Any, frozenset[str]]:
+    """(the font to draw ``names`` with, the names it cannot draw): the first font (``_fonts``) that draws them all,
+    else the one that draws the most."""
+    best, best_missing = None, frozenset(names)
+    for font in _fonts():
+        missing = frozenset(name for name in names if not can_draw(font, name))
+        if best is None or len(missing) < len(best_missing):
+            best, best_missing = font, missing
+        if not missing:
+            break
+    return best, best_missing
+
+
+def class_names(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Every class name of ``results``, in order of first appearance (numbered from 1 by ``plot_legend``)."""
+    return list(dict.fromkeys(str(label) for result in results for label in result["labels"]))
+
+
+def plot_legend(results: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """number → class name, for the names no font here can draw: the image writes them as ``#number``."""
+    names = class_names(results)
+    _, missing = choose_font(tuple(names))
+    return {number: name for number, name in enumerate(names, start=1) if name in missing}
+
+
+def _shown(results: Sequence[dict[str, Any]]) -> tuple[Any, dict[str, str]]:
+    """The font, and each class name as the image writes it (its number where no font can draw it)."""
+    names = class_names(results)
+    font, missing = choose_font(tuple(names))
+    return font, {name: f"#{number}" if name in missing else name for number, name in enumerate(names, start=1)}
 
 
 @dataclass(frozen=True)
@@ -45,11 +128,12 @@ def _text_width(font: Any, text: str) -> int:
     return int(right - left)
 
 
-def layout(results: Sequence[dict[str, Any]], font: Any) -> list[PanelLayout]:
-    """One ``PanelLayout`` per result (``ClassifierResult.to_dict()``: ``labels``, ``confusion``), left to right."""
+def layout(results: Sequence[dict[str, Any]], font: Any, shown: dict[str, str] | None = None) -> list[PanelLayout]:
+    """One ``PanelLayout`` per result (``ClassifierResult.to_dict()``: ``labels``, ``confusion``), left to right;
+    ``shown``: each class name as written (default: itself)."""
     panels, left = [], 0
     for result in results:
-        names = [str(label) for label in result["labels"]]
+        names = [(shown or {}).get(str(label), str(label)) for label in result["labels"]]
         label_width = max(_text_width(font, name) for name in names) + PAD
         grid = CELL * len(names)
         title_width = _text_width(font, title_of(result))
@@ -68,12 +152,12 @@ def draw_confusion(results: Sequence[dict[str, Any]]) -> tuple[Image.Image, list
     """The image of ``results`` (each a ``ClassifierResult.to_dict()``) and where each panel lies."""
     if not results:
         raise InputError("no classifier to plot")
-    font = ImageFont.load_default()
-    panels = layout(results, font)
+    font, shown = _shown(results)
+    panels = layout(results, font, shown)
     image = Image.new("RGB", (panels[-1].left + panels[-1].width, max(p.height for p in panels)), WHITE)
     draw = ImageDraw.Draw(image)
     for result, panel in zip(results, panels):
-        names = [str(label) for label in result["labels"]]
+        names = [shown[str(label)] for label in result["labels"]]
         draw.text((panel.left + PAD, PAD), title_of(result), fill=INK, font=font)
         draw.text((panel.left + PAD, PAD + LINE), "rows: true class; columns: predicted", fill=INK, font=font)
         for i, name in enumerate(names):

@@ -344,6 +344,25 @@ def begin_ingest_labels(store: Store, entries: Sequence[tuple[str, int, Labeler]
     return warnings
 
 
+def mark_labels_dropped(store: Store, dropped: dict[str, int]) -> list[str]:
+    """After an ingest: ``dropped`` (label field → points embedded again without it: their image or caption changed,
+    so their old labels may be wrong and are not carried over) marks each field's record ``partial`` and returns a
+    warning for each, saying how to label those points again."""
+    if not dropped:
+        return []
+    meta = store.metadata() or {}
+    labels, warnings = recorded_labels(meta), []
+    for name, count in sorted(dropped.items()):
+        entry = labels.get(name)
+        if entry is None:
+            continue
+        _record(store, name, {**entry, "partial": True})
+        given = "--probe FILE" if (entry.get("labeler") or {}).get("kind") == "probe" else "--labels FILE"
+        warnings.append(f"{count:,} points embedded again no longer carry the {name!r} fields (their image or "
+                        f"caption changed): run `mmindex label -c {store.collection} --field {name} {given}` again")
+    return warnings
+
+
 def with_labels(points: list, entries: Sequence[tuple[str, int, Labeler]]) -> list:
     """``points`` (``PointRecord``s with an ``image`` vector) with each labeler's fields in their payloads."""
     if not points:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmindex.connectors.base import Store
-from mmindex.errors import UsageError
+from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.classify.labels_file import check_templates, prompts
 from mmindex.pipeline.classify.predictions import model_record
 from mmindex.pipeline.collection.info import require_collection
@@ -40,7 +40,8 @@ class ZeroShotLabeler:
     ``classes``: the labels, in the file's order; ``templates``: the prompt templates; ``class_vectors``: (C, d)
     float32, one L2-normalised vector per label (the mean of its templates' normalised text vectors, normalised
     again); ``logit_scale``: the factor on cosine similarities before the softmax, and ``logit_scale_source`` where
-    it came from; ``model``: the record of the model whose space the vectors are in (``predictions.model_record``).
+    it came from; ``model``: the record of the model whose space the vectors are in (``predictions.model_record``);
+    ``text_model``: the fingerprint of a ``--text-model`` other than the collection's, else None.
     """
 
     classes: list[str]
@@ -49,6 +50,7 @@ class ZeroShotLabeler:
     logit_scale: float
     model: dict[str, Any]
     logit_scale_source: str = "CLIP's default"
+    text_model: str | None = None  # a --text-model's fingerprint: its prompt vectors are other labels
     kind: str = field(default="zero-shot", init=False)
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
@@ -72,30 +74,40 @@ class ZeroShotLabeler:
         described = {"kind": self.kind, "labels": list(self.classes), "templates": list(self.templates),
                      "logit_scale": self.logit_scale, "logit_scale_source": self.logit_scale_source}
         identity = {**described, "model": self.model.get("fingerprint") or self.model.get("model")}
+        if self.text_model:
+            identity["text_model"] = described["text_model"] = self.text_model
         described["sha"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return described
 
 
 def zero_shot_labeler(store: Store, labels: Sequence[str], templates: Sequence[str] | None = None,
-                      runtime: Runtime | None = None, place: str = "") -> ZeroShotLabeler:
+                      runtime: Runtime | None = None, place: str = "", model: str | None = None,
+                      text_model: str | None = None) -> ZeroShotLabeler:
     """The zero-shot labeler of ``labels`` for ``store``'s collection: the prompts are embedded by the collection's
     own text model, loaded as ``mmindex query`` loads it (the torch-free query bundle when it holds, else the full
     encoder; ``runtime``: its device, backend and threads).
 
-    ``templates``: prompt templates, each with ``{}`` once (default ``labels_file.DEFAULT_TEMPLATES``). Raises
-    StoreError for a missing collection, UsageError for a bad template or no label, ModelError /
-    CollectionMismatchError when the collection's model cannot be loaded.
+    ``templates``: prompt templates, each with ``{}`` once (default ``labels_file.DEFAULT_TEMPLATES``). ``model``
+    and ``text_model``: ``--model`` / ``--text-model``, where to load them from when the recorded folders have
+    moved, checked as ``query`` checks them (``models.encoder.encoder_for``: the model must be the collection's,
+    by its weights' fingerprint; a text model must fit its image space). Raises StoreError for a missing
+    collection, UsageError for a bad template or no label, InputError for two labels the model cannot tell apart
+    (``check_distinct``), ModelError / CollectionMismatchError when the collection's model cannot be loaded.
     """
     runtime = runtime or Runtime()
     require_collection(store, place)
     meta = store.metadata()
-    encoder = quick_encoder_for(meta, None, None, None, runtime.backend, runtime.device, runtime.threads,
+    encoder = quick_encoder_for(meta, model, text_model, None, runtime.backend, runtime.device, runtime.threads,
                                 images=False)
     if encoder is None:
-        encoder = encoder_for(meta, None, store.collection, device=runtime.device, backend=runtime.backend,
-                              threads=runtime.threads)
-    folder = (meta or {}).get("model_path") or _folder_of(meta)
-    return labeler_from_encoder(encoder, labels, templates, model_record(store.spec()), folder)
+        encoder = encoder_for(meta, model, store.collection, text_model=text_model, device=runtime.device,
+                              backend=runtime.backend, threads=runtime.threads)
+    folder = None if model else (meta or {}).get("model_path") or _folder_of(meta)  # None: the encoder's own
+    labeler = labeler_from_encoder(encoder, labels, templates, model_record(store.spec()), folder)
+    given_text = getattr(encoder, "text_fingerprint", None) if text_model else None
+    if given_text != (meta or {}).get("text_model_fingerprint"):
+        labeler.text_model = given_text  # another text model than the collection's: other labels (describe's sha)
+    return labeler
 
 
 def labeler_from_encoder(encoder: Any, labels: Sequence[str], templates: Sequence[str] | None,
@@ -110,9 +122,53 @@ def labeler_from_encoder(encoder: Any, labels: Sequence[str], templates: Sequenc
     texts = [text for label in labels for text in prompts(label, templates)]
     vectors = np.asarray(encoder.encode_texts(texts), dtype=np.float64).reshape(len(labels), len(templates), -1)
     class_vectors = average_templates(vectors)
+    check_distinct(labels, class_vectors, prompt_limit(encoder, labels, templates))
     scale, source = model_logit_scale(folder or getattr(encoder, "path", None))
     return ZeroShotLabeler(labels, templates, class_vectors.astype(np.float32), scale,
                            model or model_record(encoder.spec()), source)
+
+
+# Two label vectors this close (cosine) are one vector in float32: the labels split each image's probability.
+SAME_VECTOR = 1 - 1e-6
+
+
+def check_distinct(labels: Sequence[str], class_vectors: np.ndarray, cut: tuple[int | None, list[bool]]) -> None:
+    """Refuse (InputError, one line) two labels whose class vectors ((C, d), L2-normalised) have a cosine of at least
+    ``SAME_VECTOR``: the model cannot tell them apart, so they would split every image's probability between them
+    and the second could never be the best label. ``cut``: (the text model's token limit, for each label whether
+    its prompts were cut there), from ``prompt_limit``; when both labels were cut, the message says that is why."""
+    vectors = np.asarray(class_vectors, dtype=np.float64)
+    cosines = np.triu(vectors @ vectors.T, k=1)
+    pairs = np.argwhere(cosines >= SAME_VECTOR)
+    if not len(pairs):
+        return
+    i, j = (int(k) for k in pairs[0])
+    limit, cut_flags = cut
+    if limit and cut_flags and cut_flags[i] and cut_flags[j]:
+        why = f"their prompts are the same after the text model cuts them at {limit} tokens"
+    else:
+        why = "the text model gives their prompts the same vector"
+    raise InputError(f"labels {labels[i]!r} and {labels[j]!r} cannot be told apart: {why} (cosine "
+                     f"{min(float(cosines[i, j]), 1.0):.6f}), so they would split every image's probability and "
+                     f"{labels[j]!r} could never win; shorten or reword one of them")
+
+
+def prompt_limit(encoder: Any, labels: Sequence[str], templates: Sequence[str]) -> tuple[int | None, list[bool]]:
+    """(the encoder's token limit, for each label whether one of its prompts is longer than that), or (None, [])
+    where the encoder does not say (``Encoder.max_text_tokens`` / ``captions_too_long``; the query bundle's
+    tokenizer settings, its truncated encodings counted by their attention mask)."""
+    texts = [text for label in labels for text in prompts(label, templates)]
+    limit = getattr(encoder, "max_text_tokens", None)
+    if limit and hasattr(encoder, "captions_too_long"):
+        flags = encoder.captions_too_long(texts)
+    else:
+        settings = (getattr(encoder, "bundle", None) or {}).get("text", {}).get("settings", {})
+        limit, tokenizer = settings.get("max_length"), getattr(encoder, "tokenizer", None)
+        if not limit or tokenizer is None:
+            return None, []
+        flags = [sum(encoding.attention_mask) >= limit for encoding in tokenizer.encode_batch(texts)]
+    per_label = len(templates)
+    return int(limit), [any(flags[k * per_label:(k + 1) * per_label]) for k in range(len(labels))]
 
 
 def average_templates(vectors: np.ndarray) -> np.ndarray:

@@ -10,11 +10,11 @@ from click.core import ParameterSource
 from mmindex.pipeline.classify.evaluate import DEFAULT_HOLDOUT, evaluate_classifiers
 from mmindex.pipeline.classify.labelled import train_probe
 from mmindex.pipeline.classify.labels_file import check_templates, read_labels
-from mmindex.pipeline.classify.plot import save_confusion_png
+from mmindex.pipeline.classify.plot import plot_legend, save_confusion_png
 from mmindex.pipeline.classify.probe import load_probe
 from mmindex.pipeline.classify.predictions import NO_IMAGE_VECTOR, LabelReport, label_collection
 from mmindex.pipeline.classify.zero_shot import labeler_from_encoder, zero_shot_labeler
-from mmindex.pipeline.cli.format import SectionedCommand
+from mmindex.pipeline.cli.format import SectionedCommand, display_width
 from mmindex.pipeline.cli.options import (STORE_PARAMS, STORE_SECTION, device_option, friendly_errors,
                                           progress_interval_option, store_options)
 from mmindex.pipeline.cli.progress import ResumedProgress
@@ -23,8 +23,18 @@ from mmindex.pipeline.models.encoder import Runtime
 from mmindex.pipeline.query.filters import compile_filter
 
 SECTIONS = [("Labels", ["collection", "labels_path", "probe_path", "templates", "field", "top_k", "where", "filter_json"]),
-            ("Running", ["device", "page_size", "restart", "as_json", "quiet", "progress_interval"]), STORE_SECTION]
+            ("Running", ["model", "text_model", "device", "page_size", "restart", "as_json", "quiet",
+                         "progress_interval"]), STORE_SECTION]
 
+# A labels or probe file that is not there (or not readable, or a folder) is a bad option value: exit 2, naming
+# the option and the path (docs/reliability.md, "Exit codes").
+INPUT_FILE = click.Path(exists=True, dir_okay=False, readable=True)
+MODEL_HELP = ("With --labels: where to load the collection's model from when its recorded folder has moved (it must be "
+              "the same model: its weights' fingerprint is checked, as `query --model` does), e.g. "
+              "--model /models/shapes-clip.")
+TEXT_MODEL_HELP = ("With --labels: the text model that embeds the label prompts, as `query --text-model` takes it "
+                   "(the collection's separate text model from a new folder, or another trained into its image "
+                   "space). Default: the collection's text model, else its model. E.g. --text-model /models/text.")
 TEMPLATE_HELP = ("Prompt template, with {} where the label goes; repeat it to average several, as CLIP's authors do "
                  "(default CLIP's \"a photo of a {}.\"). E.g. --template \"{}\" --template \"a {}\" (the demo "
                  "model).")
@@ -32,9 +42,9 @@ TEMPLATE_HELP = ("Prompt template, with {} where the label goes; repeat it to av
 
 @click.command("label", cls=SectionedCommand, sections=SECTIONS)
 @store_options
-@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--labels", "labels_path", default=None, type=INPUT_FILE, metavar="FILE",
               help="Labels file: one label per line (blank lines and # comments skipped), e.g. --labels animals.txt.")
-@click.option("--probe", "probe_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--probe", "probe_path", default=None, type=INPUT_FILE, metavar="FILE",
               help="Instead of --labels: a linear probe saved by `mmindex train --task classify` (it writes the "
                    "field it was trained for unless --field is given), e.g. --probe shape-probe.json.")
 @click.option("--template", "templates", multiple=True, metavar="TEXT", help=TEMPLATE_HELP)
@@ -47,6 +57,8 @@ TEMPLATE_HELP = ("Prompt template, with {} where the label goes; repeat it to av
               help="Label only the points this filter matches, as `query --where` filters, e.g. "
                    "--where \"year >= 2020\".")
 @click.option("--filter-json", default=None, help="A raw Qdrant filter as JSON (ANDed with --where).")
+@click.option("--model", "-m", default=None, help=MODEL_HELP)
+@click.option("--text-model", default=None, help=TEXT_MODEL_HELP)
 @device_option("embed the label prompts")
 @click.option("--page-size", default=256, show_default=True, type=click.IntRange(1),
               help="Points read (with their vectors) and written per request.")
@@ -55,8 +67,8 @@ TEMPLATE_HELP = ("Prompt template, with {} where the label goes; repeat it to av
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
 @progress_interval_option
 @friendly_errors
-def label_command(store, labels_path, probe_path, templates, field, top_k, where, filter_json, device, page_size, restart,
-                  as_json, quiet, progress_interval):
+def label_command(store, labels_path, probe_path, templates, field, top_k, where, filter_json, model, text_model,
+                  device, page_size, restart, as_json, quiet, progress_interval):
     """Write zero-shot labels into each point's payload, from its stored image vector.
 
     Each label of --labels is put in the prompt --template(s) and embedded by the
@@ -79,13 +91,15 @@ def label_command(store, labels_path, probe_path, templates, field, top_k, where
       mmindex label -c shapes --probe shape-probe.json --where "shape is null"
     """
     labels, probe = labels_or_probe(labels_path, templates, probe_path)
+    check_model_options(model, text_model, labels_path)
     templates, field = check_templates(templates), probe_field(field, probe)
     settings, opened = store, store.open()
     on_progress = ResumedProgress("label", "points", quiet=quiet or as_json, interval=progress_interval)
     try:
         spec = require_collection(opened, settings.place)
         query_filter = compile_filter(where, filter_json, field_types=spec.payload_types, origin="--filter-json")
-        labeler = probe or zero_shot_labeler(opened, labels, templates, Runtime(device=device), place=settings.place)
+        labeler = probe or zero_shot_labeler(opened, labels, templates, Runtime(device=device), place=settings.place,
+                                             model=model, text_model=text_model)
         report = label_collection(opened, labeler, field, top_k, query_filter, page=page_size,
                                   on_progress=on_progress, resume=not restart, place=settings.place)
     finally:
@@ -108,9 +122,9 @@ def print_report(report: LabelReport) -> None:
         click.echo(f"  {missing:,} points have no image vector: left without labels")
     if report.cleared:
         click.echo(f"  {report.cleared:,} points outside the filter lost the field's earlier labels")
-    width = max((len(name) for name in report.classes), default=0)
+    width = max((display_width(name) for name in report.classes), default=0)
     for name, count in sorted(report.counts.items(), key=lambda item: -item[1]):
-        click.echo(f"  {name:<{width}}  {count:>8,}")
+        click.echo(f"  {pad(name, width)}  {count:>8,}")
 
 
 def ingest_labelers(labels_path: str | None, templates: tuple[str, ...], field: str, top_k: int,
@@ -134,7 +148,7 @@ def ingest_labelers(labels_path: str | None, templates: tuple[str, ...], field: 
 CLASSIFY = "classify"
 TRAIN_CLASSIFY_TAKES = {"task", "output", "seed", "as_json", "progress_interval", *STORE_PARAMS}
 TRAIN_CLASSIFY_ONLY = {"label_col", "field", "where", *STORE_PARAMS}
-EVAL_CLASSIFY_TAKES = {"task", "as_json", "device", "backend", "model_threads", *STORE_PARAMS}
+EVAL_CLASSIFY_TAKES = {"task", "as_json", "model", "text_model", "device", "backend", "model_threads", *STORE_PARAMS}
 EVAL_CLASSIFY_ONLY = {"label_col", "labels_path", "templates", "probe_path", "holdout", "seed", "plot", "where"}
 LABEL_COL_HELP = "With --task classify: the payload column holding the labels to learn, e.g. --label-col shape."
 WHERE_HELP = ("With --task classify: only the points this filter matches, as `query --where` filters, e.g. "
@@ -170,11 +184,11 @@ def eval_task_options(function):
                           "linear probe against a collection's label column (no INPUTS). E.g. --task classify "
                           "-c shapes --label-col shape --labels shapes.txt."),
         click.option("--label-col", default=None, help=LABEL_COL_HELP),
-        click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+        click.option("--labels", "labels_path", default=None, type=INPUT_FILE, metavar="FILE",
                      help="With --task classify: also score zero-shot labels from this labels file (one per line), "
                           "e.g. --labels shapes.txt."),
         click.option("--template", "templates", multiple=True, metavar="TEXT", help="With --labels: " + TEMPLATE_HELP),
-        click.option("--probe", "probe_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+        click.option("--probe", "probe_path", default=None, type=INPUT_FILE, metavar="FILE",
                      help="With --task classify: score this saved probe instead of one fitted on the training side, "
                           "e.g. --probe probe.json."),
         click.option("--holdout", default=DEFAULT_HOLDOUT, show_default=True, type=click.FloatRange(0, 1, min_open=True,
@@ -246,31 +260,35 @@ def train_classify(output, seed, as_json, progress_interval, store, label_col, f
         return
     click.echo(f"  {predicted['labelled']:,} points without a label got {report.field!r} (and "
                f"{report.field}_score, its probability) in {report.seconds:.1f}s")
-    width = max(len(name) for name in report.classes)
+    width = max(display_width(name) for name in report.classes)
     for name in report.classes:
-        click.echo(f"  {name:<{width}}  trained on {report.counts.get(name, 0):>6,}  "
+        click.echo(f"  {pad(name, width)}  trained on {report.counts.get(name, 0):>6,}  "
                    f"predicted {predicted['counts'].get(name, 0):>6,}")
 
 
 def eval_classify(store, as_json, device, backend, model_threads, label_col, labels_path, templates, probe_path,
-                  holdout, seed, plot, where) -> None:
+                  holdout, seed, plot, where, model=None, text_model=None) -> None:
     """``eval --task classify``: ``evaluate.evaluate_classifiers``, as a table or JSON, and the plot."""
     if templates and not labels_path:
         raise click.UsageError("--template goes with --labels FILE")
+    check_model_options(model, text_model, labels_path)
     labels = read_labels(labels_path) if labels_path else None
     templates = check_templates(templates) if labels else None
     probe = load_probe(probe_path) if probe_path else None
     opened = store.open()
     try:
         evaluation = evaluate_classifiers(opened, label_col, labels, templates, probe, holdout, seed, where,
-                                          Runtime(device, backend, model_threads), place=store.place)
+                                          Runtime(device, backend, model_threads), place=store.place, model=model,
+                                          text_model=text_model)
     finally:
         opened.close()
     results = [result.to_dict() for result in evaluation.results]
+    legend = plot_legend(results) if plot else {}
     if plot:
         save_confusion_png(results, plot)
     if as_json:
-        click.echo(json.dumps({**evaluation.to_dict(), "plot": plot}, ensure_ascii=False))
+        numbered = {str(number): name for number, name in legend.items()}
+        click.echo(json.dumps({**evaluation.to_dict(), "plot": plot, "plot_legend": numbered}, ensure_ascii=False))
         return
     click.echo(f"collection {evaluation.collection!r}, label column {evaluation.label_col!r}: "
                f"{evaluation.points:,} points; {evaluation.heldout_points:,} held out for scoring "
@@ -279,6 +297,10 @@ def eval_classify(store, as_json, device, backend, model_threads, label_col, lab
         print_scores(result)
     if plot:
         click.echo(f"confusion matrices drawn to {plot}")
+    if legend:
+        click.echo(f"  warning: no font here can draw {len(legend)} class name(s), so the plot numbers them: "
+                   + ", ".join(f"#{number} = {name}" for number, name in legend.items())
+                   + " (install a font that covers them, e.g. Noto Sans CJK, to see the names)", err=True)
 
 
 def print_scores(result: dict) -> None:
@@ -289,16 +311,21 @@ def print_scores(result: dict) -> None:
     for warning in result["warnings"]:
         click.echo(f"  warning: {warning}", err=True)
     names = [str(label) for label in result["labels"]]
-    width = max(max(len(name) for name in names), 5)
+    width = max(max(display_width(name) for name in names), 5)
     click.echo(f"  {'class':<{width}}  precision  recall      F1  support")
     for row in result["classes"]:
-        click.echo(f"  {str(row['label']):<{width}}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
+        click.echo(f"  {pad(str(row['label']), width)}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
                    f"{row['f1']:>6.3f}  {row['support']:>7,}")
     cell = max(4, len(str(max(max(row) for row in result["confusion"]))) + 1)
     click.echo("  confusion (rows: true class; columns: predicted, numbered as the rows):")
     click.echo(f"  {'':<{width + 4}}" + "".join(f"{j + 1:>{cell}}" for j in range(len(names))))
     for i, (name, row) in enumerate(zip(names, result["confusion"])):
-        click.echo(f"  {i + 1:>2}. {name:<{width}}" + "".join(f"{count:>{cell}}" for count in row))
+        click.echo(f"  {i + 1:>2}. {pad(name, width)}" + "".join(f"{count:>{cell}}" for count in row))
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` screen columns (a wide CJK character takes two: ``display_width``)."""
+    return text + " " * max(width - display_width(text), 0)
 
 
 def labels_or_probe(labels_path: str | None, templates: tuple[str, ...], probe_path: str | None):
@@ -309,6 +336,15 @@ def labels_or_probe(labels_path: str | None, templates: tuple[str, ...], probe_p
     if probe_path and templates:
         raise click.UsageError("--template goes with --labels, not with --probe")
     return (read_labels(labels_path), None) if labels_path else (None, load_probe(probe_path))
+
+
+def check_model_options(model: str | None, text_model: str | None, labels_path: str | None) -> None:
+    """UsageError for --model or --text-model without --labels: only zero-shot labels load a model (a probe reads
+    the stored image vectors alone)."""
+    for option, value in (("--model", model), ("--text-model", text_model)):
+        if value is not None and not labels_path:
+            raise click.UsageError(f"{option} goes with --labels FILE: it loads the text model that embeds the "
+                                   "labels (a probe needs no model)")
 
 
 def probe_field(field: str, probe) -> str:

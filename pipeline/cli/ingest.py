@@ -131,7 +131,7 @@ INGEST_SECTIONS = [
                    "recoloured, captioned, mirrored) of a stored point or an earlier row: keep them; skip them "
                    "(counted, and listed in the rejects file with the id they duplicate); or link them (stored "
                    "with duplicate_of and duplicate_tier). Not with --sync. E.g. --on-duplicate skip.")
-@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--labels", "labels_path", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Zero-shot labels from this labels file (one per line) written with each embedded point, as "
                    "`mmindex label` writes them: e.g. --labels animals.txt (then --where \"label = cat\").")
 @click.option("--template", "label_templates", multiple=True, metavar="TEXT",
@@ -141,7 +141,7 @@ INGEST_SECTIONS = [
               help="With --labels: the payload field to write (and FIELD_score, FIELD_top, FIELD_top_scores).")
 @click.option("--label-top-k", default=3, show_default=True, type=click.IntRange(1),
               help="With --labels: labels kept in FIELD_top, best first. E.g. --label-top-k 5.")
-@click.option("--probe", "probe_path", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--probe", "probe_path", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="A linear probe saved by `mmindex train --task classify`: its prediction written with each "
                    "embedded point, in the field it was trained for. E.g. --probe shape-probe.json.")
 @click.option("--print-config", is_flag=True,

@@ -51,7 +51,9 @@ def _print_metrics(title: str, metrics: list[dict[str, Any]]) -> None:
 @click.command("eval")
 @click.argument("inputs", nargs=-1, required=False)
 @click.option("--model", "-m", default=None,
-              help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32).")
+              help="Model to evaluate (default: the collection's model with --collection, else clip-ViT-B-32). "
+                   "With --task classify --labels: where to load the collection's model from when its folder has "
+                   "moved (its fingerprint is checked).")
 @click.option("--text-model", default=None,
               help="Text model for captions, trained into --model's space (default: the collection's, if any).")
 @store_options(collection_required=False,
@@ -94,7 +96,8 @@ def evaluate_command(inputs, model, text_model, store, do_ingest, group_col, ima
       mmindex eval --task classify -c shapes --label-col shape --labels shapes.txt --plot confusion.png
     """
     if check_task(task, EVAL_CLASSIFY_TAKES, EVAL_CLASSIFY_ONLY):  # docs/classify.md, "Measuring"
-        return eval_classify(store, as_json, device, backend, model_threads, **classify)
+        return eval_classify(store, as_json, device, backend, model_threads, model=model, text_model=text_model,
+                             **classify)
     settings = store
     modes = parse_modes(compare) if compare is not None else []
     if modes and not settings.collection:

@@ -23,8 +23,8 @@ from PIL import Image
 from mmindex.connectors.base import Store
 from mmindex.errors import InputError, MmindexError, UsageError
 from mmindex.keys import SOURCE_KEY
-from mmindex.pipeline.classify.predictions import (begin_ingest_labels, bind_labelers, recorded_label_keys,
-                                                   with_labels)
+from mmindex.pipeline.classify.predictions import (begin_ingest_labels, bind_labelers, mark_labels_dropped,
+                                                   recorded_label_keys, recorded_labels, with_labels)
 from mmindex.pipeline.collection.keywords import changed_keywords, write_keyword_vectors
 from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS, has_signals, signals_of
 from mmindex.pipeline.ingest.duplicates import (DUPLICATE_OF_KEY, DUPLICATE_TIER_KEY, LINK_KEYS, DuplicateCheck,
@@ -174,6 +174,7 @@ def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptio
     else:
         for job in run.jobs(source, encoder.identity, options.batch_size):
             run.write(embed_reference(job, encoder, options.max_pixels))
+    summary.warnings += mark_labels_dropped(store, run.labels_dropped)  # re-embedded points lost their labels
     interrupted = options.stop is not None and options.stop.is_set()
     if interrupted:
         summary.status = "interrupted"
@@ -263,6 +264,14 @@ class IngestRun:
         self.keywords = None if options.dry_run else recorded_settings(store.metadata())
         # Predicted labels (`mmindex label`, --labels) are kept when a row's payload is replaced.
         self.label_keys = recorded_label_keys(store.metadata() if self.exists else None)
+        # A point embedded again gets a payload from its row: the recorded label fields this run does not write are
+        # gone from it (its image or caption changed: the old labels may be wrong). Point id → those fields, until
+        # written; then field → points that lost it.
+        rewritten = {name for name, _, _ in options.labelers}
+        self.label_fields = [] if options.dry_run else [
+            name for name in recorded_labels(store.metadata() if self.exists else None) if name not in rewritten]
+        self.label_holders: dict[str, list[str]] = {}
+        self.labels_dropped: dict[str, int] = {}
         if self.keywords is None and not options.dry_run:
             summary.notes.append(f"collection {store.collection!r} has no keyword vector (made before keyword "
                                  f"search): `mmindex keywords -c {store.collection}` adds it, no model needed")
@@ -292,6 +301,9 @@ class IngestRun:
             with self.store_lock:
                 self.store.upsert(points)
         with self.summary_lock:
+            for point in points if self.label_holders else ():
+                for name in self.label_holders.pop(point.id, ()):
+                    self.labels_dropped[name] = self.labels_dropped.get(name, 0) + 1
             for row, match in skipped:
                 skip_duplicate(self.summary, row.file, row.row, row.key, match.reason(), match.of, match.tier)
             self.summary.linked_duplicates += linked
@@ -364,6 +376,10 @@ class IngestRun:
                 others[owner] = others.get(owner, 0) + 1
             if row.id in repeated or previous is None or previous.get(HASH_KEY) != row.hash:
                 todo.append(row)
+                holds = [name for name in self.label_fields if name in (previous or {})]
+                if holds:
+                    with self.summary_lock:
+                        self.label_holders[row.id] = holds
                 continue
             payload = self._payload_for(row, previous)
             if payload is None:

@@ -61,7 +61,7 @@ def expected_results(store, encoder, labels, seed=0, holdout=0.5):
 
 def test_the_scores_are_classification_reports_on_the_same_predictions(collection, encoder, monkeypatch):
     monkeypatch.setattr("mmindex.pipeline.classify.evaluate.zero_shot_labeler",  # the tiny model, not a download
-                        lambda store, labels, templates, runtime, place="": labeler_from_encoder(
+                        lambda store, labels, templates, runtime, place="", **models: labeler_from_encoder(
                             encoder, labels, templates, model_record(store.spec())))
     evaluation = evaluate_classifiers(collection, "shape", SHAPES, ["a {}"], seed=3)
     zero_shot, probe = expected_results(collection, encoder, SHAPES, seed=3)

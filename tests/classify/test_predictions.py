@@ -242,3 +242,51 @@ def test_ingest_refuses_a_label_field_that_is_an_input_column(tmp_path, encoder,
         ingest([str(sample_dir)], store, encoder, IngestOptions(source_name="s", labelers=[entry]))
     assert store.count() == 0 if store.exists() else True
     store.close()
+
+
+def with_new_images(sample_dir, folder, per_file=5):
+    """A copy of the sample whose first ``per_file`` rows of each file have another image (flipped): their ids."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    folder.mkdir()
+    changed = []
+    for path in sorted(sample_dir.glob("*.parquet")):
+        table = pq.read_table(path)
+        images = table.column("image").to_pylist()
+        for i in range(per_file):
+            buffer = io.BytesIO()
+            Image.open(io.BytesIO(images[i])).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buffer, format="PNG")
+            images[i] = buffer.getvalue()
+        changed += table.column("id").to_pylist()[:per_file]
+        pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
+                       folder / path.name)
+    return changed
+
+
+def test_a_reingest_that_embeds_changed_images_again_says_they_lost_their_labels(collection, encoder, sample_dir,
+                                                                                 tmp_path):
+    label_collection(collection, labeler_for(collection, encoder))
+    label_collection(collection, labeler_for(collection, encoder, COLORS), field="hue")
+    before = all_payloads(collection)
+    changed = with_new_images(sample_dir, tmp_path / "changed")
+    entry = ("hue", 3, lambda model: labeler_from_encoder(model, COLORS, ["a {}"]))  # this run writes 'hue' again
+    summary = ingest([str(tmp_path / "changed")], collection, encoder,
+                     IngestOptions(source_name="sample", pipelined=False, labelers=[entry]))
+    assert summary.embedded == 10
+    lost = [w for w in summary.warnings if "embedded again" in w]
+    assert lost == ["10 points embedded again no longer carry the 'label' fields (their image or caption changed): "
+                    "run `mmindex label -c shapes --field label --labels FILE` again"]
+    after = all_payloads(collection)
+    dropped = {i for i, p in after.items() if "label" not in p}
+    assert len(dropped) == 10 and all(set(KEYS).isdisjoint(after[i]) for i in dropped)
+    assert all(label_part(after[i]) == label_part(before[i]) for i in after if i not in dropped)
+    assert all("hue" in p for p in after.values())  # the field this run writes: every point has it
+    record = collection.metadata()[LABELS_KEY]
+    assert record["label"]["partial"] is True and record["hue"]["partial"] is False  # the same labels: whole
+    label_collection(collection, labeler_for(collection, encoder))  # labelled again: whole
+    assert collection.metadata()[LABELS_KEY]["label"]["partial"] is False
+    assert all("label" in p for p in all_payloads(collection).values()) and len(changed) == 10

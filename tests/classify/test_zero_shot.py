@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmindex.errors import UsageError
+from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.classify.labels_file import prompts
-from mmindex.pipeline.classify.zero_shot import (DEFAULT_LOGIT_SCALE, ZeroShotLabeler, average_templates,
-                                               labeler_from_encoder, model_logit_scale, zero_shot_labeler)
+from mmindex.pipeline.classify.zero_shot import (DEFAULT_LOGIT_SCALE, SAME_VECTOR, ZeroShotLabeler, average_templates,
+                                               check_distinct, labeler_from_encoder, model_logit_scale,
+                                               prompt_limit, zero_shot_labeler)
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "shapes-clip"
 FLOATS = st.floats(-3, 3, allow_nan=False, width=32)
@@ -96,3 +97,57 @@ def test_the_collections_labeler_uses_its_own_text_model(collection, encoder):
     np.testing.assert_allclose(labeler.class_vectors, encoder.encode_texts(["a red shape", "a blue shape"]),
                                atol=2e-4)  # the query bundle (ONNX Runtime) or torch: the same vectors
     assert labeler.model["fingerprint"] == encoder.fingerprint and labeler.model["dim"] == encoder.dim
+
+
+LONG = "red " * 40  # 40 words: past the tiny model's 32-token limit, so what follows is cut off
+
+
+def test_labels_cut_to_the_same_prompt_are_refused_naming_both(encoder):
+    assert encoder.max_text_tokens == 32
+    labels = ["blue star", LONG + "circle", LONG + "square"]
+    with pytest.raises(InputError) as error:
+        labeler_from_encoder(encoder, labels, ["a {}"])
+    message = str(error.value)
+    assert f"labels {labels[1]!r} and {labels[2]!r} cannot be told apart" in message and "\n" not in message
+    assert "their prompts are the same after the text model cuts them at 32 tokens" in message
+    assert prompt_limit(encoder, labels, ["a {}"]) == (32, [False, True, True])
+    labeler_from_encoder(encoder, ["blue star", LONG + "circle"], ["a {}"])  # one long label alone is fine
+
+
+class SameVector:
+    """An encoder that gives "cat" and "kitten" one vector (no prompt is cut)."""
+
+    max_text_tokens = 77
+
+    def encode_texts(self, texts):
+        return np.asarray([[1.0, 0.0] if "cat" in t or "kitten" in t else [0.0, 1.0] for t in texts], np.float32)
+
+    def captions_too_long(self, texts):
+        return [False] * len(texts)
+
+
+def test_labels_the_model_gives_one_vector_are_refused_saying_so():
+    with pytest.raises(InputError, match="labels 'cat' and 'kitten' cannot be told apart: the text model gives their "
+                                         "prompts the same vector"):
+        labeler_from_encoder(SameVector(), ["cat", "dog", "kitten"], ["a {}"], model={"model": "m", "dim": 2})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), st.integers(2, 6), st.integers(2, 4))
+def test_distinct_labels_pass_and_any_pair_at_cosine_one_is_refused(data, classes, dim):
+    vectors = data.draw(arrays(np.float64, (classes, dim), elements=st.floats(-1, 1, allow_nan=False)))
+    copies = data.draw(st.lists(st.tuples(st.integers(0, classes - 1), st.integers(0, classes - 1)), max_size=2))
+    for source, target in copies:
+        vectors[target] = vectors[source]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms < 1e-3).any():
+        return
+    vectors = vectors / norms
+    same = [(i, j) for i in range(classes) for j in range(i + 1, classes)
+            if sum(float(a) * float(b) for a, b in zip(vectors[i], vectors[j])) >= SAME_VECTOR]
+    labels = [f"label {k}" for k in range(classes)]
+    if not same:
+        check_distinct(labels, vectors, (None, []))
+        return
+    with pytest.raises(InputError, match=f"labels 'label {same[0][0]}' and 'label {same[0][1]}' cannot be told"):
+        check_distinct(labels, vectors, (None, []))

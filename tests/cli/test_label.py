@@ -75,3 +75,51 @@ def test_mistakes_are_one_line(run, ingested, tmp_path):
         assert "Traceback" not in result.output
     ray = run("ingest", tmp_path, "-c", "x", "--labels", good, "--engine", "ray")
     assert ray.exit_code == 2 and "--labels runs on the local engine" in ray.stderr
+
+
+def test_a_missing_labels_or_probe_file_is_a_bad_option_value(run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    for command in (["label", "-c", "shapes"], ["eval", "--task", "classify", "-c", "shapes", "--label-col", "shape"],
+                    ["ingest", tmp_path, "-c", "shapes"]):
+        for option in ("--labels", "--probe"):
+            for path, says in (("nonexist.txt", "does not exist"), ("folder", "is a directory")):
+                result = run(*command, option, path)
+                assert result.exit_code == 2, (command, option, result.output)
+                errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+                assert len(errors) == 1 and f"'{option}'" in errors[0] and path in errors[0] and says in errors[0]
+
+
+def test_label_and_eval_take_the_model_from_its_new_folder(run, tiny_model, sample_dir, tmp_path):
+    import shutil
+
+    old, new = tmp_path / "models" / "old", tmp_path / "models" / "new"
+    shutil.copytree(tiny_model, old)
+    result = run("ingest", sample_dir, "-c", "moved", "--model", old, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    old.rename(new)
+    path = labels_file(tmp_path, SHAPES)
+    lost = run("label", "-c", "moved", "--labels", path)
+    assert lost.exit_code != 0 and "pass --model with the model's folder" in lost.stderr, lost.output
+    assert "--model" in run("label", "--help").stdout
+    moved = run("label", "-c", "moved", "--labels", path, "--model", new, "--json")
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.stdout)["labelled"] == 60
+    scored = run("eval", "--task", "classify", "-c", "moved", "--label-col", "shape", "--labels", path,
+                 "--model", new, "--json")
+    assert scored.exit_code == 0, scored.output
+    assert [r["classifier"] for r in json.loads(scored.stdout)["results"]] == ["zero-shot", "probe"]
+    lost_eval = run("eval", "--task", "classify", "-c", "moved", "--label-col", "shape", "--labels", path)
+    assert lost_eval.exit_code != 0 and "pass --model" in lost_eval.stderr
+    alone = run("eval", "--task", "classify", "-c", "moved", "--label-col", "shape", "--model", new)
+    assert alone.exit_code == 2 and "--model goes with --labels FILE" in alone.stderr
+
+
+def test_labels_cut_to_one_prompt_are_refused_before_anything_is_written(run, ingested, tmp_path):
+    long = "red " * 40  # past the tiny model's 32 tokens: the query path's tokenizer cuts it too
+    path = labels_file(tmp_path, ["star", long + "circle", long + "square"])
+    result = run("label", "-c", "shapes", "--labels", path)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "cannot be told apart" in errors[0] and "cuts them at 32 tokens" in errors[0]
+    info = run("info", "-c", "shapes", "--json")
+    assert info.exit_code == 0 and '"label_score"' not in info.stdout and '"labels"' not in info.stdout  # nothing written
