@@ -103,6 +103,7 @@ class Row:
     def __init__(self, data: bytes):
         self.image = self
         self.data = data
+        self.payload: dict = {}
 
 
 def cpu_pixels(encoder, data: bytes):
@@ -179,6 +180,8 @@ def test_only_the_images_torchvision_takes_skip_pillow(encoder):
     takes = [taken for name, (_, taken) in items.items() if name != "truncated"]
     assert [data is not None for data in batch.jpeg] == takes
     assert list(errors) == [list(items).index("no-data")]  # torchvision and then Pillow failed on it alone
+    for row, taken in zip(kept, takes):  # Pillow's images carry duplicate signals; torchvision's JPEGs none
+        assert ("_pixels" in row.payload) != taken
     assert pixels.shape == (11, 3, encoder.image_size, encoder.image_size)
     for (name, (data, taken)), got in zip(items.items(), pixels):  # each beside the CPU path's input
         if name != "no-data":
