@@ -13,8 +13,12 @@ A local folder given as an input is one of these layouts, tried in this order:
   ``{split}-00000-of-00003.parquet`` (in ``data/`` or a configuration's folder; a ``-{hash}`` before
   ``.parquet`` as older ``push_to_hub`` wrote), ``{config}/{split}/0000.parquet`` (the ``refs/convert/parquet``
   branch; ``partial-{split}`` is the split), or ``{config}/{name}-{split}.parquet`` (that branch's older
-  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``). A folder with any other Parquet file
-  is plain Parquet, read as it always was (``pipeline/ingest/files.py``).
+  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``), ``{split}.parquet`` or
+  ``{split}/*.parquet`` (a split keyword as the file's or the folder's name, as the Hub reads
+  ``data/train.parquet`` and ``data/test/a.parquet``; the split keeps the word written: ``dev`` stays ``dev``).
+  A folder with any other Parquet file is plain Parquet, read as it always was (``pipeline/ingest/files.py``);
+  one that names splits two ways (``train.parquet`` beside ``test/0.parquet``) is refused (UsageError), since
+  ``datasets`` would read the files of one way only.
 
 Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
 split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
@@ -99,7 +103,7 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
             resolved.inputs.append(folder)
             continue
         layouts += 1
-        picked = pick_splits(layout, split, item)
+        picked = without_empty_splits(pick_splits(layout, split, item), layout, item, resolved.notes)
         for name, files in picked.items():
             check_numbering(name, files, item)
         for files in picked.values():
@@ -148,6 +152,21 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
         listed = ", ".join("(unnamed)" if name is None else name for name in names)
         raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
     return {split: layout.splits[split]}
+
+
+def without_empty_splits(picked: dict[str | None, list[str]], layout: Layout, shown: str,
+                         notes: list[str]) -> dict[str | None, list[str]]:
+    """``picked`` less the splits without a file (``datasets`` writes no shard for a split of no rows), each named
+    in ``notes``. InputError when every picked split is empty: there is no file to read the columns from, and a
+    ``--sync`` of it would delete every point of the source."""
+    empty = [name for name, files in picked.items() if not files]
+    if len(empty) == len(picked):
+        names = ", ".join("(unnamed)" if name is None else repr(name) for name in empty)
+        raise InputError(f"{shown}: split {names} of this {layout.kind} folder holds no rows (no data file): nothing "
+                         "to ingest", file=layout.folder)
+    for name in empty:
+        notes.append(f"{shown}: split {'(unnamed)' if name is None else repr(name)} holds no rows: skipped")
+    return {name: files for name, files in picked.items() if files}
 
 
 def check_numbering(split: str | None, files: Sequence[str], shown: str) -> None:
@@ -258,21 +277,31 @@ def hub_parquet(folder: str) -> Layout | None:
     """The Hub Parquet layout of ``folder`` (see the module's docstring), or None if any Parquet file under it is
     named otherwise (or none is there). Raises UsageError for files of several configurations."""
     found: dict[str, dict[str, list[str]]] = {}  # config → split → files
+    families: dict[str, str] = {}  # how a split is named → a file named so
     for path in _parquet_files(folder):
         parts = os.path.relpath(path, folder).split(os.sep)
         base, parents = parts[-1], parts[:-1]
         sharded, older = SHARDED.fullmatch(base), OLDER.fullmatch(base)
         if sharded:
-            split, config = sharded["split"], parents
+            split, config, family = sharded["split"], parents, "sharded"
         elif CONVERTED.fullmatch(base) and parents and re.fullmatch(SPLIT_NAME, _unpartial(parents[-1])):
-            split, config = _unpartial(parents[-1]), parents[:-1]
+            split, config, family = _unpartial(parents[-1]), parents[:-1], "folder"
         elif older and older["split"] in SPLIT_WORDS:
-            split, config = older["split"], parents
+            split, config, family = older["split"], parents, "file"
+        elif os.path.splitext(base)[0] in SPLIT_WORDS:  # data/train.parquet
+            split, config, family = os.path.splitext(base)[0], parents, "file"
+        elif parents and parents[-1] in SPLIT_WORDS:  # data/train/any-name.parquet
+            split, config, family = parents[-1], parents[:-1], "folder"
         else:
             return None
         found.setdefault("/".join(config), {}).setdefault(split, []).append(path)
+        families.setdefault(family, os.path.relpath(path, folder))
     if not found:
         return None
+    if len(families) > 1:  # datasets reads one family and leaves the other files out: neither is what was meant
+        shown = ", ".join(f"{example} (split in the {family} name)" for family, example in families.items())
+        raise UsageError(f"{folder} names its splits two ways ({shown}); the Hub would read one way and leave the "
+                         "other files out: pass the files or folders to read")
     if len(found) > 1:
         configs = sorted(found)
         raise UsageError(f"{folder} holds the Parquet files of {len(configs)} configurations "

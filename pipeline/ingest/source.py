@@ -301,7 +301,8 @@ class Source:
         if kind != self.mapping.image_kind:
             return InputError(
                 f"image column {self.mapping.image!r} is {image_type} here, but {self.mapping.image_kind} in the "
-                "other files; all files need the same image column type", file=self.display(path),
+                "other files; all files of one run need the same image column type (ingest each kind in a run of "
+                "its own, into the same collection)", file=self.display(path),
             )
         return None
 
@@ -500,8 +501,14 @@ def open_source(
             raise
         raise type(error)(error.message, file=display[next(iter(footers))]) from None  # the one file it is about
     mapping = replace(mapping, notes=mapping.notes + tuple(resolved.notes) + tuple(dataset.notes))
-    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
-                  labels, resolved.name, resolved.image_folders)
+    source = Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
+                    labels, resolved.name, resolved.image_folders)
+    if not skip_bad_files:  # a file the run could not read is refused now, before any model loads
+        problem = next(filter(None, (source._schema_problem(path, footer.schema) for path, footer in footers.items())),
+                       None)
+        if problem is not None:
+            raise problem
+    return source
 
 
 def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], display: dict[str, str],
@@ -511,7 +518,10 @@ def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], displa
     labels = labels_of_files({path: footer.schema for path, footer in footers.items()}, display, beside)
     dataset.notes += unnamed_label_notes({path: footer.schema for path, footer in footers.items()}, dataset.schema,
                                          beside)
-    dataset.schema, labels = label_schema(dataset.schema, labels, display[next(iter(footers))] if labels else None)
+    def holder(column: str) -> str | None:  # the first file holding ``column``: the one a clash is about
+        return next((display[path] for path, footer in footers.items() if column in footer.schema.names), None)
+
+    dataset.schema, labels = label_schema(dataset.schema, labels, holder)
     for column, label in labels.items():
         dataset.notes.append(f"ClassLabel column {column!r}: its names are the payload field {column!r}, its "
                              f"integers {label.id_column!r}")
