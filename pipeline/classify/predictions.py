@@ -289,8 +289,11 @@ def _begin(store: Store, labeler: Labeler, name: str, run: dict[str, Any], meta:
             cleared += len(points)
             if cursor is None:
                 break
+    # Progress from the start (no page written yet, ``next`` None: the first page): a run stopped anywhere before its
+    # last page, even in its first write, leaves the record unfinished, never "whole".
+    started = {"next": None, "done": 0, "labelled": 0, "skipped": {}, "counts": {}}
     _record(store, name, {**run, "labeler": labeler.describe(), "model": labeler.model, "written_by": "label",
-                          "partial": False, "progress": None}, types=True)
+                          "partial": False, "progress": started}, types=True)
     return cleared
 
 

@@ -13,12 +13,14 @@ A local folder given as an input is one of these layouts, tried in this order:
   ``{split}-00000-of-00003.parquet`` (in ``data/`` or a configuration's folder; a ``-{hash}`` before
   ``.parquet`` as older ``push_to_hub`` wrote), ``{config}/{split}/0000.parquet`` (the ``refs/convert/parquet``
   branch; ``partial-{split}`` is the split), or ``{config}/{name}-{split}.parquet`` (that branch's older
-  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``), ``{split}.parquet`` or
-  ``{split}/*.parquet`` (a split keyword as the file's or the folder's name, as the Hub reads
-  ``data/train.parquet`` and ``data/test/a.parquet``; the split keeps the word written: ``dev`` stays ``dev``).
-  A folder with any other Parquet file is plain Parquet, read as it always was (``pipeline/ingest/files.py``);
-  one that names splits two ways (``train.parquet`` beside ``test/0.parquet``) is refused (UsageError), since
-  ``datasets`` would read the files of one way only.
+  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``), the names written as they are;
+* otherwise, split words as ``datasets`` finds them by default (``keyword_splits``): a keyword of
+  ``SPLIT_KEYWORDS`` as a folder name (``data/train/a.parquet``, ``train-2024/``) or in a file name between
+  non-word characters (``train.parquet``, ``my_test_1.parquet``), named as datasets names them (``dev`` →
+  ``validation``, ``eval`` → ``test``; ``--split dev`` picks it too). The first of datasets' families that
+  matches a file decides; when it would leave files out of every split or put one in two, the folder is
+  refused (UsageError) rather than read in a way the Hub would not: a glob reads every file as plain Parquet.
+  A folder with no split word in any name is plain Parquet, read as it always was (``pipeline/ingest/files.py``).
 
 Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
 split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
@@ -148,6 +150,8 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
                 f"--split {suggestion} (or --split all to read every one, its name in the payload field "
                 f"{SPLIT_FIELD!r})")
         return dict(layout.splits)
+    if split not in layout.splits and CANONICAL_SPLIT.get(split) in layout.splits:
+        split = CANONICAL_SPLIT[split]  # --split dev: datasets' name for it is validation
     if split not in layout.splits:
         listed = ", ".join("(unnamed)" if name is None else name for name in names)
         raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
@@ -274,30 +278,31 @@ def cache_folder_splits(folder: str) -> dict[str | None, list[str]]:
 
 
 def hub_parquet(folder: str) -> Layout | None:
-    """The Hub Parquet layout of ``folder`` (see the module's docstring), or None if any Parquet file under it is
-    named otherwise (or none is there). Raises UsageError for files of several configurations."""
+    """The Hub Parquet layout of ``folder`` (see the module's docstring), or None for plain Parquet (no file named as
+    the Hub names splits, or no Parquet file). Raises UsageError for files of several configurations, splits named
+    two ways, and files the Hub would leave out of every split or put in two."""
+    files = _parquet_files(folder)
     found: dict[str, dict[str, list[str]]] = {}  # config → split → files
     families: dict[str, str] = {}  # how a split is named → a file named so
-    for path in _parquet_files(folder):
+    for path in files:
         parts = os.path.relpath(path, folder).split(os.sep)
         base, parents = parts[-1], parts[:-1]
         sharded, older = SHARDED.fullmatch(base), OLDER.fullmatch(base)
         if sharded:
-            split, config, family = sharded["split"], parents, "sharded"
+            split, config, family = sharded["split"], parents, "file"
         elif CONVERTED.fullmatch(base) and parents and re.fullmatch(SPLIT_NAME, _unpartial(parents[-1])):
             split, config, family = _unpartial(parents[-1]), parents[:-1], "folder"
         elif older and older["split"] in SPLIT_WORDS:
             split, config, family = older["split"], parents, "file"
-        elif os.path.splitext(base)[0] in SPLIT_WORDS:  # data/train.parquet
-            split, config, family = os.path.splitext(base)[0], parents, "file"
-        elif parents and parents[-1] in SPLIT_WORDS:  # data/train/any-name.parquet
-            split, config, family = parents[-1], parents[:-1], "folder"
         else:
-            return None
+            return keyword_splits(folder, files)  # not the Hub's own names: split words as datasets finds them
         found.setdefault("/".join(config), {}).setdefault(split, []).append(path)
         families.setdefault(family, os.path.relpath(path, folder))
     if not found:
         return None
+    in_data = [path for path in files if DATA_SHARDED.fullmatch(os.path.relpath(path, folder).replace(os.sep, "/"))]
+    if in_data and len(in_data) < len(files):  # datasets reads data/{split}-NNNNN-of-NNNNN* alone when it is there
+        return keyword_splits(folder, files)  # refused there, naming a file left out
     if len(families) > 1:  # datasets reads one family and leaves the other files out: neither is what was meant
         shown = ", ".join(f"{example} (split in the {family} name)" for family, example in families.items())
         raise UsageError(f"{folder} names its splits two ways ({shown}); the Hub would read one way and leave the "
@@ -308,8 +313,61 @@ def hub_parquet(folder: str) -> Layout | None:
                          f"({', '.join(c or '(top)' for c in configs)}): pass one configuration's folder, e.g. "
                          f"{os.path.join(folder, configs[-1])}")
     splits = next(iter(found.values()))
+    aliases = sorted(name for name in splits if name in CANONICAL_SPLIT)
+    for canonical in sorted({CANONICAL_SPLIT[name] for name in aliases}):
+        named = [name for name in aliases if CANONICAL_SPLIT[name] == canonical]
+        if len(named) > 1:  # datasets reads them as one split, the Hub's own names as several: ask which
+            raise UsageError(f"{folder} names the split {canonical!r} two ways ({', '.join(named)}): datasets reads "
+                             "them as one split, their names as several; pass the files of the split to read")
     ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
     return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
+
+
+# datasets.data_files: the split keywords, the characters around them, and the order in which its default patterns
+# are tried (data/{split}-NNNNN-of-NNNNN*, then a keyword as a folder name, then in a file name): the first family
+# that matches a file decides, and datasets leaves the files it does not match out.
+SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                  "test": ("test", "testing", "eval", "evaluation")}
+CANONICAL_SPLIT = {word: split for split, words in SPLIT_KEYWORDS.items() for word in words}
+SEP = r"[\-._ 0-9]"  # datasets.data_files.NON_WORDS_CHARS
+DATA_SHARDED = re.compile(r"data/(?P<split>[^/]+?)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+
+
+def keyword_splits(folder: str, files: Sequence[str]) -> Layout | None:
+    """``folder``'s splits as ``datasets`` resolves them by default (split words in folder or file names, the names
+    it gives: ``dev`` → ``validation``), or None when no file name holds a split word. UsageError when datasets
+    would leave some files out of every split, or put one in two (no reading of the folder is what was meant)."""
+    relative = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in files}
+    families = [
+        ("a data/{split}-NNNNN-of-NNNNN name", lambda rel: [m["split"]] if (m := DATA_SHARDED.fullmatch(rel)) else []),
+        ("a split word as a folder name", lambda rel: _words(rel.split("/")[:-1], rf"(.*{SEP})?{{}}({SEP}.*)?")),
+        ("a split word in the file name", lambda rel: _words(rel.split("/")[-1:], rf"(.*{SEP})?{{}}{SEP}.*")),
+    ]
+    for how, splits_of in families:
+        assigned = {path: splits_of(rel) for path, rel in relative.items()}
+        if not any(assigned.values()):
+            continue
+        twice = [path for path, names in assigned.items() if len(names) > 1]
+        left = [path for path, names in assigned.items() if not names]
+        if twice or left:
+            path = (twice or left)[0]
+            why = (f"puts {relative[path]} in two splits ({', '.join(assigned[path])})" if twice else
+                   f"leaves {len(left)} of its {len(files)} Parquet files out of every split (e.g. {relative[path]})")
+            raise UsageError(f"{folder}: the Hub reads its splits from {how}, and so {why}: pass the files of one "
+                             f"split, or a glob such as '{os.path.join(folder, '**', '*.parquet')}' to read every "
+                             "file as plain Parquet")
+        splits: dict[str | None, list[str]] = {}
+        for path, names in assigned.items():
+            splits.setdefault(names[0], []).append(path)
+        ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
+        return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
+    return None
+
+
+def _words(names: Sequence[str], pattern: str) -> list[str]:
+    """The splits (datasets' names) whose keywords one of ``names`` matches with ``pattern`` ({} the keyword)."""
+    return [split for split, words in SPLIT_KEYWORDS.items()
+            if any(re.fullmatch(pattern.format(re.escape(word)), name) for word in words for name in names)]
 
 
 def _unpartial(name: str) -> str:

@@ -504,8 +504,8 @@ def open_source(
     source = Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
                     labels, resolved.name, resolved.image_folders)
     if not skip_bad_files:  # a file the run could not read is refused now, before any model loads
-        problem = next(filter(None, (source._schema_problem(path, footer.schema) for path, footer in footers.items())),
-                       None)
+        problem = next(filter(None, (source._schema_problem(path, footer.schema) for path, footer in footers.items()
+                                     if sum(footer.row_groups))), None)  # a file without rows is never read
         if problem is not None:
             raise problem
     return source
@@ -518,8 +518,10 @@ def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], displa
     labels = labels_of_files({path: footer.schema for path, footer in footers.items()}, display, beside)
     dataset.notes += unnamed_label_notes({path: footer.schema for path, footer in footers.items()}, dataset.schema,
                                          beside)
-    def holder(column: str) -> str | None:  # the first file holding ``column``: the one a clash is about
-        return next((display[path] for path, footer in footers.items() if column in footer.schema.names), None)
+    def holder(column: str, integers: bool) -> str | None:  # the first file holding ``column`` (as integers)
+        return next((display[path] for path, footer in footers.items() if column in footer.schema.names
+                     and (not integers or pa.types.is_integer(footer.schema.field(column).type)
+                          or pa.types.is_list(footer.schema.field(column).type))), None)
 
     dataset.schema, labels = label_schema(dataset.schema, labels, holder)
     for column, label in labels.items():
@@ -545,8 +547,10 @@ def keep_stored_types(source: Source, recorded: dict[str, str], collection: str)
     mapping = source.mapping
     keys = {column: mapping.payload_key(column) for column in mapping.payload}
     now = payload_types(source.dataset.schema, mapping.payload, mapping.payload_key)
+    made_from = {label.id_column: name for name, label in source.labels.items()}  # <col>_id: the files hold <col>
 
     def any_values(column: str) -> bool:
+        column = made_from.get(column, column)
         return any(table_holds_values(source.filesystem, path, column) for path, footer in source.footers.items()
                    if column in footer.schema.names and sum(footer.row_groups)
                    and column not in source.dataset.without_values.get(path, ()))

@@ -304,9 +304,11 @@ def stopped_after(pages: int, page: int):
 
 
 def check_one_labeler(store) -> None:
-    """The invariant: every point holding the field holds the recorded labeler's labels; a record that says the
-    field is whole after a run over every point means every point holds it."""
+    """The invariant: while the record says the field is whole (no run under way, not partial), every point holding
+    it holds the recorded labeler's labels, and after a run over every point, every point holds it."""
     entry = store.metadata()[LABELS_KEY]["label"]
+    if entry["partial"] or entry["progress"] is not None:
+        return  # a stopped run: the record says the field is not whole, and the next run treats it so
     labels = set(entry["labeler"]["labels"])
     payloads = all_payloads(store)
     held = [p for p in payloads.values() if "label" in p]
@@ -354,10 +356,25 @@ def test_an_ingest_with_the_same_labels_on_a_partial_field_says_the_rest_lack_th
 
 OPERATIONS = st.lists(st.tuples(st.sampled_from(["shapes", "colours"]),
                                 st.sampled_from([None, "year >= 2021", "year < 2021", "shape = 'circle'"]),
-                                st.sampled_from([None, 1, 2]), st.booleans()), min_size=1, max_size=5)
+                                st.sampled_from([None, 1, 2, "first write"]), st.booleans()), min_size=1, max_size=5)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+class LostConnection(Exception):
+    pass
+
+
+def failing_first_write(store):
+    """``store`` whose next ``overwrite_payloads`` raises (a connection lost in the middle of a page's write)."""
+    real = store.overwrite_payloads
+
+    def fail(items):
+        store.overwrite_payloads = real
+        raise LostConnection
+    store.overwrite_payloads = fail
+    return real
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
 def test_any_sequence_of_runs_keeps_one_labeler_per_field(collection, encoder, operations):
     """Property: whatever runs (labels, filters, stopped after some pages, --restart) follow one another, every point
@@ -368,9 +385,25 @@ def test_any_sequence_of_runs_keeps_one_labeler_per_field(collection, encoder, o
     types = collection.spec().payload_types
     for which, where, pages, restart in operations:
         query_filter = compile_filter(where, field_types=types) if where else None
+        real = failing_first_write(collection) if pages == "first write" else None
         try:
             label_collection(collection, labelers[which], filter=query_filter, page=8, resume=not restart,
-                             on_progress=stopped_after(pages, 8))
-        except KeyboardInterrupt:
-            continue
+                             on_progress=stopped_after(None if real else pages, 8))
+            assert collection.metadata()[LABELS_KEY]["label"]["progress"] is None  # finished: whole again
+        except (KeyboardInterrupt, LostConnection):
+            pass
+        finally:
+            collection.overwrite_payloads = real or collection.overwrite_payloads
         check_one_labeler(collection)
+
+
+def test_a_run_stopped_in_its_first_write_leaves_the_field_unfinished(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder, COLORS))
+    failing_first_write(collection)
+    with pytest.raises(LostConnection):
+        label_collection(collection, labeler_for(collection, encoder), page=256)  # one page: the whole run
+    assert collection.metadata()[LABELS_KEY]["label"]["progress"] is not None  # not "whole"
+    recent = compile_filter("year >= 2021", field_types=collection.spec().payload_types)
+    report = label_collection(collection, labeler_for(collection, encoder), filter=recent)
+    assert report.cleared == 60 - report.labelled
+    check_one_labeler(collection)

@@ -4,6 +4,8 @@ plain folder; an empty split is refused by name; a ClassLabel's ``<col>_id`` cla
 column; files holding images two ways are refused before any model loads."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image as PILImage
 
 from mmindex.errors import InputError, UsageError
 from mmindex.pipeline.ingest.hf_layout import hub_parquet, resolve_inputs
@@ -23,9 +26,9 @@ datasets = pytest.importorskip("datasets")
 CANONICAL = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
              "dev": "validation", "val": "validation", "test": "test", "testing": "test", "eval": "test",
              "evaluation": "test"}
-FORMS = ["{w}.parquet", "{w}/part-0.parquet", "{w}/part-1.parquet", "{w}-00000-of-00001.parquet", "{w}/0000.parquet"]
-FAMILY = {"{w}.parquet": "file", "{w}/part-0.parquet": "folder", "{w}/part-1.parquet": "folder",
-          "{w}-00000-of-00001.parquet": "sharded", "{w}/0000.parquet": "folder"}
+FORMS = ["{w}.parquet", "{w}/part-0.parquet", "{w}/sub/a.parquet", "my_{w}.parquet", "{w}_1.parquet",
+         "{w}-part1.parquet", "{w}-00000-of-00001.parquet", "{w}/0000.parquet", "x-{w}.parquet", "{w}-2024/a.parquet",
+         "notes.parquet", "part-0.parquet", "trainee.parquet"]
 
 
 def touch(root: str, relative: str) -> None:
@@ -42,28 +45,39 @@ def datasets_splits(root: str) -> dict[str, list[str]]:
     return {str(name): sorted(files) for name, files in found.items()}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(prefix=st.sampled_from(["", "data/", "default/"]),
        files=st.lists(st.tuples(st.sampled_from(sorted(CANONICAL)), st.sampled_from(FORMS)), min_size=1, max_size=4,
-                      unique=True))
+                      unique_by=lambda item: item[1].format(w=item[0])))
 def test_hub_splits_agree_with_datasets_own_resolution(prefix, files):
-    """Property: for folders of split-named files, mmindex's splits group the files as ``datasets`` does (its
-    names kept as written: ``dev`` is datasets' ``validation``)."""
-    words = {CANONICAL[word] for word, _ in files}
-    if len({word for word, _ in files}) != len(words):
-        return  # two words of one split (dev.parquet and val.parquet): datasets merges them, mmindex lists both
+    """Differential property against ``datasets``' own resolution of a folder: a folder mmindex reads as splits holds
+    the same files in the same splits (merged by datasets' names); one it reads as plain Parquet has no split word
+    datasets would see; one it refuses is one datasets would read leaving files out or one file in two splits
+    (or, for the Hub's own names, one naming splits two ways or by aliases datasets merges)."""
     with tempfile.TemporaryDirectory() as root:
-        for word, form in files:
-            touch(root, prefix + form.format(w=word))
-        families = {FAMILY[form] for _, form in files}
-        if len(families) > 1:  # datasets would leave some files out
-            with pytest.raises(UsageError, match="names its splits two ways"):
-                hub_parquet(root)
+        paths = sorted(os.path.join(root, prefix + form.format(w=word)) for word, form in files)
+        for path in paths:
+            touch(root, os.path.relpath(path, root))
+        expected = datasets_splits(root)
+        try:
+            layout = hub_parquet(root)
+        except UsageError as refused:
+            everywhere = sorted(p for group in expected.values() for p in group)
+            assert everywhere != paths or "two ways" in str(refused), (files, expected, str(refused))
             return
-        layout = hub_parquet(root)
-        assert layout is not None, files  # never read as one plain folder
-        ours = {CANONICAL[str(name)]: sorted(paths) for name, paths in layout.splits.items()}
-        assert ours == datasets_splits(root)
+        if layout is None:
+            assert expected == {"train": paths}, (files, expected)
+            return
+        assert len(layout.splits) == len(expected), (files, layout.splits, expected)  # no split read in two parts
+        assert by_name(layout.splits) == by_name(expected), (files, layout.splits)
+
+
+def by_name(splits) -> dict[str, list[str]]:
+    """Splits keyed by datasets' names for the words (it keeps ``dev`` in data/dev-00000-of-00001 names)."""
+    merged: dict[str, list[str]] = {}
+    for name, group in splits.items():
+        merged.setdefault(CANONICAL.get(str(name), str(name)), []).extend(group)
+    return {name: sorted(group) for name, group in merged.items()}
 
 
 @pytest.mark.parametrize("names", [("data/train.parquet", "data/test.parquet"),
@@ -79,10 +93,41 @@ def test_split_named_files_are_splits_not_one_folder(tmp_path, names):
     assert picked.inputs == [str(tmp_path / names[0])]
 
 
-def test_other_names_beside_split_names_stay_plain_parquet(tmp_path):
+def test_a_file_the_hub_would_leave_out_is_refused_and_a_glob_reads_all(tmp_path):
     touch(str(tmp_path), "train.parquet")
     touch(str(tmp_path), "photos-2021.parquet")
+    with pytest.raises(UsageError, match=r"leaves 1 of its 2 Parquet files out of every split \(e.g. photos-2021"):
+        resolve_inputs([str(tmp_path)])
+    assert resolve_inputs([str(tmp_path / "*.parquet")]).inputs == [str(tmp_path / "*.parquet")]  # plain
+
+
+def test_a_folder_without_split_words_is_plain_parquet(tmp_path):
+    for name in ("part-0.parquet", "photos/2021.parquet", "trainee.parquet", "retrain.parquet"):
+        touch(str(tmp_path), name)
     assert hub_parquet(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("names, splits", [
+    (("data/dev.parquet", "data/validation.parquet"), {"validation": 2}),  # one split, as datasets reads it
+    (("data/val.parquet", "data/valid.parquet", "data/train.parquet"), {"train": 1, "validation": 2}),
+    (("data/my_train.parquet", "data/my_test.parquet"), {"train": 1, "test": 1}),
+    (("data/train_1.parquet", "data/test_1.parquet"), {"train": 1, "test": 1}),
+    (("data/train-part1.parquet", "data/test-part1.parquet"), {"train": 1, "test": 1}),
+    (("data/train/2024/a.parquet", "data/test/2024/b.parquet"), {"train": 1, "test": 1}),
+])
+def test_the_reviewers_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
+    for name in names:
+        touch(str(tmp_path), name)
+    layout = hub_parquet(str(tmp_path))
+    assert {name: len(files) for name, files in layout.splits.items()} == splits
+    assert by_name(layout.splits) == datasets_splits(str(tmp_path))
+
+
+def test_split_aliases_pick_datasets_name(tmp_path):
+    touch(str(tmp_path), "data/dev.parquet")
+    touch(str(tmp_path), "data/train.parquet")
+    assert resolve_inputs([str(tmp_path)], "dev").inputs == [str(tmp_path / "data" / "dev.parquet")]
+    assert resolve_inputs([str(tmp_path)], "validation").inputs == [str(tmp_path / "data" / "dev.parquet")]
 
 
 def test_an_empty_split_is_refused_by_name_and_skipped_by_all(tmp_path):
@@ -108,9 +153,10 @@ def test_an_id_column_clash_names_the_file_that_holds_it(tmp_path):
                       ).save_to_disk(str(tmp_path / "saved"))
     (tmp_path / "plain").mkdir()
     pq.write_table(pa.table({"image": [b"y"], "shape": ["b"], "shape_id": [1]}), tmp_path / "plain" / "t.parquet")
-    with pytest.raises(InputError, match="'shape_id' is a column already") as caught:
-        open_source([str(tmp_path / "saved"), str(tmp_path / "plain")])
+    with pytest.raises(InputError, match="'shape_id' is a column of this file already") as caught:
+        open_source([str(tmp_path / "plain"), str(tmp_path / "saved")])
     assert caught.value.file.endswith("t.parquet")
+    assert f"column 'shape' is a ClassLabel in {tmp_path / 'saved'}" in caught.value.message
 
 
 def test_images_held_two_ways_are_refused_before_any_model_loads(tmp_path):
@@ -122,3 +168,47 @@ def test_images_held_two_ways_are_refused_before_any_model_loads(tmp_path):
         open_source([str(tmp_path / "a")])
     assert caught.value.file.endswith(".parquet")
     assert open_source([str(tmp_path / "a")], skip_bad_files=True) is not None  # skipped when read, as before
+
+
+def test_class_label_integers_meet_the_recorded_type_of_their_id_field(tmp_path, tiny_model, cli):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    (tmp_path / "plain").mkdir()
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (16, 16), "red").save(buffer, "PNG")
+    image = buffer.getvalue()
+    pq.write_table(pa.table({"image": [image], "caption": ["a"], "shape_id": ["s0"]}), tmp_path / "plain" / "p.parquet")
+    Dataset.from_dict({"image": [image], "caption": ["b"], "shape": [1]},
+                      features=Features({"image": Value("binary"), "caption": Value("string"),
+                                         "shape": ClassLabel(names=["a", "b"])})).save_to_disk(str(tmp_path / "saved"))
+    store = ("-c", "f3", "--data-dir", str(tmp_path / "store"), "--model", tiny_model)
+    first = cli("ingest", tmp_path / "plain", *store)
+    assert first.exit_code == 0, first.output
+    second = cli("ingest", tmp_path / "saved", *store)
+    assert second.exit_code == 1 and "payload field 'shape_id' is keyword in collection 'f3' but integer" in second.output
+
+
+def test_a_named_source_with_a_split_keeps_the_split_in_its_name(tmp_path, tiny_model, cli):
+    from datasets import Dataset, DatasetDict
+
+    def rows(prefix, n):
+        pngs = []
+        for i in range(n):
+            buffer = io.BytesIO()
+            PILImage.new("RGB", (16, 16), (i * 40, 0, 0)).save(buffer, "PNG")
+            pngs.append(buffer.getvalue())
+        return Dataset.from_dict({"image": pngs, "caption": [f"{prefix} {i}" for i in range(n)]})
+
+    for name in ("A", "B"):
+        DatasetDict({"train": rows(f"{name} train", 3), "validation": rows(f"{name} val", 2)}).save_to_disk(
+            str(tmp_path / name))
+    store = ("-c", "s2", "--data-dir", str(tmp_path / "store"), "--model", tiny_model, "--source", "ds", "--json", "-q")
+    first = cli("ingest", tmp_path / "A", tmp_path / "B", "--split", "train", *store)
+    assert first.exit_code == 0, first.output
+    synced = cli("ingest", tmp_path / "A", tmp_path / "B", "--split", "validation", "--sync", "--max-delete", "all",
+                 *store)
+    assert synced.exit_code == 0, synced.output
+    summary = json.loads(synced.stdout)
+    assert summary["deleted"] == 0 and summary["source"] == "ds#validation"
+    listed = cli("info", "-c", "s2", "--data-dir", str(tmp_path / "store"), "--json")
+    assert json.loads(listed.stdout)["points"] == 10
