@@ -9,18 +9,10 @@ A local folder given as an input is one of these layouts, tried in this order:
   (``data-00000-of-00002.arrow`` …) in order, and ``dataset_info.json``; one split (``_split``, often unnamed);
 * a folder of the ``datasets`` cache: ``dataset_info.json`` (its ``splits``) beside ``{name}-{split}.arrow``
   or ``{name}-{split}-00000-of-00002.arrow``;
-* the Hub's Parquet layout, when *every* Parquet file under the folder is named as the Hub names splits:
-  ``{split}-00000-of-00003.parquet`` (in ``data/`` or a configuration's folder; a ``-{hash}`` before
-  ``.parquet`` as older ``push_to_hub`` wrote), ``{config}/{split}/0000.parquet`` (the ``refs/convert/parquet``
-  branch; ``partial-{split}`` is the split), or ``{config}/{name}-{split}.parquet`` (that branch's older
-  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``), the names written as they are;
-* otherwise, split words as ``datasets`` finds them by default (``keyword_splits``): a keyword of
-  ``SPLIT_KEYWORDS`` as a folder name (``data/train/a.parquet``, ``train-2024/``) or in a file name between
-  non-word characters (``train.parquet``, ``my_test_1.parquet``), named as datasets names them (``dev`` →
-  ``validation``, ``eval`` → ``test``; ``--split dev`` picks it too). The first of datasets' families that
-  matches a file decides; when it would leave files out of every split or put one in two, the folder is
-  refused (UsageError) rather than read in a way the Hub would not: a glob reads every file as plain Parquet.
-  A folder with no split word in any name is plain Parquet, read as it always was (``pipeline/ingest/files.py``).
+* a folder of Parquet files whose names hold splits, read as ``datasets`` reads it, or refused where no reading
+  is what was meant (``pipeline/ingest/hub_splits.py``: split words in file and folder names, the Hub's
+  ``{split}-00000-of-00003.parquet`` and refs/convert/parquet names). A folder with no split in its names is
+  plain Parquet, read as it always was (``pipeline/ingest/files.py``).
 
 Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
 split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
@@ -43,23 +35,17 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.ingest.hub_splits import CANONICAL_SPLIT, CONVERTED, folder_splits
 
 SPLIT_ALL = "all"  # --split all: every split, its name in the payload field SPLIT_FIELD
 SPLIT_FIELD = "split"
 DATASET_DICT_FILE = "dataset_dict.json"  # datasets.config.DATASETDICT_JSON_FILENAME
 STATE_FILE = "state.json"  # datasets.config.DATASET_STATE_JSON_FILENAME
 INFO_FILE = "dataset_info.json"  # datasets.config.DATASET_INFO_FILENAME
-# datasets.data_files.SPLIT_KEYWORDS: the words the Hub reads as a split in a file name.
-SPLIT_WORDS = ("train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
-SPLIT_NAME = r"\w+(?:\.\w+)*"  # datasets.naming._split_re
-SHARDED = re.compile(rf"(?P<split>{SPLIT_NAME})-\d{{5}}-of-\d{{5}}(?:-[0-9A-Za-z]+)?\.parquet")
 NUMBERED = re.compile(r"(?P<stem>.*?)-(?P<index>\d{5})-of-(?P<total>\d{5})(?P<tail>(?:-[0-9A-Za-z]+)?\.\w+)")
 SHOWN_MISSING = 3  # missing shard names a message lists
-CONVERTED = re.compile(r"\d{4}\.parquet")
-OLDER = re.compile(rf".+?-(?P<split>{SPLIT_NAME})(?:-\d{{5}}-of-\d{{5}})?\.parquet")
 CACHED_ARROW = r".+-{split}(?:-\d{{5}}-of-\d{{5}})?\.arrow"
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-SPLIT_ORDER = ("train", "validation", "test")
 
 
 @dataclass
@@ -70,6 +56,7 @@ class Layout:
     kind: str  # "DatasetDict", "Dataset", "datasets cache", "Hub Parquet"
     folder: str
     splits: dict[str | None, list[str]]
+    aliases: dict[str, str] = field(default_factory=dict)  # the Hub's names → the split names (datasets')
 
 
 @dataclass
@@ -81,6 +68,7 @@ class Resolved:
 
     inputs: list[str]
     name: str | None = None
+    split: str | None = None  # the split read, by its name (``--split dev`` reads ``validation``)
     splits: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     image_folders: dict[str, str] = field(default_factory=dict)  # file → the data set's folder (image paths)
@@ -110,8 +98,10 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
             check_numbering(name, files, item)
         for files in picked.values():
             resolved.image_folders.update(dict.fromkeys(files, layout.folder))
-        if split is None and layout.kind == "Hub Parquet":
-            resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is
+        hidden = any(part.startswith("_") for files in picked.values() for path in files
+                     for part in os.path.relpath(path, layout.folder).split(os.sep))
+        if split is None and layout.kind == "Hub Parquet" and not hidden:
+            resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is (which skips _)
         else:
             for name, files in picked.items():
                 resolved.inputs.extend(files)
@@ -120,9 +110,11 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
         resolved.notes.append(f"{item}: a {layout.kind} folder ({layout.folder}); split(s) read: "
                               f"{', '.join('(unnamed)' if name is None else name for name in picked)}")
         one_split = split not in (None, SPLIT_ALL)
+        if one_split and resolved.split is None:
+            resolved.split = str(next(iter(picked)))  # its name, whichever alias --split gave
         if len(inputs) == 1 and (hub or one_split):  # the split is part of the name: a sync of it keeps the others
             base = f"hf://datasets/{hub}" if hub else os.path.abspath(item)
-            resolved.name = base + (f"#{split}" if one_split else "")
+            resolved.name = base + (f"#{resolved.split}" if one_split else "")
     if split is not None and not layouts:
         raise UsageError(f"--split {split}: no input is a data set with splits (a DatasetDict, a save_to_disk or "
                          "Hub Parquet folder, or a cached Hub name); leave --split out for plain Parquet")
@@ -150,8 +142,8 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
                 f"--split {suggestion} (or --split all to read every one, its name in the payload field "
                 f"{SPLIT_FIELD!r})")
         return dict(layout.splits)
-    if split not in layout.splits and CANONICAL_SPLIT.get(split) in layout.splits:
-        split = CANONICAL_SPLIT[split]  # --split dev: datasets' name for it is validation
+    if split not in layout.splits:  # --split dev: datasets' name for it is validation
+        split = layout.aliases.get(split) or CANONICAL_SPLIT.get(split, split)
     if split not in layout.splits:
         listed = ", ".join("(unnamed)" if name is None else name for name in names)
         raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
@@ -233,7 +225,8 @@ def find_layout(folder: str) -> Layout | None:
         cached = cache_folder_splits(folder)
         if cached:
             return Layout("datasets cache", folder, cached)
-    return hub_parquet(folder)
+    found = folder_splits(folder)  # Parquet files whose names hold splits, as datasets reads them
+    return Layout("Hub Parquet", folder, dict(found[0]), found[1]) if found else None
 
 
 def _json(path: str) -> dict:
@@ -275,113 +268,6 @@ def cache_folder_splits(folder: str) -> dict[str | None, list[str]]:
         if files:
             splits[name] = files
     return splits
-
-
-def hub_parquet(folder: str) -> Layout | None:
-    """The Hub Parquet layout of ``folder`` (see the module's docstring), or None for plain Parquet (no file named as
-    the Hub names splits, or no Parquet file). Raises UsageError for files of several configurations, splits named
-    two ways, and files the Hub would leave out of every split or put in two."""
-    files = _parquet_files(folder)
-    found: dict[str, dict[str, list[str]]] = {}  # config → split → files
-    families: dict[str, str] = {}  # how a split is named → a file named so
-    for path in files:
-        parts = os.path.relpath(path, folder).split(os.sep)
-        base, parents = parts[-1], parts[:-1]
-        sharded, older = SHARDED.fullmatch(base), OLDER.fullmatch(base)
-        if sharded:
-            split, config, family = sharded["split"], parents, "file"
-        elif CONVERTED.fullmatch(base) and parents and re.fullmatch(SPLIT_NAME, _unpartial(parents[-1])):
-            split, config, family = _unpartial(parents[-1]), parents[:-1], "folder"
-        elif older and older["split"] in SPLIT_WORDS:
-            split, config, family = older["split"], parents, "file"
-        else:
-            return keyword_splits(folder, files)  # not the Hub's own names: split words as datasets finds them
-        found.setdefault("/".join(config), {}).setdefault(split, []).append(path)
-        families.setdefault(family, os.path.relpath(path, folder))
-    if not found:
-        return None
-    in_data = [path for path in files if DATA_SHARDED.fullmatch(os.path.relpath(path, folder).replace(os.sep, "/"))]
-    if in_data and len(in_data) < len(files):  # datasets reads data/{split}-NNNNN-of-NNNNN* alone when it is there
-        return keyword_splits(folder, files)  # refused there, naming a file left out
-    if len(families) > 1:  # datasets reads one family and leaves the other files out: neither is what was meant
-        shown = ", ".join(f"{example} (split in the {family} name)" for family, example in families.items())
-        raise UsageError(f"{folder} names its splits two ways ({shown}); the Hub would read one way and leave the "
-                         "other files out: pass the files or folders to read")
-    if len(found) > 1:
-        configs = sorted(found)
-        raise UsageError(f"{folder} holds the Parquet files of {len(configs)} configurations "
-                         f"({', '.join(c or '(top)' for c in configs)}): pass one configuration's folder, e.g. "
-                         f"{os.path.join(folder, configs[-1])}")
-    splits = next(iter(found.values()))
-    aliases = sorted(name for name in splits if name in CANONICAL_SPLIT)
-    for canonical in sorted({CANONICAL_SPLIT[name] for name in aliases}):
-        named = [name for name in aliases if CANONICAL_SPLIT[name] == canonical]
-        if len(named) > 1:  # datasets reads them as one split, the Hub's own names as several: ask which
-            raise UsageError(f"{folder} names the split {canonical!r} two ways ({', '.join(named)}): datasets reads "
-                             "them as one split, their names as several; pass the files of the split to read")
-    ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
-    return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
-
-
-# datasets.data_files: the split keywords, the characters around them, and the order in which its default patterns
-# are tried (data/{split}-NNNNN-of-NNNNN*, then a keyword as a folder name, then in a file name): the first family
-# that matches a file decides, and datasets leaves the files it does not match out.
-SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
-                  "test": ("test", "testing", "eval", "evaluation")}
-CANONICAL_SPLIT = {word: split for split, words in SPLIT_KEYWORDS.items() for word in words}
-SEP = r"[\-._ 0-9]"  # datasets.data_files.NON_WORDS_CHARS
-DATA_SHARDED = re.compile(r"data/(?P<split>[^/]+?)-\d{5}-of-\d{5}[^/]*\.[^/]*")
-
-
-def keyword_splits(folder: str, files: Sequence[str]) -> Layout | None:
-    """``folder``'s splits as ``datasets`` resolves them by default (split words in folder or file names, the names
-    it gives: ``dev`` → ``validation``), or None when no file name holds a split word. UsageError when datasets
-    would leave some files out of every split, or put one in two (no reading of the folder is what was meant)."""
-    relative = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in files}
-    families = [
-        ("a data/{split}-NNNNN-of-NNNNN name", lambda rel: [m["split"]] if (m := DATA_SHARDED.fullmatch(rel)) else []),
-        ("a split word as a folder name", lambda rel: _words(rel.split("/")[:-1], rf"(.*{SEP})?{{}}({SEP}.*)?")),
-        ("a split word in the file name", lambda rel: _words(rel.split("/")[-1:], rf"(.*{SEP})?{{}}{SEP}.*")),
-    ]
-    for how, splits_of in families:
-        assigned = {path: splits_of(rel) for path, rel in relative.items()}
-        if not any(assigned.values()):
-            continue
-        twice = [path for path, names in assigned.items() if len(names) > 1]
-        left = [path for path, names in assigned.items() if not names]
-        if twice or left:
-            path = (twice or left)[0]
-            why = (f"puts {relative[path]} in two splits ({', '.join(assigned[path])})" if twice else
-                   f"leaves {len(left)} of its {len(files)} Parquet files out of every split (e.g. {relative[path]})")
-            raise UsageError(f"{folder}: the Hub reads its splits from {how}, and so {why}: pass the files of one "
-                             f"split, or a glob such as '{os.path.join(folder, '**', '*.parquet')}' to read every "
-                             "file as plain Parquet")
-        splits: dict[str | None, list[str]] = {}
-        for path, names in assigned.items():
-            splits.setdefault(names[0], []).append(path)
-        ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
-        return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
-    return None
-
-
-def _words(names: Sequence[str], pattern: str) -> list[str]:
-    """The splits (datasets' names) whose keywords one of ``names`` matches with ``pattern`` ({} the keyword)."""
-    return [split for split, words in SPLIT_KEYWORDS.items()
-            if any(re.fullmatch(pattern.format(re.escape(word)), name) for word in words for name in names)]
-
-
-def _unpartial(name: str) -> str:
-    return name[len("partial-"):] if name.startswith("partial-") else name
-
-
-def _parquet_files(folder: str) -> list[str]:
-    """Parquet files under ``folder`` as ``files.discover`` finds them (hidden and ``_`` entries skipped)."""
-    found = []
-    for root, folders, names in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith(("_", ".")))
-        found.extend(os.path.join(root, name) for name in names
-                     if name.endswith((".parquet", ".parq", ".pq")) and not name.startswith(("_", ".")))
-    return sorted(found)
 
 
 def cache_homes(environ: Mapping[str, str]) -> tuple[str, str]:

@@ -130,8 +130,9 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
                          "--source NAME, so that the next run, with other files, syncs the same points; or quote "
                          "the glob ('data/*.parquet') to pass it as one input")
     name = options.source_name or source.default_name()
-    if options.split not in (None, SPLIT_ALL) and not name.endswith(f"#{options.split}"):
-        name += f"#{options.split}"  # --source ds --split train: ds#train, so a sync of one split keeps the others
+    split = source.split or options.split  # the split's name (--split dev reads validation)
+    if options.split not in (None, SPLIT_ALL) and not name.endswith(f"#{split}"):
+        name += f"#{split}"  # --source ds --split train: ds#train, so a sync of one split keeps the others
     return replace(options, source_name=name)
 
 

@@ -144,6 +144,7 @@ class Source:
     labels: dict[str, ClassLabel] = field(default_factory=dict)  # ClassLabel columns read as names (+ <col>_id)
     name: str | None = None  # the source name of a data set picked by split or Hub name (hf_layout.resolve_inputs)
     image_folders: dict[str, str] = field(default_factory=dict)  # file → its data set's folder (hf_layout)
+    split: str | None = None  # the data-set split read, by its name (``--split dev`` may read ``validation``)
 
     def default_name(self) -> str:
         """The source name a run records when none is given (``ingest --source``).
@@ -502,7 +503,7 @@ def open_source(
         raise type(error)(error.message, file=display[next(iter(footers))]) from None  # the one file it is about
     mapping = replace(mapping, notes=mapping.notes + tuple(resolved.notes) + tuple(dataset.notes))
     source = Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
-                    labels, resolved.name, resolved.image_folders)
+                    labels, resolved.name, resolved.image_folders, resolved.split)
     if not skip_bad_files:  # a file the run could not read is refused now, before any model loads
         problem = next(filter(None, (source._schema_problem(path, footer.schema) for path, footer in footers.items()
                                      if sum(footer.row_groups))), None)  # a file without rows is never read

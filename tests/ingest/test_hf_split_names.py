@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from mmindex.errors import InputError, UsageError
-from mmindex.pipeline.ingest.hf_layout import hub_parquet, resolve_inputs
+from mmindex.pipeline.ingest.hf_layout import find_layout, resolve_inputs
 from mmindex.pipeline.ingest.source import open_source
 
 datasets = pytest.importorskip("datasets")
@@ -28,7 +28,13 @@ CANONICAL = {"train": "train", "training": "train", "validation": "validation", 
              "evaluation": "test"}
 FORMS = ["{w}.parquet", "{w}/part-0.parquet", "{w}/sub/a.parquet", "my_{w}.parquet", "{w}_1.parquet",
          "{w}-part1.parquet", "{w}-00000-of-00001.parquet", "{w}/0000.parquet", "x-{w}.parquet", "{w}-2024/a.parquet",
-         "notes.parquet", "part-0.parquet", "trainee.parquet"]
+         "notes.parquet", "part-0.parquet", "trainee.parquet", "_{w}/a.parquet", "{w}/_b.parquet", "__x/{w}.parquet",
+         "custom-00000-of-00001.parquet", "other/0000.parquet", "partial-{w}/0000.parquet", "2021-{w}.parquet"]
+
+
+def hub_parquet(folder: str):
+    """The folder's splits as mmindex reads them (``find_layout``), None for plain Parquet."""
+    return find_layout(folder)
 
 
 def touch(root: str, relative: str) -> None:
@@ -51,33 +57,28 @@ def datasets_splits(root: str) -> dict[str, list[str]]:
                       unique_by=lambda item: item[1].format(w=item[0])))
 def test_hub_splits_agree_with_datasets_own_resolution(prefix, files):
     """Differential property against ``datasets``' own resolution of a folder: a folder mmindex reads as splits holds
-    the same files in the same splits (merged by datasets' names); one it reads as plain Parquet has no split word
-    datasets would see; one it refuses is one datasets would read leaving files out or one file in two splits
-    (or, for the Hub's own names, one naming splits two ways or by aliases datasets merges)."""
+    the same files in the same splits under the same names; one it reads as plain Parquet is one datasets reads as
+    a single train split of every file; one it refuses is one datasets would read leaving files out or one file in
+    two splits, or one whose Hub file names (or configurations) say otherwise than datasets."""
     with tempfile.TemporaryDirectory() as root:
         paths = sorted(os.path.join(root, prefix + form.format(w=word)) for word, form in files)
         for path in paths:
             touch(root, os.path.relpath(path, root))
+        read = sorted(p for p in paths if "/__" not in p[len(root):])  # datasets does not list __ entries
+        if not read:
+            return  # nothing datasets lists: it refuses the folder, as mmindex finds no file in it
         expected = datasets_splits(root)
         try:
             layout = hub_parquet(root)
         except UsageError as refused:
             everywhere = sorted(p for group in expected.values() for p in group)
-            assert everywhere != paths or "two ways" in str(refused), (files, expected, str(refused))
+            assert everywhere != read or "datasets groups its files otherwise" in str(refused) \
+                or "configurations" in str(refused), (files, expected, str(refused))
             return
         if layout is None:
-            assert expected == {"train": paths}, (files, expected)
+            assert expected == {"train": read}, (files, expected)
             return
-        assert len(layout.splits) == len(expected), (files, layout.splits, expected)  # no split read in two parts
-        assert by_name(layout.splits) == by_name(expected), (files, layout.splits)
-
-
-def by_name(splits) -> dict[str, list[str]]:
-    """Splits keyed by datasets' names for the words (it keeps ``dev`` in data/dev-00000-of-00001 names)."""
-    merged: dict[str, list[str]] = {}
-    for name, group in splits.items():
-        merged.setdefault(CANONICAL.get(str(name), str(name)), []).extend(group)
-    return {name: sorted(group) for name, group in merged.items()}
+        assert {str(name): group for name, group in layout.splits.items()} == expected, (files, layout.splits)
 
 
 @pytest.mark.parametrize("names", [("data/train.parquet", "data/test.parquet"),
@@ -120,7 +121,7 @@ def test_the_reviewers_layouts_are_read_as_datasets_reads_them(tmp_path, names, 
         touch(str(tmp_path), name)
     layout = hub_parquet(str(tmp_path))
     assert {name: len(files) for name, files in layout.splits.items()} == splits
-    assert by_name(layout.splits) == datasets_splits(str(tmp_path))
+    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path))
 
 
 def test_split_aliases_pick_datasets_name(tmp_path):
@@ -212,3 +213,43 @@ def test_a_named_source_with_a_split_keeps_the_split_in_its_name(tmp_path, tiny_
     assert summary["deleted"] == 0 and summary["source"] == "ds#validation"
     listed = cli("info", "-c", "s2", "--data-dir", str(tmp_path / "store"), "--json")
     assert json.loads(listed.stdout)["points"] == 10
+
+
+@pytest.mark.parametrize("names, splits", [
+    (("train/a.parquet", "train/_b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),  # datasets reads _b
+    (("_x/train.parquet", "test.parquet"), {"train": 1, "test": 1}),
+    (("2021-train.parquet", "2021-test.parquet", "2021-dev.parquet"), {"train": 1, "validation": 1, "test": 1}),
+    (("x-training.parquet", "x-eval.parquet"), {"train": 1, "test": 1}),
+    (("data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet",
+      "data/dev-00000-of-00001.parquet"), {"train": 1, "validation": 1, "dev": 1}),  # datasets keeps these names
+    (("data/custom-00000-of-00001.parquet", "data/other-00000-of-00001.parquet"), {"custom": 1, "other": 1}),
+])
+def test_the_fourth_reviews_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
+    for name in names:
+        touch(str(tmp_path), name)
+    layout = hub_parquet(str(tmp_path))
+    assert {name: len(files) for name, files in layout.splits.items()} == splits
+    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path))
+
+
+@pytest.mark.parametrize("names", [("cfg/custom-00000-of-00001.parquet", "cfg/other-00000-of-00001.parquet"),
+                                   ("default/custom/0000.parquet", "default/other/0000.parquet")])
+def test_hub_names_datasets_groups_otherwise_are_refused(tmp_path, names):
+    for name in names:
+        touch(str(tmp_path), name)
+    with pytest.raises(UsageError, match="datasets groups its files otherwise \\(one split, train\\)"):
+        hub_parquet(str(tmp_path))
+
+
+def test_a_split_alias_reads_and_names_the_split_by_its_name(tmp_path):
+    for name in ("2021-train.parquet", "2021-dev.parquet"):
+        touch(str(tmp_path), name)
+    for alias in ("dev", "validation"):
+        picked = resolve_inputs([str(tmp_path)], alias)
+        assert picked.inputs == [str(tmp_path / "2021-dev.parquet")] and picked.name.endswith("#validation")
+        assert picked.split == "validation"
+
+
+def test_a_lone_split_under_an_underscore_folder_is_read(tmp_path):
+    touch(str(tmp_path), "_data/train-00000-of-00001.parquet")
+    assert resolve_inputs([str(tmp_path)]).inputs == [str(tmp_path / "_data" / "train-00000-of-00001.parquet")]
