@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.ingest.files import discover
 from mmindex.pipeline.ingest.hub_splits import CANONICAL_SPLIT, CONVERTED, folder_splits
 
 SPLIT_ALL = "all"  # --split all: every split, its name in the payload field SPLIT_FIELD
@@ -98,9 +99,7 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
             check_numbering(name, files, item)
         for files in picked.values():
             resolved.image_folders.update(dict.fromkeys(files, layout.folder))
-        hidden = any(part.startswith("_") for files in picked.values() for path in files
-                     for part in os.path.relpath(path, layout.folder).split(os.sep))
-        if split is None and layout.kind == "Hub Parquet" and not hidden:
+        if split is None and layout.kind == "Hub Parquet" and same_files(folder, picked):
             resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is (which skips _)
         else:
             for name, files in picked.items():
@@ -121,6 +120,17 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
     return resolved
 
 
+def same_files(folder: str, picked: dict[str | None, list[str]]) -> bool:
+    """Whether reading ``folder`` as plain Parquet (``files.discover``: it skips ``_`` names, follows links) reads
+    exactly the files of ``picked`` (then the folder is passed: its Hive partition keys are kept)."""
+    try:
+        _, found, _, _ = discover([folder])
+    except InputError:  # none it would read (all under _ names)
+        return False
+    return sorted(os.path.abspath(path) for path in found) == sorted(
+        os.path.abspath(path) for files in picked.values() for path in files)
+
+
 def _has_magic(item: str) -> bool:
     return any(character in item for character in "*?[")
 
@@ -133,6 +143,9 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
     """The splits of ``layout`` that ``split`` picks (in order): all for ``all``, the only one for None."""
     names = list(layout.splits)
     if split == SPLIT_ALL:
+        if SPLIT_ALL in layout.splits:
+            raise UsageError(f"--split all reads every split, but {shown} has a split named 'all': to read that split "
+                             f"alone, pass its files or folder ({os.path.dirname(layout.splits[SPLIT_ALL][0])})")
         return dict(layout.splits)
     if split is None:
         if len(names) > 1:
@@ -190,9 +203,10 @@ def check_numbering(split: str | None, files: Sequence[str], shown: str) -> None
     if kinds > 1 or any(len(totals) > 1 for totals in numbered.values()):
         seen = sorted({f"-of-{total:05d}" for totals in numbered.values() for total in totals})
         seen += ["NNNN.parquet"] * bool(converted) + ["unnumbered"] * bool(others)
-        raise InputError(f"{shown}: split {named} mixes shard files of several numberings ({', '.join(seen)}): "
-                         "an old copy beside a new one, or a download cut short; keep one set of files (finish the "
-                         "download, or remove the stale files) and run again")
+        raise InputError(f"{shown}: split {named} mixes shard files of several numberings ({', '.join(seen)}), as an "
+                         "old copy beside a new one or a download cut short would, and datasets would read them all as "
+                         "one split: keep one set of files (finish the download, or remove the stale files), or pass "
+                         "the files to read")
     missing: list[str] = []
     for stem, totals in numbered.items():
         (total, indexes), = totals.items()

@@ -6,9 +6,12 @@
 (``train/``, ``train-2024/``, ``my_train/``), a split keyword in a file name between non-word characters
 (``train.parquet``, ``my_test_1.parquet``); keywords are named as datasets names them (``dev`` → ``validation``,
 ``eval`` → ``test``). Files the deciding family does not match are left out by datasets; a folder none of them
-matches is one ``train`` split of every file (mmindex: plain Parquet). It lists files as datasets does: names
-starting with ``.`` or ``__`` (at any depth) are not read; ``_`` is (plain Parquet folders skip ``_`` entries
-too, as Spark and Hive write them: ``pipeline/ingest/files.py``).
+matches is one ``train`` split of every file (mmindex: plain Parquet). It lists files as datasets does: folders
+starting with ``.`` or ``__`` and files starting with ``.`` are not read, nor linked folders; ``_`` names are
+(plain Parquet folders skip ``_`` entries, as Spark and Hive write them: ``pipeline/ingest/files.py``). Only
+Parquet files (``.parquet``, and ``.parq``/``.pq``, which datasets does not know) are considered: datasets also
+resolves text, image and other files, and its logs and task-file families, so a folder mixing them can resolve
+otherwise there.
 
 The Hub's own names (``{split}-00000-of-00003.parquet`` in a configuration's folder, refs/convert/parquet's
 ``{config}/{split}/0000.parquet`` and ``{config}/{name}-{split}.parquet``) name the split directly; they are read
@@ -34,7 +37,7 @@ CANONICAL_SPLIT = {word: split for split, words in SPLIT_KEYWORDS.items() for wo
 SPLIT_WORDS = tuple(CANONICAL_SPLIT)
 SEP = r"[\-._ 0-9]"
 SPLIT_NAME = r"\w+(?:\.\w+)*"  # datasets.naming._split_re
-DATA_SHARDED = re.compile(r"data/(?P<split>[^/]+?)-\d{5}-of-\d{5}[^/]*\.[^/]*")
+DATA_SHARDED = re.compile(r"data/(?P<split>[^/]+)-\d{5}-of-\d{5}[^/]*\.[^/]*")  # greedy, as datasets reads it
 SHARDED = re.compile(rf"(?P<split>{SPLIT_NAME})-\d{{5}}-of-\d{{5}}(?:-[0-9A-Za-z]+)?\.parquet")
 CONVERTED = re.compile(r"\d{4}\.parquet")
 OLDER = re.compile(rf".+?-(?P<split>{SPLIT_NAME})(?:-\d{{5}}-of-\d{{5}})?\.parquet")
@@ -63,12 +66,14 @@ def folder_splits(folder: str) -> tuple[dict[str, list[str]], dict[str, str]] | 
 
 
 def listed(folder: str) -> list[str]:
-    """The Parquet files under ``folder`` that datasets lists (not under a ``.`` or ``__`` name), sorted."""
+    """The Parquet files under ``folder`` that datasets lists, sorted: not in a folder whose name starts with ``.`` or
+    ``__``, not a file whose name starts with ``.``, and not through a linked folder (its glob does not follow
+    them)."""
     found = []
-    for root, folders, names in os.walk(folder, followlinks=True):
+    for root, folders, names in os.walk(folder, followlinks=False):
         folders[:] = sorted(name for name in folders if not name.startswith((".", "__")))
         found.extend(os.path.join(root, name) for name in names
-                     if name.endswith(PARQUET_SUFFIXES) and not name.startswith((".", "__")))
+                     if name.endswith(PARQUET_SUFFIXES) and not name.startswith("."))
     return sorted(found)
 
 
@@ -94,6 +99,10 @@ def keyword_splits(folder: str, relative: dict[str, str]) -> dict[str, list[str]
                              "file as plain Parquet")
         splits: dict[str, list[str]] = {}
         for path, names in assigned.items():
+            if not re.fullmatch(SPLIT_NAME, names[0]):
+                raise UsageError(f"{folder}: {relative[path]} names the split {names[0]!r}, which datasets refuses (a "
+                                 "split name is letters, digits and _, parts joined by dots): rename the file, or pass "
+                                 "the files to read")
             splits.setdefault(names[0], []).append(path)
         return ordered(splits)
     return None

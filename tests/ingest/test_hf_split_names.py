@@ -28,7 +28,7 @@ CANONICAL = {"train": "train", "training": "train", "validation": "validation", 
              "evaluation": "test"}
 FORMS = ["{w}.parquet", "{w}/part-0.parquet", "{w}/sub/a.parquet", "my_{w}.parquet", "{w}_1.parquet",
          "{w}-part1.parquet", "{w}-00000-of-00001.parquet", "{w}/0000.parquet", "x-{w}.parquet", "{w}-2024/a.parquet",
-         "notes.parquet", "part-0.parquet", "trainee.parquet", "_{w}/a.parquet", "{w}/_b.parquet", "__x/{w}.parquet",
+         "notes.parquet", "part-0.parquet", "trainee.parquet", "_{w}/a.parquet", "{w}/_b.parquet", "__x/{w}.parquet", "__{w}.parquet",
          "custom-00000-of-00001.parquet", "other/0000.parquet", "partial-{w}/0000.parquet", "2021-{w}.parquet"]
 
 
@@ -64,7 +64,8 @@ def test_hub_splits_agree_with_datasets_own_resolution(prefix, files):
         paths = sorted(os.path.join(root, prefix + form.format(w=word)) for word, form in files)
         for path in paths:
             touch(root, os.path.relpath(path, root))
-        read = sorted(p for p in paths if "/__" not in p[len(root):])  # datasets does not list __ entries
+        read = sorted(p for p in paths  # datasets does not list what lies in __ folders
+                      if not any(part.startswith("__") for part in os.path.relpath(p, root).split(os.sep)[:-1]))
         if not read:
             return  # nothing datasets lists: it refuses the folder, as mmindex finds no file in it
         expected = datasets_splits(root)
@@ -253,3 +254,56 @@ def test_a_split_alias_reads_and_names_the_split_by_its_name(tmp_path):
 def test_a_lone_split_under_an_underscore_folder_is_read(tmp_path):
     touch(str(tmp_path), "_data/train-00000-of-00001.parquet")
     assert resolve_inputs([str(tmp_path)]).inputs == [str(tmp_path / "_data" / "train-00000-of-00001.parquet")]
+
+
+@pytest.mark.parametrize("names, splits", [
+    (("train.parquet", "__train.parquet"), {"train": 2}),  # datasets skips __ folders, not __ files
+    (("train/a.parquet", "train/__b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),
+    (("data/train-00000-of-00001.parquet", "data/__extra-00000-of-00001.parquet"), {"train": 1, "__extra": 1}),
+])
+def test_the_fifth_reviews_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
+    for name in names:
+        touch(str(tmp_path), name)
+    layout = hub_parquet(str(tmp_path))
+    assert {name: len(files) for name, files in layout.splits.items()} == splits
+    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path))
+
+
+def test_a_lone_split_is_read_whole_whatever_plain_parquet_would_skip(tmp_path):
+    touch(str(tmp_path), "train.parquet")
+    touch(str(tmp_path), "__train.parquet")  # plain Parquet skips _ names; datasets reads it into train
+    assert sorted(resolve_inputs([str(tmp_path)]).inputs) == [str(tmp_path / "__train.parquet"),
+                                                               str(tmp_path / "train.parquet")]
+    touch(str(tmp_path / "other"), "test.parquet")
+    assert resolve_inputs([str(tmp_path / "other")]).inputs == [str(tmp_path / "other")]  # the folder, as before
+
+
+def test_linked_folders_are_not_followed_as_datasets_does_not(tmp_path):
+    touch(str(tmp_path / "ext"), "a.parquet")
+    touch(str(tmp_path / "d"), "test.parquet")
+    (tmp_path / "d" / "train").symlink_to(tmp_path / "ext")
+    layout = hub_parquet(str(tmp_path / "d"))
+    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path / "d")) == {
+        "test": [str(tmp_path / "d" / "test.parquet")]}
+
+
+def test_a_split_name_datasets_refuses_is_refused(tmp_path):
+    touch(str(tmp_path), "data/my-split-00000-of-00001.parquet")
+    with pytest.raises(UsageError, match="names the split 'my-split', which datasets refuses"):
+        hub_parquet(str(tmp_path))
+
+
+def test_a_split_named_all_is_not_hidden_by_split_all(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = Dataset.from_dict({"caption": ["a"], "image": [b"x"]})
+    DatasetDict({"all": rows, "train": rows}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(UsageError, match="has a split named 'all': to read that split alone, pass its files or folder"):
+        resolve_inputs([str(tmp_path / "dd")], "all")
+
+
+def test_files_of_two_numberings_say_what_datasets_would_do(tmp_path):
+    touch(str(tmp_path), "train-2024/photos-2021.parquet")
+    touch(str(tmp_path), "trainx/my_train/test-00000-of-00001.parquet")
+    with pytest.raises(InputError, match="datasets would read them all as one split"):
+        resolve_inputs([str(tmp_path)])
