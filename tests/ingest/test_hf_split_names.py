@@ -116,6 +116,16 @@ def test_a_folder_without_split_words_is_plain_parquet(tmp_path):
     (("data/train_1.parquet", "data/test_1.parquet"), {"train": 1, "test": 1}),
     (("data/train-part1.parquet", "data/test-part1.parquet"), {"train": 1, "test": 1}),
     (("data/train/2024/a.parquet", "data/test/2024/b.parquet"), {"train": 1, "test": 1}),
+    (("train/a.parquet", "train/_b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),  # datasets reads _b
+    (("_x/train.parquet", "test.parquet"), {"train": 1, "test": 1}),
+    (("2021-train.parquet", "2021-test.parquet", "2021-dev.parquet"), {"train": 1, "validation": 1, "test": 1}),
+    (("x-training.parquet", "x-eval.parquet"), {"train": 1, "test": 1}),
+    (("data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet",
+      "data/dev-00000-of-00001.parquet"), {"train": 1, "validation": 1, "dev": 1}),  # datasets keeps these names
+    (("data/custom-00000-of-00001.parquet", "data/other-00000-of-00001.parquet"), {"custom": 1, "other": 1}),
+    (("train.parquet", "__train.parquet"), {"train": 2}),  # datasets skips __ folders, not __ files
+    (("train/a.parquet", "train/__b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),
+    (("data/train-00000-of-00001.parquet", "data/__extra-00000-of-00001.parquet"), {"train": 1, "__extra": 1}),
 ])
 def test_the_reviewers_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
     for name in names:
@@ -216,23 +226,6 @@ def test_a_named_source_with_a_split_keeps_the_split_in_its_name(tmp_path, tiny_
     assert json.loads(listed.stdout)["points"] == 10
 
 
-@pytest.mark.parametrize("names, splits", [
-    (("train/a.parquet", "train/_b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),  # datasets reads _b
-    (("_x/train.parquet", "test.parquet"), {"train": 1, "test": 1}),
-    (("2021-train.parquet", "2021-test.parquet", "2021-dev.parquet"), {"train": 1, "validation": 1, "test": 1}),
-    (("x-training.parquet", "x-eval.parquet"), {"train": 1, "test": 1}),
-    (("data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet",
-      "data/dev-00000-of-00001.parquet"), {"train": 1, "validation": 1, "dev": 1}),  # datasets keeps these names
-    (("data/custom-00000-of-00001.parquet", "data/other-00000-of-00001.parquet"), {"custom": 1, "other": 1}),
-])
-def test_the_fourth_reviews_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
-    for name in names:
-        touch(str(tmp_path), name)
-    layout = hub_parquet(str(tmp_path))
-    assert {name: len(files) for name, files in layout.splits.items()} == splits
-    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path))
-
-
 @pytest.mark.parametrize("names", [("cfg/custom-00000-of-00001.parquet", "cfg/other-00000-of-00001.parquet"),
                                    ("default/custom/0000.parquet", "default/other/0000.parquet")])
 def test_hub_names_datasets_groups_otherwise_are_refused(tmp_path, names):
@@ -254,19 +247,6 @@ def test_a_split_alias_reads_and_names_the_split_by_its_name(tmp_path):
 def test_a_lone_split_under_an_underscore_folder_is_read(tmp_path):
     touch(str(tmp_path), "_data/train-00000-of-00001.parquet")
     assert resolve_inputs([str(tmp_path)]).inputs == [str(tmp_path / "_data" / "train-00000-of-00001.parquet")]
-
-
-@pytest.mark.parametrize("names, splits", [
-    (("train.parquet", "__train.parquet"), {"train": 2}),  # datasets skips __ folders, not __ files
-    (("train/a.parquet", "train/__b.parquet", "test/c.parquet"), {"train": 2, "test": 1}),
-    (("data/train-00000-of-00001.parquet", "data/__extra-00000-of-00001.parquet"), {"train": 1, "__extra": 1}),
-])
-def test_the_fifth_reviews_layouts_are_read_as_datasets_reads_them(tmp_path, names, splits):
-    for name in names:
-        touch(str(tmp_path), name)
-    layout = hub_parquet(str(tmp_path))
-    assert {name: len(files) for name, files in layout.splits.items()} == splits
-    assert {str(n): g for n, g in layout.splits.items()} == datasets_splits(str(tmp_path))
 
 
 def test_a_lone_split_is_read_whole_whatever_plain_parquet_would_skip(tmp_path):
