@@ -124,6 +124,12 @@ def recorded_labels(meta: dict[str, Any] | None) -> dict[str, Any]:
     return dict((meta or {}).get(LABELS_KEY) or {})
 
 
+def field_whole(entry: dict[str, Any]) -> bool:
+    """Whether a label record says every point holds its labeler's fields: no run under way (``progress``) and not
+    left ``partial`` by an ingest."""
+    return not (entry.get("partial") or entry.get("progress"))
+
+
 def recorded_label_keys(meta: dict[str, Any] | None) -> list[str]:
     """Every payload key the recorded labelers write (kept when an ingest replaces a point's payload)."""
     return [key for name in recorded_labels(meta) for key in field_keys(name)]
@@ -231,7 +237,7 @@ def label_collection(store: Store, labeler: Labeler, field: str = "label", top_k
     # filter may still hold an earlier labeler's fields, so they are cleared as for other labels.
     report.replaced = recorded is not None and (recorded.get("sha"), recorded.get("top_k")) != (run["sha"], top_k)
     unfinished = (recorded is not None and not report.replaced and not progress
-                  and bool(recorded.get("partial") or recorded.get("progress")))
+                  and not field_whole(recorded))
     begun = bool(progress)
     if on_progress:
         on_progress(done, total)
@@ -344,7 +350,7 @@ def begin_ingest_labels(store: Store, entries: Sequence[tuple[str, int, Labeler]
         run = {"sha": labeler_sha(labeler), "top_k": top_k, "filter": None}
         recorded = recorded_labels(meta).get(name)
         if recorded is not None and {key: recorded.get(key) for key in run} == run:
-            if had_points and (recorded.get("partial") or recorded.get("progress")):
+            if had_points and not field_whole(recorded):
                 warnings.append(f"the {name!r} field is not on every point (an earlier run stopped, or points were "
                                 f"embedded again without it), and this run labels only the points it embeds: "
                                 f"`mmindex label -c {store.collection} --field {name} …` labels the rest")
