@@ -286,9 +286,9 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
     Used only where the full path would embed the same way: ``backend`` auto or onnx, on the CPU (a
     query's few inputs run there even on a GPU machine), one CLIP-style model for both modalities (not
     open_clip, no separate text model), and the collection's own model and precision; a mismatch is left
-    to the full path, whose error says what differs. ``MMINDEX_QUICK_QUERY=0`` (or false, no, off) turns it off.
+    to the full path, whose error says what differs. ``torch_free_enabled`` turns it off.
     """
-    if os.environ.get("MMINDEX_QUICK_QUERY", "1").strip().lower() in ("0", "false", "no", "off") or meta is None:
+    if not torch_free_enabled() or meta is None:
         return None
     if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
         return None
@@ -309,3 +309,14 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None  # a Hub model is recorded by name
     encoder.name = model_display_name(meta.get("model") or encoder.name)  # a copied folder: the recorded name
     return encoder
+
+
+OFF = ("0", "false", "no", "off")
+
+
+def torch_free_enabled() -> bool:
+    """Whether models may run without torch from their query bundle (queries, and ingest and serve through
+    ``Encoder``): yes unless ``MMINDEX_TORCH_FREE`` or its older name ``MMINDEX_QUICK_QUERY`` is 0 (or false, no,
+    off). Ready-made ONNX repositories (``onnx_repos.py``) have no torch path, so this does not apply to them."""
+    return all(os.environ.get(name, "1").strip().lower() not in OFF for name in ("MMINDEX_TORCH_FREE",
+                                                                               "MMINDEX_QUICK_QUERY"))
