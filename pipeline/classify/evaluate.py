@@ -132,10 +132,15 @@ def evaluate_classifiers(store: Store, label_col: str, labels: Sequence[str] | N
         zero_shot = zero_shot_labeler(store, labels, templates, runtime, place=place, model=model,
                                       text_model=text_model)
         evaluation.results.append(score("zero-shot", zero_shot, heldout_vectors, truth))
+    saved = probe is not None
     if probe is None:
         train_labels = check_labels([label for label, out in zip(points.labels, side) if not out],
                                     "the training side of the split")
         probe = fit_probe(points.vectors[~side], train_labels, model_record(spec), seed=seed,
                           ids=[i for i, out in zip(points.ids, side) if not out], label_col=label_col)
     evaluation.results.append(score("probe", probe, heldout_vectors, truth))
+    if saved:  # nothing says which points it learnt from
+        evaluation.results[-1].warnings.append(
+            "probe: a saved probe (--probe), not fitted on this split: its figures are held-out figures only if it "
+            "learnt none of the scored points")
     return evaluation

@@ -27,8 +27,8 @@ def read_labels(path: str | Path) -> list[str]:
     become part of a label that ``--where "label = cat"`` would then fail to match. Labels may hold any other text, braces included (they are put in a template by plain
     replacement, never by ``str.format``).
 
-    Raises ``InputError`` naming the file when it cannot be read, is not UTF-8, or holds no label, and naming the
-    label and both line numbers when a label repeats (compared without case: "Cat" and "cat" would split one class's
+    Raises ``InputError`` naming the file when it cannot be read, is not UTF-8, or holds fewer than two labels, and
+    naming the label and both line numbers when a label repeats (compared without case: "Cat" and "cat" would split one class's
     probability between two names).
     """
     try:
@@ -54,6 +54,10 @@ def read_labels(path: str | Path) -> list[str]:
     if not labels:
         raise InputError(f"{path}: the labels file holds no label (one label per line; blank lines and lines "
                          "starting with # are skipped)")
+    if len(labels) == 1:
+        raise InputError(f"{path}: the labels file holds one label ({labels[0]!r}, line {first_line[labels[0].casefold()]}); "
+                         "zero-shot labels choose among two or more (with one, every point would get it with "
+                         "probability 1.0)")
     return labels
 
 

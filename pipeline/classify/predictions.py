@@ -197,7 +197,9 @@ def label_collection(store: Store, labeler: Labeler, field: str = "label", top_k
 
     Resumable: the record's ``labels[field]`` keeps the labeler and, after each page, the next page's cursor, so a
     stopped run continues after its last written page when run again with the same labeler, top-k and filter
-    (``resume``); other labels start over, and remove the field's keys from points outside ``filter``.
+    (``resume``); other labels start over, and remove the field's keys from points outside ``filter``, as the same
+    labels do when the field is not whole (a stopped run under another filter, an ingest that left it partial), so
+    one field never holds two labelers' fields.
     ``on_progress(done, total)`` after each recorded page. Points without an image vector are counted in
     ``skipped``.
 
@@ -224,8 +226,12 @@ def label_collection(store: Store, labeler: Labeler, field: str = "label", top_k
         report.labelled, report.skipped = progress["labelled"], dict(progress["skipped"])
         report.counts.update(progress["counts"])
     done = progress["done"] if progress else 0
-    # Other labels (or top-k) replace the field everywhere; the same ones over another filter add to it.
+    # Other labels (or top-k) replace the field everywhere; the same ones over another filter add to it, but only to
+    # a field they hold whole: after a stopped run or an ingest that left it partial, points outside this run's
+    # filter may still hold an earlier labeler's fields, so they are cleared as for other labels.
     report.replaced = recorded is not None and (recorded.get("sha"), recorded.get("top_k")) != (run["sha"], top_k)
+    unfinished = (recorded is not None and not report.replaced and not progress
+                  and bool(recorded.get("partial") or recorded.get("progress")))
     begun = bool(progress)
     if on_progress:
         on_progress(done, total)
@@ -236,7 +242,7 @@ def label_collection(store: Store, labeler: Labeler, field: str = "label", top_k
             report.skipped[NO_IMAGE_VECTOR] = report.skipped.get(NO_IMAGE_VECTOR, 0) + len(points) - len(usable)
         if usable and not begun:
             begun = True
-            report.cleared = _begin(store, labeler, field, run, meta, clear_outside=report.replaced)
+            report.cleared = _begin(store, labeler, field, run, meta, clear_outside=report.replaced or unfinished)
         _write_page(store, labeler, field, top_k, usable, report)
         done += len(points)
         if begun:
@@ -283,8 +289,11 @@ def _begin(store: Store, labeler: Labeler, name: str, run: dict[str, Any], meta:
             cleared += len(points)
             if cursor is None:
                 break
+    # Progress from the start (no page written yet, ``next`` None: the first page): a run stopped anywhere before its
+    # last page, even in its first write, leaves the record unfinished, never "whole".
+    started = {"next": None, "done": 0, "labelled": 0, "skipped": {}, "counts": {}}
     _record(store, name, {**run, "labeler": labeler.describe(), "model": labeler.model, "written_by": "label",
-                          "partial": False, "progress": None}, types=True)
+                          "partial": False, "progress": started}, types=True)
     return cleared
 
 
@@ -335,7 +344,11 @@ def begin_ingest_labels(store: Store, entries: Sequence[tuple[str, int, Labeler]
         run = {"sha": labeler_sha(labeler), "top_k": top_k, "filter": None}
         recorded = recorded_labels(meta).get(name)
         if recorded is not None and {key: recorded.get(key) for key in run} == run:
-            continue  # the same labels: the points this run does not embed hold them already
+            if had_points and (recorded.get("partial") or recorded.get("progress")):
+                warnings.append(f"the {name!r} field is not on every point (an earlier run stopped, or points were "
+                                f"embedded again without it), and this run labels only the points it embeds: "
+                                f"`mmindex label -c {store.collection} --field {name} …` labels the rest")
+            continue  # the same labels: the points this run does not embed hold them already (or none)
         _record(store, name, {**run, "labeler": labeler.describe(), "model": labeler.model, "written_by": "ingest",
                               "partial": had_points, "progress": None}, types=True)
         if had_points:

@@ -93,22 +93,40 @@ def label_command(store, labels_path, probe_path, templates, field, top_k, where
     labels, probe = labels_or_probe(labels_path, templates, probe_path)
     check_model_options(model, text_model, labels_path)
     templates, field = check_templates(templates), probe_field(field, probe)
-    settings, opened = store, store.open()
-    on_progress = ResumedProgress("label", "points", quiet=quiet or as_json, interval=progress_interval)
-    try:
-        spec = require_collection(opened, settings.place)
+    place = store.place
+
+    def work(opened, on_progress):
+        spec = require_collection(opened, place)
         query_filter = compile_filter(where, filter_json, field_types=spec.payload_types, origin="--filter-json")
-        labeler = probe or zero_shot_labeler(opened, labels, templates, Runtime(device=device), place=settings.place,
+        labeler = probe or zero_shot_labeler(opened, labels, templates, Runtime(device=device), place=place,
                                              model=model, text_model=text_model)
-        report = label_collection(opened, labeler, field, top_k, query_filter, page=page_size,
-                                  on_progress=on_progress, resume=not restart, place=settings.place)
+        return label_collection(opened, labeler, field, top_k, query_filter, page=page_size, on_progress=on_progress,
+                                resume=not restart, place=place)
+
+    report = run_with_progress(store, "label", quiet or as_json, progress_interval, work)
+    echo_report(report, as_json, print_report)
+
+
+def run_with_progress(store, verb: str, quiet: bool, interval: float, work):
+    """Open ``store``, run ``work(opened, on_progress)`` under a progress display of points (``verb`` names the
+    step), and close both whatever happens; returns what ``work`` returns."""
+    opened = store.open()
+    try:
+        on_progress = ResumedProgress(verb, "points", quiet=quiet, interval=interval)
+        try:
+            return work(opened, on_progress)
+        finally:
+            on_progress.close()
     finally:
-        on_progress.close()
         opened.close()
+
+
+def echo_report(report, as_json: bool, printer) -> None:
+    """``report.to_dict()`` as one JSON line with --json, else ``printer(report)``."""
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
-        return
-    print_report(report)
+    else:
+        printer(report)
 
 
 def print_report(report: LabelReport) -> None:
@@ -238,17 +256,14 @@ def check_task(task: str, takes: set[str], only: set[str]) -> bool:
 
 def train_classify(output, seed, as_json, progress_interval, store, label_col, field, where) -> None:
     """``train --task classify``: ``labelled.train_probe`` and its report."""
-    opened = store.open()
-    on_progress = ResumedProgress("predict", "points", quiet=as_json, interval=progress_interval)
-    try:
-        report = train_probe(opened, label_col, output, field, where, seed, on_progress=on_progress,
-                             place=store.place)
-    finally:
-        on_progress.close()
-        opened.close()
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
-        return
+    report = run_with_progress(store, "predict", as_json, progress_interval,
+                               lambda opened, on_progress: train_probe(opened, label_col, output, field, where, seed,
+                                                                       on_progress=on_progress, place=store.place))
+    echo_report(report, as_json, print_probe_report)
+
+
+def print_probe_report(report) -> None:
+    """What ``train --task classify`` learnt and predicted: the chosen C, the file, the counts per class."""
     chosen = next((row for row in report.selection if row["c"] == report.c), None)
     validation = f", validation accuracy {chosen['accuracy']:.3f}" if chosen else ""
     click.echo(f"linear probe of {report.label_col!r} on {report.labelled:,} labelled points of "
@@ -292,7 +307,8 @@ def eval_classify(store, as_json, device, backend, model_threads, label_col, lab
         return
     click.echo(f"collection {evaluation.collection!r}, label column {evaluation.label_col!r}: "
                f"{evaluation.points:,} points; {evaluation.heldout_points:,} held out for scoring "
-               f"(--holdout {evaluation.holdout:g}, seed {evaluation.seed}), {evaluation.train_points:,} to fit the probe")
+               f"(--holdout {evaluation.holdout:g}, seed {evaluation.seed}), {evaluation.train_points:,} "
+               + ("not used (--probe is scored as saved)" if probe_path else "to fit the probe"))
     for result in results:
         print_scores(result)
     if plot:
@@ -355,13 +371,26 @@ def probe_field(field: str, probe) -> str:
     return field
 
 
-def probe_labelers(probe_path: str | None, top_k: int, engine: str = "local") -> list:
-    """``ingest --probe FILE`` as an ``IngestOptions.labelers`` entry (the field the probe was trained to write,
-    else ``predicted``); [] without --probe."""
+def probe_labelers(probe_path: str | None, top_k: int, engine: str = "local", field: str | None = None) -> list:
+    """``ingest --probe FILE`` as an ``IngestOptions.labelers`` entry writing ``field`` (default: the field the
+    probe was trained to write, else ``predicted``); [] without --probe."""
     if not probe_path:
         return []
     if engine != "local":
         raise click.UsageError("--probe runs on the local engine: ingest with --engine ray first, then run "
                                "`mmindex label --probe FILE`")
     probe = load_probe(probe_path)
-    return [(probe.field or "predicted", top_k, probe)]
+    return [(field or probe.field or "predicted", top_k, probe)]
+
+
+def given_label_field(labels_path: str | None, probe_path: str | None, label_field: str) -> str | None:
+    """``ingest``: --label-field when it was given (command line, config file or environment), else None.
+    UsageError for --label-field or --label-top-k given without --labels or --probe (they would do nothing)."""
+    ctx = click.get_current_context()
+    given = {name: ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+             for name in ("label_field", "label_top_k")}
+    if not labels_path and not probe_path:
+        for name, option in (("label_field", "--label-field"), ("label_top_k", "--label-top-k")):
+            if given[name]:
+                raise click.UsageError(f"{option} goes with --labels FILE or --probe FILE")
+    return label_field if given["label_field"] else None

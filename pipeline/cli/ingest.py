@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mmindex.pipeline.cli.classify import ingest_labelers, probe_labelers
+from mmindex.pipeline.cli.classify import given_label_field, ingest_labelers, probe_labelers
 from mmindex.pipeline.cli.format import SectionedCommand
 from mmindex.errors import UsageError
 from mmindex.pipeline.cli.options import (column_options, command_line_only, device_option, friendly_errors,
@@ -138,9 +138,10 @@ INGEST_SECTIONS = [
               help="With --labels: prompt template, {} where the label goes; repeat to average several. E.g. "
                    "--template \"a photo of a {}.\"")
 @click.option("--label-field", default="label", show_default=True,
-              help="With --labels: the payload field to write (and FIELD_score, FIELD_top, FIELD_top_scores).")
+              help="With --labels (or --probe alone, instead of the field it was trained for): the payload field "
+                   "to write (and FIELD_score, FIELD_top, FIELD_top_scores). E.g. --label-field animal.")
 @click.option("--label-top-k", default=3, show_default=True, type=click.IntRange(1),
-              help="With --labels: labels kept in FIELD_top, best first. E.g. --label-top-k 5.")
+              help="With --labels or --probe: labels kept in FIELD_top, best first. E.g. --label-top-k 5.")
 @click.option("--probe", "probe_path", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="A linear probe saved by `mmindex train --task classify`: its prediction written with each "
                    "embedded point, in the field it was trained for. E.g. --probe shape-probe.json.")
@@ -199,6 +200,8 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
       mmindex ingest new/ -c photos --on-duplicate skip          # leave out copies of stored photos
       mmindex ingest beans/ -c beans --split train               # a DatasetDict saved by datasets
     """
+    probe_field = given_label_field(labels_path, probe_path, label_field)  # --label-field for the probe alone
+    probe_field = None if labels_path else probe_field
     options = IngestOptions(
         image_col=image_col, caption_col=caption_col, id_col=id_col, split=split, payload_cols=split_values(payload_cols),
         batch_size=batch_size, workers=workers, devices=split_values((devices,)) or [] if devices else [],
@@ -210,7 +213,7 @@ def ingest(inputs, store, model, text_model, device, backend, model_precision, m
         thumbnails=thumbnails, source_name=source_name, sync=sync, dry_run=dry_run, max_reject_rate=max_reject_rate,
         max_delete=max_delete, on_duplicate=on_duplicate,
         labelers=ingest_labelers(labels_path, label_templates, label_field, label_top_k, engine)
-        + probe_labelers(None if print_config else probe_path, label_top_k, engine))
+        + probe_labelers(None if print_config else probe_path, label_top_k, engine, field=probe_field))
     job = IngestJob(list(inputs), store, ModelChoice(model, text_model, model_precision), options, device=device,
                     backend=backend, threads=model_threads, engine=engine, shard=parse_shard(shard_spec),
                     ray=RayOptions(address=ray_address, max_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor),

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from mmindex.pipeline.cli.classify import (EVAL_CLASSIFY_ONLY, EVAL_CLASSIFY_TAKES, TRAIN_CLASSIFY_ONLY,
                                            TRAIN_CLASSIFY_TAKES, check_task, eval_classify, eval_task_options,
@@ -229,7 +231,10 @@ def train_command(inputs, output, model, from_scratch, epochs, batch_size, learn
         image_col=image_col, caption_col=caption_col, id_col=id_col, split=split,
         loss=loss, margin=margin, distance=distance, mining=mining,
     )
-    options.loss_spec()  # refuse settings that do not fit the loss before anything is read
+    try:
+        options.loss_spec()  # refuse settings that do not fit the loss before anything is read
+    except UsageError as error:
+        raise UsageError(error.message + setting_origin(("margin", "distance", "mining", "loss"))) from None
     bar = open_progress("train", "steps", interval=progress_interval)
 
     def on_step(step, loss):
@@ -282,3 +287,19 @@ def init_model(output, size, texts_from, seed):
                 texts.extend(t for t in column.to_pylist() if t)
     build_scratch_model(output, size=size, texts=texts, seed=seed)
     click.echo(f"wrote an untrained {size} CLIP model to {output} (random weights: results are not meaningful)")
+
+
+def setting_origin(names: tuple[str, ...]) -> str:
+    """" (…: set in the config file / by MMINDEX_X)" for the first of ``names`` not typed on the command line, so a
+    message about a setting says where it came from; "" when every one given was typed or none was given."""
+    ctx = click.get_current_context()
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source == ParameterSource.DEFAULT_MAP:
+            return f" (--{name} was set in the config file)"
+        if source == ParameterSource.ENVIRONMENT:
+            param = next(p for p in ctx.command.params if p.name == name)
+            names = param.envvar if isinstance(param.envvar, (list, tuple)) else [param.envvar]
+            variable = next((v for v in names if v and v in os.environ), None) or names[0]
+            return f" (--{name} was set by {variable})"
+    return ""

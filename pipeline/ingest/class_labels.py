@@ -128,9 +128,11 @@ def labels_of_files(schemas: Mapping[str, pa.Schema], display: Mapping[str, str]
 
 
 def label_schema(schema: pa.Schema, labels: Mapping[str, ClassLabel],
-                 where: str | None = None) -> tuple[pa.Schema, dict[str, ClassLabel]]:
+                 where: Callable[[str, bool], str | None] | None = None) -> tuple[pa.Schema, dict[str, ClassLabel]]:
     """``schema`` with each ``ClassLabel`` column of integers as names (strings, or lists of them) followed by
-    its ``<col>_id`` integers; and the labels named so. Raises InputError if ``<col>_id`` is a column already."""
+    its ``<col>_id`` integers; and the labels named so. Raises InputError if ``<col>_id`` is a column already,
+    naming the file ``where(column, False)`` says holds that column and the one ``where(column, True)`` says
+    holds the ClassLabel's integers."""
     named: dict[str, ClassLabel] = {}
     fields: list[pa.Field] = []
     for field in schema:
@@ -139,10 +141,12 @@ def label_schema(schema: pa.Schema, labels: Mapping[str, ClassLabel],
             fields.append(field)
             continue
         if label.id_column in schema.names:
+            labelled = where(field.name, True) if where else None
             raise InputError(
-                f"column {field.name!r} is a ClassLabel: its names go into the payload field {field.name!r} and its "
-                f"integers into {label.id_column!r}, but {label.id_column!r} is a column already; rename that "
-                "column (or cast the ClassLabel column to its names) first", file=where)
+                f"column {field.name!r} is a ClassLabel{f' in {labelled}' if labelled else ''}: its names go into the "
+                f"payload field {field.name!r} and its integers into {label.id_column!r}, but {label.id_column!r} is a "
+                "column of this file already; rename that column (or cast the ClassLabel column to its names) first",
+                file=where(label.id_column, False) if where else None)
         wrap = pa.list_ if label.many else (lambda kind: kind)
         fields += [pa.field(field.name, wrap(pa.string())), pa.field(label.id_column, wrap(pa.int64()))]
         named[field.name] = label

@@ -9,12 +9,10 @@ A local folder given as an input is one of these layouts, tried in this order:
   (``data-00000-of-00002.arrow`` …) in order, and ``dataset_info.json``; one split (``_split``, often unnamed);
 * a folder of the ``datasets`` cache: ``dataset_info.json`` (its ``splits``) beside ``{name}-{split}.arrow``
   or ``{name}-{split}-00000-of-00002.arrow``;
-* the Hub's Parquet layout, when *every* Parquet file under the folder is named as the Hub names splits:
-  ``{split}-00000-of-00003.parquet`` (in ``data/`` or a configuration's folder; a ``-{hash}`` before
-  ``.parquet`` as older ``push_to_hub`` wrote), ``{config}/{split}/0000.parquet`` (the ``refs/convert/parquet``
-  branch; ``partial-{split}`` is the split), or ``{config}/{name}-{split}.parquet`` (that branch's older
-  layout; the split one of the Hub's split keywords, ``SPLIT_WORDS``). A folder with any other Parquet file
-  is plain Parquet, read as it always was (``pipeline/ingest/files.py``).
+* a folder of Parquet files whose names hold splits, read as ``datasets`` reads it, or refused where no reading
+  is what was meant (``pipeline/ingest/hub_splits.py``: split words in file and folder names, the Hub's
+  ``{split}-00000-of-00003.parquet`` and refs/convert/parquet names). A folder with no split in its names is
+  plain Parquet, read as it always was (``pipeline/ingest/files.py``).
 
 Several splits and no ``--split``: refused (UsageError) with the splits listed. ``--split all`` reads every
 split and writes each row's split name into the payload field ``split`` (the source's ``Resolved.splits``).
@@ -37,23 +35,18 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.ingest.files import discover
+from mmindex.pipeline.ingest.hub_splits import CANONICAL_SPLIT, CONVERTED, folder_splits
 
 SPLIT_ALL = "all"  # --split all: every split, its name in the payload field SPLIT_FIELD
 SPLIT_FIELD = "split"
 DATASET_DICT_FILE = "dataset_dict.json"  # datasets.config.DATASETDICT_JSON_FILENAME
 STATE_FILE = "state.json"  # datasets.config.DATASET_STATE_JSON_FILENAME
 INFO_FILE = "dataset_info.json"  # datasets.config.DATASET_INFO_FILENAME
-# datasets.data_files.SPLIT_KEYWORDS: the words the Hub reads as a split in a file name.
-SPLIT_WORDS = ("train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation")
-SPLIT_NAME = r"\w+(?:\.\w+)*"  # datasets.naming._split_re
-SHARDED = re.compile(rf"(?P<split>{SPLIT_NAME})-\d{{5}}-of-\d{{5}}(?:-[0-9A-Za-z]+)?\.parquet")
 NUMBERED = re.compile(r"(?P<stem>.*?)-(?P<index>\d{5})-of-(?P<total>\d{5})(?P<tail>(?:-[0-9A-Za-z]+)?\.\w+)")
 SHOWN_MISSING = 3  # missing shard names a message lists
-CONVERTED = re.compile(r"\d{4}\.parquet")
-OLDER = re.compile(rf".+?-(?P<split>{SPLIT_NAME})(?:-\d{{5}}-of-\d{{5}})?\.parquet")
 CACHED_ARROW = r".+-{split}(?:-\d{{5}}-of-\d{{5}})?\.arrow"
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-SPLIT_ORDER = ("train", "validation", "test")
 
 
 @dataclass
@@ -64,6 +57,7 @@ class Layout:
     kind: str  # "DatasetDict", "Dataset", "datasets cache", "Hub Parquet"
     folder: str
     splits: dict[str | None, list[str]]
+    aliases: dict[str, str] = field(default_factory=dict)  # the Hub's names → the split names (datasets')
 
 
 @dataclass
@@ -75,6 +69,7 @@ class Resolved:
 
     inputs: list[str]
     name: str | None = None
+    split: str | None = None  # the split read, by its name (``--split dev`` reads ``validation``)
     splits: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     image_folders: dict[str, str] = field(default_factory=dict)  # file → the data set's folder (image paths)
@@ -99,13 +94,13 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
             resolved.inputs.append(folder)
             continue
         layouts += 1
-        picked = pick_splits(layout, split, item)
+        picked = without_empty_splits(pick_splits(layout, split, item), layout, item, resolved.notes)
         for name, files in picked.items():
             check_numbering(name, files, item)
         for files in picked.values():
             resolved.image_folders.update(dict.fromkeys(files, layout.folder))
-        if split is None and layout.kind == "Hub Parquet":
-            resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is
+        if split is None and layout.kind == "Hub Parquet" and same_files(folder, picked):
+            resolved.inputs.append(folder)  # one split: the folder, read exactly as plain Parquet is (which skips _)
         else:
             for name, files in picked.items():
                 resolved.inputs.extend(files)
@@ -114,13 +109,26 @@ def resolve_inputs(inputs: Sequence[str], split: str | None = None,
         resolved.notes.append(f"{item}: a {layout.kind} folder ({layout.folder}); split(s) read: "
                               f"{', '.join('(unnamed)' if name is None else name for name in picked)}")
         one_split = split not in (None, SPLIT_ALL)
+        if one_split and resolved.split is None:
+            resolved.split = str(next(iter(picked)))  # its name, whichever alias --split gave
         if len(inputs) == 1 and (hub or one_split):  # the split is part of the name: a sync of it keeps the others
             base = f"hf://datasets/{hub}" if hub else os.path.abspath(item)
-            resolved.name = base + (f"#{split}" if one_split else "")
+            resolved.name = base + (f"#{resolved.split}" if one_split else "")
     if split is not None and not layouts:
         raise UsageError(f"--split {split}: no input is a data set with splits (a DatasetDict, a save_to_disk or "
                          "Hub Parquet folder, or a cached Hub name); leave --split out for plain Parquet")
     return resolved
+
+
+def same_files(folder: str, picked: dict[str | None, list[str]]) -> bool:
+    """Whether reading ``folder`` as plain Parquet (``files.discover``: it skips ``_`` names, follows links) reads
+    exactly the files of ``picked`` (then the folder is passed: its Hive partition keys are kept)."""
+    try:
+        _, found, _, _ = discover([folder])
+    except InputError:  # none it would read (all under _ names)
+        return False
+    return sorted(os.path.abspath(path) for path in found) == sorted(
+        os.path.abspath(path) for files in picked.values() for path in files)
 
 
 def _has_magic(item: str) -> bool:
@@ -135,6 +143,9 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
     """The splits of ``layout`` that ``split`` picks (in order): all for ``all``, the only one for None."""
     names = list(layout.splits)
     if split == SPLIT_ALL:
+        if SPLIT_ALL in layout.splits:
+            raise UsageError(f"--split all reads every split, but {shown} has a split named 'all': to read that split "
+                             f"alone, pass its files or folder ({os.path.dirname(layout.splits[SPLIT_ALL][0])})")
         return dict(layout.splits)
     if split is None:
         if len(names) > 1:
@@ -144,10 +155,27 @@ def pick_splits(layout: Layout, split: str | None, shown: str) -> dict[str | Non
                 f"--split {suggestion} (or --split all to read every one, its name in the payload field "
                 f"{SPLIT_FIELD!r})")
         return dict(layout.splits)
+    if split not in layout.splits:  # --split dev: datasets' name for it is validation
+        split = layout.aliases.get(split) or CANONICAL_SPLIT.get(split, split)
     if split not in layout.splits:
         listed = ", ".join("(unnamed)" if name is None else name for name in names)
         raise UsageError(f"--split {split}: {shown} has no such split (its splits: {listed}); or --split all")
     return {split: layout.splits[split]}
+
+
+def without_empty_splits(picked: dict[str | None, list[str]], layout: Layout, shown: str,
+                         notes: list[str]) -> dict[str | None, list[str]]:
+    """``picked`` less the splits without a file (``datasets`` writes no shard for a split of no rows), each named
+    in ``notes``. InputError when every picked split is empty: there is no file to read the columns from, and a
+    ``--sync`` of it would delete every point of the source."""
+    empty = [name for name, files in picked.items() if not files]
+    if len(empty) == len(picked):
+        names = ", ".join("(unnamed)" if name is None else repr(name) for name in empty)
+        raise InputError(f"{shown}: split {names} of this {layout.kind} folder holds no rows (no data file): nothing "
+                         "to ingest", file=layout.folder)
+    for name in empty:
+        notes.append(f"{shown}: split {'(unnamed)' if name is None else repr(name)} holds no rows: skipped")
+    return {name: files for name, files in picked.items() if files}
 
 
 def check_numbering(split: str | None, files: Sequence[str], shown: str) -> None:
@@ -175,9 +203,10 @@ def check_numbering(split: str | None, files: Sequence[str], shown: str) -> None
     if kinds > 1 or any(len(totals) > 1 for totals in numbered.values()):
         seen = sorted({f"-of-{total:05d}" for totals in numbered.values() for total in totals})
         seen += ["NNNN.parquet"] * bool(converted) + ["unnumbered"] * bool(others)
-        raise InputError(f"{shown}: split {named} mixes shard files of several numberings ({', '.join(seen)}): "
-                         "an old copy beside a new one, or a download cut short; keep one set of files (finish the "
-                         "download, or remove the stale files) and run again")
+        raise InputError(f"{shown}: split {named} mixes shard files of several numberings ({', '.join(seen)}), as an "
+                         "old copy beside a new one or a download cut short would, and datasets would read them all as "
+                         "one split: keep one set of files (finish the download, or remove the stale files), or pass "
+                         "the files to read")
     missing: list[str] = []
     for stem, totals in numbered.items():
         (total, indexes), = totals.items()
@@ -210,7 +239,8 @@ def find_layout(folder: str) -> Layout | None:
         cached = cache_folder_splits(folder)
         if cached:
             return Layout("datasets cache", folder, cached)
-    return hub_parquet(folder)
+    found = folder_splits(folder)  # Parquet files whose names hold splits, as datasets reads them
+    return Layout("Hub Parquet", folder, dict(found[0]), found[1]) if found else None
 
 
 def _json(path: str) -> dict:
@@ -252,49 +282,6 @@ def cache_folder_splits(folder: str) -> dict[str | None, list[str]]:
         if files:
             splits[name] = files
     return splits
-
-
-def hub_parquet(folder: str) -> Layout | None:
-    """The Hub Parquet layout of ``folder`` (see the module's docstring), or None if any Parquet file under it is
-    named otherwise (or none is there). Raises UsageError for files of several configurations."""
-    found: dict[str, dict[str, list[str]]] = {}  # config → split → files
-    for path in _parquet_files(folder):
-        parts = os.path.relpath(path, folder).split(os.sep)
-        base, parents = parts[-1], parts[:-1]
-        sharded, older = SHARDED.fullmatch(base), OLDER.fullmatch(base)
-        if sharded:
-            split, config = sharded["split"], parents
-        elif CONVERTED.fullmatch(base) and parents and re.fullmatch(SPLIT_NAME, _unpartial(parents[-1])):
-            split, config = _unpartial(parents[-1]), parents[:-1]
-        elif older and older["split"] in SPLIT_WORDS:
-            split, config = older["split"], parents
-        else:
-            return None
-        found.setdefault("/".join(config), {}).setdefault(split, []).append(path)
-    if not found:
-        return None
-    if len(found) > 1:
-        configs = sorted(found)
-        raise UsageError(f"{folder} holds the Parquet files of {len(configs)} configurations "
-                         f"({', '.join(c or '(top)' for c in configs)}): pass one configuration's folder, e.g. "
-                         f"{os.path.join(folder, configs[-1])}")
-    splits = next(iter(found.values()))
-    ordered = sorted(splits, key=lambda name: (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 3, name))
-    return Layout("Hub Parquet", folder, {name: sorted(splits[name]) for name in ordered})
-
-
-def _unpartial(name: str) -> str:
-    return name[len("partial-"):] if name.startswith("partial-") else name
-
-
-def _parquet_files(folder: str) -> list[str]:
-    """Parquet files under ``folder`` as ``files.discover`` finds them (hidden and ``_`` entries skipped)."""
-    found = []
-    for root, folders, names in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith(("_", ".")))
-        found.extend(os.path.join(root, name) for name in names
-                     if name.endswith((".parquet", ".parq", ".pq")) and not name.startswith(("_", ".")))
-    return sorted(found)
 
 
 def cache_homes(environ: Mapping[str, str]) -> tuple[str, str]:

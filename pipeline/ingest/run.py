@@ -30,6 +30,7 @@ from mmindex.pipeline.duplicates.signals import SIGNAL_KEYS, has_signals, signal
 from mmindex.pipeline.ingest.duplicates import (DUPLICATE_OF_KEY, DUPLICATE_TIER_KEY, LINK_KEYS, DuplicateCheck,
                                                unsigned_warning)
 from mmindex.pipeline.ingest.gpu_decode import choose_decoder
+from mmindex.pipeline.ingest.hf_layout import SPLIT_ALL
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, thumbnail
 from mmindex.pipeline.ingest.options import MISSING_CAPTION_POLICIES, IngestOptions
 from mmindex.pipeline.ingest.rows import SourceRow, read_batch
@@ -128,7 +129,11 @@ def run_options(source: Source, options: IngestOptions) -> IngestOptions:
         raise UsageError(f"--sync with several inputs ({len(source.inputs)}; a glob the shell expanded?) needs "
                          "--source NAME, so that the next run, with other files, syncs the same points; or quote "
                          "the glob ('data/*.parquet') to pass it as one input")
-    return options if options.source_name else replace(options, source_name=source.default_name())
+    name = options.source_name or source.default_name()
+    split = source.split or options.split  # the split's name (--split dev reads validation)
+    if options.split not in (None, SPLIT_ALL) and not name.endswith(f"#{split}"):
+        name += f"#{split}"  # --source ds --split train: ds#train, so a sync of one split keeps the others
+    return replace(options, source_name=name)
 
 
 def _ingest(source: Source, store: Store, encoder: Encoder, options: IngestOptions, summary: IngestSummary,

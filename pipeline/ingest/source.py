@@ -144,6 +144,7 @@ class Source:
     labels: dict[str, ClassLabel] = field(default_factory=dict)  # ClassLabel columns read as names (+ <col>_id)
     name: str | None = None  # the source name of a data set picked by split or Hub name (hf_layout.resolve_inputs)
     image_folders: dict[str, str] = field(default_factory=dict)  # file → its data set's folder (hf_layout)
+    split: str | None = None  # the data-set split read, by its name (``--split dev`` may read ``validation``)
 
     def default_name(self) -> str:
         """The source name a run records when none is given (``ingest --source``).
@@ -301,7 +302,8 @@ class Source:
         if kind != self.mapping.image_kind:
             return InputError(
                 f"image column {self.mapping.image!r} is {image_type} here, but {self.mapping.image_kind} in the "
-                "other files; all files need the same image column type", file=self.display(path),
+                "other files; all files of one run need the same image column type (ingest each kind in a run of "
+                "its own, into the same collection)", file=self.display(path),
             )
         return None
 
@@ -500,8 +502,14 @@ def open_source(
             raise
         raise type(error)(error.message, file=display[next(iter(footers))]) from None  # the one file it is about
     mapping = replace(mapping, notes=mapping.notes + tuple(resolved.notes) + tuple(dataset.notes))
-    return Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
-                  labels, resolved.name, resolved.image_folders)
+    source = Source(filesystem, files, dataset.schema, mapping, display, shard, dataset, tuple(inputs), footers,
+                    labels, resolved.name, resolved.image_folders, resolved.split)
+    if not skip_bad_files:  # a file the run could not read is refused now, before any model loads
+        problem = next(filter(None, (source._schema_problem(path, footer.schema) for path, footer in footers.items()
+                                     if sum(footer.row_groups))), None)  # a file without rows is never read
+        if problem is not None:
+            raise problem
+    return source
 
 
 def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], display: dict[str, str],
@@ -511,7 +519,12 @@ def _datasets_columns(dataset: DatasetSchema, footers: dict[str, Footer], displa
     labels = labels_of_files({path: footer.schema for path, footer in footers.items()}, display, beside)
     dataset.notes += unnamed_label_notes({path: footer.schema for path, footer in footers.items()}, dataset.schema,
                                          beside)
-    dataset.schema, labels = label_schema(dataset.schema, labels, display[next(iter(footers))] if labels else None)
+    def holder(column: str, integers: bool) -> str | None:  # the first file holding ``column`` (as integers)
+        return next((display[path] for path, footer in footers.items() if column in footer.schema.names
+                     and (not integers or pa.types.is_integer(footer.schema.field(column).type)
+                          or pa.types.is_list(footer.schema.field(column).type))), None)
+
+    dataset.schema, labels = label_schema(dataset.schema, labels, holder)
     for column, label in labels.items():
         dataset.notes.append(f"ClassLabel column {column!r}: its names are the payload field {column!r}, its "
                              f"integers {label.id_column!r}")
@@ -535,8 +548,10 @@ def keep_stored_types(source: Source, recorded: dict[str, str], collection: str)
     mapping = source.mapping
     keys = {column: mapping.payload_key(column) for column in mapping.payload}
     now = payload_types(source.dataset.schema, mapping.payload, mapping.payload_key)
+    made_from = {label.id_column: name for name, label in source.labels.items()}  # <col>_id: the files hold <col>
 
     def any_values(column: str) -> bool:
+        column = made_from.get(column, column)
         return any(table_holds_values(source.filesystem, path, column) for path, footer in source.footers.items()
                    if column in footer.schema.names and sum(footer.row_groups)
                    and column not in source.dataset.without_values.get(path, ()))

@@ -100,6 +100,8 @@ def test_a_given_probe_is_scored_and_one_of_another_model_refused(collection, tm
     probe = fit_probe(points.vectors, points.labels, model_record(collection.spec()), c=10.0)
     measured = evaluate_classifiers(collection, "shape", probe=probe)
     assert measured.results[0].labeler["sha"] == probe.describe()["sha"]
+    assert any("a saved probe (--probe), not fitted on this split" in w for w in measured.results[0].warnings)
+    assert not any("saved probe" in w for w in evaluate_classifiers(collection, "shape").results[0].warnings)
     probe.model = {**probe.model, "model": "another-model", "fingerprint": "0" * 16}
     with pytest.raises(CollectionMismatchError, match="made for image vectors of model 'another-model'"):
         evaluate_classifiers(collection, "shape", probe=probe)
@@ -179,3 +181,12 @@ def test_eval_with_a_corrupt_probe_file_is_one_line(cli, edge_dir, tmp_path):
     result = cli("eval", "--task", "classify", "-c", "shapes", "--data-dir", edge_dir, "--label-col", "shape",
                  "--probe", "probe.json")
     assert result.exit_code == 1 and "is damaged" in result.output and len(result.output.splitlines()) == 1
+
+
+def test_eval_with_a_saved_probe_says_the_training_side_is_unused(cli, edge_dir, tmp_path):
+    store = ("-c", "shapes", "--data-dir", edge_dir)
+    assert cli("train", "--task", "classify", *store, "--label-col", "shape", "-o", "probe.json").exit_code == 0
+    result = cli("eval", "--task", "classify", *store, "--label-col", "shape", "--probe", "probe.json")
+    assert result.exit_code == 0, result.output
+    assert "not used (--probe is scored as saved)" in result.stdout.splitlines()[0]
+    assert "warning: probe: a saved probe (--probe), not fitted on this split" in result.stderr

@@ -25,7 +25,7 @@ def distinct(labels: list[str]) -> list[str]:
 
 
 @SETTINGS
-@given(labels=st.lists(LABEL, min_size=1, max_size=12).map(distinct), noise=st.lists(
+@given(labels=st.lists(LABEL, min_size=2, max_size=12).map(distinct).filter(lambda kept: len(kept) >= 2), noise=st.lists(
     st.sampled_from(["", "   ", "# a comment", "  # indented comment"]), max_size=12), spaces=st.sampled_from(["", " ", "\t"]))
 def test_labels_round_trip_through_a_file(tmp_path, labels, noise, spaces):
     lines = []

@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from helpers.classify import COLORS, SHAPES, all_payloads, open_store
 
 from mmindex import IngestOptions, ingest
@@ -290,3 +292,118 @@ def test_a_reingest_that_embeds_changed_images_again_says_they_lost_their_labels
     label_collection(collection, labeler_for(collection, encoder))  # labelled again: whole
     assert collection.metadata()[LABELS_KEY]["label"]["partial"] is False
     assert all("label" in p for p in all_payloads(collection).values()) and len(changed) == 10
+
+
+# --- one field never holds two labelers' fields (review: a stopped run or a partial ingest, then --where) ------
+
+def stopped_after(pages: int, page: int):
+    def stop(done, total):
+        if pages is not None and done >= pages * page and done < total:
+            raise KeyboardInterrupt
+    return stop
+
+
+def check_one_labeler(store) -> None:
+    """The invariant: while the record says the field is whole (no run under way, not partial), every point holding
+    it holds the recorded labeler's labels, and after a run over every point, every point holds it."""
+    entry = store.metadata()[LABELS_KEY]["label"]
+    if entry["partial"] or entry["progress"] is not None:
+        return  # a stopped run: the record says the field is not whole, and the next run treats it so
+    labels = set(entry["labeler"]["labels"])
+    payloads = all_payloads(store)
+    held = [p for p in payloads.values() if "label" in p]
+    assert all(p["label"] in labels and set(p["label_top"]) <= labels for p in held), entry["labeler"]["labels"]
+    if not entry["partial"] and entry["progress"] is None and entry["filter"] is None:
+        assert len(held) == len(payloads)
+
+
+def test_same_labels_after_a_stopped_run_under_another_filter_clear_outside(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder, COLORS))  # a whole field of colours
+    with pytest.raises(KeyboardInterrupt):  # shapes over it, stopped after one page: the rest still holds colours
+        label_collection(collection, labeler_for(collection, encoder), page=16, on_progress=stopped_after(1, 16))
+    recent = compile_filter("year >= 2021", field_types=collection.spec().payload_types)
+    inside = set(all_payloads(collection, recent))
+    report = label_collection(collection, labeler_for(collection, encoder), filter=recent)
+    assert not report.replaced and report.cleared > 0
+    check_one_labeler(collection)
+    assert {i for i, p in all_payloads(collection).items() if "label" in p} == inside
+
+
+def test_same_labels_over_a_field_an_ingest_left_partial_clear_outside(collection, encoder, sample_dir, tmp_path):
+    label_collection(collection, labeler_for(collection, encoder, COLORS))
+    entry = ("label", 3, lambda model: labeler_from_encoder(model, SHAPES, ["a {}"]))
+    summary = ingest([str(sample_dir)], collection, encoder,  # nothing changed: nothing embedded, record now shapes
+                     IngestOptions(source_name="sample", pipelined=False, labelers=[entry]))
+    assert summary.embedded == 0 and any("keep their earlier 'label'" in w for w in summary.warnings)
+    assert collection.metadata()[LABELS_KEY]["label"]["partial"] is True
+    recent = compile_filter("year >= 2021", field_types=collection.spec().payload_types)
+    report = label_collection(collection, labeler_for(collection, encoder), filter=recent)
+    assert report.cleared == 60 - report.labelled
+    check_one_labeler(collection)
+
+
+def test_an_ingest_with_the_same_labels_on_a_partial_field_says_the_rest_lack_them(collection, encoder, sample_dir,
+                                                                                   tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        label_collection(collection, labeler_for(collection, encoder), page=16, on_progress=stopped_after(1, 16))
+    entry = ("label", 3, lambda model: labeler_from_encoder(model, SHAPES, ["a {}"]))
+    summary = ingest([str(sample_dir)], collection, encoder,
+                     IngestOptions(source_name="sample", pipelined=False, labelers=[entry]))
+    assert [w for w in summary.warnings if "not on every point" in w] == [
+        "the 'label' field is not on every point (an earlier run stopped, or points were embedded again without it), "
+        "and this run labels only the points it embeds: `mmindex label -c shapes --field label …` labels the rest"]
+
+
+OPERATIONS = st.lists(st.tuples(st.sampled_from(["shapes", "colours"]),
+                                st.sampled_from([None, "year >= 2021", "year < 2021", "shape = 'circle'"]),
+                                st.sampled_from([None, 1, 2, "first write"]), st.booleans()), min_size=1, max_size=5)
+
+
+class LostConnection(Exception):
+    pass
+
+
+def failing_first_write(store):
+    """``store`` whose next ``overwrite_payloads`` raises (a connection lost in the middle of a page's write)."""
+    real = store.overwrite_payloads
+
+    def fail(items):
+        store.overwrite_payloads = real
+        raise LostConnection
+    store.overwrite_payloads = fail
+    return real
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=OPERATIONS)
+def test_any_sequence_of_runs_keeps_one_labeler_per_field(collection, encoder, operations):
+    """Property: whatever runs (labels, filters, stopped after some pages, --restart) follow one another, every point
+    holding the field holds the recorded labeler's labels, and a finished unfiltered run leaves it on every point."""
+    labelers = {"shapes": labeler_for(collection, encoder), "colours": labeler_for(collection, encoder, COLORS)}
+    label_collection(collection, labelers["colours"], page=32)  # each example starts from a whole field
+    check_one_labeler(collection)
+    types = collection.spec().payload_types
+    for which, where, pages, restart in operations:
+        query_filter = compile_filter(where, field_types=types) if where else None
+        real = failing_first_write(collection) if pages == "first write" else None
+        try:
+            label_collection(collection, labelers[which], filter=query_filter, page=8, resume=not restart,
+                             on_progress=stopped_after(None if real else pages, 8))
+            assert collection.metadata()[LABELS_KEY]["label"]["progress"] is None  # finished: whole again
+        except (KeyboardInterrupt, LostConnection):
+            pass
+        finally:
+            collection.overwrite_payloads = real or collection.overwrite_payloads
+        check_one_labeler(collection)
+
+
+def test_a_run_stopped_in_its_first_write_leaves_the_field_unfinished(collection, encoder):
+    label_collection(collection, labeler_for(collection, encoder, COLORS))
+    failing_first_write(collection)
+    with pytest.raises(LostConnection):
+        label_collection(collection, labeler_for(collection, encoder), page=256)  # one page: the whole run
+    assert collection.metadata()[LABELS_KEY]["label"]["progress"] is not None  # not "whole"
+    recent = compile_filter("year >= 2021", field_types=collection.spec().payload_types)
+    report = label_collection(collection, labeler_for(collection, encoder), filter=recent)
+    assert report.cleared == 60 - report.labelled
+    check_one_labeler(collection)

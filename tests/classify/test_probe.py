@@ -239,3 +239,24 @@ def test_label_needs_labels_or_a_probe_and_a_probe_file(cli, edge_dir, tmp_path)
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
     bad = cli("label", *store, "--probe", tmp_path / "bad.json")
     assert bad.exit_code == 1 and "is not a probe file" in bad.output and len(bad.output.splitlines()) == 1
+
+
+def test_ingest_with_a_probe_writes_the_label_field_given(cli, edge_dir, tmp_path, tiny_model, sample_dir):
+    store = ("-c", "shapes", "--data-dir", edge_dir)
+    assert cli("train", "--task", "classify", *store, "--label-col", "shape", "-o", "probe.json").exit_code == 0
+    fresh = cli("ingest", sample_dir, "-c", "fresh", "--data-dir", edge_dir, "--model", tiny_model, "--probe",
+                "probe.json", "--label-field", "guess", "--label-top-k", "2", "--quiet", "--json")
+    assert fresh.exit_code == 0, fresh.output
+    opened = open_store("edge", "fresh", edge_dir)
+    try:
+        payloads = all_payloads(opened)
+    finally:
+        opened.close()
+    assert all(len(p["guess_top"]) == 2 and "shape_predicted" not in p for p in payloads.values())
+
+
+@pytest.mark.parametrize("option", [("--label-field", "guess"), ("--label-top-k", "2")])
+def test_ingest_label_options_without_labels_or_a_probe_are_refused(cli, tmp_path, tiny_model, sample_dir, option):
+    result = cli("ingest", sample_dir, "-c", "fresh", "--data-dir", tmp_path / "none", "--model", tiny_model, *option)
+    assert result.exit_code == 2 and f"{option[0]} goes with --labels FILE or --probe FILE" in result.output
+    assert not (tmp_path / "none").exists()

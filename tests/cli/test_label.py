@@ -60,8 +60,11 @@ def test_mistakes_are_one_line(run, ingested, tmp_path):
     empty.write_text("\n# nothing\n", encoding="utf-8")
     twice = labels_file(tmp_path, ["cat", "dog", "Cat"], "twice.txt")
     good = labels_file(tmp_path, SHAPES)
+    one = labels_file(tmp_path, ["cat"], "one.txt")
     for args, code, message in [
         (["--labels", empty], 1, "empty.txt: the labels file holds no label"),
+        (["--labels", one], 1, "one.txt: the labels file holds one label ('cat', line 2); zero-shot labels choose "
+                               "among two or more"),
         (["--labels", twice], 1, "label 'Cat' is on line 2 (as 'cat') and on line 4"),
         (["--labels", good, "--template", "a photo"], 2, "--template 'a photo' must hold {} exactly once"),
         (["--labels", good, "--field", "color"], 2, "payload field 'color' (keyword) holds the collection's own data"),

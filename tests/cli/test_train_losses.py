@@ -72,3 +72,16 @@ def test_captions_all_the_same_fail_saying_nothing_was_learnt(tmp_path, train_di
         assert f"no {what} had a negative in epoch {epoch}: captions in a batch are all the same" in result.output
     assert "nothing was learnt in 2 epoch(s)" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_a_triplet_setting_from_the_environment_or_config_file_says_where_it_came_from(tmp_path, train_dir,
+                                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", str(train_dir), "--from-scratch", "tiny", "--loss", "infonce",
+                                       "-o", str(tmp_path / "m")], env={"MMINDEX_MARGIN": "0.3"})
+    assert result.exit_code == 2 and "(--margin was set by MMINDEX_MARGIN)" in result.output, result.output
+    (tmp_path / "mmindex.toml").write_text('[train]\nmining = "all"\n')
+    result = CliRunner().invoke(main, ["train", str(train_dir), "--from-scratch", "tiny", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "--mining applies only to --loss triplet" in result.output, result.output
+    assert "(--mining was set in the config file)" in result.output
+    assert not (tmp_path / "m").exists()

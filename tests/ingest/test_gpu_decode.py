@@ -21,8 +21,9 @@ from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.errors import ModelError
 from mmindex.pipeline.ingest import gpu_decode
 from mmindex.pipeline.ingest.gpu_decode import COSINE_BAR, GpuDecoder, choose_decoder
-from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, decode_image
+from mmindex.pipeline.ingest.images import DEFAULT_MAX_PIXELS, ImageBytes, decode_image
 from mmindex.pipeline.ingest.records import point_id_from_key
+from mmindex.pipeline.ingest.rows import SourceRow
 from mmindex.pipeline.ingest.sample import make_row
 
 
@@ -99,11 +100,9 @@ def photo_dir(tmp_path_factory):
     return folder
 
 
-class Row:
-    def __init__(self, data: bytes):
-        self.image = self
-        self.data = data
-        self.payload: dict = {}
+def Row(data: bytes) -> SourceRow:
+    """A row as read_batch makes it (the real class: a stand-in drifted once from what the decoder writes to)."""
+    return SourceRow("photos.parquet", 0, "id", "id", ImageBytes(data), None, {}, "hash")
 
 
 def cpu_pixels(encoder, data: bytes):
@@ -176,7 +175,7 @@ def _cpu_reason(data: bytes) -> str:
 def test_only_the_images_torchvision_takes_skip_pillow(encoder):
     items = photos()
     kept, batch, rejected, pixels, errors = gpu_pixels(encoder, [data for data, _ in items.values()], fallbacks=1)
-    assert [row.data for row, _ in rejected] == [items["truncated"][0]]  # rejected by Pillow in the worker
+    assert [row.image.data for row, _ in rejected] == [items["truncated"][0]]  # rejected by Pillow in the worker
     takes = [taken for name, (_, taken) in items.items() if name != "truncated"]
     assert [data is not None for data in batch.jpeg] == takes
     assert list(errors) == [list(items).index("no-data")]  # torchvision and then Pillow failed on it alone

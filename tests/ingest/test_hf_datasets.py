@@ -75,6 +75,17 @@ def plain_table() -> pa.Table:
     })
 
 
+def save_dataset(folder, num_shards: int = 1):
+    """``hf_dataset()`` saved by ``save_to_disk`` into folder/saved (built in ``folder``, where its rel.png is)."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        (folder / "rel.png").write_bytes(png("purple"))
+        hf_dataset().save_to_disk(str(folder / "saved"), num_shards=num_shards)
+    finally:
+        os.chdir(here)
+
+
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     """Each way of holding the same six rows: {kind: (input, split)}; HF_HOME for the cache kinds."""
@@ -309,13 +320,7 @@ def test_sync_of_one_split_keeps_the_others_and_a_rerun_changes_nothing(layouts,
 
 
 def test_a_shard_rewritten_after_listing_is_refused(tmp_path):
-    here = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        (tmp_path / "rel.png").write_bytes(png("purple"))
-        hf_dataset().save_to_disk(str(tmp_path / "saved"))
-    finally:
-        os.chdir(here)
+    save_dataset(tmp_path)
     source = open_source([str(tmp_path / "saved")])
     shard = next((tmp_path / "saved").glob("*.arrow"))
     shard.write_bytes(shard.read_bytes() + b"\0" * 8)
@@ -333,8 +338,8 @@ def test_a_datasetdict_without_split_is_refused_listing_the_splits(layouts, cli,
 
 
 def test_an_unknown_split_is_refused_listing_the_known_ones(layouts):
-    with pytest.raises(UsageError, match=r"--split dev: .* no such split \(its splits: train, validation\)"):
-        open_source([layouts[0]["Hub data/"][0]], split="dev")
+    with pytest.raises(UsageError, match=r"--split extra: .* no such split \(its splits: train, validation\)"):
+        open_source([layouts[0]["Hub data/"][0]], split="extra")  # (dev is datasets' alias of validation)
 
 
 def test_split_on_plain_parquet_is_refused(sample_dir):
@@ -345,7 +350,7 @@ def test_split_on_plain_parquet_is_refused(sample_dir):
 def test_an_id_column_clash_is_refused(tmp_path):
     table = hf_dataset_table().append_column("shape_id", pa.array([7] * 6))
     pq.write_table(table, tmp_path / "clash.parquet")
-    with pytest.raises(InputError, match="'shape_id' is a column already") as caught:
+    with pytest.raises(InputError, match="'shape_id' is a column of this file already") as caught:
         open_source([str(tmp_path / "clash.parquet")])
     assert caught.value.file.endswith("clash.parquet")
 
@@ -389,13 +394,7 @@ def test_a_hub_name_not_cached_names_where_it_looked(tmp_path, monkeypatch, cli,
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_a_corrupt_arrow_shard_is_a_clear_error_naming_the_file(tmp_path, cli, tiny_model, damage):
-    here = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        (tmp_path / "rel.png").write_bytes(png("purple"))
-        hf_dataset().save_to_disk(str(tmp_path / "saved"))
-    finally:
-        os.chdir(here)
+    save_dataset(tmp_path)
     shard = next((tmp_path / "saved").glob("*.arrow"))
     data = shard.read_bytes()
     shard.write_bytes({"truncated": data[: len(data) * 2 // 3], "garbage": random.Random(0).randbytes(len(data)), "empty": b""}[damage])
@@ -407,13 +406,7 @@ def test_a_corrupt_arrow_shard_is_a_clear_error_naming_the_file(tmp_path, cli, t
 
 
 def test_skip_bad_files_skips_a_corrupt_shard_and_reads_the_others(tmp_path):
-    here = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        (tmp_path / "rel.png").write_bytes(png("purple"))
-        hf_dataset().save_to_disk(str(tmp_path / "saved"), num_shards=2)
-    finally:
-        os.chdir(here)
+    save_dataset(tmp_path, num_shards=2)
     first = sorted((tmp_path / "saved").glob("*.arrow"))[0]
     first.write_bytes(first.read_bytes()[:100])
     source = open_source([str(tmp_path / "saved")], skip_bad_files=True)
