@@ -36,7 +36,7 @@ from mmindex.pipeline.models.identity import (
     recorded_model_changed,
 )
 from mmindex.pipeline.models.onnx_model import OnnxModel
-from mmindex.pipeline.models.onnx_repos import ready_made_folder, repo_backend
+from mmindex.pipeline.models.onnx_repos import ready_made_folder, repo_backend, text_partner
 from mmindex.pipeline.models.open_clip_model import OpenClipModel
 from mmindex.pipeline.models.quick import torch_free_enabled
 from mmindex.pipeline.models.st_model import SentenceTransformerModel
@@ -231,8 +231,9 @@ class Encoder:
         if text_model:
             self._load_text_model(model, text_model, backend, half, threads)
         elif "text" not in self.backend.modalities:
-            raise ModelError(f"model {model!r} does not encode text; pass --text-model with a text model trained "
-                             "into its space")
+            partner = text_partner(model) if ready_made_folder(model) is not None else \
+                "with a text model trained into its space"
+            raise ModelError(f"model {model!r} does not encode text; pass --text-model {partner}")
         else:
             self.text_backend = self.backend
         self.dim = int(self.backend.dim)

@@ -43,6 +43,7 @@ from mmindex.pipeline.models.identity import (
     precision_to_load,
     text_model_to_load,
 )
+from mmindex.pipeline.models.layouts import layout_of
 from mmindex.pipeline.models.onnx_cache import cache_problem, default_cache_root, probe_gap, read_probes
 from mmindex.pipeline.models.onnx_model import open_session, probe_images
 from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
@@ -174,6 +175,9 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     folder = model_folder(model)
     if folder is None:
         return _none(model, "not a local folder or a model in the Hugging Face cache")
+    if layout_of(folder) is not None:  # its own towers run without torch (onnx_repos.repo_backend), no bundle needed
+        log.debug("%s is a ready-made ONNX repository: it runs without a bundle", model)
+        return None
     index = read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
         return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")

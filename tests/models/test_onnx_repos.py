@@ -29,7 +29,7 @@ from mmindex.errors import ModelError
 from mmindex.pipeline.models.encoder import Encoder
 from mmindex.pipeline.models.identity import model_fingerprint
 from mmindex.pipeline.models.onnx_cache import probe_gap
-from mmindex.pipeline.models.onnx_repos import layout_of, ready_made_folder
+from mmindex.pipeline.models.onnx_repos import clip_steps, layout_of, ready_made_folder, text_partner
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'mmindex[onnx]')")
 
@@ -226,9 +226,15 @@ def test_a_precision_the_repository_lacks_is_refused_naming_its_files(fastembed)
 
 # -- what is refused, and why ------------------------------------------------------------------------------------
 
-def test_the_vision_repository_alone_asks_for_its_text_repository(fastembed):
-    with pytest.raises(ModelError, match="does not encode text; pass --text-model"):
+def test_the_vision_repository_alone_asks_for_its_text_repository(fastembed, tmp_path):
+    """The message names the text twin, as the docs promise (a folder: its twin folder; a Hub id: Qdrant's)."""
+    with pytest.raises(ModelError, match=f"does not encode text; pass --text-model {fastembed.text_model}$"):
         Encoder(str(fastembed.model), backend="auto")
+    alone = tmp_path / "clip-ViT-B-32-vision"
+    shutil.copytree(fastembed.model, alone)
+    with pytest.raises(ModelError, match="pass --text-model with its text repository .*Qdrant/clip-ViT-B-32-text"):
+        Encoder(str(alone), backend="auto")
+    assert text_partner("Qdrant/clip-ViT-B-32-vision") == "Qdrant/clip-ViT-B-32-text"
 
 
 def test_backend_torch_is_refused(xenova):
@@ -279,3 +285,202 @@ def test_layouts_are_told_apart(xenova, fastembed, tmp_path):
         "transformers.js", "fastembed", "fastembed")
     assert layout_of(xenova.reference.path) is None  # transformers' own folder: torch weights
     assert layout_of(Path(tmp_path)) is None
+
+
+# -- preprocessor_config.json: CLIPImageProcessor's defaults, and sizes the graph must agree with -------------------
+
+PROCESSOR_KEYS = {
+    "size": st.one_of(st.integers(1, 64), st.integers(1, 64).map(lambda n: {"shortest_edge": n})),
+    "crop_size": st.one_of(st.integers(1, 64), st.tuples(st.integers(1, 64), st.integers(1, 64))
+                           .map(lambda hw: {"height": hw[0], "width": hw[1]})),
+    "resample": st.sampled_from([2, 3]),
+    "image_mean": st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    "image_std": st.lists(st.floats(0.1, 1), min_size=3, max_size=3),
+    "do_resize": st.just(True), "do_center_crop": st.just(True), "do_normalize": st.just(True),
+    "do_rescale": st.just(True), "rescale_factor": st.just(1 / 255),
+}
+
+
+@PROPERTY
+@given(config=st.fixed_dictionaries({}, optional=PROCESSOR_KEYS),
+       kind=st.sampled_from([None, ("image_processor_type", "CLIPImageProcessor"),
+                             ("feature_extractor_type", "CLIPFeatureExtractor")]))
+@example(config={"size": 224, "crop_size": 224}, kind=None)  # openai's old form, without mean and std
+def test_left_out_preprocessor_keys_take_clip_image_processors_defaults(tmp_path_factory, config, kind):
+    """Differential: the steps from any subset of the keys equal transformers' CLIPImageProcessor built from them."""
+    from transformers import CLIPImageProcessor
+
+    folder = tmp_path_factory.mktemp("preprocessor")
+    (folder / "preprocessor_config.json").write_text(json.dumps({**config, **dict([kind] if kind else [])}))
+    steps, want = clip_steps(folder), CLIPImageProcessor(**config)
+    assert (steps.shortest, steps.crop_height, steps.crop_width) == (
+        want.size["shortest_edge"], want.crop_size["height"], want.crop_size["width"])
+    assert (steps.mean, steps.std) == (tuple(want.image_mean), tuple(want.image_std))
+    assert steps.resample == int(want.resample)
+    assert steps.scale == pytest.approx(want.rescale_factor)
+
+
+def test_a_preprocessor_without_mean_and_std_runs_with_clips_and_equals_transformers(fastembed, references, tmp_path):
+    vision = tmp_path / "clip-ViT-B-32-vision"
+    shutil.copytree(fastembed.model, vision)
+    config = json.loads((vision / "preprocessor_config.json").read_text())
+    del config["image_mean"], config["image_std"]
+    (vision / "preprocessor_config.json").write_text(json.dumps(config))
+    encoder = Encoder(str(vision), text_model=str(fastembed.text_model), backend="auto")
+    image = images(4)[0]
+    assert float(np.abs(encoder.encode_images([image])[0] - references["fastembed"].image(image)).max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"size": {"height": 32, "width": 32}}, r"size \{'height': 32, 'width': 32\} and crop_size"),
+    ({"image_mean": [0.5, 0.5]}, r"image_mean \[0\.5, 0\.5\]"),
+    ({"image_std": "wide"}, "image_std is not a number"),
+    ({"do_center_crop": False}, "do_center_crop false"),
+])
+def test_preprocessor_values_clips_steps_cannot_take_are_refused_in_one_line(tmp_path, config, match):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=match) as caught:
+        clip_steps(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def _copy_xenova(xenova, folder: Path, preprocessor: dict | None = None) -> Path:
+    shutil.copytree(xenova.model, folder)
+    if preprocessor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    return folder
+
+
+@pytest.mark.parametrize("preprocessor, crop", [
+    ({"size": replicas.IMAGE + 4, "crop_size": replicas.IMAGE + 4}, replicas.IMAGE + 4),
+    ({"size": replicas.IMAGE, "crop_size": {"height": replicas.IMAGE, "width": 20}}, None),
+    ({"size": replicas.IMAGE}, 224),  # crop_size left out: CLIP's default, 224
+])
+def test_a_crop_the_image_graph_does_not_take_is_refused_at_load(xenova, tmp_path, preprocessor, crop):
+    folder = _copy_xenova(xenova, tmp_path / "x", preprocessor)
+    wanted = f"{crop}x{crop}" if crop else f"{replicas.IMAGE}x20"
+    with pytest.raises(ModelError, match=rf"crop_size {wanted} .*vision_model\.onnx takes "
+                                         rf"{replicas.IMAGE}x{replicas.IMAGE} pixels"):
+        Encoder(str(folder), backend="auto")
+
+
+@pytest.mark.parametrize("length", [replicas.CLIP_POSITIONS, 16])
+def test_a_text_graph_of_fixed_length_is_padded_to_it_or_refused(xenova, references, tmp_path, length):
+    import onnx
+
+    folder = _copy_xenova(xenova, tmp_path / "x")
+    path = folder / "onnx" / "text_model.onnx"
+    graph = onnx.load(str(path))
+    graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value = length
+    onnx.save(graph, str(path))
+    if length != replicas.CLIP_POSITIONS:
+        with pytest.raises(ModelError, match=rf"input_ids are {length} tokens long, but .* cuts captions at "
+                                             rf"{replicas.CLIP_POSITIONS}"):
+            Encoder(str(folder), backend="auto")
+        return
+    got = Encoder(str(folder), backend="auto").encode_texts(TEXTS)
+    want = np.stack([references["xenova"].text(text, truncate=True) for text in TEXTS])
+    assert float(np.abs(got - want).max()) <= TOLERANCE
+
+
+# -- every file a layout needs, checked up front ------------------------------------------------------------------
+
+BROKEN = [
+    ("xenova", "onnx/text_model.onnx", "missing"), ("xenova", "onnx/text_model.onnx", "link"),
+    ("xenova", "onnx/vision_model.onnx", "missing"), ("xenova", "tokenizer.json", "missing"),
+    ("xenova", "tokenizer.json", "link"), ("xenova", "tokenizer.json", "folder"),
+    ("xenova", "preprocessor_config.json", "missing"), ("xenova", "config.json", "link"),
+    ("xenova", "tokenizer_config.json", "link"), ("xenova", "special_tokens_map.json", "link"),
+    ("vision", "model.onnx", "link"), ("vision", "config.json", "missing"),
+    ("vision", "preprocessor_config.json", "link"), ("text", "model.onnx", "link"),
+    ("text", "tokenizer.json", "missing"), ("text", "config.json", "link"),
+    ("xenova", "tokenizer.json", "garbage"), ("vision", "config.json", "garbage"),
+    ("xenova", "tokenizer_config.json", "garbage"),
+]
+
+
+def _break(path: Path, how: str) -> None:
+    path.unlink()
+    if how == "link":
+        path.symlink_to(path.parent / "blobs-gone" / path.name)  # the HF cache after an interrupted download
+    elif how == "folder":
+        path.mkdir()
+    elif how == "garbage":
+        path.write_bytes(b"\x00{not json")
+
+
+@pytest.mark.parametrize("which, name, how", BROKEN)
+def test_a_missing_or_broken_file_is_named_with_its_reason(xenova, fastembed, tmp_path, which, name, how):
+    if which == "xenova":
+        folder = _copy_xenova(xenova, tmp_path / "clip-vit-base-patch32")
+        load = {"model": str(folder)}
+    else:
+        vision, text = tmp_path / "clip-ViT-B-32-vision", tmp_path / "clip-ViT-B-32-text"
+        shutil.copytree(fastembed.model, vision)
+        shutil.copytree(fastembed.text_model, text)
+        folder = vision if which == "vision" else text
+        load = {"model": str(vision), "text_model": str(text)}
+    _break(folder / name, how)
+    with pytest.raises(ModelError) as caught:
+        Encoder(**load, backend="auto")
+    message = str(caught.value)
+    garbage = "tokenizers cannot read it" if name == "tokenizer.json" else "not readable JSON"
+    reason = {"link": "which is missing", "folder": "not a file", "garbage": garbage}.get(how, "missing")
+    assert Path(name).name in message and reason in message and "\n" not in message, message
+    assert "pad token" not in message and "does not encode" not in message
+
+
+def test_a_dangling_tower_in_the_hugging_face_cache_says_to_download_it_again(xenova, tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    repo = hub / "models--Xenova--clip-vit-base-patch32"
+    snapshot = repo / "snapshots" / "abc123"
+    shutil.copytree(xenova.model, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    _break(snapshot / "onnx" / "text_model.onnx", "link")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    with pytest.raises(ModelError, match=r"text_model\.onnx: a link to .*which is missing .*"
+                                         r"run `hf download Xenova/clip-vit-base-patch32` again"):
+        Encoder("Xenova/clip-vit-base-patch32", backend="auto")
+    shutil.copy(xenova.model / "onnx" / "text_model.onnx", snapshot / "onnx" / "text.onnx")
+    (snapshot / "onnx" / "text_model.onnx").unlink()
+    (snapshot / "onnx" / "text_model.onnx").symlink_to("text.onnx")
+    _break(snapshot / "special_tokens_map.json", "link")  # a config: the same advice, from the cache's own path
+    with pytest.raises(ModelError, match=r"special_tokens_map\.json: a link .*"
+                                         r"`hf download Xenova/clip-vit-base-patch32`"):
+        Encoder(str(snapshot), backend="auto")
+
+
+def test_a_folder_with_only_the_combined_graph_says_which_files_are_needed(xenova, tmp_path):
+    folder = _copy_xenova(xenova, tmp_path / "combined")
+    shutil.rmtree(folder / "onnx")
+    (folder / "onnx").mkdir()
+    shutil.copy(xenova.model / "onnx" / "vision_model.onnx", folder / "onnx" / "model.onnx")
+    assert layout_of(folder) == "transformers.js"
+    with pytest.raises(ModelError, match=r"only the combined graph \(onnx/model\.onnx.*does not use\); it runs the "
+                                         r"separate towers onnx/vision_model\.onnx and onnx/text_model\.onnx"):
+        Encoder(str(folder), backend="auto")
+
+
+# -- messages ---------------------------------------------------------------------------------------------------
+
+def test_a_query_on_a_ready_made_repository_does_not_look_for_a_bundle(xenova, caplog):
+    import logging
+
+    from mmindex.pipeline.models.quick import quick_encoder_for
+
+    caplog.set_level(logging.DEBUG, logger="mmindex")
+    meta = {"model": str(xenova.model), "dim": replicas.PROJECTION, "model_precision": "fp32"}
+    assert quick_encoder_for(meta, None, None, None, "auto", None, None, images=False) is None
+    said = [record.getMessage() for record in caplog.records]
+    assert not any("no fast query path" in line or "no bundle yet" in line for line in said), said
+    assert any("ready-made ONNX repository: it runs without a bundle" in line for line in said), said
+
+
+@pytest.mark.parametrize("model, onnx", [("Xenova/clip-vit-base-patch32", True), ("Qdrant/clip-ViT-B-32-text", True),
+                                         ("someone/clip-onnx", True), ("sentence-transformers/clip-ViT-B-32", False)])
+def test_offline_advice_for_an_onnx_only_repository_is_hf_download(model, onnx):
+    from mmindex.pipeline.models.st_model import offline_howto
+
+    advice = offline_howto(model)
+    assert (f"hf download {model}" in advice) == onnx and ("SentenceTransformer(" in advice) == (not onnx), advice
