@@ -62,8 +62,10 @@ SERVE_SECTIONS = [
 @click.option("--image-root", default=None,
               help="Folder of the images of path-image collections: thumbnails are read from under it, never "
                    "from elsewhere. (Collections ingested with --thumbnails need nothing.)")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True, help="Least severe server log messages to print (access logs are info).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
+              default="info", show_default=True,
+              help="Least severe server log messages to print (access logs are info), in any case: --log-level "
+                   "WARNING. Example: mmindex serve --log-level debug")
 @click.option("--print-config", "--dry-run", "dry_run", is_flag=True,
               help="Check the options and print the resolved settings as JSON; serve nothing (--dry-run: the old name).")
 @friendly_errors
@@ -103,6 +105,7 @@ def serve(store, model, text_model, device, backend, model_precision, model_thre
             "image_root": image_root, "allow_collection": list(allow_collection), "max_query_pixels": max_query_pixels,
             "max_decode_mib": max_decode_mib,
             "max_window": max_window, "store_timeout": store_timeout, "max_connections": max_connections,
+            "log_level": log_level,
         }))
         return
 

@@ -4,13 +4,18 @@ One model encodes both modalities into the same space, or an image model is pair
 text model trained into its space (``text_model``, e.g. a multilingual student). Vectors come
 back L2-normalised as float32 numpy arrays. The device is chosen automatically (CUDA, then
 Apple MPS, then CPU); on CUDA the model runs in fp16. The model libraries themselves sit behind
-``pipeline/models/backend.py``: sentence-transformers (``st_model.py``) and open_clip (``open_clip_model.py``).
+``pipeline/models/backend.py``: sentence-transformers (``st_model.py``), open_clip (``open_clip_model.py``),
+ONNX Runtime (``onnx_model.py``), and the torch-free towers (``towers.py``: this module imports no model library
+itself, so a run on them never imports torch).
 """
 from __future__ import annotations
 
 import copy
+import glob
 import logging
+import os
 import re
+import sys
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Sequence
@@ -31,8 +36,11 @@ from mmindex.pipeline.models.identity import (
     recorded_model_changed,
 )
 from mmindex.pipeline.models.onnx_model import OnnxModel
+from mmindex.pipeline.models.onnx_repos import ready_made_folder, repo_backend, text_partner
 from mmindex.pipeline.models.open_clip_model import OpenClipModel
+from mmindex.pipeline.models.quick import torch_free_enabled
 from mmindex.pipeline.models.st_model import SentenceTransformerModel
+from mmindex.pipeline.models.towers import bundle_backend
 from mmindex.pipeline.models.trust import code_trusted
 
 if TYPE_CHECKING:
@@ -55,8 +63,11 @@ def check_device(name: str | None, option: str = "--device") -> None:
 
 def pick_device(requested: str | None = None) -> str:
     """The device to run on: the one asked for, else CUDA, MPS or CPU, whichever exists. UsageError for a name that
-    is not a device, ModelError for CUDA asked for where there is none."""
+    is not a device, ModelError for CUDA asked for where there is none. The CPU is answered without importing torch
+    when it is asked for, or when no GPU can be there (``gpu_possible``)."""
     check_device(requested)
+    if requested == "cpu" or (requested in (None, "auto") and not gpu_possible()):
+        return "cpu"
     # torch takes seconds to import: only code that runs a model loads it
     import torch
 
@@ -70,6 +81,18 @@ def pick_device(requested: str | None = None) -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+GPU_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # the NVIDIA driver, ROCm, and WSL 2's GPU
+
+
+def gpu_possible() -> bool:
+    """Whether torch might find a GPU here, answered without importing it: True on macOS (MPS) and Windows (no cheap
+    test), else only when a GPU's device node exists (``/dev/nvidia*``, ROCm's ``/dev/kfd``, WSL's ``/dev/dxg``):
+    CUDA and ROCm reach their GPUs through those nodes, so without them torch finds none."""
+    if sys.platform == "darwin" or os.name == "nt":
+        return True
+    return any(os.path.exists(node) for node in GPU_NODES) or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def encoder_for(meta: dict[str, Any] | None, given: str | None, collection: str, text_model: str | None = None,
@@ -169,6 +192,8 @@ class Encoder:
     ``backend``: torch, onnx (ONNX Runtime, towers exported once per model fingerprint) or auto;
     ``precision``: fp32 or int8 (ONNX Runtime's dynamic quantisation); ``threads``: the model's
     intra-op threads (the rest of the cores are left to decode workers).
+    Without torch (``towers.TowerBackend``, see ``_torch_free``): a ready-made ONNX repository
+    (``onnx_repos.py``), and a model whose ONNX export and query bundle hold, on the CPU.
     Raises ModelError when a model cannot be loaded, lacks a modality, has another vector size
     than its partner, or fails the load-time check (``backend.check_backend``).
     """
@@ -181,7 +206,10 @@ class Encoder:
             check_model_spec(text_model, "--text-model")
         # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
         self.path, self.name, self.fingerprint = model_source(model)
-        self.device = pick_device(device)
+        self.requested_backend = backend
+        # A ready-made ONNX repository runs on ONNX Runtime (the CPU unless a device is named), without torch.
+        ready = not is_open_clip(model) and ready_made_folder(model) is not None
+        self.device = "cpu" if ready and device in (None, "auto") else pick_device(device)
         self.batch_size = batch_size
         # fp16 on CUDA by default; training asks for full precision.
         half = self.device.startswith("cuda") if half is None else half
@@ -192,7 +220,7 @@ class Encoder:
             self.backend_name = "torch"  # open_clip models run in torch
         self.backend, self.backend_name = self._load_model(
             model, self.fingerprint, half, threads, self.backend_name,
-            fallback=backend == "auto" and precision == "fp32", what=f"model {self.name}")
+            fallback=backend == "auto" and precision == "fp32", what=f"model {self.name}", alone=not text_model)
         if "image" not in self.backend.modalities:
             raise ModelError(
                 f"model {model!r} encodes {', '.join(sorted(self.backend.modalities))} only, but mmindex needs a "
@@ -201,23 +229,11 @@ class Encoder:
             )
         self.text_path = self.text_name = self.text_fingerprint = None
         if text_model:
-            self.text_path, self.text_name, self.text_fingerprint = model_source(text_model)
-            # auto runs a separate text model (usually a text-only sentence-transformers model, which has no
-            # ONNX export here) in torch, unless int8 asks for ONNX Runtime
-            text_backend = "torch" if backend == "auto" and precision == "fp32" else self.backend_name
-            self.text_backend, _ = self._load_model(
-                text_model, self.text_fingerprint, half, threads, text_backend, fallback=backend == "auto",
-                what=f"text model {self.text_name}")
-            if "text" not in self.text_backend.modalities:
-                raise ModelError(f"text model {text_model!r} does not encode text")
-            if self.text_backend.dim != self.backend.dim:
-                raise ModelError(
-                    f"text model {text_model!r} makes {self.text_backend.dim}-d vectors but model {model!r} makes "
-                    f"{self.backend.dim}-d ones; a query text model must be trained into the image model's space"
-                )
+            self._load_text_model(model, text_model, backend, half, threads)
         elif "text" not in self.backend.modalities:
-            raise ModelError(f"model {model!r} does not encode text; pass --text-model with a text model trained "
-                             "into its space")
+            partner = text_partner(model) if ready_made_folder(model) is not None else \
+                "with a text model trained into its space"
+            raise ModelError(f"model {model!r} does not encode text; pass --text-model {partner}")
         else:
             self.text_backend = self.backend
         self.dim = int(self.backend.dim)
@@ -235,14 +251,59 @@ class Encoder:
         if self.text_backend is not self.backend:
             parts.append((self.text_backend, self.text_name))
         for part, name in parts:
+            if getattr(part, "checked", False):
+                continue  # checked as it loaded (towers from a query bundle: ``quick.QuickEncoder.check``)
             tolerance = getattr(part, "tolerance", None) or (5e-3 if half else 1e-4)
             check_backend(part, name, self._encoder_of(part), tolerance)
 
+    def _load_text_model(self, model: str, text_model: str, backend: str, half: bool, threads: int | None) -> None:
+        """Load the separate text model into ``text_backend`` (its name, folder and fingerprint beside), checked to
+        encode text into the image model's vector size (ModelError)."""
+        self.text_path, self.text_name, self.text_fingerprint = model_source(text_model)
+        # auto runs a separate text model (usually a text-only sentence-transformers model, which has no
+        # ONNX export here) in torch, unless int8 asks for ONNX Runtime
+        text_backend = "torch" if backend == "auto" and self.precision == "fp32" else self.backend_name
+        self.text_backend, _ = self._load_model(
+            text_model, self.text_fingerprint, half, threads, text_backend, fallback=backend == "auto",
+            what=f"text model {self.text_name}")
+        if "text" not in self.text_backend.modalities:
+            raise ModelError(f"text model {text_model!r} does not encode text")
+        if self.text_backend.dim != self.backend.dim:
+            raise ModelError(
+                f"text model {text_model!r} makes {self.text_backend.dim}-d vectors but model {model!r} makes "
+                f"{self.backend.dim}-d ones; a query text model must be trained into the image model's space"
+            )
+
+    def _torch_free(self, model: str, fingerprint: str | None, half: bool, threads: int | None,
+                    alone: bool) -> "Backend | None":
+        """The model's torch-free backend, or None for the full path: a ready-made ONNX repository always (it has
+        no torch weights; ``--backend torch`` is refused), else its own ONNX export with a query bundle that holds
+        (``towers.bundle_backend``) when the full path would run that export: ``--backend auto|onnx`` on the CPU in
+        fp32 or int8, one model for both modalities (``alone``), not open_clip, and ``quick.torch_free_enabled``."""
+        if not is_open_clip(model) and ready_made_folder(model) is not None:
+            if self.requested_backend == "torch":
+                raise ModelError(f"model {model!r} is a ready-made ONNX repository (no torch weights): it runs on "
+                                 "ONNX Runtime; use --backend onnx or auto")
+            return repo_backend(model, self.precision, self.device, threads)
+        # auto also where onnx/onnxscript (the exporter) are missing, so that auto picks torch: an export made
+        # before (in another environment, an image's build step) still runs without torch
+        if not alone or self.requested_backend not in ("auto", "onnx") or self.device != "cpu" or half \
+                or is_open_clip(model) or not torch_free_enabled():
+            return None
+        towers = bundle_backend(model, self.precision, fingerprint, threads)
+        if towers is not None:
+            log.info("model %s runs without torch: its ONNX export and query bundle hold", model_display_name(model))
+        return towers
+
     def _load_model(self, model: str, fingerprint: str | None, half: bool, threads: int | None, backend: str,
-                    fallback: bool, what: str) -> tuple["Backend", str]:
-        """(a model's backend, its name). With ``fallback`` (auto picked ONNX Runtime) the model is loaded once in
-        torch first: a model that cannot load fails there, once, with its own error; one whose towers cannot be
-        exported (or whose export cannot be cached) then runs in torch, the model already loaded, with one warning."""
+                    fallback: bool, what: str, alone: bool = False) -> tuple["Backend", str]:
+        """(a model's backend, its name): the torch-free one when it holds (``_torch_free``), else the model library's.
+        With ``fallback`` (auto picked ONNX Runtime) the model is loaded once in torch first: a model that cannot load
+        fails there, once, with its own error; one whose towers cannot be exported (or whose export cannot be cached)
+        then runs in torch, the model already loaded, with one warning."""
+        towers = self._torch_free(model, fingerprint, half, threads, alone)
+        if towers is not None:
+            return towers, "onnx"
         if not fallback or backend != "onnx":
             return load_backend(model, self.device, half, backend, threads=threads, precision=self.precision,
                                 fingerprint=fingerprint, trust_code=self.trusted), backend
@@ -352,12 +413,14 @@ class Encoder:
 
     def forward(self, features: dict[str, Any]) -> np.ndarray:
         """Normalised embeddings for preprocessed inputs; a CUDA out-of-memory error halves the batch."""
-        # torch takes seconds to import: only code that runs a model loads it
-        import torch
-
         size = batch_size_of(features)
         if size == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if getattr(self._backend_of(features), "torch_free", False):  # numpy in, numpy out, on the CPU
+            return self._forward(features)
+        # torch takes seconds to import: only code that runs a model loads it
+        import torch
+
         if self.max_forward and size > self.max_forward:
             return self._forward_in_parts(features, size, self.max_forward)
         try:
@@ -375,13 +438,18 @@ class Encoder:
     def _forward_in_parts(self, features: dict[str, Any], size: int, part: int) -> np.ndarray:
         return np.concatenate([self.forward(slice_features(features, start, start + part)) for start in range(0, size, part)])
 
+    def _backend_of(self, features: dict[str, Any]) -> "Backend":
+        return self.text_backend if features.get("modality", "image") == "text" else self.backend
+
     def _forward(self, features: dict[str, Any], backend: "Backend | None" = None) -> np.ndarray:
         """Normalised vectors of ``features`` through ``backend`` (default: the one for its modality)."""
+        modality = features.get("modality", "image")
+        backend = backend or self._backend_of(features)
+        if getattr(backend, "torch_free", False):
+            return unit_rows(backend.embed(features, modality))
         # torch takes seconds to import: only code that runs a model loads it
         import torch
 
-        modality = features.get("modality", "image")
-        backend = backend or (self.text_backend if modality == "text" else self.backend)
         on_device = {
             key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for key, value in features.items()
@@ -399,11 +467,13 @@ class Encoder:
 
     def _encoder_of(self, backend: "Backend"):
         """``encode(items, modality)`` through one backend, by mmindex's own path (for ``check_backend``)."""
-        # torch takes seconds to import: only code that runs a model loads it
-        import torch
-
         def encode(items: list, modality: str) -> np.ndarray:
             features = (backend.preprocess_texts(items) if modality == "text" else backend.preprocess_images(items))
+            if getattr(backend, "torch_free", False):
+                return self._forward(dict(features, modality=modality), backend)
+            # torch takes seconds to import: only code that runs a model loads it
+            import torch
+
             with torch.inference_mode():
                 return self._forward(dict(features, modality=modality), backend)
 
@@ -422,8 +492,10 @@ class Encoder:
 
     def weight_bytes(self) -> int:
         """Bytes of the loaded weights (image and text model), a memory hint for schedulers."""
-        modules = {id(b.module): b.module for b in (self.backend, self.text_backend)}
-        return sum(p.numel() * p.element_size() for module in modules.values() for p in module.parameters())
+        parts = {id(b): b for b in (self.backend, self.text_backend)}.values()
+        files = sum(part.weight_bytes() for part in parts if part.module is None)  # torch-free: the ONNX files
+        modules = {id(b.module): b.module for b in parts if b.module is not None}
+        return files + sum(p.numel() * p.element_size() for module in modules.values() for p in module.parameters())
 
     def replica(self, device: str) -> "Encoder":
         """The same models on another device, for one-replica-per-GPU encoding."""
@@ -434,6 +506,13 @@ class Encoder:
         twin.model = getattr(twin.backend, "st", None)
         twin.max_forward, twin.oom_retries = None, 0
         return twin
+
+
+def unit_rows(vectors) -> np.ndarray:
+    """(n, dim) float32 rows scaled to unit L2 norm: x / max(‖x‖₂, 1e-12), as torch.nn.functional.normalize."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

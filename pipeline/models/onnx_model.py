@@ -122,6 +122,11 @@ class OnnxModel:
         return self.torch_backend.image_size
 
     @property
+    def center_crop(self) -> bool:
+        """The torch model's answer (CLIP's processor crops the centre): ingest decodes alike on both backends."""
+        return self.torch_backend.center_crop
+
+    @property
     def tolerance(self) -> float:
         """``check_backend``'s bar (max abs difference of unit vectors against transformers' reference).
 
@@ -422,8 +427,9 @@ def open_session(path: Path, threads: int | None, providers: list):
     return runtime.InferenceSession(str(path), options, providers=providers)
 
 
-def run_tower(session, features: dict[str, Any], modality: str, precision: str) -> np.ndarray:
-    """(n, dim) raw embeddings of a batch of ``features`` through one tower.
+def run_tower(session, features: dict[str, Any], modality: str, precision: str,
+              output: str | None = None) -> np.ndarray:
+    """(n, dim) raw embeddings of a batch of ``features`` through one tower (its output ``output``, else its first).
 
     int8 captions run one at a time, each without the batch's padding: dynamic quantisation takes its
     activation ranges from the whole input of a run, so a caption run among others would get another
@@ -433,8 +439,8 @@ def run_tower(session, features: dict[str, Any], modality: str, precision: str) 
     """
     size = min((len(value) for value in features.values() if hasattr(value, "shape")), default=0)
     if precision == "fp32" or modality != "text" or size <= 1:  # one caption alone has no batch padding
-        return run_session(session, features)
-    return np.concatenate([run_session(session, _one_caption(features, row)) for row in range(size)])
+        return run_session(session, features, output)
+    return np.concatenate([run_session(session, _one_caption(features, row), output) for row in range(size)])
 
 
 def _one_caption(features: dict[str, Any], row: int) -> dict[str, Any]:
@@ -449,13 +455,14 @@ def _one_caption(features: dict[str, Any], row: int) -> dict[str, Any]:
             for name, value in one.items()}
 
 
-def run_session(session, features: dict[str, Any]) -> np.ndarray:
+def run_session(session, features: dict[str, Any], output: str | None = None) -> np.ndarray:
+    """The output ``output`` (else the first) of ``session`` fed the features it takes, cast to its input types."""
     feed = {}
     for spec in session.get_inputs():
         value = features[spec.name]
         value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         feed[spec.name] = value.astype(np.int64 if "int64" in spec.type else np.float32, copy=False)
-    return session.run(None, feed)[0]
+    return session.run([output] if output else None, feed)[0]
 
 
 def disk_error(error: BaseException) -> OSError | None:

@@ -43,6 +43,7 @@ from mmindex.pipeline.models.identity import (
     precision_to_load,
     text_model_to_load,
 )
+from mmindex.pipeline.models.layouts import layout_of
 from mmindex.pipeline.models.onnx_cache import cache_problem, default_cache_root, probe_gap, read_probes
 from mmindex.pipeline.models.onnx_model import open_session, probe_images
 from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
@@ -174,6 +175,9 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
     folder = model_folder(model)
     if folder is None:
         return _none(model, "not a local folder or a model in the Hugging Face cache")
+    if layout_of(folder) is not None:  # its own towers run without torch (onnx_repos.repo_backend), no bundle needed
+        log.debug("%s is a ready-made ONNX repository: it runs without a bundle", model)
+        return None
     index = read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
         return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
@@ -286,9 +290,9 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
     Used only where the full path would embed the same way: ``backend`` auto or onnx, on the CPU (a
     query's few inputs run there even on a GPU machine), one CLIP-style model for both modalities (not
     open_clip, no separate text model), and the collection's own model and precision; a mismatch is left
-    to the full path, whose error says what differs. ``MMINDEX_QUICK_QUERY=0`` (or false, no, off) turns it off.
+    to the full path, whose error says what differs. ``torch_free_enabled`` turns it off.
     """
-    if os.environ.get("MMINDEX_QUICK_QUERY", "1").strip().lower() in ("0", "false", "no", "off") or meta is None:
+    if not torch_free_enabled() or meta is None:
         return None
     if backend not in ("auto", "onnx") or (device or "auto") not in ("auto", "cpu"):
         return None
@@ -309,3 +313,14 @@ def quick_encoder_for(meta: dict[str, Any] | None, given: str | None, text_model
         return None  # a Hub model is recorded by name
     encoder.name = model_display_name(meta.get("model") or encoder.name)  # a copied folder: the recorded name
     return encoder
+
+
+OFF = ("0", "false", "no", "off")
+
+
+def torch_free_enabled() -> bool:
+    """Whether models may run without torch from their query bundle (queries, and ingest and serve through
+    ``Encoder``): yes unless ``MMINDEX_TORCH_FREE`` or its older name ``MMINDEX_QUICK_QUERY`` is 0 (or false, no,
+    off). Ready-made ONNX repositories (``onnx_repos.py``) have no torch path, so this does not apply to them."""
+    return all(os.environ.get(name, "1").strip().lower() not in OFF for name in ("MMINDEX_TORCH_FREE",
+                                                                               "MMINDEX_QUICK_QUERY"))

@@ -247,9 +247,23 @@ def hub_hint(model: str) -> str:
     return "It is not a local folder, so it comes from the Hugging Face Hub or its local cache. " + offline_howto(model)
 
 
+ONNX_OWNERS = ("Xenova", "Qdrant", "onnx-community")  # Hub owners whose repositories hold ONNX graphs, no torch weights
+
+
+def onnx_only_repo(model: str) -> bool:
+    """Whether the Hub id ``model`` names a repository of ONNX graphs only (by its owner, or a name ending -onnx),
+    which sentence-transformers cannot load or save: it is fetched as files (``hf download``)."""
+    owner, _, name = model.strip().partition("/")
+    return owner in ONNX_OWNERS or name.lower().endswith("-onnx")
+
+
 def offline_howto(model: str) -> str:
-    """The three ways to load a Hub model without network, spelt for ``model``."""
+    """The ways to load a Hub model without network, spelt for ``model`` (an ONNX-only repository: ``hf download``)."""
     folder = "/models/" + model.rstrip("/").rsplit("/", 1)[-1]
+    if onnx_only_repo(model):
+        return (f"To work offline: download its files once where there is network and pass the folder (hf download "
+                f"{model} --local-dir {folder}, then --model {folder}), or run hf download {model} there and copy "
+                "the Hugging Face cache (~/.cache/huggingface) that holds it to this machine.")
     return (f"To work offline: download it once where there is network and pass the folder (python -c \"from "
             f"sentence_transformers import SentenceTransformer; SentenceTransformer('{model}').save('{folder}')\", "
             f"then --model {folder}), or copy a Hugging Face cache (~/.cache/huggingface) that holds it to this "

@@ -1,6 +1,8 @@
 """`mmindex serve`'s option checks before it starts."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,18 @@ def test_the_decode_bound_is_an_option():
     result = CliRunner().invoke(main, ["serve", "-c", "x", "--max-decode-mib", "64", "--print-config"],
                                 env={"QDRANT_URL": ""})
     assert result.exit_code == 0 and '"max_decode_mib": 64' in result.output, result.output
+
+
+@pytest.mark.parametrize("given, env, want", [
+    (["--log-level", "WARNING"], {}, "warning"),
+    ([], {"MMINDEX_LOG_LEVEL": "INFO"}, "info"),  # the variable that also sets mmindex's own notes, in capitals
+    ([], {"MMINDEX_LOG_LEVEL": "Debug"}, "debug"),
+    (["--log-level", "error"], {"MMINDEX_LOG_LEVEL": "INFO"}, "error"),
+])
+def test_the_log_level_is_taken_in_any_case(given, env, want):
+    result = CliRunner().invoke(main, ["serve", "-c", "x", *given, "--print-config"],
+                                env={"QDRANT_URL": "", "MMINDEX_CONFIG": "", **env})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["log_level"] == want
+    refused = CliRunner().invoke(main, ["serve", "-c", "x", "--log-level", "LOUD", "--print-config"])
+    assert refused.exit_code == 2 and "'LOUD' is not one of" in refused.output
