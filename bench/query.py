@@ -14,8 +14,11 @@ neighbourhood structure, HNSW's worst case); `demo`, demo/shapes-clip's own 128-
 
     python bench/query.py --points 100000 --keep /tmp/q100k --json q100k.json
     python bench/query.py --points 1000000 --settings int8 --ef 64,128,256 --peers numpy --keep /tmp/q1m
-    python bench/query.py --vectors demo --points 3000 --dim 128
+    python bench/query.py --vectors demo --points 25000 --settings f32,int8
     python bench/query.py --vectors uniform --points 100000 --settings f32 --ef default,512
+
+Under ~10 MB of vectors (about 5,000 of 512-d, 20,000 of 128-d) the engine builds no HNSW index and scans every
+point: recall is then 1 at any ef. Figures and their reading: bench/README.md §5.
 
 With --keep, each setting's finished build is recorded in DIR/SETTING/bench.json and a later run with the same
 vectors, points, dim, seed and options reuses it: it only re-measures load, latency and recall.
