@@ -1,277 +1,177 @@
-"""Benchmark 5 (query): search latency on the embedded store at 1M points, 512-d, HNSW built.
+"""Benchmark 5 (query): Recall@10 against search latency on the embedded store, ann-benchmarks style.
 
-Random unit vectors with a keyword payload field (10 values, indexed). Reports the time to
-load, index and open the store, p50/p99 latency of a top-10 search with and without a
-keyword filter (about 10% of points pass), excluding text encoding, Recall@10 of those
-searches against exact brute-force answers computed in numpy, and the store's size on disk.
-Targets: p99 ≤ 20 ms, filtered p99 ≤ 2× unfiltered.
+For each store setting (float32; int8 scalar quantization with rescoring; vectors on disk; binary quantization
+where the connectors offer it; HNSW m and ef_construct as options) the store is built as `mmindex ingest` lays it
+out, then one top-10 search per held-out query is timed at each `hnsw_ef` of a sweep (and each oversampling, on a
+quantized store). Per setting and ef: Recall@10 against the exact top-10 (numpy, in blocks), p50/p99 latency (ms)
+and QPS (one client, 1 / mean latency); per setting: upsert and index build time, peak memory, disk, load time.
+Side by side in the same run: exact search in numpy (one query at a time, one thread and all) and qdrant-client's
+local mode. Text encoding is excluded. Each setting runs in a process of its own (clean memory figures).
 
-    python bench/query.py [--points 1000000] [--queries 1000] [--keep DIR]
-                          [--quantization {none,int8}] [--on-disk] [--hnsw-ef N] [--recall-queries 100]
+Vectors (`--vectors`, bench/vector_sets.py): `clustered` (default), a Gaussian mixture shaped like CLIP image
+vectors, its statistics printed beside the figures; `uniform`, random unit vectors (the old benchmark: no
+neighbourhood structure, HNSW's worst case); `demo`, demo/shapes-clip's own 128-d vectors of `mmindex sample` images.
 
-The collection is laid out as `mmindex ingest --quantization int8 --on-disk` lays it out
-(same CollectionOptions, same store opening). With --keep, a finished build is recorded in
-DIR/bench.json and a later run with the same --points/--dim/--quantization/--on-disk reuses
-it: it only re-measures load, latency and recall (with --hnsw-ef, at another search beam).
+    python bench/query.py --points 100000 --keep /tmp/q100k --json q100k.json
+    python bench/query.py --points 1000000 --settings int8 --ef 64,128,256 --peers numpy --keep /tmp/q1m
+    python bench/query.py --vectors demo --points 25000 --settings f32,int8
+    python bench/query.py --vectors uniform --points 100000 --settings f32 --ef default,512
+
+Under ~10 MB of vectors (about 5,000 of 512-d, 20,000 of 128-d) the engine builds no HNSW index and scans every
+point: recall is then 1 at any ef. Figures and their reading: bench/README.md §5.
+
+With --keep, each setting's finished build is recorded in DIR/SETTING/bench.json and a later run with the same
+vectors, points, dim, seed and options reuses it: it only re-measures load, latency and recall.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
-import threading
+import os
+import platform
 import time
-from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
+from multiprocessing import get_context
 
-import common  # noqa: F401
 import numpy as np
-from common import machine, peak_rss_mb, timed
+from query_peers import numpy_rows, qdrant_local_row
+from query_store import LAYOUTS, load_average, parse_setting, row_line, run_setting
+from vector_sets import KINDS, exact_top, statistics, vector_set
 
-from mmindex.connectors.base import CollectionOptions, CollectionSpec, PointRecord, SearchRequest
-from mmindex.pipeline.config import StoreSettings
-from mmindex.pipeline.ingest.records import point_id_from_key
-
-COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "cyan"]
-COLLECTION = "bench"
-BLUE = {"must": [{"key": "color", "match": {"value": "blue"}}]}
-CHUNK = 2000  # points generated and upserted at a time; the recall check regenerates them the same way
-MARKER = "bench.json"  # written once a build has finished: what a --keep run may reuse
+DEFAULT_EFS = "default,16,32,64,128,256,512"
+HEADER = f"{'setting':<28} {'hnsw_ef':>7} {'ovs':>4} {'Recall@10':>9} {'p50 ms':>8} {'p99 ms':>8} {'QPS':>8}"
 
 
-def open_store(folder: Path, options: CollectionOptions):
-    """The store as `mmindex ingest --data-dir FOLDER --collection bench` with these options opens it."""
-    return StoreSettings(collection=COLLECTION, data_dir=str(folder), options=options).open()
+def machine() -> str:
+    with open("/proc/meminfo") as handle:
+        memory_gb = int(handle.readline().split()[1]) / 2 ** 20
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {memory_gb:.0f} GB; numpy {np.__version__}, "
+            f"qdrant-edge-py {metadata.version('qdrant-edge-py')}, qdrant-client {metadata.version('qdrant-client')}")
 
 
-def point_vectors(points: int, dim: int, seed: int = 0):
-    """The benchmark's points, CHUNK at a time: (first index, unit vectors)."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, points, CHUNK):
-        vectors = rng.normal(size=(min(CHUNK, points - start), dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        yield start, vectors
+def in_child(function, job: dict, in_process: bool):
+    """``function(job)`` in a fresh process (its memory figures are its own), or here with ``in_process``."""
+    if in_process:
+        return function(job)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, job).result()
 
 
-def query_vectors(queries: int, dim: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(queries, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors
+def parse_efs(text: str) -> list[int | None]:
+    """``16,32,default`` → [16, 32, None] (None: the engine's default beam)."""
+    return [None if part.strip() == "default" else int(part) for part in text.split(",")]
 
 
-def build(folder: Path, points: int, dim: int, options: CollectionOptions, seed: int = 0) -> dict:
-    peaks = MemoryPeaks()
-    store = open_store(folder, options)
-    store.ensure_collection(CollectionSpec("random", dim, {"color": "keyword"}))
-    store.create_payload_index("color", "keyword")
-    started = time.perf_counter()
-    step = max(CHUNK, points // 10 // CHUNK * CHUNK)
-    for start, vectors in point_vectors(points, dim, seed):
-        store.upsert([
-            PointRecord(point_id_from_key(start + i), {"image": vectors[i]}, {"color": COLORS[(start + i) % 10]})
-            for i in range(len(vectors))
-        ])
-        done = start + len(vectors)
-        if done % step == 0 or done == points:
-            print(f"  upserted {done:,}/{points:,} in {time.perf_counter() - started:.1f}s; "
-                  f"RSS {rss_mb():.0f} MB", flush=True)
-    upsert_seconds = time.perf_counter() - started
-    print(f"  building the HNSW index (optimize), started {time.strftime('%H:%M:%S')}", flush=True)
-    _, index_seconds = timed(store.finish, optimize=True)
-    store.close()
-    peak = peaks.stop()
-    return {"points": points, "dim": dim, "seed": seed, "options": options.to_dict(), "upsert_s": upsert_seconds,
-            "index_s": index_seconds, "peak_rss_build_mb": peak_rss_mb(), "peak_anon_build_mb": peak["RssAnon"],
-            "peak_file_build_mb": peak["RssFile"]}
-
-
-def latencies(store, vectors: np.ndarray, where: dict | None, hnsw_ef: int | None = None) -> np.ndarray:
-    for vector in vectors[:20]:  # warm-up
-        store.search(SearchRequest(vector=vector, using="image", limit=10, filter=where, hnsw_ef=hnsw_ef))
-    times = []
-    for vector in vectors:
-        started = time.perf_counter()
-        hits = store.search(SearchRequest(vector=vector, using="image", limit=10, filter=where, hnsw_ef=hnsw_ef))
-        times.append(time.perf_counter() - started)
-        assert len(hits) == 10
-    return np.asarray(times) * 1000
-
-
-def exact_top(queries: np.ndarray, points: int, dim: int, seed: int, k: int = 10, block: int = 50_000):
-    """Exact top-k point indices by cosine (unit vectors: dot product), for all points and for color = blue.
-
-    Regenerates the points from the seed, a block at a time, so memory stays small at 1M points.
-    """
-    blue = COLORS.index("blue")
-    best = {name: (np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64))
-            for name in ("all", "blue")}
-
-    def merge(name, scores, indices):
-        scores = np.concatenate([best[name][0], scores], axis=1)
-        indices = np.concatenate([best[name][1], np.broadcast_to(indices, (len(queries), len(indices)))], axis=1)
-        if scores.shape[1] > k:
-            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            scores, indices = np.take_along_axis(scores, keep, 1), np.take_along_axis(indices, keep, 1)
-        best[name] = (scores, indices)
-
-    pending: list[np.ndarray] = []
-    pending_start = 0
-    for start, vectors in point_vectors(points, dim, seed):
-        if not pending:
-            pending_start = start
-        pending.append(vectors)
-        if sum(len(v) for v in pending) >= block or start + len(vectors) == points:
-            matrix = np.concatenate(pending)
-            pending = []
-            indices = np.arange(pending_start, pending_start + len(matrix))
-            scores = queries @ matrix.T
-            merge("all", scores, indices)
-            mask = indices % 10 == blue
-            merge("blue", scores[:, mask], indices[mask])
-    return {name: value[1] for name, value in best.items()}
-
-
-def recall(store, queries: np.ndarray, truth: np.ndarray, where: dict | None, hnsw_ef: int | None = None) -> float:
-    found = 0
-    for vector, indices in zip(queries, truth):
-        hits = store.search(SearchRequest(vector=vector, using="image", limit=10, filter=where, with_payload=False,
-                                          hnsw_ef=hnsw_ef))
-        expected = {point_id_from_key(int(i)) for i in indices}
-        found += len(expected & {hit.id for hit in hits})
-    return found / truth.size
-
-
-def disk_usage(folder: Path) -> tuple[int, int]:
-    """(allocated, apparent) bytes under ``folder``: the store preallocates sparse files."""
-    allocated = apparent = 0
-    for path in folder.rglob("*"):
-        if path.is_file():
-            stat = path.stat()
-            allocated += stat.st_blocks * 512
-            apparent += stat.st_size
-    return allocated, apparent
-
-
-def memory_mb() -> dict[str, float]:
-    """This process's resident memory now (MB): VmRSS, and its anonymous and file-backed parts."""
-    values = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            name = line.split(":")[0]
-            if name in ("VmRSS", "RssAnon", "RssFile"):
-                values[name] = int(line.split()[1]) / 1024
-    return values
-
-
-def rss_mb() -> float:
-    return memory_mb().get("VmRSS", float("nan"))
-
-
-class MemoryPeaks:
-    """Peak anonymous and file-backed RSS, sampled every 0.2 s in a thread.
-
-    Peak RSS alone (ru_maxrss) counts pages of memory-mapped files, which the kernel can drop
-    (with --on-disk the vectors are such pages); anonymous memory is what the process really holds.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        self.peaks = {"RssAnon": 0.0, "RssFile": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
-        self._thread.start()
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(interval)
-
-    def sample(self) -> None:
-        for name, value in memory_mb().items():
-            if name in self.peaks:
-                self.peaks[name] = max(self.peaks[name], value)
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        return dict(self.peaks)
-
-
-def main():
+def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--quantization", choices=["none", "int8"], default="none",
-                        help="Lay the collection out as `mmindex ingest --quantization int8` does (default: none).")
-    parser.add_argument("--on-disk", action="store_true",
-                        help="Vectors on disk (memory-mapped), as `mmindex ingest --on-disk`.")
-    parser.add_argument("--hnsw-ef", type=int, default=None,
-                        help="Search beam, as `mmindex query --hnsw-ef` (default: the engine's).")
-    parser.add_argument("--recall-queries", type=int, default=100,
-                        help="Queries checked against exact brute-force top-10 (0: skip the recall check).")
-    parser.add_argument("--keep", default=None,
-                        help="Build into (or reuse) this folder instead of a temporary one. A finished build is "
-                             "reused by a later run with the same --points, --dim, --quantization and --on-disk.")
-    args = parser.parse_args()
-    options = CollectionOptions(on_disk=args.on_disk,
-                                quantization=None if args.quantization == "none" else args.quantization)
-    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp())
-    layout = ", ".join(f"{k}={v}" for k, v in options.to_dict().items()) or "float32 in RAM"
-    print(f"machine: {machine()}; {args.points:,} points × {args.dim}-d, cosine, keyword index on 'color'; "
-          f"layout: {layout}; hnsw_ef {args.hnsw_ef or 'default'}", flush=True)
-    wanted = {"points": args.points, "dim": args.dim, "seed": 0, "options": options.to_dict()}
+    parser.add_argument("--vectors", choices=KINDS, default="clustered", help="Which vectors (default: clustered).")
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512, help="Vector size (the demo vectors are 128-d whatever it says).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the points (queries are held-out draws).")
+    parser.add_argument("--queries", type=int, default=1000, help="Held-out queries timed and scored per sweep point.")
+    parser.add_argument("--settings", default="f32,int8,int8-disk",
+                        help=f"Comma-separated store settings, each NAME[:m=M][:efc=E], NAME one of "
+                             f"{', '.join(LAYOUTS)} (binary only where connectors/ offers it), or none. "
+                             "Example: f32,int8,f32:m=32:efc=200")
+    parser.add_argument("--ef", default=DEFAULT_EFS, help=f"hnsw_ef sweep, `default` for the engine's (default {DEFAULT_EFS}).")
+    parser.add_argument("--oversampling", default="2",
+                        help="Oversampling values swept on quantized settings (candidates per result rescored; "
+                             "default 2, the store's). Example: 2,4")
+    parser.add_argument("--filtered", action="store_true", help="Also time each sweep point with color = blue (10%%).")
+    parser.add_argument("--peers", default="numpy,local",
+                        help="Baselines in the same run: numpy (exact, 1 thread and all), local (qdrant-client local "
+                             "mode), or none.")
+    parser.add_argument("--peer-queries", type=int, default=200, help="Queries timed for each baseline.")
+    parser.add_argument("--local-max-points", type=int, default=200_000,
+                        help="Skip qdrant-client's local mode above this many points (its upsert and scan are Python).")
+    parser.add_argument("--local-path-points", type=int, default=10_000,
+                        help="Points upserted into qdrant-client's on-disk local mode (path=) to time its upsert.")
+    parser.add_argument("--keep", default=None, help="Build into (or reuse) DIR/SETTING instead of temporary folders.")
+    parser.add_argument("--json", default=None, help="Also write every figure to this JSON file.")
+    parser.add_argument("--in-process", action="store_true", help="Run every setting in this process (tests).")
+    args = parser.parse_args(argv)
     try:
-        marker = folder / MARKER
-        if marker.is_file():
-            built = json.loads(marker.read_text())
-            recorded = {name: built.get(name) for name in wanted}
-            if recorded != wanted:
-                raise SystemExit(f"{folder} holds a store built for {recorded}, not {wanted}: pass the same "
-                                 "options, or another --keep folder")
-            print(f"reusing the store in {folder} (built earlier: upsert {built['upsert_s']:.1f}s, HNSW build "
-                  f"{built['index_s']:.1f}s, peak RSS {built['peak_rss_build_mb']:.0f} MB, of it anonymous "
-                  f"{built.get('peak_anon_build_mb', float('nan')):.0f} MB)")
-        else:
-            if (folder / COLLECTION).exists():
-                raise SystemExit(f"{folder / COLLECTION} exists but no finished build is recorded in {marker} "
-                                 "(a build was stopped, or is still running): remove it to build again")
-            built = build(folder, args.points, args.dim, options)
-            marker.write_text(json.dumps(built, indent=2))
-            print(f"upsert {built['upsert_s']:.1f}s, HNSW build (optimize) {built['index_s']:.1f}s; "
-                  f"peak RSS so far {built['peak_rss_build_mb']:.0f} MB (peak anonymous "
-                  f"{built['peak_anon_build_mb']:.0f} MB, peak file-backed {built['peak_file_build_mb']:.0f} MB)",
-                  flush=True)
-        allocated, apparent = disk_usage(folder / COLLECTION)
-        print(f"store on disk: {allocated / 2**30:.2f} GiB allocated ({apparent / 2**30:.2f} GiB apparent)")
-        peaks = MemoryPeaks()
-        store = open_store(folder, options)
-        _, load_seconds = timed(store._open)
-        info = store.info()
-        print(f"load (open the shard): {load_seconds * 1000:.0f} ms; {info.points:,} points; "
-              f"recorded options {info.options or '{}'}", flush=True)
-        queries = query_vectors(args.queries, args.dim)
-        plain = latencies(store, queries, None, args.hnsw_ef)
-        filtered = latencies(store, queries, BLUE, args.hnsw_ef)
-        serving, peak_rss, serving_peaks = memory_mb(), peak_rss_mb(), peaks.stop()
-        for name, values in (("unfiltered", plain), ("color = blue", filtered)):
-            print(f"{name:<14} p50 {np.percentile(values, 50):6.2f} ms   p99 {np.percentile(values, 99):6.2f} ms")
-        print(f"filtered ÷ unfiltered p99: {np.percentile(filtered, 99) / np.percentile(plain, 99):.2f} (target ≤ 2)")
-        print(f"p99 unfiltered {np.percentile(plain, 99):.2f} ms (target ≤ 20 ms); peak RSS {peak_rss:.0f} MB; "
-              f"load + searches: peak anonymous {serving_peaks['RssAnon']:.0f} MB, RSS after them "
-              f"{serving['VmRSS']:.0f} MB ({serving['RssAnon']:.0f} anonymous + {serving['RssFile']:.0f} "
-              "file-backed)", flush=True)
-        if args.recall_queries:
-            sample = query_vectors(args.recall_queries, args.dim)  # the first queries timed above
-            truth, seconds = timed(exact_top, sample, info.points, args.dim, 0)
-            print(f"Recall@10 over {len(sample)} queries (exact top-10 by numpy brute force, {seconds:.1f}s): "
-                  f"unfiltered {recall(store, sample, truth['all'], None, args.hnsw_ef):.4f}, "
-                  f"color = blue {recall(store, sample, truth['blue'], BLUE, args.hnsw_ef):.4f}")
-        store.close()
-    finally:
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+        args.setting_list = [] if args.settings == "none" else [parse_setting(s).label for s in args.settings.split(",")]
+        args.efs, args.oversamplings = parse_efs(args.ef), [float(v) for v in args.oversampling.split(",")]
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = arguments(argv)
+    vectors = vector_set(args.vectors, args.points, args.dim, args.seed)
+    spec = {"kind": args.vectors, "points": args.points, "dim": vectors.dim, "seed": args.seed}
+    print(f"machine: {machine()}; load average {load_average()}", flush=True)
+    print(f"{args.points:,} points: {vectors.describe()}; {args.queries} queries; top-10, cosine", flush=True)
+    queries = vectors.queries(args.queries)
+    started = time.perf_counter()
+    truth = exact_top(vectors, queries)
+    exact_seconds = time.perf_counter() - started
+    stats = statistics(vectors, truth["all"][0][:, 0])
+    print(f"exact top-10 of {len(queries)} queries (numpy, blocks of 50k points, all threads): {exact_seconds:.1f}s "
+          f"({len(queries) / exact_seconds:.0f} queries/s batched)", flush=True)
+    print("statistics: " + statistics_line(stats), flush=True)
+    result = {"machine": machine(), "load_avg_start": list(load_average()), "vectors": vectors.describe(),
+              "spec": spec, "arguments": {k: v for k, v in vars(args).items() if k != "setting_list"},
+              "statistics": stats, "exact_batched_s": exact_seconds, "settings": [], "peers": []}
+    job = {"vectors": spec, "queries": args.queries, "truth": truth["all"][1], "truth_blue": truth["blue"][1],
+           "efs": args.efs, "oversamplings": args.oversamplings, "filtered": args.filtered, "keep": args.keep}
+    for label in args.setting_list:
+        result["settings"].append(in_child(run_setting, {**job, "setting": label}, args.in_process))
+    result["peers"] = run_peers(args, job)
+    result["load_avg_end"] = list(load_average())
+    print_report(result)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2, default=lambda value: value.tolist())
+    return result
+
+
+def run_peers(args: argparse.Namespace, job: dict) -> list[dict]:
+    peers, wanted = [], set(args.peers.split(",")) - {"none"}
+    job = {**job, "count": min(args.peer_queries, args.queries), "path_points": args.local_path_points}
+    if "numpy" in wanted:
+        print(f"  numpy exact search, one query at a time: load average {load_average()[0]:.2f}", flush=True)
+        peers += in_child(numpy_rows, job, args.in_process)
+    if "local" in wanted and args.points <= args.local_max_points:
+        print(f"  qdrant-client local mode: load average {load_average()[0]:.2f}", flush=True)
+        peers.append(in_child(qdrant_local_row, job, args.in_process))
+    elif "local" in wanted:
+        print(f"  qdrant-client local mode: not run at {args.points:,} points (above --local-max-points "
+              f"{args.local_max_points:,}): its upsert and its scan per query run in Python", flush=True)
+    return peers
+
+
+def statistics_line(stats: dict) -> str:
+    return (f"pairwise cosine mean {stats['pair_cos_mean']:.3f} (sd {stats['pair_cos_sd']:.3f}); nearest-neighbour "
+            f"cosine of the queries p10/p50/p90 {stats['nn_cos_p10']:.3f}/{stats['nn_cos_p50']:.3f}/"
+            f"{stats['nn_cos_p90']:.3f}; participation ratio {stats['participation_ratio']:.1f}")
+
+
+def print_report(result: dict) -> None:
+    print(f"\nRecall@10 and latency ({result['spec']['points']:,} points; QPS = 1 / mean latency, one client):")
+    print(HEADER)
+    for setting in result["settings"]:
+        for row in setting["rows"]:
+            print(row_line(setting["setting"], row))
+    for peer in result["peers"]:
+        print(row_line(peer["setting"], peer))
+    print(f"\n{'setting':<28} {'upsert s':>9} {'index s':>9} {'peak anon MB':>13} {'peak file MB':>13} "
+          f"{'disk GiB':>9} {'load ms':>8} {'search anon MB':>15}")
+    for setting in result["settings"]:
+        build = setting["build"]
+        print(f"{setting['setting']:<28} {build['upsert_s']:>9.1f} {build['index_s']:>9.1f} "
+              f"{build['peak_anon_build_mb']:>13.0f} {build['peak_file_build_mb']:>13.0f} {setting['disk_gib']:>9.2f} "
+              f"{setting['load_ms']:>8.0f} {setting['search_peak_anon_mb']:>15.0f}"
+              + ("  (build reused)" if build.get("reused") else ""))
+    for peer in result["peers"]:
+        if "build" in peer:
+            print(f"{peer['setting']:<28} {peer['build']['upsert_s']:>9.1f} {'-':>9} {peer['peak_anon_mb']:>13.0f}"
+                  f"  (in memory; on disk: {peer['build']['path_upsert_s']:.1f}s for {peer['build']['path_points']:,} "
+                  "points)")
+    print(f"load average at the end {result['load_avg_end']}")
 
 
 if __name__ == "__main__":
