@@ -14,7 +14,10 @@ count), interleaved over K rounds in a rotated order:
 Timed: the whole process (start to exit) and ingest rows/s (first row read to last point
 written; the model is loaded before). After each run the store is opened and every point
 counted with both vectors; a contestant that wrote fewer than N is failed, not timed. Ratios
-paired within each round are printed too (a busy machine slows one round for everybody). The
+paired within each round are printed too (a busy machine slows one round for everybody), with the
+1-min load average before and after every run; so is issue 27's fp32 pair (mmindex onnx fp32 against
+FastEmbed on the same fp32 towers) in every round, on rows/s and on whole-process time, with its
+median and spread at the end against the 1.25× goal. The
 last line reads ``mmindex ÷ best peer: R``: the best mmindex backend's median rows/s over
 the fastest of the plain script, FastEmbed and Daft.
 
@@ -51,6 +54,7 @@ class Contestant:
     available: str | None = None  # None: runs; else why not
     rates: list[float] = field(default_factory=list)
     walls: list[float] = field(default_factory=list)
+    loads: list[tuple[float, float]] = field(default_factory=list)  # 1-min load average before and after each run
     failure: str | None = None
 
     @property
@@ -230,10 +234,12 @@ def prepare(model: str) -> dict:
     """Export the towers (fp32, int8) into ONNX_CACHE and lay out FastEmbed's folders; what is available."""
     status: dict = {}
     try:
+        from mmindex.pipeline.models.bundle import write_bundle
         from mmindex.pipeline.models.onnx_model import OnnxModel
 
         for precision in ("fp32", "int8"):
             onnx = OnnxModel(model, precision=precision, cache_root=ONNX_CACHE)
+            write_bundle(onnx)  # as a first `mmindex ingest` does: later runs take the torch-free path
         status["onnx"] = str(onnx.cache_dir.parent)
     except Exception as error:  # ImportError (no onnxruntime), ModelError
         status["onnx_error"] = f"{type(error).__name__}: {error}"
@@ -313,9 +319,11 @@ def run_once(contestant: Contestant, data: Path, model: Path, rows: int, batch_s
         command = [sys.executable, str(HERE), "--worker", contestant.key, "--data", str(data), "--model", str(model),
                    "--store", str(store), "--result", str(result), "--batch-size", str(batch_size)]
     try:
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=child_env())
         wall = time.perf_counter() - started
+        load = (load_before, os.getloadavg()[0])
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise RuntimeError(f"exit {done.returncode}: {' | '.join(tail)}")
@@ -326,8 +334,9 @@ def run_once(contestant: Contestant, data: Path, model: Path, rows: int, batch_s
             raise RuntimeError(f"wrote {written} of {rows} points with both vectors")
         contestant.rates.append(rows / seconds)
         contestant.walls.append(wall)
-        print(f"  {contestant.key:<18} {rows / seconds:7.2f} rows/s  ingest {seconds:6.1f} s  whole {wall:6.1f} s",
-              flush=True)
+        contestant.loads.append(load)
+        print(f"  {contestant.key:<18} {rows / seconds:7.2f} rows/s  ingest {seconds:6.1f} s  whole {wall:6.1f} s  "
+              f"load {load[0]:.2f}→{load[1]:.2f}", flush=True)
     except Exception as error:
         contestant.failure = str(error)[:300]
         print(f"  {contestant.key:<18} FAILED: {contestant.failure}", flush=True)
@@ -434,6 +443,43 @@ def paired_ratios(contestants: list[Contestant]) -> list[float]:
     return [max(c.rates[r] for c in ours) / max(c.rates[r] for c in peers) for r in range(rounds)]
 
 
+FP32_PAIR = ("mmindex-onnx-fp32", "fastembed")  # the CPU default against FastEmbed on the same fp32 towers
+GOAL = 1.25  # issue 27: mmindex fp32 ≥ 1.25× FastEmbed fp32, on rows/s and on whole-process time
+
+
+def fp32_ratios(contestants: list[Contestant], round_number: int) -> tuple[float, float] | None:
+    """Round ``round_number``'s (rows/s ratio, whole-process ratio) of mmindex fp32 over FastEmbed fp32, each > 1
+    when mmindex is faster (rows/s: ours ÷ theirs; whole time: theirs ÷ ours); None if either did not run."""
+    by_key = {c.key: c for c in contestants}
+    ours, theirs = (by_key.get(key) for key in FP32_PAIR)
+    if not ours or not theirs or min(len(ours.rates), len(theirs.rates)) <= round_number:
+        return None
+    return (ours.rates[round_number] / theirs.rates[round_number],
+            theirs.walls[round_number] / ours.walls[round_number])
+
+
+def print_fp32_pair(contestants: list[Contestant], round_number: int) -> None:
+    ratios = fp32_ratios(contestants, round_number)
+    if ratios:
+        print(f"  fp32 pair, round {round_number + 1}: mmindex ÷ FastEmbed  rows/s {ratios[0]:.2f}  "
+              f"whole process {ratios[1]:.2f}", flush=True)
+
+
+def fp32_summary(contestants: list[Contestant]) -> None:
+    """Median and spread of the paired fp32 ratios, and whether both medians meet GOAL."""
+    pairs = [ratio for r in range(max((len(c.rates) for c in contestants), default=0))
+             if (ratio := fp32_ratios(contestants, r))]
+    if not pairs:
+        print("fp32 pair (mmindex onnx fp32 ÷ FastEmbed): not measured (both must run)")
+        return
+    for index, figure in enumerate(("rows/s", "whole process")):
+        values = [pair[index] for pair in pairs]
+        median = statistics.median(values)
+        print(f"fp32 pair, {figure}: " + ", ".join(f"{v:.2f}" for v in values) + f"  → median {median:.2f}, "
+              f"spread {min(values):.2f}–{max(values):.2f} over {len(values)} round(s); goal ≥ {GOAL}: "
+              + ("met" if median >= GOAL else f"missed by {GOAL - median:.2f}"))
+
+
 def race(args) -> None:
     data = common.sample_data(args.rows)
     model = common.model(args.model_size)
@@ -458,8 +504,10 @@ def race(args) -> None:
         for contestant in order:
             if contestant.failure is None:
                 run_once(contestant, data, model, args.rows, args.batch_size)
+        print_fp32_pair(running, round_number)
     print(f"load (1 min) at end: {os.getloadavg()[0]:.2f}")
     table(chosen, args.rows, args.rounds)
+    fp32_summary(chosen)
     print(verdict(chosen))
 
 

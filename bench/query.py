@@ -75,9 +75,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                              f"{', '.join(LAYOUTS)} (binary only where connectors/ offers it), or none. "
                              "Example: f32,int8,f32:m=32:efc=200")
     parser.add_argument("--ef", default=DEFAULT_EFS, help=f"hnsw_ef sweep, `default` for the engine's (default {DEFAULT_EFS}).")
-    parser.add_argument("--oversampling", default="2",
+    parser.add_argument("--oversampling", default="2,4",
                         help="Oversampling values swept on quantized settings (candidates per result rescored; "
-                             "default 2, the store's). Example: 2,4")
+                             "4 is the store's default). Example: 2,4,8")
     parser.add_argument("--filtered", action="store_true", help="Also time each sweep point with color = blue (10%%).")
     parser.add_argument("--peers", default="numpy,local",
                         help="Baselines in the same run: numpy (exact, 1 thread and all), local (qdrant-client local "

@@ -16,6 +16,7 @@ import numpy as np
 from vector_sets import vector_set
 
 from mmindex.connectors.base import QUANTIZATIONS, CollectionOptions, CollectionSpec, PointRecord, SearchRequest
+from mmindex.connectors.queries import OVERSAMPLING
 from mmindex.pipeline.config import StoreSettings
 from mmindex.pipeline.ingest.records import point_id_from_key
 
@@ -103,7 +104,7 @@ def sweep_point(store, queries: np.ndarray, truth: list[set[str]], hnsw_ef: int 
     exact top-10 (``truth``: point ids) among the ids the store returned, over all queries."""
     def request(vector):
         return SearchRequest(vector=vector, using="image", limit=10, filter=where, hnsw_ef=hnsw_ef,
-                             oversampling=oversampling or 2.0)
+                             oversampling=oversampling or OVERSAMPLING)
 
     for vector in queries[:WARM_UP]:
         store.search(request(vector))
@@ -183,7 +184,7 @@ def measure(root: Path, vectors, setting: Setting, job: dict) -> dict:
     widest = max((ef for ef in job["efs"] if ef is not None), default=None)
     for vector in queries:
         store.search(SearchRequest(vector=vector, using="image", limit=10, hnsw_ef=widest,
-                                   oversampling=max(oversamplings, key=lambda value: value or 0) or 2.0))
+                                   oversampling=max(oversamplings, key=lambda value: value or 0) or OVERSAMPLING))
     rows = []
     for hnsw_ef in job["efs"]:
         for oversampling in oversamplings:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
-from mmindex.connectors.queries import Nearest, Prefetch, Query, SearchParams, SparseVector
+from mmindex.connectors.queries import OVERSAMPLING, Nearest, Prefetch, Query, SearchParams, SparseVector
 from mmindex.errors import CollectionMismatchError
 
 VECTOR_NAMES = ("image", "text")
@@ -250,7 +250,7 @@ class SearchRequest:
     with_payload: bool = True  # False: ids and scores only (fusion fetches candidates this way)
     exact: bool = False  # brute force instead of HNSW (for checking recall)
     hnsw_ef: int | None = None  # search-time beam width; larger is slower and more exact
-    oversampling: float = 2.0  # with quantization: candidates fetched per result, then rescored
+    oversampling: float = OVERSAMPLING  # with quantization: candidates fetched per result, then rescored
     query: Query | None = None
     prefetch: Sequence[Prefetch] = ()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mmindex.connectors.base import CollectionSpec, Store
+from mmindex.connectors.queries import OVERSAMPLING
 from mmindex.errors import InputError, UsageError
 from mmindex.keys import TRUNCATED_KEY
 from mmindex.pipeline.collection.info import require_collection
@@ -41,7 +42,7 @@ class QueryRequest:
     score_threshold: float | None = None
     exact: bool = False
     hnsw_ef: int | None = None
-    oversampling: float = 2.0
+    oversampling: float = OVERSAMPLING
     fields: Sequence[str] | None = None
     mode: str = "dense"
     fusion: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mmindex.connectors.base import SearchRequest, Store
-from mmindex.connectors.queries import Fusion, Rescore
+from mmindex.connectors.queries import OVERSAMPLING, Fusion, Rescore
 from mmindex.errors import FilterError, UsageError, StoreError
 from mmindex.pipeline.duplicates.collapse import collapse, collapsed_hits, collapsed_page
 from mmindex.pipeline.query.cutoff import CANDIDATES, background_scores, relevant_count
@@ -46,7 +46,7 @@ def search(
     score_threshold: float | None = None,
     exact: bool = False,
     hnsw_ef: int | None = None,
-    oversampling: float = 2.0,
+    oversampling: float = OVERSAMPLING,
     fusion_depth: int = FUSION_DEPTH,
     options: SearchOptions = SearchOptions(),
 ) -> list[Hit]:
@@ -61,7 +61,7 @@ def search(
     candidates of each leg, MMR the ``pool`` best: ``offset + limit`` must not exceed them (FilterError).
     ``limit`` ≥ 1 and ``offset`` ≥ 0 (UsageError); with ``group_by`` they count groups. ``exact`` searches by
     brute force (to check the index's recall); ``hnsw_ef`` widens the index search; on a quantized collection
-    ``oversampling`` × ``limit`` candidates are rescored with the full vectors.
+    ``oversampling`` × ``limit`` candidates (default 4: bench/README.md §5) are rescored with the full vectors.
 
     Returns ``Hit`` values (id, score, caption, payload; ``group`` with ``group_by``).
     """

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from mmindex.connectors.base import CollectionSpec, PointRecord, SearchRequest
 from mmindex.connectors.qdrant_edge import QdrantEdgeStore
 from mmindex.connectors.qdrant_server import QdrantServerStore
-from mmindex.connectors.queries import SparseVector
+from mmindex.connectors.queries import OVERSAMPLING, SparseVector
 from mmindex.errors import MmindexError
 from mmindex.pipeline.query.filters import combine_filters, compile_filter
 from mmindex.pipeline.query.plan import SearchOptions, build_request, vector_legs
@@ -299,7 +299,7 @@ def check_legs(stores_of, case: Case, depth: int) -> None:
     query_filter = compile_filter(case.where, None, field_types=SPEC.payload_types, origin="filter")
     if options.exclude_ids:
         query_filter = combine_filters(query_filter, {"must_not": [{"has_id": list(options.exclude_ids)}]})
-    params = dict(score_threshold=None, exact=False, hnsw_ef=None, oversampling=2.0)
+    params = dict(score_threshold=None, exact=False, hnsw_ef=None, oversampling=OVERSAMPLING)
     request = build_request(case.vector, case.target, options, query_filter, 10_000, depth, params)
     assume(len(legs) > 1 or options.boost is not None)
     stores, _ = stores_of(case.seed)
