@@ -14,7 +14,8 @@ the model the full way (which says what is wrong, and writes a fresh bundle):
 - the export is whole (``onnx_model.cache_problem``) and for the fingerprint the collection records;
 - tokenizer.json has the hash it was checked with, the tokenizer makes the recorded ids for the probe
   captions (a tokenizers upgrade that changes them falls back), and the towers give torch's probe
-  vectors within the bars ``OnnxModel`` holds its export to (``onnx_model.probe_gap``).
+  vectors within the bars ``OnnxModel`` holds its export to (``onnx_model.probe_gap``); once they pass,
+  ``probe_stamp.py`` records it, and later opens of the same files with the same code skip the probes.
 The vectors are therefore the ONNX backend's own, which ``OnnxModel`` checks against torch.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ from mmindex.pipeline.models.onnx_cache import cache_problem, default_cache_root
 from mmindex.pipeline.models.onnx_model import open_session, probe_images
 from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
 from mmindex.pipeline.models.onnx_model import run_tower
+from mmindex.pipeline.models.probe_stamp import stamp_holds, write_stamp
 from mmindex.pipeline.models.st_model import ClipImageSteps, clip_pixels
 
 log = logging.getLogger("mmindex.quick")
@@ -74,10 +76,15 @@ def checked_bundle(bundle: dict[str, Any] | None, manifest: dict[str, Any] | Non
         return None, "its tokenizer.json is not the one the bundle was checked with"
     try:
         encoder = QuickEncoder(bundle, cache_dir, name, fingerprint, threads, sessions)
+        if stamp_holds(cache_dir, manifest, images):  # these files passed these probes here before (probe_stamp.py)
+            return encoder, None
         failure = encoder.check(images)
     except Exception as error:  # noqa: BLE001 - a damaged bundle: the full path rebuilds it
         failure = f"{type(error).__name__}: {error}"
-    return (None, failure) if failure else (encoder, None)
+    if failure:
+        return None, failure
+    write_stamp(cache_dir, manifest, images)
+    return encoder, None
 
 
 # -- reading (no torch) --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,13 +165,18 @@ def test_options_the_fast_path_does_not_run_take_the_full_path(collection):
 
 
 @pytest.mark.parametrize("damage", ["tokenizer", "tokenizer vocabulary", "probe ids", "bundle json", "model file",
-                                    "index", "index fields", "weights in place"])
+                                    "index", "index fields", "weights in place",
+                                    "weights in place, dated back"])
 def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, tiny_model, tmp_path, damage,
                                                                    monkeypatch):
     """Each damage on a copy of the model and its cache: the query still answers right, by the full path,
-    which writes a fresh bundle; the next query is fast again."""
+    which writes a fresh bundle; the next query is fast again. The first open records its passed probes
+    (probe_stamp.py), so each damage is also one that record must not hide."""
     import shutil
 
+    from mmindex.pipeline.models import probe_stamp
+
+    monkeypatch.setattr(probe_stamp, "racy", lambda _: False)  # files just written count as settled: stamped
     monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
@@ -179,6 +185,7 @@ def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, t
     folder = index["cache_dir"]
     fingerprint = model_fingerprint(str(model))
     assert quick.open_bundle(str(model), "fp32", fingerprint) is not None
+    assert probe_stamp.stamp_holds(Path(folder), json.loads(Path(folder, "manifest.json").read_text()), False)
     if damage == "tokenizer":
         path = os.path.join(folder, quick.TOKENIZER)
         text = json.loads(open(path, encoding="utf-8").read())
@@ -191,11 +198,15 @@ def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, t
         words = sorted(vocab, key=vocab.get)[-2:]  # the last merges: no probe caption uses them
         vocab[words[0]], vocab[words[1]] = vocab[words[1]], vocab[words[0]]
         open(path, "w", encoding="utf-8").write(json.dumps(text))
-    elif damage == "weights in place":  # same size, other bytes
+    elif damage.startswith("weights in place"):  # same size, other bytes
         path = os.path.join(folder, "text.onnx.data")
+        before = os.stat(path)
         data = bytearray(open(path, "rb").read())
-        data[1000:1400] = bytes(400)
+        middle = len(data) // 2  # inside the layers every token goes through (the first bytes: unused token rows)
+        data[middle:middle + 400] = bytes(400)
         open(path, "wb").write(data)
+        if damage.endswith("dated back"):  # the export's own size and time checks pass: only the probes tell
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     elif damage == "index fields":
         index_file = quick.index_path(str(model), "fp32")
         index_file.write_text(json.dumps({**json.loads(index_file.read_text()), "cache_dir": None}))
