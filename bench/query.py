@@ -94,9 +94,24 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.setting_list = [] if args.settings == "none" else [parse_setting(s).label for s in args.settings.split(",")]
         args.efs, args.oversamplings = parse_efs(args.ef), [float(v) for v in args.oversampling.split(",")]
+        check_counts(args)
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """The sizes and sweep values a top-10 benchmark can run with (as `mmindex query` bounds them); ValueError
+    naming the option otherwise."""
+    if args.points < 10:
+        raise ValueError(f"--points {args.points}: Recall@10 needs at least 10 points")
+    for option, value in (("--queries", args.queries), ("--peer-queries", args.peer_queries), ("--dim", args.dim)):
+        if value < 1:
+            raise ValueError(f"{option} {value}: must be at least 1")
+    if any(ef is not None and ef < 1 for ef in args.efs):
+        raise ValueError(f"--ef {args.ef}: each hnsw_ef must be at least 1 (or `default`)")
+    if any(not 1 <= value < float("inf") for value in args.oversamplings):
+        raise ValueError(f"--oversampling {args.oversampling}: each value must be at least 1 (candidates per result)")
 
 
 def main(argv: list[str] | None = None) -> dict:

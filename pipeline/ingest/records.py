@@ -12,7 +12,6 @@ import decimal
 import functools
 import hashlib
 import math
-import re
 import uuid
 from typing import Any, Callable, Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmindex.keys import qdrant_key
+from mmindex.pipeline.models.backend import CONTROL
 
 # Fixed namespace: ids must be identical across machines and versions.
 ID_NAMESPACE = uuid.UUID("6b1f9a52-43a4-5d3e-9d3c-6d6d696e6465")
@@ -53,7 +53,6 @@ def id_problem(key: Any) -> str | None:
     return None
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def clean_caption(value: Any) -> tuple[str | None, bool]:
@@ -72,8 +71,8 @@ def clean_caption(value: Any) -> tuple[str | None, bool]:
         text = str(value)
     # U+FFFD marks bytes that were not UTF-8 (replaced here or when the column was read).
     cleaned = "\ufffd" in text
-    if _CONTROL.search(text):
-        text = _CONTROL.sub(" ", text)
+    if CONTROL.search(text):
+        text = CONTROL.sub(" ", text)
         cleaned = True
     text = text.strip()
     return (text or None), cleaned

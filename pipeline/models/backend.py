@@ -9,6 +9,7 @@ implementation.
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -17,6 +18,17 @@ import numpy as np
 from PIL import Image
 
 from mmindex.errors import ModelError
+
+# Control characters (C0 but tab and line breaks, DEL, C1, the Unicode line and paragraph separators): ingest turns
+# them into spaces in captions (ingest/records.clean_caption), and every text embedded is cleaned the same way.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def cleaned_texts(texts: Sequence[Any]) -> list[Any]:
+    """``texts`` cleaned as ingest cleans captions: control characters (``CONTROL``) as spaces, then leading and
+    trailing whitespace removed, so that a query, an ``/embed`` text or a label prompt embeds as the caption ingest
+    stored from the same text does (non-strings are left for the model to fail on, by name)."""
+    return [CONTROL.sub(" ", text).strip() if isinstance(text, str) else text for text in texts]
 
 
 @dataclass(frozen=True)

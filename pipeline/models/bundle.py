@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmindex.pipeline.models.identity import file_signature, model_folder, racy
+from mmindex.pipeline.models.onnx_cache import default_cache_root
 from mmindex.pipeline.models.quick import (
     BUNDLE,
     ENCODING_FIELDS,
@@ -70,8 +71,16 @@ def _write_bundle(model) -> Path | None:
         _write_json(target, bundle)
     _write_json(index_path(folder, model.precision),
                 {"format": FORMAT, "model_dir": folder, "files": signature, "sample": sampled_digest(folder),
-                 "fingerprint": model.fingerprint, "cache_dir": str(model.cache_dir.resolve())})
+                 "fingerprint": model.fingerprint, "cache_dir": export_location(model.cache_dir)})
     return target
+
+
+def export_location(cache_dir: Path) -> str:
+    """How the index names an export: relative to the cache root that holds the index when the export lies under
+    it (a cache moved or copied whole, or set by another ``MMINDEX_CACHE``, still finds its own export), else
+    absolute (``quick.export_folder`` reads both)."""
+    folder, root = cache_dir.resolve(), default_cache_root().resolve()
+    return str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
 
 
 def _holds(bundle: dict[str, Any] | None, manifest: dict[str, Any], model) -> bool:

@@ -24,7 +24,14 @@ import numpy as np
 
 from mmindex.connectors.base import CollectionSpec, model_mismatch
 from mmindex.errors import CollectionMismatchError, EncodeError, ModelError, UsageError
-from mmindex.pipeline.models.backend import batch_size_of, check_backend, isolate, part_of, slice_features
+from mmindex.pipeline.models.backend import (
+    batch_size_of,
+    check_backend,
+    isolate,
+    part_of,
+    slice_features,
+    cleaned_texts,
+)
 from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.identity import (
     DEFAULT_MODEL,
@@ -32,6 +39,7 @@ from mmindex.pipeline.models.identity import (
     check_model_spec,
     is_open_clip,
     model_display_name,
+    model_folder,
     model_source,
     recorded_model_changed,
 )
@@ -39,7 +47,7 @@ from mmindex.pipeline.models.onnx_model import OnnxModel
 from mmindex.pipeline.models.onnx_repos import ready_made_folder, repo_backend, text_partner
 from mmindex.pipeline.models.open_clip_model import OpenClipModel
 from mmindex.pipeline.models.quick import torch_free_enabled
-from mmindex.pipeline.models.st_model import SentenceTransformerModel
+from mmindex.pipeline.models.st_model import SentenceTransformerModel, decode_side, offline_howto, onnx_only_repo
 from mmindex.pipeline.models.towers import bundle_backend
 from mmindex.pipeline.models.trust import code_trusted
 
@@ -182,6 +190,24 @@ def load_backend(model: str, device: str, half: bool, backend: str = "torch", *,
     return SentenceTransformerModel(model, device, half, trust_code=trust_code)
 
 
+def torch_path_reason(alone: bool, backend: str, device: str, half: bool, model: str) -> str | None:
+    """Why a model that is not a ready-made ONNX repository takes the torch path whatever its bundle holds, in
+    the words of its options (logged at INFO), or None when the torch-free path may run it."""
+    if is_open_clip(model):
+        return "open_clip models have no ONNX export here"
+    if not alone:
+        return "--text-model names a second model (the torch-free path runs one model for both modalities)"
+    if backend not in ("auto", "onnx"):
+        return f"--backend {backend}"
+    if device != "cpu":
+        return f"device {device} (ONNX Runtime runs on the CPU here)"
+    if half:
+        return "half precision runs in torch"
+    if not torch_free_enabled():
+        return "MMINDEX_TORCH_FREE=0 (or MMINDEX_QUICK_QUERY=0) turns the torch-free path off"
+    return None
+
+
 class Encoder:
     """A CLIP-style model that embeds images and texts, optionally with a separate text model for captions and queries.
 
@@ -285,10 +311,15 @@ class Encoder:
                 raise ModelError(f"model {model!r} is a ready-made ONNX repository (no torch weights): it runs on "
                                  "ONNX Runtime; use --backend onnx or auto")
             return repo_backend(model, self.precision, self.device, threads)
+        if not is_open_clip(model) and onnx_only_repo(model) and model_folder(model) is None:
+            # said here, before torch: sentence-transformers could neither load nor download it
+            raise ModelError(f"model {model!r} is a Hub repository of ONNX graphs that is not a local folder or in "
+                             "the local Hugging Face cache; mmindex does not download it. " + offline_howto(model))
         # auto also where onnx/onnxscript (the exporter) are missing, so that auto picks torch: an export made
         # before (in another environment, an image's build step) still runs without torch
-        if not alone or self.requested_backend not in ("auto", "onnx") or self.device != "cpu" or half \
-                or is_open_clip(model) or not torch_free_enabled():
+        why_not = torch_path_reason(alone, self.requested_backend, self.device, half, model)
+        if why_not:
+            log.info("%s runs with torch: %s", model_display_name(model), why_not)
             return None
         towers = bundle_backend(model, self.precision, fingerprint, threads)
         if towers is not None:
@@ -334,8 +365,11 @@ class Encoder:
 
     @property
     def image_size(self) -> int | None:
-        """The square side the image model's processor crops to, when it says."""
-        return self.backend.image_size
+        """The square side (px) the image model's processor crops to, when it says: what decoding may reduce an
+        image toward (libjpeg's draft scale, a bicubic shrink to twice the side: ``ingest.images.decode_image``).
+        None, so that decoding keeps every pixel, when the processor resizes with another filter than bilinear or
+        bicubic (``st_model.decode_side``): under nearest the shortcut moved a vector by up to 0.08 in a component."""
+        return decode_side(self.backend.image_size, getattr(self.backend, "image_steps", None))
 
     @property
     def center_crop(self) -> bool:
@@ -374,9 +408,11 @@ class Encoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, L2-normalised: texts through the text model (cut at ``max_text_tokens``).
 
+        Texts are cleaned as ingest cleans captions (control characters as spaces, ends stripped:
+        ``backend.cleaned_texts``).
         Raises EncodeError like ``encode_images``.
         """
-        return self._raise_failures(list(texts), "text")
+        return self._raise_failures(cleaned_texts(texts), "text")
 
     def encode_each(self, items: Sequence) -> tuple[np.ndarray, dict[int, str]]:
         """Images or texts → ((n, dim) vectors, {index: error} for the inputs the model fails on).

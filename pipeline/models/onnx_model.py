@@ -122,6 +122,11 @@ class OnnxModel:
         return self.torch_backend.image_size
 
     @property
+    def image_steps(self):
+        """The torch model's CLIP image steps (``st_model.ClipImageSteps``) or None: the same decode on both backends."""
+        return getattr(self.torch_backend, "image_steps", None)
+
+    @property
     def center_crop(self) -> bool:
         """The torch model's answer (CLIP's processor crops the centre): ingest decodes alike on both backends."""
         return self.torch_backend.center_crop

@@ -80,7 +80,10 @@ def tower_files(folder: str | os.PathLike, precision: str, repo: str | None = No
         if path is not None:
             found[_fastembed_modality(root, repo)] = path
     if not found:
-        wanted = "model.onnx" if precision == "fp32" else ", ".join(f"*{s}.onnx" for s in EIGHT_BIT)
+        where = "onnx/" if layout == "transformers.js" else ""
+        stems = list(STEMS.values()) if layout == "transformers.js" else [COMBINED]
+        variants = "" if precision == "fp32" else "{" + "|".join(EIGHT_BIT) + "}"
+        wanted = " and ".join(f"{where}{stem}{variants}.onnx" for stem in stems)
         raise ModelError(f"model folder {root}: no {precision} ONNX towers ({wanted}); it holds {_onnx_files(root)}. "
                          f"Use --model-precision {'int8' if precision == 'fp32' else 'fp32'}, or another model")
     return {modality: checked_file(path, repo) for modality, path in found.items()}

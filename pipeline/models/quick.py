@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmindex.errors import EncodeError, ModelError
-from mmindex.pipeline.models.backend import TextRule, isolate, part_of
+from mmindex.pipeline.models.backend import TextRule, cleaned_texts, isolate, part_of
 from mmindex.pipeline.models.identity import (
     file_signature,
     is_open_clip,
@@ -50,7 +50,7 @@ from mmindex.pipeline.models.onnx_model import open_session, probe_images
 from mmindex.pipeline.models.onnx_model import probe_texts as export_texts
 from mmindex.pipeline.models.onnx_model import run_tower
 from mmindex.pipeline.models.probe_stamp import stamp_holds, write_stamp
-from mmindex.pipeline.models.st_model import ClipImageSteps, clip_pixels
+from mmindex.pipeline.models.st_model import ClipImageSteps, clip_pixels, decode_side
 
 log = logging.getLogger("mmindex.quick")
 
@@ -112,7 +112,8 @@ class QuickEncoder:
 
     @property
     def image_size(self) -> int | None:
-        return (self.bundle.get("image") or {}).get("image_size")
+        """What an image query is decoded toward (``st_model.decode_side``), as ``Encoder.image_size``."""
+        return decode_side((self.bundle.get("image") or {}).get("image_size"), self.image_steps)
 
     @property
     def center_crop(self) -> bool:
@@ -125,7 +126,7 @@ class QuickEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         inputs = self.bundle["text"]["inputs"]
-        return self._each(list(texts), "text", lambda part: text_features(self.tokenizer, part, inputs))
+        return self._each(cleaned_texts(texts), "text", lambda part: text_features(self.tokenizer, part, inputs))
 
     def encode_images(self, images: Sequence[Any]) -> np.ndarray:
         if self.image_steps is None:
@@ -187,13 +188,14 @@ def _open_bundle(model: str, precision: str, recorded_fingerprint: str | None, i
         return None
     index = read_json(index_path(folder, precision))
     if not index or index.get("format") != FORMAT or index.get("model_dir") != folder:
-        return _none(model, "no bundle yet (it is written the first time the model loads with --backend onnx)")
+        return _none(model, "no bundle yet for this folder (a new, moved or copied folder, or a new MMINDEX_CACHE: it is "
+                     "written when the model loads with --backend auto|onnx, and the next run is torch-free)")
     if index.get("files") != file_signature(folder) or index.get("sample") != sampled_digest(folder):
         return _none(model, "its files changed since the bundle was written")
     fingerprint = index.get("fingerprint")
     if recorded_fingerprint and fingerprint != recorded_fingerprint:
         return _none(model, "it is not the model the collection records")
-    cache_dir = Path(index["cache_dir"])
+    cache_dir = export_folder(index["cache_dir"])
 
     problem = cache_problem(cache_dir, fingerprint)
     if problem:
@@ -236,6 +238,12 @@ def sampled_digest(folder: str) -> str:
                 stream.seek((size - SAMPLE_BYTES) * block // (SAMPLE_BLOCKS - 1))
                 total.update(stream.read(SAMPLE_BYTES))
     return total.hexdigest()
+
+
+def export_folder(recorded: str) -> Path:
+    """The export an index names (``bundle.export_location``): relative to the cache root now in use, or absolute."""
+    path = Path(recorded)
+    return path if path.is_absolute() else default_cache_root() / path
 
 
 def index_path(folder: str, precision: str) -> Path:

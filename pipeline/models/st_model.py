@@ -304,6 +304,16 @@ class ClipImageSteps:
         return (width - self.crop_width) // 2, (height - self.crop_height) // 2
 
 
+SHRINKABLE = (2, 3)  # Pillow's bilinear and bicubic: the filters a decode shortcut (a bicubic shrink first) keeps to
+
+
+def decode_side(side: int | None, steps: ClipImageSteps | None) -> int | None:
+    """``side`` (px), what decoding may reduce an image toward, or None (keep every pixel) when the model's CLIP
+    steps resize with another filter than bilinear or bicubic (nearest, box, Lanczos, Hamming): the decode
+    shortcut stays within the ONNX bar for those two (tests/models/test_onnx_repos.py), not for nearest."""
+    return None if steps is not None and int(steps.resample) not in SHRINKABLE else side
+
+
 def clip_image_steps(model) -> ClipImageSteps | None:
     """The steps of a sentence-transformers model's CLIP image processor, or None for any other processor."""
     processor = getattr(getattr(model[0], "processor", None), "image_processor", None)

@@ -219,9 +219,46 @@ def test_int8_takes_the_int8_variant_when_there_is_no_quantized_one(xenova, tmp_
                                                                             "vision_model_int8.onnx"]
 
 
-def test_a_precision_the_repository_lacks_is_refused_naming_its_files(fastembed):
-    with pytest.raises(ModelError, match=r"no int8 ONNX towers .*it holds model\.onnx"):
+def test_a_precision_the_repository_lacks_is_refused_naming_its_files(fastembed, xenova, tmp_path):
+    with pytest.raises(ModelError, match=r"no int8 ONNX towers \(model\{_quantized\|_int8\|_uint8\}\.onnx\); "
+                                         r"it holds model\.onnx"):
         Encoder(str(fastembed.model), text_model=str(fastembed.text_model), backend="auto", precision="int8")
+    eight_bit_only = tmp_path / "xenova-int8"  # a transformers.js folder: its own file names, not FastEmbed's
+    shutil.copytree(xenova.model, eight_bit_only)
+    for name in ("vision_model.onnx", "text_model.onnx"):
+        (eight_bit_only / "onnx" / name).unlink()
+    with pytest.raises(ModelError, match=r"no fp32 ONNX towers \(onnx/vision_model\.onnx and onnx/text_model\.onnx\)"):
+        Encoder(str(eight_bit_only), backend="auto", precision="fp32")
+
+
+NOT_CACHED = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
+                raise ImportError(f"{name} is blocked in this test")
+    sys.meta_path.insert(0, Block())
+    from mmindex.pipeline.cli import main
+    main(sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("models", [["--model", "Xenova/clip-vit-base-patch32"],
+                                    ["--model", "Qdrant/clip-ViT-B-32-vision", "--text-model", "Qdrant/clip-ViT-B-32-text"],
+                                    ["--model", "someone/clip-onnx", "--model-precision", "int8"]])
+def test_a_ready_made_hub_id_not_in_the_local_cache_is_refused_before_torch(models, tmp_path):
+    """Not in the cache (HF_HOME empty): one line with the hf download advice, exit 1 (a model error), torch never
+    imported (it is blocked: importing it would end in a traceback)."""
+    from mmindex.pipeline.ingest.sample import write_sample
+
+    write_sample(tmp_path / "data", rows=2, seed=1, width=16, height=16)
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", MMINDEX_CACHE=str(tmp_path / "cache"))
+    env.pop("HF_HUB_CACHE", None)
+    done = subprocess.run([sys.executable, "-c", NOT_CACHED, "ingest", str(tmp_path / "data"), "-c", "c",
+                           "--data-dir", str(tmp_path / "store"), *models], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and f"hf download {models[1]}" in done.stderr, done.stderr
 
 
 # -- what is refused, and why ------------------------------------------------------------------------------------
@@ -484,3 +521,24 @@ def test_offline_advice_for_an_onnx_only_repository_is_hf_download(model, onnx):
 
     advice = offline_howto(model)
     assert (f"hf download {model}" in advice) == onnx and ("SentenceTransformer(" in advice) == (not onnx), advice
+
+
+@pytest.mark.parametrize("resample, shrinks", [(0, False), (1, False), (2, True), (3, True)])
+def test_decoding_shrinks_only_for_the_filters_it_stays_exact_for(xenova, tmp_path, resample, shrinks):
+    """A large image is decoded toward the model's side (a bicubic shrink first) only where the processor resizes
+    with bilinear or bicubic; under nearest the shortcut moved a vector by 0.08 in a component (a reviewer's case:
+    a 100×100 PNG into a 32-px tower), so there every pixel is kept. Either way the vector is the raw image's."""
+    import io
+
+    from mmindex.pipeline.ingest.images import decode_image
+
+    config = json.loads((xenova.model / "preprocessor_config.json").read_text())
+    folder = _copy_xenova(xenova, tmp_path / f"resample-{resample}", {**config, "resample": resample})
+    encoder = Encoder(str(folder), backend="auto")
+    assert (encoder.image_size is not None) == shrinks
+    raw = images(5)[0].resize((100, 100))
+    data = io.BytesIO()
+    raw.save(data, format="PNG")
+    decoded = decode_image(data.getvalue(), encoder.image_size, center_crop=encoder.center_crop)
+    got, want = encoder.encode_images([decoded, raw])
+    assert float(np.abs(got - want).max()) <= (0.02 if shrinks else 1e-6)

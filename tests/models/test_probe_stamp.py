@@ -108,7 +108,7 @@ def test_a_real_bundle_skips_its_probes_once_checked_and_checks_again_after_a_ch
     second = quick.open_bundle(str(model), "fp32", fingerprint, images=True)
     assert second is not None and checks == [True]  # skipped: same files, same code
     assert second.encode_texts(["a red circle"]).tolist() == first.encode_texts(["a red circle"]).tolist()
-    folder = json.loads(quick.index_path(str(model), "fp32").read_text())["cache_dir"]
+    folder = str(quick.export_folder(json.loads(quick.index_path(str(model), "fp32").read_text())["cache_dir"]))
     bundle_file = os.path.join(folder, quick.BUNDLE)
     bundle = json.loads(open(bundle_file, encoding="utf-8").read())
     bundle["text"]["probe_features"]["input_ids"][0][1] += 1  # the bundle's own record now disagrees

@@ -153,7 +153,7 @@ def test_quick_query_answers_like_the_full_path_without_torch(collection, query)
 
 def bundle_of(tiny_model):
     index = json.loads(quick.index_path(os.path.abspath(tiny_model), "fp32").read_text())
-    return index, quick.read_json(os.path.join(index["cache_dir"], quick.BUNDLE))
+    return index, quick.read_json(quick.export_folder(index["cache_dir"]) / quick.BUNDLE)
 
 
 def test_options_the_fast_path_does_not_run_take_the_full_path(collection):
@@ -182,7 +182,7 @@ def test_a_bundle_that_no_longer_holds_falls_back_to_the_full_path(collection, t
     shutil.copytree(tiny_model, model)
     write_bundle(OnnxModel(str(model), "cpu"))  # bundle + index under the new cache
     index = json.loads(quick.index_path(str(model), "fp32").read_text())
-    folder = index["cache_dir"]
+    folder = str(quick.export_folder(index["cache_dir"]))
     fingerprint = model_fingerprint(str(model))
     assert quick.open_bundle(str(model), "fp32", fingerprint) is not None
     assert probe_stamp.stamp_holds(Path(folder), json.loads(Path(folder, "manifest.json").read_text()), False)
@@ -335,3 +335,30 @@ def test_another_model_is_refused_before_it_is_exported(collection, tmp_path):
     _, status, stderr = run_query(collection, "a red circle", "--model", other, env={"MMINDEX_CACHE": str(cache)})
     assert status["code"] == 1 and "holds vectors of model" in stderr, stderr
     assert not (cache / "onnx").exists()  # refused by fingerprint, before any export
+
+
+def test_a_cache_moved_or_copied_whole_uses_its_own_export(tiny_model, tmp_path, monkeypatch):
+    """The index names its export relative to the cache root: a copy under another MMINDEX_CACHE reads the copy's
+    export, not the original's, and still does once the original is gone (a moved cache)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path / "first"))
+    write_bundle(OnnxModel(str(model), "cpu"))
+    fingerprint = model_fingerprint(str(model))
+    assert quick.open_bundle(str(model), "fp32", fingerprint) is not None
+    shutil.copytree(tmp_path / "first", tmp_path / "second")  # times kept, as cp -a and mv keep them
+    monkeypatch.setenv("MMINDEX_CACHE", str(tmp_path / "second"))
+    copied = quick.open_bundle(str(model), "fp32", fingerprint)
+    assert copied is not None and copied.cache_dir.is_relative_to(tmp_path / "second")
+    shutil.rmtree(tmp_path / "first")
+    moved = quick.open_bundle(str(model), "fp32", fingerprint)
+    assert moved is not None and moved.encode_texts(["a red circle"]).shape == (1, moved.dim)
+
+
+def test_a_query_with_control_characters_embeds_as_the_stored_caption(collection, tiny_model):
+    index, _ = bundle_of(tiny_model)
+    fast = quick.open_bundle(tiny_model, "fp32", index["fingerprint"])
+    got, want = fast.encode_texts(["\u0000a red\u0085circle\u2028", "a red circle"])
+    assert float(np.abs(got - want).max()) < 1e-5

@@ -259,3 +259,24 @@ def test_the_cpu_is_chosen_without_torch_where_no_gpu_can_be(monkeypatch):
     assert pick_device("auto") == pick_device(None) == pick_device("cpu") == "cpu"
     with pytest.raises(ImportError):
         pick_device("cuda")
+
+
+@pytest.mark.parametrize("alone, backend, device, half, env, said", [
+    (True, "auto", "cpu", False, None, None),
+    (False, "auto", "cpu", False, None, "--text-model"),
+    (True, "torch", "cpu", False, None, "--backend torch"),
+    (True, "auto", "cuda", False, None, "device cuda"),
+    (True, "auto", "cpu", True, None, "half precision"),
+    (True, "onnx", "cpu", False, "0", "MMINDEX_TORCH_FREE=0"),
+])
+def test_the_reason_a_model_takes_the_torch_path_is_said(alone, backend, device, half, env, said, monkeypatch):
+    """MMINDEX_LOG_LEVEL=INFO says why torch runs (the docs promise "or why not"), in the words of the options."""
+    from mmindex.pipeline.models.encoder import torch_path_reason
+
+    monkeypatch.delenv("MMINDEX_TORCH_FREE", raising=False)
+    monkeypatch.delenv("MMINDEX_QUICK_QUERY", raising=False)
+    if env:
+        monkeypatch.setenv("MMINDEX_TORCH_FREE", env)
+    reason = torch_path_reason(alone, backend, device, half, "/models/clip")
+    assert (reason is None) if said is None else (said in reason), reason
+    assert "open_clip" in torch_path_reason(True, "auto", "cpu", False, "open_clip:ViT-B-32/openai")

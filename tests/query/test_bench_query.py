@@ -138,3 +138,14 @@ def test_a_wrong_setting_is_named(text, error):
 def test_a_setting_lays_out_what_it_names():
     options = query_store.parse_setting("int8-disk:m=32:efc=200").options
     assert (options.quantization, options.on_disk, options.hnsw_m, options.hnsw_ef_construct) == ("int8", True, 32, 200)
+
+
+@pytest.mark.parametrize("flags, named", [(["--points", "0"], "--points 0"), (["--points", "5"], "--points 5"),
+                                          (["--queries", "0"], "--queries 0"), (["--peer-queries", "-1"], "--peer-queries"),
+                                          (["--oversampling", "0,0.5,-3"], "--oversampling"),
+                                          (["--oversampling", "inf"], "--oversampling"), (["--ef", "0"], "--ef 0"),
+                                          (["--dim", "0"], "--dim 0")])
+def test_sizes_and_sweep_values_it_cannot_run_are_refused_naming_the_option(flags, named, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        query.arguments(flags)
+    assert stopped.value.code == 2 and named in capsys.readouterr().err
