@@ -110,6 +110,9 @@ def check_counts(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} {value}: must be at least 1")
     if any(ef is not None and ef < 1 for ef in args.efs):
         raise ValueError(f"--ef {args.ef}: each hnsw_ef must be at least 1 (or `default`)")
+    unknown = set(args.peers.split(",")) - {"numpy", "local", "none"}
+    if unknown:
+        raise ValueError(f"--peers {args.peers}: {', '.join(sorted(unknown))} is not numpy, local or none")
     if any(not 1 <= value < float("inf") for value in args.oversamplings):
         raise ValueError(f"--oversampling {args.oversampling}: each value must be at least 1 (candidates per result)")
 

@@ -176,6 +176,10 @@ def _model_changes(meta: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
         changes["model"] = recorded["model"]  # a collection from before fingerprints recorded a path here
     if recorded["text_model"] and meta.get("text_model_path") != recorded["text_model_path"]:
         changes["text_model_path"] = recorded["text_model_path"]
+    for key in ("model", "text_model"):  # a Hub id's cache snapshot, once: later runs check it (check_hub_revision)
+        revision = recorded.get(f"{key}_revision")
+        if revision and not meta.get(f"{key}_revision") and meta.get(key) in (None, recorded[key]):
+            changes[f"{key}_revision"] = revision
     return changes
 
 

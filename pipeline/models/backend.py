@@ -31,6 +31,12 @@ def cleaned_texts(texts: Sequence[Any]) -> list[Any]:
     return [CONTROL.sub(" ", text).strip() if isinstance(text, str) else text for text in texts]
 
 
+def blank_text(value: Any) -> bool:
+    """Whether ``value`` is empty once cleaned (``cleaned_texts``): what ingest stores as no caption, and a query
+    refuses as an empty text (only spaces or control characters)."""
+    return not CONTROL.sub(" ", str(value)).strip()
+
+
 @dataclass(frozen=True)
 class TextRule:
     """How a model's captions become token ids: where they are cut and how a batch is padded.

@@ -39,6 +39,7 @@ from mmindex.pipeline.models.identity import (
     check_model_spec,
     is_open_clip,
     model_display_name,
+    hub_revision,
     model_folder,
     model_source,
     recorded_model_changed,
@@ -523,8 +524,10 @@ class Encoder:
     def recorded(self) -> dict[str, Any]:
         """The model keys a collection records after a run with these models."""
         return {"model": self.name, "model_fingerprint": self.fingerprint, "model_path": self.path,
+                "model_revision": None if self.path else hub_revision(self.name),
                 "text_model": self.text_name, "text_model_fingerprint": self.text_fingerprint,
-                "text_model_path": self.text_path}
+                "text_model_path": self.text_path,
+                "text_model_revision": None if self.text_path or not self.text_name else hub_revision(self.text_name)}
 
     def weight_bytes(self) -> int:
         """Bytes of the loaded weights (image and text model), a memory hint for schedulers."""

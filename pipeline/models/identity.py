@@ -257,6 +257,34 @@ def model_folder(model: str) -> str | None:
     return None
 
 
+def hub_revision(model: str) -> str | None:
+    """The revision (commit) of the local Hugging Face cache's snapshot a Hub id loads from: its snapshot folder's
+    name. None for a folder, an open_clip spec, or a Hub id not in the cache (sentence-transformers downloads it)."""
+    if is_open_clip(model) or os.path.isdir(model):
+        return None
+    folder = model_folder(model)
+    if folder and os.path.basename(os.path.dirname(folder)) == "snapshots":
+        return os.path.basename(folder)
+    return None
+
+
+def check_hub_revision(meta: dict[str, Any] | None, model: str | None, collection: str, key: str = "model") -> None:
+    """Refuse a Hub id whose local cache now holds another revision than the one the collection was made with
+    (``<key>_revision``, recorded once; a Hub id is otherwise recorded by its name, so a newer download would mix
+    two models' vectors in one collection unseen). Raises CollectionMismatchError."""
+    recorded = (meta or {}).get(f"{key}_revision")
+    if not recorded or not model or model != (meta or {}).get(key):
+        return
+    now = hub_revision(model)
+    if now and now != recorded:
+        what, option = ("text model", "--text-model") if key == "text_model" else ("model", "--model")
+        raise CollectionMismatchError(
+            f"collection {collection!r} was made with {what} {model!r} at revision {recorded[:12]}, but the local "
+            f"Hugging Face cache now loads revision {now[:12]} of it (a newer download): its vectors would not be "
+            f"the collection's. Pass {option} with that revision's snapshot folder (…/snapshots/{recorded}), or "
+            "ingest into a new collection")
+
+
 def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:
     """What to load for a collection: ``given`` (--model), else the folder or Hub id it records.
 
@@ -500,6 +528,8 @@ class ModelPlan:
         A model that was not given (the collection's own, by its recorded folder) whose files changed is named as
         such; given ones that differ get the mismatch itself. Raises CollectionMismatchError.
         """
+        check_hub_revision(meta, self.model, collection)
+        check_hub_revision(meta, self.text_model, collection, key="text_model")
         ours = self.spec()
         if self.precision != existing.precision:  # only the precision differs: say so, not "the files changed"
             ours.check_matches(existing, collection)
@@ -517,6 +547,7 @@ class ModelPlan:
         if self.precision != recorded.precision:
             raise CollectionMismatchError(model_mismatch(recorded, replace(recorded, precision=self.precision),
                                                          collection))
+        check_hub_revision(meta, self.model, collection)
         _, name, fingerprint = model_source(self.model)
         ours = CollectionSpec(name, -1, fingerprint=fingerprint, precision=self.precision)
         if not ours.same_image_model(replace(recorded, dim=-1)):

@@ -180,11 +180,18 @@ def load_model(model: str, device: str, half: bool = False, trust_code: bool = F
     up once (``hub_access``): with the Hub out of reach it loads from the local cache, or fails at once saying
     how to work offline, instead of the Hub library's minutes of retries.
     """
-    # torch takes seconds to import: only code that runs a model loads it
-    import torch
+    try:
+        # torch takes seconds to import: only code that runs a model loads it
+        import torch
 
-    # a model library: loaded when a model loads, never for `import mmindex` or a fast query
-    from sentence_transformers import SentenceTransformer
+        # a model library: loaded when a model loads, never for `import mmindex` or a fast query
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        raise ModelError(
+            f"model {model!r} needs torch and sentence-transformers to load here ({error}): the torch-free path "
+            "did not apply (MMINDEX_LOG_LEVEL=INFO says why; a model's first ONNX export always needs torch). "
+            "pip install torch sentence-transformers, or use a ready-made ONNX repository "
+            "(docs/throughput-and-gpus.md, Running without torch)") from None
 
     check_model_trust(model, trust_code)
     local_only = False if os.path.isdir(model) else hub_access(model)

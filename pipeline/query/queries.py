@@ -16,12 +16,21 @@ from mmindex.pipeline.collection.info import require_collection
 from mmindex.pipeline.ingest.images import RejectedImage, decode_image
 from mmindex.pipeline.ingest.records import id_problem, point_id_from_key
 from mmindex.pipeline.models.encoder import Runtime, encoder_for
+from mmindex.pipeline.models.backend import blank_text
 from mmindex.pipeline.models.identity import ModelChoice
 from mmindex.pipeline.models.quick import quick_encoder_for
 from mmindex.pipeline.query.filters import load_raw_filter
 from mmindex.pipeline.query.keywords import keyword_query
 from mmindex.pipeline.query.plan import KEYWORD_EXAMPLES, SearchOptions, check_threshold
-from mmindex.pipeline.query.search import FUSION_DEPTH, Hit, check_fusion_depth, check_page, check_target, search
+from mmindex.pipeline.query.search import (
+    FUSION_DEPTH,
+    Hit,
+    check_fusion_depth,
+    check_oversampling,
+    check_page,
+    check_target,
+    search,
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class QueryRequest:
             raise UsageError("give a TEXT to search for, --image FILE, or --like EXAMPLE")
         for name, label in (("texts", "a TEXT to search for"), ("like", "a --like example"),
                             ("unlike", "an --unlike example"), ("not_texts", "a --not text")):
-            if any(not str(item).strip() for item in getattr(self, name)):
+            if any(blank_text(item) for item in getattr(self, name)):
                 raise UsageError(f"{label} is empty")
         check_threshold(self.options(), self.target, self.score_threshold)
         if self.mode == "keyword" and self.target != "image":
@@ -78,6 +87,7 @@ class QueryRequest:
         if self.mode == "keyword" and (self.like or self.unlike or self.not_texts):
             raise UsageError(KEYWORD_EXAMPLES)  # before the examples are embedded: check_options sees them later
         check_fusion_depth(self.fusion_depth)
+        check_oversampling(self.oversampling)
 
     def options(self, **found: Any) -> SearchOptions:
         """The ranking options of this request; ``found`` adds what the store and model give (example vectors,

@@ -6,6 +6,7 @@ point.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from mmindex.connectors.base import SearchRequest, Store
@@ -75,6 +76,7 @@ def search(
     if options.exclude_ids:
         query_filter = combine_filters(query_filter, {"must_not": [{"has_id": list(options.exclude_ids)}]})
     check_fusion_depth(fusion_depth)
+    check_oversampling(oversampling)
     if not options.group_by and not options.collapse_duplicates:  # these read the ranking as deep as it goes
         check_depth(vector, target, options, offset + limit, fusion_depth)
     params = dict(score_threshold=score_threshold, exact=exact, hnsw_ef=hnsw_ef, oversampling=oversampling)
@@ -175,6 +177,14 @@ def check_target(target: str, score_threshold: float | None = None) -> None:
     if target == "both" and score_threshold is not None:
         raise UsageError("score_threshold compares one vector's cosine score; with target both the scores are fused "
                          "ranks: search image or text to use it")
+
+
+def check_oversampling(oversampling: float) -> None:
+    """Candidates per result a quantized collection rescores: a finite number of at least 1 (UsageError; NaN
+    and infinity included, which a range check alone lets through)."""
+    if isinstance(oversampling, bool) or not isinstance(oversampling, (int, float)) or not math.isfinite(oversampling) \
+            or oversampling < 1:
+        raise UsageError(f"--oversampling must be a finite number of at least 1, not {oversampling!r}")
 
 
 def check_page(limit: int, offset: int) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import Request
 
 from mmindex.errors import FilterError, MmindexError, UsageError
+from mmindex.pipeline.models.backend import blank_text
 from mmindex.pipeline.query.groups import check_group_field
 from mmindex.pipeline.query.plan import DepthError, SearchOptions
 from mmindex.pipeline.query.queries import QueryRequest, as_point_id, example_kind, keyword_vector, stored_vector
@@ -84,7 +85,7 @@ class SearchInputs:
 async def inputs_of(body: SearchBody, service: Service, limits: Limits) -> SearchInputs:
     """A JSON body → ``SearchInputs``, its images decoded (in the decode pool, within ``limits``); 400
     ``bad_request`` unless it names something to search for: a text or an image (not both), and/or ``like``."""
-    text = body.text if body.text and body.text.strip() else None
+    text = body.text if body.text and not blank_text(body.text) else None
     if (text is not None and body.image is not None) or not (text or body.image is not None or body.like):
         raise ApiError(400, "bad_request", "give a text or an image to search for (not both), and/or like examples")
     image = None

@@ -207,6 +207,47 @@ def test_collections_record_the_folders_fingerprints_and_later_runs_check_them(f
     assert changed.exit_code != 0 and "no longer that model" in changed.output, changed.output
 
 
+def _hub_snapshot(hub: Path, repo: str, revision: str, source: Path) -> None:
+    """``source`` laid out as revision ``revision`` of ``repo`` in a Hugging Face cache at ``hub``, made current."""
+    folder = hub / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(source, folder / "snapshots" / revision)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+
+
+def test_a_newer_revision_of_a_hub_model_in_the_cache_is_refused_not_mixed(xenova, tmp_path, monkeypatch):
+    """A Hub id is recorded by name and, once, by the revision its cache snapshot has; a newer download (refs/main
+    moved to another snapshot with other weights) is refused for ingest and queries instead of mixing two
+    models' vectors in one collection (a reviewer ingested 10 rows of new weights beside 30 old ones, exit 0)."""
+    from click.testing import CliRunner
+
+    from mmindex.pipeline.cli import main
+    from mmindex.pipeline.config import StoreSettings
+    from mmindex.pipeline.ingest.sample import write_sample
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _hub_snapshot(hub, "Xenova/clip-vit-base-patch32", "a" * 40, xenova.model)
+    write_sample(tmp_path / "data", rows=4, seed=7, width=40, height=32)
+    write_sample(tmp_path / "more", rows=3, seed=8, width=40, height=32)
+    store = ["-c", "hub", "--data-dir", str(tmp_path / "store")]
+    model = ["--model", "Xenova/clip-vit-base-patch32"]
+    first = CliRunner().invoke(main, ["ingest", str(tmp_path / "data"), *store, *model, "-q"])
+    assert first.exit_code == 0, first.output
+    meta = StoreSettings(collection="hub", data_dir=str(tmp_path / "store")).open().metadata()
+    assert (meta["model"], meta.get("model_fingerprint"), meta.get("model_revision")) == (
+        "Xenova/clip-vit-base-patch32", None, "a" * 40)
+    same = CliRunner().invoke(main, ["ingest", str(tmp_path / "more"), *store, *model, "-q"])
+    assert same.exit_code == 0, same.output  # the same revision: accepted
+    newer = onnx_layouts.write_xenova_clip(tmp_path / "newer", seed=9)
+    _hub_snapshot(hub, "Xenova/clip-vit-base-patch32", "b" * 40, newer.model)
+    for args in (["ingest", str(tmp_path / "more"), *store, *model, "-q"], ["query", "a red circle", *store]):
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code != 0 and "revision aaaaaaaaaaaa" in refused.output, refused.output
+        assert "Traceback" not in refused.output and f"snapshots/{'a' * 40}" in refused.output
+
+
 # -- precisions ---------------------------------------------------------------------------------------------
 
 def test_int8_takes_the_int8_variant_when_there_is_no_quantized_one(xenova, tmp_path):

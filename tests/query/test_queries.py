@@ -21,6 +21,11 @@ def store(tmp_path_factory, sample_dir, encoder):
 @pytest.mark.parametrize("request_args, message", [
     (dict(texts=["a"], offset=-1), "offset must be"), (dict(texts=["a"], limit=0), "limit must be"),
     (dict(texts=["a"], limit=-1), "limit must be"), (dict(), "give a TEXT"), (dict(texts=[" "]), "is empty"),
+    # empty once cleaned as every embedded text is (control characters as spaces, ends stripped)
+    (dict(texts=["\u0000"]), "is empty"), (dict(texts=["\x07\x07"]), "is empty"), (dict(texts=["\u2028 \x85"]), "is empty"),
+    (dict(like=["\x00"]), "is empty"), (dict(texts=["a"], unlike=["\x1f"]), "is empty"),
+    (dict(texts=["a"], oversampling=float("nan")), "oversampling"), (dict(texts=["a"], oversampling=float("inf")), "oversampling"),
+    (dict(texts=["a"], oversampling=0.5), "oversampling"),
 ])
 def test_a_request_that_cannot_be_is_refused_as_the_cli_refuses_it(request_args, message):
     with pytest.raises(UsageError, match=message):

@@ -417,3 +417,10 @@ def test_a_boost_the_engine_cannot_compute_names_no_server_path(on):
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_boost"
     message = response.json()["error"]["message"]
     assert "could not be computed" in message and "/" not in message.replace("ln and log10", "")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\u0000", "\u0007\u0007", "\u2028 \u0085"])
+def test_a_text_empty_once_cleaned_is_a_400_as_an_empty_one(app_client, text):
+    """A query of only control characters embedded as the empty string and answered; it is refused like "" is."""
+    response = app_client.post("/search", json={"text": text})
+    assert response.status_code == 400, response.text
