@@ -524,10 +524,10 @@ class Encoder:
     def recorded(self) -> dict[str, Any]:
         """The model keys a collection records after a run with these models."""
         return {"model": self.name, "model_fingerprint": self.fingerprint, "model_path": self.path,
-                "model_revision": None if self.path else hub_revision(self.name),
+                "model_revision": hub_revision(self.path or self.name),
                 "text_model": self.text_name, "text_model_fingerprint": self.text_fingerprint,
                 "text_model_path": self.text_path,
-                "text_model_revision": None if self.text_path or not self.text_name else hub_revision(self.text_name)}
+                "text_model_revision": hub_revision(self.text_path or self.text_name) if self.text_name else None}
 
     def weight_bytes(self) -> int:
         """Bytes of the loaded weights (image and text model), a memory hint for schedulers."""

@@ -257,15 +257,25 @@ def model_folder(model: str) -> str | None:
     return None
 
 
-def hub_revision(model: str) -> str | None:
-    """The revision (commit) of the local Hugging Face cache's snapshot a Hub id loads from: its snapshot folder's
-    name. None for a folder, an open_clip spec, or a Hub id not in the cache (sentence-transformers downloads it)."""
-    if is_open_clip(model) or os.path.isdir(model):
+def hub_snapshot_of(folder: str) -> tuple[str, str] | None:
+    """(Hub id, revision) when ``folder`` is a snapshot in a Hugging Face cache (``…/models--ORG--NAME/snapshots/REV``,
+    as the Hub library lays it out), else None."""
+    snapshots = os.path.dirname(os.path.abspath(folder))
+    repo = os.path.basename(os.path.dirname(snapshots))
+    if os.path.basename(snapshots) != "snapshots" or not repo.startswith("models--") or repo.count("--") < 2:
         return None
-    folder = model_folder(model)
-    if folder and os.path.basename(os.path.dirname(folder)) == "snapshots":
-        return os.path.basename(folder)
-    return None
+    return repo[len("models--"):].replace("--", "/", 1), os.path.basename(os.path.abspath(folder))
+
+
+def hub_revision(model: str) -> str | None:
+    """The revision (commit) of the Hugging Face cache snapshot ``model`` loads from: a Hub id's current snapshot
+    in the local cache, or a snapshot folder given as such. None for any other folder, an open_clip spec, or a Hub
+    id not in the cache (sentence-transformers downloads it)."""
+    if is_open_clip(model):
+        return None
+    folder = os.path.abspath(model) if os.path.isdir(model) else model_folder(model)
+    snapshot = hub_snapshot_of(folder) if folder else None
+    return snapshot[1] if snapshot else None
 
 
 def check_hub_revision(meta: dict[str, Any] | None, model: str | None, collection: str, key: str = "model") -> None:
@@ -273,7 +283,8 @@ def check_hub_revision(meta: dict[str, Any] | None, model: str | None, collectio
     (``<key>_revision``, recorded once; a Hub id is otherwise recorded by its name, so a newer download would mix
     two models' vectors in one collection unseen). Raises CollectionMismatchError."""
     recorded = (meta or {}).get(f"{key}_revision")
-    if not recorded or not model or model != (meta or {}).get(key):
+    snapshot = hub_snapshot_of(model) if model and os.path.isdir(model) else None
+    if not recorded or not model or (snapshot[0] if snapshot else model) != (meta or {}).get(key):
         return
     now = hub_revision(model)
     if now and now != recorded:
@@ -373,11 +384,15 @@ def check_model_spec(model: str, option: str = "--model") -> None:
 
 def model_source(model: str) -> tuple[str | None, str, str | None]:
     """(where it loads from: an absolute folder or a loadable open_clip spec, else None; the name shown and
-    recorded; its fingerprint, or None for a Hub id or pretrained tag)."""
+    recorded; its fingerprint, or None for a Hub id or pretrained tag). A Hugging Face cache snapshot folder is its
+    Hub id (``hub_snapshot_of``): named and recorded as the id, its revision checked (``check_hub_revision``)."""
     if is_open_clip(model):
         spec = parse_spec(model)
         return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()
     path = os.path.abspath(model) if os.path.isdir(model) else None
+    snapshot = hub_snapshot_of(path) if path else None
+    if snapshot:  # a Hugging Face cache snapshot is its Hub id at a revision (check_hub_revision), known by name
+        return path, snapshot[0], None
     return path, model_display_name(path or model), model_fingerprint(model)
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mmindex.errors import MmindexError
 from mmindex.pipeline.ingest.images import THUMBNAIL_KEY, RejectedImage, decode_image, resolve_image_path, thumbnail
+from mmindex.pipeline.models.backend import blank_text
 from mmindex.pipeline.serve.checks import decode_base64_image, decode_bytes
 from mmindex.pipeline.serve.duplicates import run_duplicates
 from mmindex.pipeline.serve.errors import ApiError, error_body
@@ -109,6 +110,9 @@ async def embed_route(body: EmbedBody, request: Request):
     if not body.texts and not body.images:
         raise ApiError(400, "bad_request", "give texts and/or images")
     for index, text in enumerate(body.texts):
+        if blank_text(text):  # as /search, `mmindex query` and ingest (no caption) treat it
+            raise ApiError(400, "bad_request", f"texts[{index}] is empty once cleaned (only spaces or control "
+                                               "characters): there is nothing to embed")
         if len(text) > limits.max_text_chars:
             raise ApiError(400, "text_too_long", f"texts[{index}] has {len(text):,} characters; at most "
                                                  f"{limits.max_text_chars:,} (a CLIP reads about 300)")

@@ -246,6 +246,15 @@ def test_a_newer_revision_of_a_hub_model_in_the_cache_is_refused_not_mixed(xenov
         refused = CliRunner().invoke(main, args)
         assert refused.exit_code != 0 and "revision aaaaaaaaaaaa" in refused.output, refused.output
         assert "Traceback" not in refused.output and f"snapshots/{'a' * 40}" in refused.output
+    # the way out the message gives: the recorded revision's snapshot folder, which is that Hub id at that revision
+    pinned = str(hub / "models--Xenova--clip-vit-base-patch32" / "snapshots" / ("a" * 40))
+    for args in (["ingest", str(tmp_path / "more"), *store, "--model", pinned, "-q"],
+                 ["query", "a red circle", *store, "--model", pinned]):
+        taken = CliRunner().invoke(main, args)
+        assert taken.exit_code == 0, taken.output
+    newer_folder = str(hub / "models--Xenova--clip-vit-base-patch32" / "snapshots" / ("b" * 40))
+    wrong = CliRunner().invoke(main, ["query", "a red circle", *store, "--model", newer_folder])
+    assert wrong.exit_code != 0 and "revision aaaaaaaaaaaa" in wrong.output, wrong.output
 
 
 # -- precisions ---------------------------------------------------------------------------------------------

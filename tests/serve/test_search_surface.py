@@ -424,3 +424,11 @@ def test_a_text_empty_once_cleaned_is_a_400_as_an_empty_one(app_client, text):
     """A query of only control characters embedded as the empty string and answered; it is refused like "" is."""
     response = app_client.post("/search", json={"text": text})
     assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\u0000\u0001", "\t\n"])
+def test_embed_refuses_a_text_empty_once_cleaned_naming_its_index(app_client, text):
+    """Ingest stores no text vector for such a caption and /search refuses it: /embed does not invent one."""
+    response = app_client.post("/embed", json={"texts": ["a red circle", text]})
+    assert response.status_code == 400 and "texts[1]" in response.text, response.text
+    assert app_client.post("/embed", json={"texts": ["a\u0000red circle"]}).status_code == 200
