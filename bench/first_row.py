@@ -63,10 +63,13 @@ def ingest(data: Path, model: Path, cache: Path, mode: str, profile: str | None 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
-    parser.add_argument("--model-size", default="base", help="tiny, small, base = ViT-B/32 (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, at least 1 (default: %(default)s)")
+    parser.add_argument("--model-size", default="base", choices=["tiny", "small", "base", "large"],
+                        help="tiny, small, base = ViT-B/32, large = ViT-L/14 (default: %(default)s)")
     parser.add_argument("--profile", default=None, help="also write a cProfile of one torch-free run to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: at least 1")
     data, model, cache = common.sample_data(1), common.model(args.model_size), CACHE / "first-row"
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.2f} at start; model {args.model_size}; 1 row of "
           f"640x480 JPEG; cache {cache}", flush=True)

@@ -59,8 +59,11 @@ def in_child(function, job: dict, in_process: bool):
 
 
 def parse_efs(text: str) -> list[int | None]:
-    """``16,32,default`` → [16, 32, None] (None: the engine's default beam)."""
-    return [None if part.strip() == "default" else int(part) for part in text.split(",")]
+    """``16,32,default`` → [16, 32, None] (None: the engine's default beam); ValueError naming --ef otherwise."""
+    try:
+        return [None if part.strip() == "default" else int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--ef {text}: each value must be a whole number or `default`") from None
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -93,7 +96,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.setting_list = [] if args.settings == "none" else [parse_setting(s).label for s in args.settings.split(",")]
-        args.efs, args.oversamplings = parse_efs(args.ef), [float(v) for v in args.oversampling.split(",")]
+        args.efs = parse_efs(args.ef)
+        try:
+            args.oversamplings = [float(v) for v in args.oversampling.split(",")]
+        except ValueError:
+            raise ValueError(f"--oversampling {args.oversampling}: each value must be a number") from None
         check_counts(args)
     except ValueError as error:
         parser.error(str(error))

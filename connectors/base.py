@@ -148,6 +148,10 @@ def model_mismatch(existing: CollectionSpec, spec: CollectionSpec, collection: s
     if spec.same_image_model(existing):  # only the text model differs
         theirs = f"text model {existing.text_model!r}" if existing.text_model else "no separate text model"
         ours = f"text model {spec.text_model!r}" if spec.text_model else "no separate text model"
+        if spec.text_model and spec.text_model == existing.text_model and spec.text_fingerprint and \
+                existing.text_fingerprint:
+            ours += (f": the names agree but the files differ (fingerprint {spec.text_fingerprint[:12]} here, "
+                     f"{existing.text_fingerprint[:12]} recorded)")
         return (f"collection {collection!r} holds caption vectors of {theirs} (beside image model "
                 f"{existing.model!r}); this run uses {ours}. Pass the same --text-model as the collection's "
                 "first run, or another --collection; a query may use its own --text-model")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmindex.errors import InputError, UsageError
+from mmindex.pipeline.models.backend import CONTROL, SURROGATE
 
 PLACEHOLDER = "{}"
 # CLIP's own single template for photographs (Radford et al. 2021, §3.1.4: +1.3 points of ImageNet accuracy over the
@@ -27,7 +28,8 @@ def read_labels(path: str | Path) -> list[str]:
     become part of a label that ``--where "label = cat"`` would then fail to match. Labels may hold any other text, braces included (they are put in a template by plain
     replacement, never by ``str.format``).
 
-    Raises ``InputError`` naming the file when it cannot be read, is not UTF-8, or holds fewer than two labels, and
+    Raises ``InputError`` naming the file when it cannot be read, is not UTF-8, or holds fewer than two labels, naming
+    the line of a label with control characters (it would be embedded as other text than the payload stores), and
     naming the label and both line numbers when a label repeats (compared without case: "Cat" and "cat" would split one class's
     probability between two names).
     """
@@ -43,6 +45,9 @@ def read_labels(path: str | Path) -> list[str]:
         label = clean_label(line)
         if not label or label.startswith("#"):
             continue
+        if CONTROL.search(label) or SURROGATE.search(label):  # embedded as spaces or U+FFFD, stored as written
+            raise InputError(f"{path}: the label on line {number} ({label!r}) holds control characters or bytes that "
+                             "are not UTF-8 text; write each label as plain text")
         key = label.casefold()
         if key in first_line:
             earlier = labels[[item.casefold() for item in labels].index(key)]

@@ -22,13 +22,18 @@ from mmindex.errors import ModelError
 # Control characters (C0 but tab and line breaks, DEL, C1, the Unicode line and paragraph separators): ingest turns
 # them into spaces in captions (ingest/records.clean_caption), and every text embedded is cleaned the same way.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates: bytes that were not UTF-8 (a Latin-1 terminal's argv, a JSON \ud800); embedded as U+FFFD, the
+# replacement character ingest puts for bad UTF-8 in captions.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def cleaned_texts(texts: Sequence[Any]) -> list[Any]:
-    """``texts`` cleaned as ingest cleans captions: control characters (``CONTROL``) as spaces, then leading and
+    """``texts`` cleaned as ingest cleans captions: control characters (``CONTROL``) as spaces, bytes that were not
+    UTF-8 (``SURROGATE``) as U+FFFD, then leading and
     trailing whitespace removed, so that a query, an ``/embed`` text or a label prompt embeds as the caption ingest
     stored from the same text does (non-strings are left for the model to fail on, by name)."""
-    return [CONTROL.sub(" ", text).strip() if isinstance(text, str) else text for text in texts]
+    return [SURROGATE.sub("\ufffd", CONTROL.sub(" ", text)).strip() if isinstance(text, str) else text
+            for text in texts]
 
 
 def blank_text(value: Any) -> bool:

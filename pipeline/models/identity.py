@@ -289,11 +289,12 @@ def check_hub_revision(meta: dict[str, Any] | None, model: str | None, collectio
     now = hub_revision(model)
     if now and now != recorded:
         what, option = ("text model", "--text-model") if key == "text_model" else ("model", "--model")
+        given = (f"this run passes the snapshot folder of revision {now[:12]} ({model})" if snapshot else
+                 f"the local Hugging Face cache now loads revision {now[:12]} of it (a newer download)")
         raise CollectionMismatchError(
-            f"collection {collection!r} was made with {what} {model!r} at revision {recorded[:12]}, but the local "
-            f"Hugging Face cache now loads revision {now[:12]} of it (a newer download): its vectors would not be "
-            f"the collection's. Pass {option} with that revision's snapshot folder (…/snapshots/{recorded}), or "
-            "ingest into a new collection")
+            f"collection {collection!r} was made with {what} {meta.get(key)!r} at revision {recorded[:12]}, but "
+            f"{given}: its vectors would not be the collection's. Pass {option} with that revision's snapshot folder "
+            f"(…/snapshots/{recorded}), or ingest into a new collection")
 
 
 def model_to_load(meta: dict[str, Any] | None, given: str | None = None) -> str:

@@ -85,7 +85,10 @@ class SearchInputs:
 async def inputs_of(body: SearchBody, service: Service, limits: Limits) -> SearchInputs:
     """A JSON body → ``SearchInputs``, its images decoded (in the decode pool, within ``limits``); 400
     ``bad_request`` unless it names something to search for: a text or an image (not both), and/or ``like``."""
-    text = body.text if body.text and not blank_text(body.text) else None
+    if body.text and blank_text(body.text):  # "" is no text, as before; "  " or "\x01" is a text that cleans to nothing
+        raise ApiError(400, "bad_request", "text is empty once cleaned (only spaces or control characters): give a "
+                                           "text to search for, or leave it out")
+    text = body.text or None
     if (text is not None and body.image is not None) or not (text or body.image is not None or body.like):
         raise ApiError(400, "bad_request", "give a text or an image to search for (not both), and/or like examples")
     image = None

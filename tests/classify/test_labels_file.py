@@ -100,3 +100,17 @@ def test_invisible_marks_at_the_ends_never_join_a_label(tmp_path, mark):
     path.write_text(f"circle\n{mark}Circle\n", encoding="utf-8")
     with pytest.raises(InputError, match="line 1 .*line 2"):
         read_labels(path)
+
+
+@pytest.mark.parametrize("line", ["\x01", "cat\x01", "dog\x00bone", "cat\x7f", "caf\udce9"])
+def test_a_label_with_control_characters_or_bad_bytes_is_refused_naming_its_line(tmp_path, line):
+    """Embedded as cleaned text ("\\x01" → "") but stored as written: one label would mean two things (a reviewer got
+    an invisible label on half the points). Refused, naming the line."""
+    path = tmp_path / "labels.txt"
+    path.write_bytes(f"circle\n{line}\nsquare\n".encode("utf-8", "surrogatepass"))
+    if "\udce9" in line:  # not UTF-8 at all: refused as such before any label is read
+        with pytest.raises(InputError, match="not UTF-8"):
+            read_labels(path)
+        return
+    with pytest.raises(InputError, match="line 2 .*control characters"):
+        read_labels(path)

@@ -34,3 +34,15 @@ def test_a_damaged_collection_record_is_a_store_error(tmp_path, text):
     (tmp_path / "c" / "collection.json").write_text(text)
     with pytest.raises(StoreError, match="collection.json"):
         QdrantEdgeStore("c", data_dir=tmp_path).spec()
+
+
+def test_a_text_model_of_the_same_name_with_other_files_is_named_as_such():
+    """A reviewer's FastEmbed text tower from another folder of the same name: the refusal named one model twice."""
+    from mmindex.connectors.base import CollectionSpec, model_mismatch
+
+    recorded = CollectionSpec("vision", 8, fingerprint="sha256:" + "a" * 64, text_model="clip-ViT-B-32-text",
+                              text_fingerprint="sha256:" + "b" * 64)
+    other = CollectionSpec("vision", 8, fingerprint="sha256:" + "a" * 64, text_model="clip-ViT-B-32-text",
+                           text_fingerprint="sha256:" + "c" * 64)
+    message = model_mismatch(recorded, other, "f1")
+    assert "names agree but the files differ" in message and "sha256:cccc" in message and "sha256:bbbb" in message

@@ -33,3 +33,11 @@ def test_the_reviewers_case(encoder):
     """/embed with "\\u0000nul\\u0000" differed from "nul" by up to 0.197 in a component."""
     got, want = encoder.encode_texts(["\u0000nul\u0000", "nul"])
     assert float(np.abs(got - want).max()) < 1e-5
+
+
+def test_a_text_that_was_not_utf8_embeds_with_the_replacement_character(encoder):
+    """A Latin-1 terminal's argv ('caf\\xe9' → 'caf\\udce9') failed in the tokenizer with a TypeError; it embeds as
+    ingest stores bad UTF-8: U+FFFD in its place."""
+    assert cleaned_texts(["a blue caf\udce9", "\ud800abc"]) == ["a blue caf\ufffd", "\ufffdabc"]
+    got, want = encoder.encode_texts(["a blue caf\udce9", "a blue caf\ufffd"])
+    assert float(np.abs(got - want).max()) < 1e-5

@@ -255,6 +255,8 @@ def test_a_newer_revision_of_a_hub_model_in_the_cache_is_refused_not_mixed(xenov
     newer_folder = str(hub / "models--Xenova--clip-vit-base-patch32" / "snapshots" / ("b" * 40))
     wrong = CliRunner().invoke(main, ["query", "a red circle", *store, "--model", newer_folder])
     assert wrong.exit_code != 0 and "revision aaaaaaaaaaaa" in wrong.output, wrong.output
+    assert "'Xenova/clip-vit-base-patch32'" in wrong.output and "passes the snapshot folder of revision bbbb" in \
+        wrong.output, wrong.output
 
 
 # -- precisions ---------------------------------------------------------------------------------------------

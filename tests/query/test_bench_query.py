@@ -144,7 +144,8 @@ def test_a_setting_lays_out_what_it_names():
                                           (["--queries", "0"], "--queries 0"), (["--peer-queries", "-1"], "--peer-queries"),
                                           (["--oversampling", "0,0.5,-3"], "--oversampling"),
                                           (["--oversampling", "inf"], "--oversampling"), (["--ef", "0"], "--ef 0"),
-                                          (["--dim", "0"], "--dim 0"), (["--peers", "bogus"], "--peers bogus")])
+                                          (["--dim", "0"], "--dim 0"), (["--peers", "bogus"], "--peers bogus"),
+                                          (["--ef", "abc"], "--ef abc"), (["--oversampling", "x"], "--oversampling x")])
 def test_sizes_and_sweep_values_it_cannot_run_are_refused_naming_the_option(flags, named, capsys):
     with pytest.raises(SystemExit) as stopped:
         query.arguments(flags)

@@ -424,6 +424,8 @@ def test_a_text_empty_once_cleaned_is_a_400_as_an_empty_one(app_client, text):
     """A query of only control characters embedded as the empty string and answered; it is refused like "" is."""
     response = app_client.post("/search", json={"text": text})
     assert response.status_code == 400, response.text
+    if text:  # a text was given: the answer says it cleans to nothing, not that none was given
+        assert "empty once cleaned" in response.text, response.text
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\u0000\u0001", "\t\n"])
