@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import timed
 from vector_sets import vector_set
 
 from mmindex.connectors.base import QUANTIZATIONS, CollectionOptions, CollectionSpec, PointRecord, SearchRequest
@@ -89,9 +90,7 @@ def build(folder: Path, vectors, options: CollectionOptions) -> dict:
                   f"RSS {memory_mb().get('VmRSS', float('nan')):.0f} MB", flush=True)
     upsert_seconds = time.perf_counter() - started
     print(f"    building the HNSW index (optimize), started {time.strftime('%H:%M:%S')}", flush=True)
-    started = time.perf_counter()
-    store.finish(optimize=True)
-    index_seconds = time.perf_counter() - started
+    _, index_seconds = timed(store.finish, optimize=True)
     store.close()
     peak = peaks.stop()
     return {"upsert_s": upsert_seconds, "index_s": index_seconds, "peak_anon_build_mb": peak["RssAnon"],

@@ -27,19 +27,19 @@ from mmindex.errors import CollectionMismatchError, EncodeError, ModelError, Usa
 from mmindex.pipeline.models.backend import (
     batch_size_of,
     check_backend,
+    cleaned_texts,
     isolate,
     part_of,
     slice_features,
-    cleaned_texts,
 )
 from mmindex.pipeline.models.bundle import write_bundle
 from mmindex.pipeline.models.identity import (
     DEFAULT_MODEL,
     ModelChoice,
     check_model_spec,
+    hub_revision,
     is_open_clip,
     model_display_name,
-    hub_revision,
     model_folder,
     model_source,
     recorded_model_changed,

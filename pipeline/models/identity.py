@@ -172,10 +172,7 @@ class _Walk:
 def _link_bounds(root: str) -> tuple[str, ...]:
     """Where links in a model folder may point: the folder, and for a snapshot in the Hugging Face cache
     (``models--ORG--NAME/snapshots/REV``) its repository folder, whose ``blobs/`` hold the files."""
-    parent = os.path.dirname(root)
-    if os.path.basename(parent) == "snapshots" and os.path.basename(os.path.dirname(parent)).startswith("models--"):
-        return root, os.path.dirname(parent)
-    return (root,)
+    return (root, os.path.dirname(os.path.dirname(root))) if hub_snapshot_of(root) else (root,)
 
 
 _SKIPPED: set[tuple[str, str]] = set()
@@ -259,10 +256,11 @@ def model_folder(model: str) -> str | None:
 
 def hub_snapshot_of(folder: str) -> tuple[str, str] | None:
     """(Hub id, revision) when ``folder`` is a snapshot in a Hugging Face cache (``…/models--ORG--NAME/snapshots/REV``,
-    as the Hub library lays it out), else None."""
+    as the Hub library lays it out; ``models--NAME`` for an id without an owner), else None. The one reading of that
+    layout: fingerprints (``_link_bounds``), ready-made repositories (``layouts.cached_repo``) and revisions use it."""
     snapshots = os.path.dirname(os.path.abspath(folder))
     repo = os.path.basename(os.path.dirname(snapshots))
-    if os.path.basename(snapshots) != "snapshots" or not repo.startswith("models--") or repo.count("--") < 2:
+    if os.path.basename(snapshots) != "snapshots" or not repo.startswith("models--"):
         return None
     return repo[len("models--"):].replace("--", "/", 1), os.path.basename(os.path.abspath(folder))
 

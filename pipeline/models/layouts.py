@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from mmindex.errors import ModelError
-from mmindex.pipeline.models.identity import model_folder
+from mmindex.pipeline.models.identity import hub_snapshot_of, model_folder
 
 TORCH_WEIGHTS = ("modules.json", "pytorch_model.bin")
 STEMS = {"image": "vision_model", "text": "text_model"}  # transformers.js's file names, in onnx/
@@ -65,8 +65,8 @@ def checked_file(path: Path, repo: str | None = None) -> Path:
 def cached_repo(path: Path) -> str | None:
     """The Hub id ``ORG/NAME`` of a file in the Hugging Face cache (``…/models--ORG--NAME/snapshots/REV/…``), else
     None."""
-    parts = Path(path).parts
-    for index, part in enumerate(parts[:-2]):
-        if part.startswith("models--") and parts[index + 1] == "snapshots":
-            return part[len("models--"):].replace("--", "/", 1)
+    for folder in Path(path).parents:
+        snapshot = hub_snapshot_of(str(folder))
+        if snapshot:
+            return snapshot[0]
     return None

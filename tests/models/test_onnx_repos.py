@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import onnx_layouts, replicas
+from helpers import no_torch, onnx_layouts, replicas
 from helpers.reference import Reference
 from mmindex.errors import ModelError
 from mmindex.pipeline.models.encoder import Encoder
@@ -63,16 +63,8 @@ def images(seed: int = 0) -> list:
 
 # -- without torch, end to end ----------------------------------------------------------------------------------
 
-BLOCKED = textwrap.dedent("""
-    import json, sys
-    BANNED = ("torch", "transformers", "sentence_transformers")
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BANNED:
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, Block())
+BLOCKED = no_torch.BLOCK + textwrap.dedent("""
+    import json
     import numpy as np
     from PIL import Image
     from mmindex.pipeline.cli import main
@@ -283,18 +275,6 @@ def test_a_precision_the_repository_lacks_is_refused_naming_its_files(fastembed,
         Encoder(str(eight_bit_only), backend="auto", precision="fp32")
 
 
-NOT_CACHED = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
-                raise ImportError(f"{name} is blocked in this test")
-    sys.meta_path.insert(0, Block())
-    from mmindex.pipeline.cli import main
-    main(sys.argv[1:])
-""")
-
-
 @pytest.mark.parametrize("models", [["--model", "Xenova/clip-vit-base-patch32"],
                                     ["--model", "Qdrant/clip-ViT-B-32-vision", "--text-model", "Qdrant/clip-ViT-B-32-text"],
                                     ["--model", "someone/clip-onnx", "--model-precision", "int8"]])
@@ -306,9 +286,8 @@ def test_a_ready_made_hub_id_not_in_the_local_cache_is_refused_before_torch(mode
     write_sample(tmp_path / "data", rows=2, seed=1, width=16, height=16)
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", MMINDEX_CACHE=str(tmp_path / "cache"))
     env.pop("HF_HUB_CACHE", None)
-    done = subprocess.run([sys.executable, "-c", NOT_CACHED, "ingest", str(tmp_path / "data"), "-c", "c",
-                           "--data-dir", str(tmp_path / "store"), *models], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = no_torch.run_cli_without_torch(["ingest", str(tmp_path / "data"), "-c", "c", "--data-dir",
+                                           str(tmp_path / "store"), *models], env)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and f"hf download {models[1]}" in done.stderr, done.stderr
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import replicas
+from helpers.no_torch import run_cli_without_torch
 from mmindex.errors import ModelError
 from mmindex.pipeline.ingest.sample import write_sample
 from mmindex.pipeline.models import encoder as encoder_module
@@ -282,25 +283,12 @@ def test_the_reason_a_model_takes_the_torch_path_is_said(alone, backend, device,
     assert "open_clip" in torch_path_reason(True, "auto", "cpu", False, "open_clip:ViT-B-32/openai")
 
 
-WITHOUT_TORCH = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
-            raise ImportError(f"No module named {name!r} (blocked in this test)")
-sys.meta_path.insert(0, Block())
-from mmindex.pipeline.cli import main
-main(sys.argv[1:])
-"""
-
-
 def test_a_model_that_needs_torch_where_it_cannot_be_imported_is_one_line_not_a_traceback(tiny_model, sample_dir,
                                                                                           tmp_path):
     """No export yet (an empty MMINDEX_CACHE), so the model needs torch; where torch cannot be imported the run
     says so in one line, exit 1, instead of a ModuleNotFoundError traceback."""
     env = dict(os.environ, MMINDEX_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "ingest", str(sample_dir), "-c", "c", "--data-dir",
-                           str(tmp_path / "store"), "--model", str(tiny_model), "-q"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = run_cli_without_torch(["ingest", str(sample_dir), "-c", "c", "--data-dir", str(tmp_path / "store"),
+                                  "--model", str(tiny_model), "-q"], env)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "needs torch and sentence-transformers" in done.stderr and "blocked in this test" in done.stderr
