@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmindex.pipeline.models.identity import file_signature, model_folder, racy
+from mmindex.pipeline.models.identity import file_signature, model_fingerprint, model_folder, racy
 from mmindex.pipeline.models.onnx_cache import default_cache_root
 from mmindex.pipeline.models.quick import (
     BUNDLE,
@@ -60,6 +60,11 @@ def _write_bundle(model) -> Path | None:
     signature = file_signature(folder)
     if any(racy(stamp[1]) for stamp in signature.values()):
         log.info("no fast query path for %s yet: its files changed in the last 2 s", model.name)
+        return None
+    # The index vouches for the fingerprint of the files it lists (quick.indexed_fingerprint): files changed since the
+    # model loaded must not be listed under the loaded one's (model_fingerprint is kept per process while they hold).
+    if model.fingerprint and os.path.isdir(model.name) and model_fingerprint(folder) != model.fingerprint:
+        log.info("no fast query path for %s yet: its files changed since it loaded", model.name)
         return None
     target = model.cache_dir / BUNDLE
     manifest = json.loads((model.cache_dir / "manifest.json").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from stat import S_ISDIR, S_ISREG
-from typing import Any
+from typing import Any, Callable
 
 from mmindex.connectors.base import CollectionSpec, model_mismatch
 from mmindex.errors import CollectionMismatchError, ModelError
@@ -381,10 +381,12 @@ def check_model_spec(model: str, option: str = "--model") -> None:
         raise ModelError(f"{option} {model!r}: no such folder ({os.path.abspath(os.path.expanduser(model))})")
 
 
-def model_source(model: str) -> tuple[str | None, str, str | None]:
+def model_source(model: str, known: Callable[[str], str | None] | None = None) -> tuple[str | None, str, str | None]:
     """(where it loads from: an absolute folder or a loadable open_clip spec, else None; the name shown and
     recorded; its fingerprint, or None for a Hub id or pretrained tag). A Hugging Face cache snapshot folder is its
-    Hub id (``hub_snapshot_of``): named and recorded as the id, its revision checked (``check_hub_revision``)."""
+    Hub id (``hub_snapshot_of``): named and recorded as the id, its revision checked (``check_hub_revision``).
+    ``known(folder)``: a fingerprint already known for the folder's current files (``quick.indexed_fingerprint``),
+    or None to hash them (``model_fingerprint``)."""
     if is_open_clip(model):
         spec = parse_spec(model)
         return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()
@@ -392,7 +394,7 @@ def model_source(model: str) -> tuple[str | None, str, str | None]:
     snapshot = hub_snapshot_of(path) if path else None
     if snapshot:  # a Hugging Face cache snapshot is its Hub id at a revision (check_hub_revision), known by name
         return path, snapshot[0], None
-    return path, model_display_name(path or model), model_fingerprint(model)
+    return path, model_display_name(path or model), (known and path and known(path)) or model_fingerprint(model)
 
 
 PREFIX = "open_clip:"

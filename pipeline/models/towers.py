@@ -103,18 +103,26 @@ class TowerBackend:
 
     def preprocess_texts(self, texts: Sequence[str]) -> dict[str, Any]:
         """{input_ids, attention_mask, …: (n, length) int64}, cut and padded by ``text_rule``; thread-safe (the
-        tokenizer's settings are fixed once, so concurrent calls cannot change each other's)."""
-        return text_features(self.text.tokenizer, list(texts), self.text.inputs)
+        tokenizer's settings are fixed once, so concurrent calls cannot change each other's). Captions padded to
+        the longest carry ``attention_mask`` even for a graph that does not take it (``run_session`` feeds a graph
+        only its own inputs): ``run_tower`` sorts them by it."""
+        inputs = self.text.inputs
+        if self.text_rule.padding == "longest" and "attention_mask" not in inputs:
+            inputs = [*inputs, "attention_mask"]
+        return text_features(self.text.tokenizer, list(texts), inputs)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens in each text before truncation, special tokens included."""
         return [len(encoding.ids) for encoding in self.text.counter.encode_batch(list(texts), add_special_tokens=True)]
 
     def embed(self, features: dict[str, Any], modality: str) -> np.ndarray:
-        """(n, dim) float32 raw vectors of ``preprocess_*`` output through the modality's tower."""
+        """(n, dim) float32 raw vectors of ``preprocess_*`` output through the modality's tower (captions padded to
+        the longest run sorted by length: ``onnx_model.run_tower``)."""
         tower = self.towers[modality]
         arrays = {key: value for key, value in features.items() if hasattr(value, "shape")}
-        return np.asarray(run_tower(tower.session, arrays, modality, self.precision, tower.output), dtype=np.float32)
+        padding = self.text_rule.padding if self.text_rule else None
+        return np.asarray(run_tower(tower.session, arrays, modality, self.precision, tower.output, padding),
+                          dtype=np.float32)
 
     def replica(self, device: str) -> "TowerBackend":
         """The same towers in new sessions (their own thread pools), on the CPU only."""

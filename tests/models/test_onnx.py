@@ -94,6 +94,45 @@ def test_a_vector_does_not_depend_on_its_batch(tiny_onnx):
     np.testing.assert_allclose(encode(tiny_onnx, texts, "text"), alone, atol=1e-5)
 
 
+caption_words = st.lists(st.sampled_from(["a", "red", "circle", "蓝色的", "three", "small", "STAR", "on", "grass,",
+                                           "top-left!", "x"]), min_size=0, max_size=30).map(" ".join)
+
+
+@needs_runtime
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(caption_words, min_size=2, max_size=40), chunk=st.integers(1, 20))
+def test_captions_sorted_by_length_get_the_vectors_they_get_alone(tiny_onnx, texts, chunk):
+    """``onnx_model.by_length`` (fp32 captions sorted by length, each chunk cut to its longest) against a plain
+    oracle: each caption run alone, unpadded; rows in the batch's order, any chunk size, ties in length included."""
+    session = tiny_onnx.sessions["text"]
+    features = tiny_onnx.preprocess_texts(texts)
+    got = onnx_model.by_length(session, features, chunk=chunk)
+    alone = np.concatenate([onnx_model.run_session(session, tiny_onnx.preprocess_texts([text])) for text in texts])
+    assert got.shape == alone.shape
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+    np.testing.assert_allclose(got, onnx_model.run_session(session, features), atol=1e-5)  # the padded batch
+
+
+@needs_runtime
+def test_a_long_caption_batch_runs_by_length(tiny_onnx, monkeypatch):
+    """Past CAPTION_CHUNK captions the fp32 tower runs sorted by length, in chunks no wider than their longest."""
+    widths = []
+    real = onnx_model.run_session
+
+    def spy(session, features, output=None):
+        widths.append((len(features["input_ids"]), features["input_ids"].shape[1]))
+        return real(session, features, output)
+
+    texts = [" ".join(["word"] * (i % 9)) or "x" for i in range(onnx_model.CAPTION_CHUNK * 2 + 3)]
+    expected = np.concatenate([encode(tiny_onnx, [text], "text") for text in texts])
+    monkeypatch.setattr(onnx_model, "run_session", spy)
+    got = encode(tiny_onnx, texts, "text")
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    chunk = onnx_model.CAPTION_CHUNK
+    assert [rows for rows, _ in widths] == [chunk, chunk, 3]
+    assert widths[0][1] < widths[-1][1]  # the shortest captions ran without the longest one's padding
+
+
 @needs_runtime
 def test_an_over_long_caption_is_cut_at_the_limit(tiny_onnx, encoder):
     long = long_caption(tiny_onnx)

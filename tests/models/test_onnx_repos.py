@@ -134,10 +134,14 @@ captions = st.one_of(
     st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lo", "Nd", "Po", "Zs", "So")), min_size=1, max_size=30),
 ).filter(lambda text: text.strip())
 
+MIXED_LENGTHS = [" ".join(replicas.ENGLISH[: 1 + (i * 7) % 23]) for i in range(37)] + ["x", "蓝色"]
+
 
 @PROPERTY
 @given(batch=st.lists(captions, min_size=1, max_size=5), layout=st.sampled_from(["xenova", "fastembed"]))
 @example(batch=["x", " ".join(["a large purple ring"] * 40)], layout="fastembed")
+@example(batch=MIXED_LENGTHS, layout="fastembed")  # past onnx_model.CAPTION_CHUNK: run sorted by length, in chunks
+@example(batch=MIXED_LENGTHS, layout="xenova")  # a text graph without attention_mask: sorted by the tokenizer's
 def test_caption_vectors_equal_transformers_in_any_batch(loaded, references, batch, layout):
     got = loaded[layout].encode_texts(batch)
     for text, vector in zip(batch, got):

@@ -81,6 +81,28 @@ def test_without_change_times_the_sampled_bytes_still_tell(onnx_tiny, tiny_model
     with caplog.at_level("INFO", logger="mmindex.quick"):
         assert quick.open_bundle(str(folder), "fp32", fingerprint) is None
     assert "its files changed since the bundle was written" in caplog.text
+    assert quick.indexed_fingerprint(str(folder)) is None
+
+
+def test_a_start_on_an_indexed_folder_does_not_hash_its_weights(onnx_tiny, tiny_model, tmp_path, monkeypatch):
+    """``Encoder`` takes the fingerprint the query index vouches for (``quick.indexed_fingerprint``) instead of
+    hashing the weights again; once the files change (dated back: only the change time and sampled bytes tell), it
+    hashes them and records the new fingerprint."""
+    from mmindex.pipeline.models.encoder import Encoder
+
+    folder = tmp_path / "model"
+    fingerprint = bundled_copy(onnx_tiny, tiny_model, folder)
+    identity._FINGERPRINTS.clear()  # as in a new process
+    hashed = []
+    real = identity.hash_file
+    monkeypatch.setattr(identity, "hash_file", lambda path, model: hashed.append(path) or real(path, model))
+    encoder = Encoder(str(folder), device="cpu", backend="auto")
+    assert encoder.fingerprint == fingerprint and encoder.backend.torch_free and hashed == []
+    rewrite_in_place(folder / "model.safetensors", 100, b"\x7f" * 8, date_back=True)
+    identity._FINGERPRINTS.clear()
+    assert identity.model_source(str(folder), quick.indexed_fingerprint)[2] == model_fingerprint(str(folder)) \
+        != fingerprint
+    assert hashed
 
 
 edits = st.lists(st.tuples(st.sampled_from(["model.safetensors", "config.json", "tokenizer.json", "modules.json"]),
@@ -109,5 +131,7 @@ def test_the_fast_path_accepts_exactly_what_the_full_fingerprint_accepts(onnx_ti
     fast = quick.open_bundle(str(folder), "fp32", fingerprint) is not None
     same = model_fingerprint(str(folder)) == fingerprint
     assert same or not fast, "the fast path served a model the full path would refuse"
+    indexed = quick.indexed_fingerprint(str(folder))  # what ingest, serve and eval record without hashing
+    assert indexed in (None, model_fingerprint(str(folder))), "the index vouched for files it was not made of"
     if not edits:
-        assert fast
+        assert fast and indexed == fingerprint
