@@ -21,6 +21,7 @@ from mmindex.pipeline.models.quick import (
     TOKENIZER,
     checked_bundle,
     index_path,
+    indexed_fingerprint,
     listed,
     load_tokenizer,
     read_json,
@@ -63,7 +64,8 @@ def _write_bundle(model) -> Path | None:
         return None
     # The index vouches for the fingerprint of the files it lists (quick.indexed_fingerprint): files changed since the
     # model loaded must not be listed under the loaded one's (model_fingerprint is kept per process while they hold).
-    if model.fingerprint and os.path.isdir(model.name) and model_fingerprint(folder) != model.fingerprint:
+    if model.fingerprint and os.path.isdir(model.name) and indexed_fingerprint(folder) != model.fingerprint \
+            and model_fingerprint(folder) != model.fingerprint:  # hashed again only when no record vouches
         log.info("no fast query path for %s yet: its files changed since it loaded", model.name)
         return None
     target = model.cache_dir / BUNDLE

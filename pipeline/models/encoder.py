@@ -47,7 +47,7 @@ from mmindex.pipeline.models.identity import (
 from mmindex.pipeline.models.onnx_model import OnnxModel
 from mmindex.pipeline.models.onnx_repos import ready_made_folder, repo_backend, text_partner
 from mmindex.pipeline.models.open_clip_model import OpenClipModel
-from mmindex.pipeline.models.quick import indexed_fingerprint, torch_free_enabled
+from mmindex.pipeline.models.quick import remembered_fingerprint, torch_free_enabled
 from mmindex.pipeline.models.st_model import SentenceTransformerModel, decode_side, offline_howto, onnx_only_repo
 from mmindex.pipeline.models.towers import bundle_backend
 from mmindex.pipeline.models.trust import code_trusted
@@ -232,7 +232,7 @@ class Encoder:
         if text_model is not None:
             check_model_spec(text_model, "--text-model")
         # Where it loads from (absolute), the name shown and recorded, the fingerprint of its files.
-        self.path, self.name, self.fingerprint = model_source(model, indexed_fingerprint)
+        self.path, self.name, self.fingerprint = model_source(model, remembered_fingerprint)
         self.requested_backend = backend
         # A ready-made ONNX repository runs on ONNX Runtime (the CPU unless a device is named), without torch.
         ready = not is_open_clip(model) and ready_made_folder(model) is not None
@@ -286,7 +286,7 @@ class Encoder:
     def _load_text_model(self, model: str, text_model: str, backend: str, half: bool, threads: int | None) -> None:
         """Load the separate text model into ``text_backend`` (its name, folder and fingerprint beside), checked to
         encode text into the image model's vector size (ModelError)."""
-        self.text_path, self.text_name, self.text_fingerprint = model_source(text_model, indexed_fingerprint)
+        self.text_path, self.text_name, self.text_fingerprint = model_source(text_model, remembered_fingerprint)
         # auto runs a separate text model (usually a text-only sentence-transformers model, which has no
         # ONNX export here) in torch, unless int8 asks for ONNX Runtime
         text_backend = "torch" if backend == "auto" and self.precision == "fp32" else self.backend_name

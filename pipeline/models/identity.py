@@ -385,8 +385,8 @@ def model_source(model: str, known: Callable[[str], str | None] | None = None) -
     """(where it loads from: an absolute folder or a loadable open_clip spec, else None; the name shown and
     recorded; its fingerprint, or None for a Hub id or pretrained tag). A Hugging Face cache snapshot folder is its
     Hub id (``hub_snapshot_of``): named and recorded as the id, its revision checked (``check_hub_revision``).
-    ``known(folder)``: a fingerprint already known for the folder's current files (``quick.indexed_fingerprint``),
-    or None to hash them (``model_fingerprint``)."""
+    ``known(folder)``: the fingerprint of the folder's current files by other means (``quick.remembered_fingerprint``:
+    a record that vouches for them, else hashed and recorded), or None to hash them here (``model_fingerprint``)."""
     if is_open_clip(model):
         spec = parse_spec(model)
         return (spec.loadable if spec.local_path else None), spec.name, spec.fingerprint()

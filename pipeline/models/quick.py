@@ -38,10 +38,12 @@ from mmindex.pipeline.models.identity import (
     is_open_clip,
     model_display_name,
     model_files,
+    model_fingerprint,
     model_folder,
     model_to_load,
     open_regular,
     precision_to_load,
+    racy,
     text_model_to_load,
 )
 from mmindex.pipeline.models.layouts import layout_of
@@ -58,6 +60,7 @@ FORMAT = 2  # 2: the index holds the files' change times, inodes and a sampled d
 BUNDLE = "query.json"
 SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16
 TOKENIZER = "tokenizer.json"
+FINGERPRINT_ONLY = "fingerprint"  # the index name of a folder's fingerprint record (no bundle)
 # The text tower's inputs and the field of a tokenizers Encoding that holds each.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
@@ -217,13 +220,14 @@ def indexed_fingerprint(model: str) -> str | None:
     """The fingerprint (``identity.model_fingerprint``) a query index recorded for the local folder ``model``, when
     its files are still the ones it was made of by the checks the fast query path trusts (``file_signature``: sizes,
     times, change times, inodes; ``sampled_digest``), else None. It spares hashing the weights at every start of
-    ``ingest``, ``serve`` or ``eval`` (ViT-B/32: 0.5–0.7 s); a folder without an index is hashed as before."""
+    ``ingest``, ``serve`` or ``eval`` (ViT-B/32: 0.5–0.7 s). Besides the query indexes of each precision, the record
+    ``remembered_fingerprint`` keeps for folders without a bundle (ready-made ONNX repositories, the torch path)."""
     if not os.path.isdir(model):
         return None
     folder = os.path.abspath(model)
     try:
         signature, sample = None, None
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8", FINGERPRINT_ONLY):
             index = read_json(index_path(folder, precision))
             if not index or index.get("format") != FORMAT or index.get("model_dir") != folder \
                     or not str(index.get("fingerprint") or "").startswith("sha256:"):
@@ -237,6 +241,36 @@ def indexed_fingerprint(model: str) -> str | None:
     except (OSError, ValueError, ModelError):  # an unreadable folder: hashing it says what is wrong
         return None
     return None
+
+
+def remembered_fingerprint(model: str) -> str | None:
+    """``indexed_fingerprint(model)``, else ``identity.model_fingerprint(model)`` (raising what it raises), recorded
+    beside the query indexes (``$MMINDEX_CACHE/query``) with the files' signature and sampled digest so the next start
+    need not hash the weights again. Not recorded when a file changed while it was hashed or within the last 2 s
+    (``racy``), or when the cache cannot be written (the fingerprint is still returned)."""
+    known = indexed_fingerprint(model)
+    if known or not os.path.isdir(model):
+        return known or model_fingerprint(model)
+    folder = os.path.abspath(model)
+    try:
+        before = file_signature(folder)
+    except (OSError, ModelError):
+        return model_fingerprint(model)  # says what is wrong with the folder
+    fingerprint = model_fingerprint(model)
+    try:
+        if fingerprint and not any(racy(stamp[1]) for stamp in before.values()):
+            sample = sampled_digest(folder)
+            if file_signature(folder) == before:
+                record = {"format": FORMAT, "model_dir": folder, "files": before, "sample": sample,
+                          "fingerprint": fingerprint}
+                target = index_path(folder, FINGERPRINT_ONLY)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+                partial.write_text(json.dumps(record), encoding="utf-8")
+                os.replace(partial, target)
+    except (OSError, ModelError) as error:
+        log.debug("fingerprint of %s not recorded: %s", model, error)
+    return fingerprint
 
 
 def _none(model: str, reason: str) -> None:

@@ -455,6 +455,47 @@ def test_a_text_graph_of_fixed_length_is_padded_to_it_or_refused(xenova, referen
     assert float(np.abs(got - want).max()) <= TOLERANCE
 
 
+
+def test_a_ready_made_repository_is_hashed_at_its_first_start_only(xenova, tmp_path, monkeypatch):
+    """A ready-made repository has no query bundle: its fingerprint is recorded at the first start
+    (``quick.remembered_fingerprint``) and later starts take it while its files hold; a changed file is hashed again."""
+    from mmindex.pipeline.models import identity
+
+    folder = _copy_xenova(xenova, tmp_path / "x")
+    for path in folder.rglob("*"):
+        os.utime(path, (1_600_000_000, 1_600_000_000))  # old enough to be recorded
+    hashed = []
+    real = identity.hash_file
+    monkeypatch.setattr(identity, "hash_file", lambda path, model: hashed.append(path) or real(path, model))
+    identity._FINGERPRINTS.clear()
+    first = Encoder(str(folder), backend="auto").fingerprint
+    assert hashed and first == model_fingerprint(str(folder))
+    hashed.clear()
+    identity._FINGERPRINTS.clear()  # as in a new process
+    assert Encoder(str(folder), backend="auto").fingerprint == first and hashed == []
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    identity._FINGERPRINTS.clear()
+    assert Encoder(str(folder), backend="auto").fingerprint == model_fingerprint(str(folder)) != first and hashed
+
+def test_int8_captions_of_a_fixed_length_text_graph_keep_their_padding(xenova, references, tmp_path):
+    """int8 runs captions one at a time, cut to their own tokens, except where the graph takes one fixed length: there
+    each caption keeps its padding (it was cut to its mask and ONNX Runtime refused the shorter input)."""
+    import onnx
+
+    folder = _copy_xenova(xenova, tmp_path / "x")
+    for name in ("text_model.onnx", "text_model_quantized.onnx"):
+        path = folder / "onnx" / name
+        graph = onnx.load(str(path))
+        graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value = replicas.CLIP_POSITIONS
+        onnx.save(graph, str(path))
+    encoder = Encoder(str(folder), backend="auto", precision="int8")
+    texts = TEXTS + ["x"]
+    together = encoder.encode_texts(texts)
+    alone = np.concatenate([encoder.encode_texts([text]) for text in texts])
+    assert float(np.abs(together - alone).max()) <= 1e-6
+    want = np.stack([references["xenova"].text(text, truncate=True) for text in texts])
+    assert probe_gap(together, want, "int8") is None
+
 # -- every file a layout needs, checked up front ------------------------------------------------------------------
 
 BROKEN = [

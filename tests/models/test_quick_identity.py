@@ -110,13 +110,9 @@ edits = st.lists(st.tuples(st.sampled_from(["model.safetensors", "config.json", 
                            st.sampled_from(["in place", "append"])), max_size=2)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(edits=edits)
-def test_the_fast_path_accepts_exactly_what_the_full_fingerprint_accepts(onnx_tiny, tiny_model, tmp_path_factory,
-                                                                          edits):
-    folder = tmp_path_factory.mktemp("edits") / "model"
-    fingerprint = bundled_copy(onnx_tiny, tiny_model, folder)
+
+def apply_edits(folder, edits) -> None:
+    """Each (file, where, bytes, date back?, in place or append) edit of ``edits`` applied to ``folder``."""
     for name, where, data, date_back, how in edits:
         path = folder / name
         size = path.stat().st_size
@@ -128,6 +124,16 @@ def test_the_fast_path_accepts_exactly_what_the_full_fingerprint_accepts(onnx_ti
                 os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         else:
             rewrite_in_place(path, min(int(where * size), size - len(data)), data, date_back)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=edits)
+def test_the_fast_path_accepts_exactly_what_the_full_fingerprint_accepts(onnx_tiny, tiny_model, tmp_path_factory,
+                                                                          edits):
+    folder = tmp_path_factory.mktemp("edits") / "model"
+    fingerprint = bundled_copy(onnx_tiny, tiny_model, folder)
+    apply_edits(folder, edits)
     fast = quick.open_bundle(str(folder), "fp32", fingerprint) is not None
     same = model_fingerprint(str(folder)) == fingerprint
     assert same or not fast, "the fast path served a model the full path would refuse"
@@ -135,3 +141,24 @@ def test_the_fast_path_accepts_exactly_what_the_full_fingerprint_accepts(onnx_ti
     assert indexed in (None, model_fingerprint(str(folder))), "the index vouched for files it was not made of"
     if not edits:
         assert fast and indexed == fingerprint
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=edits)
+def test_a_remembered_fingerprint_is_never_a_stale_one(tiny_model, tmp_path_factory, edits):
+    """A folder without a bundle (the torch path, a ready-made repository) has its fingerprint recorded at its first
+    start (``quick.remembered_fingerprint``); over generated edits, what a later start takes is always the full
+    hash of the files as they are, and an unedited folder is not hashed again."""
+    folder = tmp_path_factory.mktemp("remembered") / "model"
+    shutil.copytree(tiny_model, folder)  # times kept: old enough to be recorded
+    identity._FINGERPRINTS.clear()
+    first = quick.remembered_fingerprint(str(folder))
+    assert first == model_fingerprint(str(folder)) and quick.indexed_fingerprint(str(folder)) == first
+    apply_edits(folder, edits)
+    identity._FINGERPRINTS.clear()  # a new process
+    fresh = model_fingerprint(str(folder))
+    assert quick.indexed_fingerprint(str(folder)) in (None, fresh), "the record vouched for files it was not made of"
+    assert quick.remembered_fingerprint(str(folder)) == fresh
+    if not edits:
+        assert quick.indexed_fingerprint(str(folder)) == first
