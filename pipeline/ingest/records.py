@@ -53,8 +53,6 @@ def id_problem(key: Any) -> str | None:
     return None
 
 
-
-
 def clean_caption(value: Any) -> tuple[str | None, bool]:
     """The caption text to embed and store, and whether it had to be cleaned.
 

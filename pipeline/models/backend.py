@@ -39,7 +39,7 @@ def cleaned_texts(texts: Sequence[Any]) -> list[Any]:
 def blank_text(value: Any) -> bool:
     """Whether ``value`` is empty once cleaned (``cleaned_texts``): what ingest stores as no caption, and a query
     refuses as an empty text (only spaces or control characters)."""
-    return not CONTROL.sub(" ", str(value)).strip()
+    return not cleaned_texts([str(value)])[0]
 
 
 @dataclass(frozen=True)

@@ -477,9 +477,9 @@ def by_length(session, features: dict[str, Any], output: str | None = None,
     arrays = {name: _as_numpy(value) for name, value in features.items() if hasattr(value, "shape")}
     mask = arrays["attention_mask"].astype(bool)
     order = np.argsort(mask.sum(axis=1), kind="stable")
-    parts = []
-    for start in range(0, len(order), max(1, chunk)):
-        rows = order[start:start + max(1, chunk)]
+    parts, step = [], max(1, chunk)
+    for start in range(0, len(order), step):
+        rows = order[start:start + step]
         keep = mask[rows].any(axis=0)
         parts.append(run_session(session, {name: _rows_and_columns(value, rows, keep) for name, value in arrays.items()},
                                  output))

@@ -103,13 +103,10 @@ class TowerBackend:
 
     def preprocess_texts(self, texts: Sequence[str]) -> dict[str, Any]:
         """{input_ids, attention_mask, …: (n, length) int64}, cut and padded by ``text_rule``; thread-safe (the
-        tokenizer's settings are fixed once, so concurrent calls cannot change each other's). Captions padded to
-        the longest carry ``attention_mask`` even for a graph that does not take it (``run_session`` feeds a graph
-        only its own inputs): ``run_tower`` sorts them by it."""
-        inputs = self.text.inputs
-        if self.text_rule.padding == "longest" and "attention_mask" not in inputs:
-            inputs = [*inputs, "attention_mask"]
-        return text_features(self.text.tokenizer, list(texts), inputs)
+        tokenizer's settings are fixed once, so concurrent calls cannot change each other's). ``attention_mask`` is
+        among them even for a graph that does not take it (``TextSide.inputs``; ``run_session`` feeds a graph only its
+        own inputs): ``run_tower`` sorts fp32 captions and cuts int8 ones by it."""
+        return text_features(self.text.tokenizer, list(texts), self.text.inputs)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens in each text before truncation, special tokens included."""
@@ -166,7 +163,8 @@ def bundle_backend(model: str, precision: str, fingerprint: str | None, threads:
         return None
     bundle = quick.bundle
     settings = bundle["text"]["settings"]
-    # The features carry the attention mask even for a tower that does not take it: int8 captions are cut to it.
+    # The features carry the attention mask even for a tower that does not take it: int8 captions are cut to it,
+    # fp32 ones sorted by it (onnx_model.run_tower).
     inputs = list(dict.fromkeys([*bundle["text"]["inputs"], "attention_mask"]))
     text = TextSide(quick.tokenizer, counting_tokenizer(quick.cache_dir / TOKENIZER),
                     TextRule(int(settings["max_length"]), settings["padding"], "the query bundle"), inputs)
@@ -184,7 +182,8 @@ def bundle_backend(model: str, precision: str, fingerprint: str | None, threads:
 
 
 def load_text_side(tokenizer_path: Path, settings: dict[str, Any], rule: TextRule, inputs: list[str]) -> TextSide:
-    """A ``TextSide`` from a tokenizer.json and ``quick.load_tokenizer``'s settings."""
+    """A ``TextSide`` from a tokenizer.json and ``quick.load_tokenizer``'s settings; its inputs are the graph's
+    ``inputs`` and ``attention_mask`` (``onnx_model.run_tower`` cuts and sorts captions by it)."""
     if not tokenizer_path.is_file():
         raise ModelError(f"{tokenizer_path.parent}: no {tokenizer_path.name}, which the text tower needs without torch")
     return TextSide(load_tokenizer(tokenizer_path, settings), counting_tokenizer(tokenizer_path), rule,
